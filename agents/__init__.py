@@ -1,0 +1,1 @@
+"""Agent-desktop client (Kafka) and simulated agents built on it."""

@@ -1,0 +1,145 @@
+"""Agent-desktop client over Kafka, for small sites that let desktops talk to Kafka directly.
+
+One :class:`AgentBus` per process holds the Kafka connections: it publishes to agents.events
+(keyed by routing domain, like every routing-stage topic) and reads assignments from the end,
+handing each agent's offers and rescinds to that agent's :class:`AgentDesktop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from router import logs
+from router.decode import Decoder, Rejection
+from router.events import (
+    AgentLoggedIn,
+    AgentLoggedOut,
+    AgentState,
+    AgentStateChanged,
+    AssignmentOffered,
+    AssignmentRescinded,
+    ContactCompleted,
+    Event,
+    OfferAccepted,
+    OfferDeclined,
+)
+from router.kafka import client_kwargs, producer
+from router.settings import Settings
+from router.stage import now_ms
+
+log = logs.get("agents")
+Notice = AssignmentOffered | AssignmentRescinded
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+class AgentBus:
+    """Kafka side of the agent desktops in this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer = producer(settings)
+        self._consumer = AIOKafkaConsumer(
+            **client_kwargs(settings), enable_auto_commit=False, group_id=None,
+            auto_offset_reset="latest",
+        )
+        self._desktops: dict[str, AgentDesktop] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._decoder = Decoder()
+        self.ignored = 0  # assignment records this bus could not read
+
+    async def start(self) -> None:
+        await self._producer.start()
+        await self._consumer.start()
+        topic = self.settings.topic_assignments
+        partitions = self._consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self._consumer.assign(assigned)
+        await self._consumer.seek_to_end(*assigned)
+        for tp in assigned:  # resolve the end offsets now, before any agent logs in
+            await self._consumer.position(tp)
+        self._reader = asyncio.create_task(self._read(), name="agent-bus-reader")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    def desktop(self, agent_id: str, domain: str) -> AgentDesktop:
+        desk = AgentDesktop(self, agent_id, domain)
+        self._desktops[agent_id] = desk
+        return desk
+
+    async def publish(self, event: Event, domain: str) -> None:
+        await self._producer.send(self.settings.topic_agents_events, event.to_json(),
+                                  key=domain.encode())
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batches.values():
+                for rec in records:
+                    notice = self._decoder.decode(rec.value)
+                    if isinstance(notice, Rejection) or not isinstance(notice, Notice):
+                        self.ignored += 1
+                        continue
+                    desk = self._desktops.get(notice.agent_id)
+                    if desk is not None:
+                        desk.inbox.put_nowait(notice)
+
+
+class AgentDesktop:
+    """What one agent does: log in with skills and capacity, take offers, finish contacts."""
+
+    def __init__(self, bus: AgentBus, agent_id: str, domain: str) -> None:
+        self.bus = bus
+        self.agent_id = agent_id
+        self.domain = domain
+        self.inbox: asyncio.Queue[Notice] = asyncio.Queue()
+
+    async def _send(self, event: Event) -> None:
+        await self.bus.publish(event, self.domain)
+
+    async def login(self, skills: Mapping[str, int], capacity: Mapping[str, int],
+                    ready: bool = True) -> None:
+        await self._send(AgentLoggedIn(
+            event_id=new_event_id(), ts_ms=now_ms(), agent_id=self.agent_id,
+            domain=self.domain, skills=dict(skills), capacity=dict(capacity), ready=ready))
+
+    async def set_state(self, state: AgentState, reason: str = "") -> None:
+        await self._send(AgentStateChanged(
+            event_id=new_event_id(), ts_ms=now_ms(), agent_id=self.agent_id,
+            domain=self.domain, state=state, reason=reason))
+
+    async def accept(self, offer: AssignmentOffered) -> None:
+        await self._send(OfferAccepted(
+            event_id=new_event_id(), ts_ms=now_ms(), agent_id=self.agent_id,
+            domain=self.domain, offer_id=offer.offer_id, contact_id=offer.contact_id))
+
+    async def decline(self, offer: AssignmentOffered, reason: str = "") -> None:
+        await self._send(OfferDeclined(
+            event_id=new_event_id(), ts_ms=now_ms(), agent_id=self.agent_id,
+            domain=self.domain, offer_id=offer.offer_id, contact_id=offer.contact_id,
+            reason=reason))
+
+    async def complete(self, contact_id: str, wrap_up: str = "") -> None:
+        await self._send(ContactCompleted(
+            event_id=new_event_id(), ts_ms=now_ms(), agent_id=self.agent_id,
+            domain=self.domain, contact_id=contact_id, wrap_up=wrap_up))
+
+    async def logout(self) -> None:
+        await self._send(AgentLoggedOut(
+            event_id=new_event_id(), ts_ms=now_ms(), agent_id=self.agent_id, domain=self.domain))

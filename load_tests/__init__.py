@@ -1,0 +1,1 @@
+"""Load generators and benchmarks for peakroute (not run by `make test`)."""

@@ -1,0 +1,196 @@
+"""The faust app: both stages wired to their topics, in batches. Thin: the stages hold the logic.
+
+Each agent takes up to ``batch_max`` records (or what arrived within ``batch_within_s``), hands
+them to its stage as plain records, and produces the outputs with the underlying producer,
+awaiting delivery before faust acks (commits) the batch. A batch never raises out of the loop:
+faust acks a batch even when its body fails, so transient Redis or Kafka errors are retried
+here until they pass, and a record that a script refuses is dead-lettered by the stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
+from faust.types import EventT
+from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from router import logs, metrics
+from router.bot.stage import BotStage
+from router.decode import Decoder, Limits
+from router.kafka import DEADLETTER_MAX_MESSAGE_BYTES
+from router.routing.stage import RoutingStage
+from router.routing.store import RoutingStore
+from router.settings import Settings
+from router.stage import Output, Record
+
+log = logs.get("app")
+RETRY_MAX_S = 5.0
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError, asyncio.TimeoutError)
+
+
+def broker_credentials(settings: Settings) -> Any:
+    context = None
+    if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN", ssl_context=context,
+        )
+    return faust.SSLCredentials(context) if context is not None else None
+
+
+class Runtime:
+    """Per-process resources, created on first use inside the worker's event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._redis: aioredis.Redis | None = None
+        self._bot: BotStage | None = None
+        self._routing: RoutingStage | None = None
+
+    def _store(self) -> RoutingStore:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(
+                self.settings.redis_url, socket_timeout=10, health_check_interval=30
+            )
+        return RoutingStore(self._redis, self.settings)
+
+    def decoder(self) -> Decoder:
+        return Decoder(Limits(self.settings.max_record_bytes, self.settings.max_text_chars))
+
+    @property
+    def bot(self) -> BotStage:
+        if self._bot is None:
+            self._bot = BotStage(self._store(), self.decoder())
+        return self._bot
+
+    @property
+    def routing(self) -> RoutingStage:
+        if self._routing is None:
+            self._routing = RoutingStage(self._store(), self.decoder())
+        return self._routing
+
+
+def _record(event: EventT) -> Record:
+    m = event.message
+    return Record(m.topic, m.partition, m.offset, m.key, m.value)
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The router app with both stages; `peakroute worker` runs it."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings),
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=5,
+        producer_acks=-1,
+        producer_max_request_size=DEADLETTER_MAX_MESSAGE_BYTES + 65_536,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        datadir=str(settings.state_dir / "faust"),
+    )
+    topics = {
+        role: app.topic(name, key_serializer="raw", value_serializer="raw",
+                        partitions=settings.topic_partitions)
+        for role, name in settings.topics.items()
+    }
+    runtime = Runtime(settings)
+
+    async def produce(outputs: Sequence[Output]) -> None:
+        futures = []
+        for out in outputs:
+            fut = await app.producer.send(
+                topics[out.role].get_topic_name(), out.key.encode(), out.event.to_json(),
+                None, None, None,
+            )
+            futures.append(fut)
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def run_batch(stage: str, handle: Callable[[], Awaitable[list[Output]]],
+                        size: int) -> None:
+        """Handle and produce one batch; retry transient failures until they pass."""
+        started = time.perf_counter()
+        delay = 0.1
+        outputs: list[Output] | None = None
+        while True:
+            try:
+                if outputs is None:
+                    outputs = await handle()
+                await produce(outputs)
+                break
+            except TRANSIENT as exc:
+                log.warning("batch_retried", extra=logs.fields(
+                    stage=stage, records=size, error=type(exc).__name__, retry_in_s=delay))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        metrics.BATCH_SIZE.labels(stage).observe(size)
+        metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
+
+    def batches(stream: Any) -> Any:
+        return stream.take_events(settings.batch_max, within=settings.batch_within_s)
+
+    @app.agent(topics["contacts_inbound"], name="bot-stage")
+    async def bot_stage(stream: Any) -> None:
+        async for events in batches(stream):
+            records = [_record(e) for e in events]
+            await run_batch("bot", lambda r=records: runtime.bot.handle(r), len(records))
+
+    @app.agent(topics["routing_requests"], name="routing-requests")
+    async def routing_requests(stream: Any) -> None:
+        async for events in batches(stream):
+            records = [_record(e) for e in events]
+            await run_batch("routing",
+                            lambda r=records: runtime.routing.handle("routing_requests", r),
+                            len(records))
+
+    @app.agent(topics["agents_events"], name="agents-events")
+    async def agents_events(stream: Any) -> None:
+        async for events in batches(stream):
+            records = [_record(e) for e in events]
+            await run_batch("agents",
+                            lambda r=records: runtime.routing.handle("agents_events", r),
+                            len(records))
+
+    @app.timer(settings.timer_interval_s)
+    async def expire_offers() -> None:
+        try:
+            await run_batch("timer", lambda: runtime.routing.tick(), 0)
+        except Exception:  # a timer must keep ticking whatever one tick met
+            log.exception("offer_expiry_failed")
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # aiohttp rejects a charset inside content_type; the exposition is UTF-8 either way.
+        return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "app": settings.app_id})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        """Ready once this worker owns partitions and no rebalance is under way."""
+        ready = bool(app.consumer.assignment()) and not app.rebalancing
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
+    return app

@@ -1,0 +1,317 @@
+"""The event contract: one frozen dataclass per event type on every topic, and its JSON form.
+
+Each event is a JSON object with ``type`` (name and version, e.g. ``contact.arrived.v1``),
+``event_id`` and ``ts_ms`` (epoch milliseconds) beside its own fields. Field constraints are
+declared with ``Annotated`` markers below; :mod:`router.decode` enforces them. docs/EVENTS.md
+documents every type with an example that ``kcat -P`` can send as is.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Any, ClassVar, TypeAlias
+
+import orjson
+
+
+class Kind(enum.Enum):
+    """What a field may hold; the decoder validates each kind (see router.decode)."""
+
+    ID = "id"  # [A-Za-z0-9._:@-], 1..64 chars
+    TEXT = "text"  # customer-visible text, at most Settings.max_text_chars
+    LABEL = "label"  # short free label (reason, intent, wrap-up code), at most 64 chars
+    TS = "ts"  # epoch milliseconds in 2015..2100
+    LEVELS = "levels"  # {skill id: level 1..10}, at most 32 entries
+    CAPACITY = "capacity"  # {channel: 0..32}
+    PRIORITY = "priority"  # 0..9, higher is more urgent
+    COUNT = "count"  # 0..2**31
+    FLAG = "flag"  # true/false
+
+
+Id: TypeAlias = Annotated[str, Kind.ID]
+Text: TypeAlias = Annotated[str, Kind.TEXT]
+Label: TypeAlias = Annotated[str, Kind.LABEL]
+Ts: TypeAlias = Annotated[int, Kind.TS]
+Levels: TypeAlias = Annotated[dict[str, int], Kind.LEVELS]
+Capacity: TypeAlias = Annotated[dict[str, int], Kind.CAPACITY]
+Priority: TypeAlias = Annotated[int, Kind.PRIORITY]
+Count: TypeAlias = Annotated[int, Kind.COUNT]
+Flag: TypeAlias = Annotated[bool, Kind.FLAG]
+
+
+class Channel(enum.StrEnum):
+    CHAT = "chat"
+    VOICE = "voice"
+    EMAIL = "email"
+
+
+class Language(enum.StrEnum):
+    ZH = "zh"
+    EN = "en"
+
+
+class Tier(enum.StrEnum):
+    NORMAL = "normal"
+    VIP = "vip"
+
+
+class AgentState(enum.StrEnum):
+    READY = "ready"
+    NOT_READY = "not_ready"  # break, training, redirected after no answer
+    OFFLINE = "offline"
+
+
+class BotAction(enum.StrEnum):
+    ANSWERED = "answered"  # the bot replied and considers the contact closed (contained)
+    ESCALATED = "escalated"  # handed to a human queue
+
+
+class Decision(enum.StrEnum):
+    """Routing transitions written to routing.decisions (the audit log)."""
+
+    QUEUED = "queued"
+    OFFERED = "offered"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    RESCINDED = "rescinded"
+    ABANDONED = "abandoned"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Fields every event has. ``TYPE`` is the wire name of the concrete class."""
+
+    TYPE: ClassVar[str] = ""
+    event_id: Id
+    ts_ms: Ts
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.TYPE}
+        for f in fields(self):
+            out[f.name] = getattr(self, f.name)
+        return out
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+# --- contacts.inbound (gateway -> bot stage), key: contact_id -------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactArrived(Event):
+    TYPE: ClassVar[str] = "contact.arrived.v1"
+    contact_id: Id
+    domain: Id
+    customer_id: Id
+    channel: Channel = Channel.CHAT
+    language: Language = Language.ZH
+    tier: Tier = Tier.NORMAL
+    text: Text = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CustomerMessage(Event):
+    TYPE: ClassVar[str] = "customer.message.v1"
+    contact_id: Id
+    domain: Id
+    text: Text
+    language: Language = Language.ZH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CustomerLeft(Event):
+    TYPE: ClassVar[str] = "customer.left.v1"
+    contact_id: Id
+    domain: Id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HumanRequested(Event):
+    """The customer pressed "talk to a person" (or the gateway detected the request)."""
+
+    TYPE: ClassVar[str] = "customer.human_requested.v1"
+    contact_id: Id
+    domain: Id
+    language: Language = Language.ZH
+
+
+# --- bot.replies (bot stage -> gateway), key: contact_id ----------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BotReplied(Event):
+    TYPE: ClassVar[str] = "bot.replied.v1"
+    contact_id: Id
+    domain: Id
+    text: Text
+    intent: Label
+    action: BotAction
+    language: Language = Language.ZH
+
+
+# --- routing.requests (bot stage -> routing stage), key: domain ---------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingRequested(Event):
+    """An escalation: find a human with these skills. The 30-second clock starts here."""
+
+    TYPE: ClassVar[str] = "routing.requested.v1"
+    contact_id: Id
+    domain: Id
+    channel: Channel = Channel.CHAT
+    language: Language = Language.ZH
+    tier: Tier = Tier.NORMAL
+    skills: Levels = field(default_factory=dict)
+    priority: Priority = 0
+    intent: Label = ""
+    reason: Label = ""
+
+
+# --- agents.events (agent desktops -> routing stage), key: domain -------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentLoggedIn(Event):
+    TYPE: ClassVar[str] = "agent.logged_in.v1"
+    agent_id: Id
+    domain: Id
+    skills: Levels
+    capacity: Capacity
+    ready: Flag = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentStateChanged(Event):
+    TYPE: ClassVar[str] = "agent.state_changed.v1"
+    agent_id: Id
+    domain: Id
+    state: AgentState
+    reason: Label = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfferAccepted(Event):
+    TYPE: ClassVar[str] = "offer.accepted.v1"
+    agent_id: Id
+    domain: Id
+    offer_id: Id
+    contact_id: Id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfferDeclined(Event):
+    TYPE: ClassVar[str] = "offer.declined.v1"
+    agent_id: Id
+    domain: Id
+    offer_id: Id
+    contact_id: Id
+    reason: Label = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactCompleted(Event):
+    TYPE: ClassVar[str] = "contact.completed.v1"
+    agent_id: Id
+    domain: Id
+    contact_id: Id
+    wrap_up: Label = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentLoggedOut(Event):
+    TYPE: ClassVar[str] = "agent.logged_out.v1"
+    agent_id: Id
+    domain: Id
+
+
+# --- assignments (routing stage -> agent desktops), key: domain ---------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignmentOffered(Event):
+    TYPE: ClassVar[str] = "assignment.offered.v1"
+    offer_id: Id
+    contact_id: Id
+    agent_id: Id
+    domain: Id
+    channel: Channel
+    expires_at_ms: Ts
+    waited_ms: Count = 0
+    priority: Priority = 0
+    skills: Levels = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignmentRescinded(Event):
+    TYPE: ClassVar[str] = "assignment.rescinded.v1"
+    offer_id: Id
+    contact_id: Id
+    agent_id: Id
+    domain: Id
+    reason: Label
+
+
+# --- routing.decisions (audit), key: domain -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingDecision(Event):
+    TYPE: ClassVar[str] = "routing.decision.v1"
+    domain: Id
+    contact_id: Id
+    decision: Decision
+    agent_id: Id | None = None
+    offer_id: Id | None = None
+    waited_ms: Count = 0
+    within_target: Flag = False
+    reason: Label = ""
+
+
+# --- deadletter, key: the original key ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter(Event):
+    """A record the router could not use, kept whole (base64) with the reason."""
+
+    TYPE: ClassVar[str] = "deadletter.v1"
+    reason: Label
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    original_b64: str
+    key_b64: str | None = None
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (
+        ContactArrived, CustomerMessage, CustomerLeft, HumanRequested, BotReplied,
+        RoutingRequested, AgentLoggedIn, AgentStateChanged, OfferAccepted, OfferDeclined,
+        ContactCompleted, AgentLoggedOut, AssignmentOffered, AssignmentRescinded,
+        RoutingDecision, DeadLetter,
+    )
+}
+
+ContactEvent: TypeAlias = ContactArrived | CustomerMessage | CustomerLeft | HumanRequested
+RoutingEvent: TypeAlias = RoutingRequested | CustomerLeft
+AgentEvent: TypeAlias = (
+    AgentLoggedIn | AgentStateChanged | OfferAccepted | OfferDeclined | ContactCompleted
+    | AgentLoggedOut
+)
+
+# Which event types each input topic accepts (by logical role, see Settings.topics).
+ACCEPTED_ON: dict[str, tuple[type[Event], ...]] = {
+    "contacts_inbound": (ContactArrived, CustomerMessage, CustomerLeft, HumanRequested),
+    "routing_requests": (RoutingRequested, CustomerLeft),
+    "agents_events": (
+        AgentLoggedIn, AgentStateChanged, OfferAccepted, OfferDeclined, ContactCompleted,
+        AgentLoggedOut,
+    ),
+}

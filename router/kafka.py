@@ -1,0 +1,82 @@
+"""Thin Kafka adapter: client configuration from settings, and topic creation. Speaks plain Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from router.errors import StackError
+from router.settings import Settings
+
+TOPIC_ALREADY_EXISTS = 36
+# The deadletter value is the original record in base64 (4/3 larger) plus the reason.
+DEADLETTER_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """aiokafka connection and security arguments (shared by producers, consumers, admin)."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
+        kwargs["ssl_context"] = ssl.create_default_context(
+            cafile=settings.kafka_ssl_cafile or None
+        )
+    if settings.kafka_security_protocol.startswith("SASL"):
+        kwargs.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
+    return kwargs
+
+
+def producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
+    """A producer tuned for batches: small linger, compression off (records are small JSON)."""
+    options: dict[str, Any] = {
+        "linger_ms": 5,
+        "max_request_size": DEADLETTER_MAX_MESSAGE_BYTES + 65_536,
+        "acks": "all",
+    }
+    options.update(extra)
+    return AIOKafkaProducer(**client_kwargs(settings), **options)
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    specs = []
+    for role, name in settings.topics.items():
+        configs = {}
+        if role == "deadletter":
+            configs["max.message.bytes"] = str(DEADLETTER_MAX_MESSAGE_BYTES + 65_536)
+        specs.append(NewTopic(name, settings.topic_partitions, settings.topic_replication_factor,
+                              topic_configs=configs))
+    return specs
+
+
+async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create every router topic that does not exist yet; returns the names created."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (TimeoutError, OSError, Exception) as exc:
+        await admin.close()
+        raise StackError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({exc!r}); is the broker "
+            "running? (`peakroute stack status`)"
+        ) from exc
+    try:
+        response = await admin.create_topics(topic_specs(settings))
+        created = []
+        for name, code, message in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TOPIC_ALREADY_EXISTS:
+                raise StackError(f"creating topic {name} failed: error {code} {message}")
+        return created
+    finally:
+        await admin.close()

@@ -1,0 +1,1 @@
+"""The routing stage: who answers which contact, kept atomically in Redis."""

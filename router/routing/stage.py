@@ -1,0 +1,85 @@
+"""The routing stage's batch handlers: routing.requests and agents.events in; assignments and
+routing.decisions (the audit log) out; plus the time-driven offer-expiry step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from router import metrics
+from router.decode import Decoder, Reason, Rejection
+from router.events import AssignmentOffered, AssignmentRescinded, Channel, Decision, RoutingDecision
+from router.routing.policy import parse_levels
+from router.routing.store import RoutingStore, Transition
+from router.stage import Output, Record, decode_batch, derived_id, now_ms, to_deadletter
+
+# Script transition kind -> audit decision (kinds not listed change no contact: no audit).
+DECISIONS = {
+    "queued": Decision.QUEUED,
+    "offered": Decision.OFFERED,
+    "answered": Decision.ACCEPTED,
+    "declined": Decision.DECLINED,
+    "expired": Decision.EXPIRED,
+    "rescinded": Decision.RESCINDED,
+    "abandoned": Decision.ABANDONED,
+    "completed": Decision.COMPLETED,
+}
+RESCIND_REASONS = {"declined": "declined", "expired": "no_answer", "rescinded": "withdrawn"}
+
+
+def transition_outputs(t: Transition, now: int) -> list[Output]:
+    """The events one transition publishes: an audit record, and what the agent must hear."""
+    metrics.TRANSITIONS.labels(t.kind).inc()
+    decision = DECISIONS.get(t.kind)
+    if decision is None:
+        return []
+    base = f"{t.domain}/{t.contact_id}/{t.offer_id}"
+    out = [Output("routing_decisions", t.domain, RoutingDecision(
+        event_id=derived_id(base, t.kind), ts_ms=now, domain=t.domain, contact_id=t.contact_id,
+        decision=decision, agent_id=t.agent_id or None, offer_id=t.offer_id or None,
+        waited_ms=max(t.waited_ms, 0), within_target=t.within_target, reason=t.reason,
+    ))]
+    if t.kind == "answered":
+        metrics.ANSWER_WAIT.observe(t.waited_ms / 1000)
+    elif t.kind == "offered":
+        out.append(Output("assignments", t.domain, AssignmentOffered(
+            event_id=derived_id(base, "offer"), ts_ms=now, offer_id=t.offer_id,
+            contact_id=t.contact_id, agent_id=t.agent_id, domain=t.domain,
+            channel=Channel(t.channel), expires_at_ms=t.expires_at_ms,
+            waited_ms=max(t.waited_ms, 0), priority=t.priority, skills=parse_levels(t.skills),
+        )))
+    elif t.kind in RESCIND_REASONS:
+        out.append(Output("assignments", t.domain, AssignmentRescinded(
+            event_id=derived_id(base, "rescind"), ts_ms=now, offer_id=t.offer_id,
+            contact_id=t.contact_id, agent_id=t.agent_id, domain=t.domain,
+            reason=t.reason or RESCIND_REASONS[t.kind],
+        )))
+    return out
+
+
+class RoutingStage:
+    def __init__(self, store: RoutingStore, decoder: Decoder,
+                 clock: Callable[[], int] = now_ms) -> None:
+        self.store = store
+        self.decoder = decoder
+        self.clock = clock
+
+    async def handle(self, role: str, records: Sequence[Record]) -> list[Output]:
+        """A batch from routing.requests (role routing_requests) or agents.events."""
+        decoded, outputs = decode_batch(self.decoder, role, records, "routing", self.clock)
+        now = self.clock()
+        results = await self.store.apply([event for _, event in decoded], now)
+        for (record, _), result in zip(decoded, results, strict=True):
+            if isinstance(result, Exception):
+                # A script refused this event (a bug or a state we did not foresee): keep the
+                # record with the error instead of stopping the partition.
+                rejection = Rejection(Reason.PROCESSING_FAILED, str(result)[:300])
+                outputs.append(to_deadletter(record, rejection, now))
+                continue
+            for t in result:
+                outputs.extend(transition_outputs(t, now))
+        return outputs
+
+    async def tick(self) -> list[Output]:
+        """Time-driven step: expire unanswered offers and re-route their contacts."""
+        now = self.clock()
+        return [o for t in await self.store.expire_offers(now) for o in transition_outputs(t, now)]

