@@ -12,7 +12,7 @@ import contextlib
 import uuid
 from collections.abc import Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from router import logs
 from router.decode import Decoder, Rejection
@@ -28,7 +28,7 @@ from router.events import (
     OfferAccepted,
     OfferDeclined,
 )
-from router.kafka import client_kwargs, producer
+from router.kafka import consumer, producer
 from router.settings import Settings
 from router.stage import now_ms
 
@@ -46,10 +46,7 @@ class AgentBus:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._producer = producer(settings)
-        self._consumer = AIOKafkaConsumer(
-            **client_kwargs(settings), enable_auto_commit=False, group_id=None,
-            auto_offset_reset="latest",
-        )
+        self._consumer = consumer(settings, group_id=None, auto_offset_reset="latest")
         self._desktops: dict[str, AgentDesktop] = {}
         self._reader: asyncio.Task[None] | None = None
         self._decoder = Decoder()

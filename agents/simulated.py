@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import math
 import random
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from agents.client import AgentBus, AgentDesktop
 from router.events import AgentState, AssignmentOffered, AssignmentRescinded
@@ -84,8 +86,8 @@ class SimulatedAgent:
                 if notice.reason == "no_answer":
                     self._spawn(self._come_back())
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

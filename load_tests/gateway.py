@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from load_tests.questions import QUESTIONS
 from router.decode import Decoder
@@ -24,7 +24,7 @@ from router.events import (
     Language,
     Tier,
 )
-from router.kafka import client_kwargs, producer
+from router.kafka import consumer, producer
 from router.settings import Settings
 from router.stage import now_ms
 
@@ -63,8 +63,7 @@ class SimulatedGateway:
         self.rng = random.Random(seed)
         self.stats = GatewayStats()
         self._producer: AIOKafkaProducer = producer(settings)
-        self._replies = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
-                                         enable_auto_commit=False)
+        self._replies = consumer(settings, group_id=None)
         self._sent_at: dict[str, float] = {}
         self._leaving: set[asyncio.Task[None]] = set()
         self._reader: asyncio.Task[None] | None = None

@@ -13,12 +13,12 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import faust
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
-from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -81,7 +81,26 @@ class Runtime:
         return self._routing
 
 
-def _record(event: EventT) -> Record:
+def _use_fetch_max_wait(app: faust.App, fetch_max_wait_ms: int) -> None:
+    """faust hard-codes the consumer's fetch_max_wait_ms (1500). Brokers that do not answer a
+    long-poll fetch as soon as data arrives (the embedded Tansu) then add up to that much
+    latency per hop, so the worker takes the value from settings instead."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            return consumer
+
+    class Consumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> Any:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    app.transport.Consumer = Consumer  # type: ignore[misc]  # per-app override of a ClassVar
+
+
+def _record(event: Any) -> Record:
     m = event.message
     return Record(m.topic, m.partition, m.offset, m.key, m.value)
 
@@ -108,6 +127,7 @@ def build_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         datadir=str(settings.state_dir / "faust"),
     )
+    _use_fetch_max_wait(app, settings.kafka_fetch_max_wait_ms)
     topics = {
         role: app.topic(name, key_serializer="raw", value_serializer="raw",
                         partitions=settings.topic_partitions)
@@ -153,14 +173,14 @@ def build_app(settings: Settings) -> faust.App:
     async def bot_stage(stream: Any) -> None:
         async for events in batches(stream):
             records = [_record(e) for e in events]
-            await run_batch("bot", lambda r=records: runtime.bot.handle(r), len(records))
+            await run_batch("bot", partial(runtime.bot.handle, records), len(records))
 
     @app.agent(topics["routing_requests"], name="routing-requests")
     async def routing_requests(stream: Any) -> None:
         async for events in batches(stream):
             records = [_record(e) for e in events]
             await run_batch("routing",
-                            lambda r=records: runtime.routing.handle("routing_requests", r),
+                            partial(runtime.routing.handle, "routing_requests", records),
                             len(records))
 
     @app.agent(topics["agents_events"], name="agents-events")
@@ -168,13 +188,13 @@ def build_app(settings: Settings) -> faust.App:
         async for events in batches(stream):
             records = [_record(e) for e in events]
             await run_batch("agents",
-                            lambda r=records: runtime.routing.handle("agents_events", r),
+                            partial(runtime.routing.handle, "agents_events", records),
                             len(records))
 
-    @app.timer(settings.timer_interval_s)
+    @app.timer(settings.timer_interval_s)  # type: ignore[untyped-decorator]
     async def expire_offers() -> None:
         try:
-            await run_batch("timer", lambda: runtime.routing.tick(), 0)
+            await run_batch("timer", runtime.routing.tick, 0)
         except Exception:  # a timer must keep ticking whatever one tick met
             log.exception("offer_expiry_failed")
 

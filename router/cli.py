@@ -162,8 +162,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _forever() -> None:
-    while True:
-        await asyncio.sleep(3600)
+    await asyncio.Event().wait()  # until Ctrl-C
 
 
 def _worker(settings: Settings) -> int:

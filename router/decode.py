@@ -88,13 +88,13 @@ def _int_in(name: str, value: Any, lo: int, hi: int) -> int:
     return int(value)
 
 
-def _str(name: str, value: Any) -> str:
+def _str(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise _Invalid(Reason.WRONG_TYPE, f"{name} must be a string")
     return value
 
 
-def _check_id(name: str, value: Any) -> str:
+def _check_id(name: str, value: object) -> str:
     value = _str(name, value)
     if not ID_RE.fullmatch(value):
         shown = value[:20] + ("..." if len(value) > 20 else "")
@@ -102,7 +102,7 @@ def _check_id(name: str, value: Any) -> str:
     return value
 
 
-def _check_label(name: str, value: Any) -> str:
+def _check_label(name: str, value: object) -> str:
     value = _str(name, value)
     if len(value) > LABEL_MAX:
         raise _Invalid(Reason.TEXT_TOO_LONG, f"{name} is {len(value)} chars, max {LABEL_MAX}")
@@ -120,7 +120,7 @@ def _check_mapping(
             for k, v in value.items()}
 
 
-def _channel_key(name: str, value: Any) -> str:
+def _channel_key(name: str, value: object) -> str:
     if value not in Channel._value2member_map_:
         raise _Invalid(Reason.INVALID_VALUE, f"{name} {value!r} is not one of "
                        f"{', '.join(c.value for c in Channel)}")
@@ -128,14 +128,14 @@ def _channel_key(name: str, value: Any) -> str:
 
 
 def _checker(kind: Kind, limits: Limits) -> Check:
-    def text(name: str, value: Any) -> str:
+    def text(name: str, value: object) -> str:
         value = _str(name, value)
         if len(value) > limits.max_text_chars:
             raise _Invalid(Reason.TEXT_TOO_LONG,
                            f"{name} is {len(value)} chars, max {limits.max_text_chars}")
         return value
 
-    def flag(name: str, value: Any) -> bool:
+    def flag(name: str, value: object) -> bool:
         if not isinstance(value, bool):
             raise _Invalid(Reason.WRONG_TYPE, f"{name} must be true or false")
         return value

@@ -165,6 +165,7 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any
             redis_url=stacked.redis_url, state_dir=stack.state_dir,
             kafka_rebalance_timeout_s=stacked.kafka_rebalance_timeout_s,
             kafka_session_timeout_s=stacked.kafka_session_timeout_s,
+            kafka_fetch_max_wait_ms=stacked.kafka_fetch_max_wait_ms,
         )
         say(f"  kafka {settings.kafka_bootstrap_servers}  redis {stacked.redis_url}")
         say(f"starting {opts.workers} router worker(s) ...")

@@ -1,4 +1,4 @@
-"""Thin Kafka adapter: client configuration from settings, and topic creation. Speaks plain Kafka."""
+"""Thin Kafka adapter: client configuration from settings, and topic creation (plain Kafka)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from router.errors import StackError
@@ -34,6 +34,14 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
             sasl_plain_password=settings.kafka_sasl_password,
         )
     return kwargs
+
+
+def consumer(settings: Settings, **extra: Any) -> AIOKafkaConsumer:
+    """A consumer with the configured fetch wait (see Settings.kafka_fetch_max_wait_ms)."""
+    options: dict[str, Any] = {"fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+                               "enable_auto_commit": False}
+    options.update(extra)
+    return AIOKafkaConsumer(**client_kwargs(settings), **options)
 
 
 def producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:

@@ -20,6 +20,7 @@ import orjson
 from router.errors import SettingsError
 
 ENV_PREFIX = "PEAKROUTE_"
+DEFAULT_STATE_DIR = Path(".peakroute")
 STACK_FILE = "stack.json"
 
 
@@ -34,6 +35,7 @@ class Settings:
     kafka_ssl_cafile: str = ""
     kafka_rebalance_timeout_s: float = 30.0
     kafka_session_timeout_s: float = 30.0
+    kafka_fetch_max_wait_ms: int = 500  # consumers' long-poll wait (the embedded stack uses 20)
     app_id: str = "peakroute"  # faust app id = consumer group of the router workers
     # Redis
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
@@ -65,7 +67,7 @@ class Settings:
     max_record_bytes: int = 65_536
     max_text_chars: int = 4_000
     # Embedded stack and logs
-    state_dir: Path = Path(".peakroute")
+    state_dir: Path = DEFAULT_STATE_DIR
     log_level: str = "INFO"
     log_format: str = "json"  # json | console
 
@@ -94,7 +96,7 @@ class Settings:
         environ = os.environ if environ is None else environ
         hints = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
-        state_dir = Path(environ.get(env_name("state_dir"), str(cls.state_dir)))
+        state_dir = Path(environ.get(env_name("state_dir"), str(DEFAULT_STATE_DIR)))
         values.update(_read_stack_file(state_dir / STACK_FILE, hints))
         for f in fields(cls):
             raw = environ.get(env_name(f.name))
@@ -148,7 +150,7 @@ def _convert(name: str, raw: str, typ: Any) -> Any:
 
 
 def _read_stack_file(path: Path, hints: dict[str, Any]) -> dict[str, Any]:
-    """Connection settings recorded by the embedded stack launcher (removed again on `stack down`)."""
+    """Connection settings the embedded stack launcher recorded (removed on `stack down`)."""
     try:
         data = orjson.loads(path.read_bytes())
     except FileNotFoundError:

