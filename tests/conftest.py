@@ -1,0 +1,98 @@
+"""Shared fixtures. Integration tests get a real Tansu broker, a real redis-server and a real
+router worker process, started once per session on free ports (never mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from router.demo import WorkerProcess, wait_ready
+from router.kafka import consumer, producer
+from router.settings import Settings
+from router.stack import EmbeddedStack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The embedded stack (Tansu + redis-server) on free ports, for the whole session."""
+    state_dir = tmp_path_factory.mktemp("stack")
+    embedded = EmbeddedStack(state_dir, partitions=4)
+    settings = asyncio.run(embedded.start())
+    yield settings.replace(offer_timeout_s=3.0, timer_interval_s=0.2)
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(stack: Settings) -> Iterator[WorkerProcess]:
+    """One router worker process (both stages) connected to the session's stack."""
+    logs = stack.state_dir / "logs"
+    proc = WorkerProcess(stack, 0, logs)
+    try:
+        asyncio.run(wait_ready([proc]))
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def redis_client(stack: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(stack.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def kafka_producer(stack: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    prod = producer(stack)
+    await prod.start()
+    yield prod
+    await prod.stop()
+
+
+@pytest.fixture
+def domain() -> str:
+    """A routing domain of its own per test, so tests sharing the stack never interfere."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+async def read_topic(settings: Settings, topic: str, until: Callable[[list[Any]], bool],
+                     timeout_s: float = 30.0) -> list[Any]:
+    """Read ``topic`` from the beginning until ``until(records)`` holds (or time runs out)."""
+    cons = consumer(settings, group_id=None, auto_offset_reset="earliest")
+    await cons.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(cons.partitions_for_topic(topic) or ())]
+        cons.assign(tps)
+        await cons.seek_to_beginning(*tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while not until(records) and time.monotonic() < deadline:
+            batch = await cons.getmany(timeout_ms=200)
+            for recs in batch.values():
+                records.extend(recs)
+        return records
+    finally:
+        await cons.stop()
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 30.0,
+                     interval_s: float = 0.1) -> Any:
+    """Await ``check()`` until it returns something truthy; return it (or the last value)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(interval_s)
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
