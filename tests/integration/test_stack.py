@@ -38,9 +38,12 @@ def test_stack_up_status_down_leaves_no_process(tmp_path: Path) -> None:
         status = peakroute(tmp_path, "stack", "status", "--json")
         assert status.returncode == 0, status.stderr
         body = orjson.loads(status.stdout)
-        assert body["running"] and body["kafka_answers"] and body["redis_answers"]
+        assert body["running"]
+        assert body["kafka_answers"]
+        assert body["redis_answers"]
         again = peakroute(tmp_path, "stack", "up")
-        assert again.returncode == 2 and "already running" in again.stderr
+        assert again.returncode == 2
+        assert "already running" in again.stderr
     finally:
         down = peakroute(tmp_path, "stack", "down")
     assert down.returncode == 0, down.stderr
