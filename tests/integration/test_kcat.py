@@ -1,0 +1,92 @@
+"""A non-Python client (kcat, librdkafka) sends the examples of docs/EVENTS.md exactly as the
+doc prints them, and reads the router's answers back."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from router.demo import WorkerProcess
+from router.routing.store import domain_stats, prefix
+from router.settings import Settings
+from tests.conftest import eventually, repo_root
+
+pytestmark = pytest.mark.integration
+
+
+def doc_examples() -> list[str]:
+    """Every ```json block of docs/EVENTS.md (one line each, by the doc's own rule)."""
+    lines = (repo_root() / "docs" / "EVENTS.md").read_text().splitlines()
+    return [lines[i + 1] for i, line in enumerate(lines) if line.strip() == "```json"]
+
+
+def example(type_name: str) -> str:
+    return next(e for e in doc_examples() if orjson.loads(e)["type"] == type_name)
+
+
+def kcat() -> str:
+    """scripts/kcat: the system kcat, run with a librdkafka that speaks to the embedded broker."""
+    assert shutil.which("kcat") or shutil.which("kafkacat"), (
+        "kcat is not installed: `make tools` installs it (apt-get install kcat)")
+    return str(repo_root() / "scripts" / "kcat")
+
+
+def kcat_produce(settings: Settings, topic: str, key: str, line: str) -> None:
+    subprocess.run([kcat(), "-P", "-b", settings.kafka_bootstrap_servers, "-t", topic, "-k", key,
+                    "-X", "partitioner=murmur2_random"],
+                   input=line.encode() + b"\n", check=True, timeout=30)
+
+
+def kcat_consume(settings: Settings, topic: str) -> list[dict[str, object]]:
+    done = subprocess.run([kcat(), "-C", "-b", settings.kafka_bootstrap_servers, "-t", topic,
+                           "-o", "beginning", "-e", "-q"], capture_output=True, check=True,
+                          timeout=30)
+    return [orjson.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_every_doc_example_is_one_line_of_json() -> None:
+    examples = doc_examples()
+    assert len(examples) >= 16
+    for line in examples:
+        orjson.loads(line)
+
+
+async def test_contact_sent_with_kcat_from_the_docs_is_answered_and_routed(
+    stack: Settings, worker: WorkerProcess, redis_client: aioredis.Redis,
+) -> None:
+    login = orjson.loads(example("agent.logged_in.v1"))
+    contact = orjson.loads(example("contact.arrived.v1"))
+    human = orjson.loads(example("customer.human_requested.v1"))
+    assert human["contact_id"] == contact["contact_id"], "the doc's examples tell one story"
+    domain, contact_id = contact["domain"], contact["contact_id"]
+
+    kcat_produce(stack, stack.topic_agents_events, login["domain"],
+                 example("agent.logged_in.v1"))
+    kcat_produce(stack, stack.topic_contacts_inbound, contact_id, example("contact.arrived.v1"))
+
+    async def arrived() -> bool:
+        return (await domain_stats(redis_client, domain))["arrived"] == 1
+
+    assert await eventually(arrived), "the contact never reached the books"
+    replies = [r for r in kcat_consume(stack, stack.topic_bot_replies)
+               if r["contact_id"] == contact_id]
+    assert replies, "no bot reply for the contact"
+    assert replies[0]["type"] == "bot.replied.v1"
+
+    # The customer then asks for a person: the contact is routed to the logged-in agent.
+    kcat_produce(stack, stack.topic_contacts_inbound, contact_id,
+                 example("customer.human_requested.v1"))
+
+    async def offered() -> list[dict[str, object]]:
+        return [a for a in kcat_consume(stack, stack.topic_assignments)
+                if a["contact_id"] == contact_id and a["type"] == "assignment.offered.v1"]
+
+    offers = await eventually(offered)
+    assert offers, "no offer for the contact"
+    assert offers[0]["agent_id"] == login["agent_id"]
+    state = await redis_client.hget(prefix(domain) + f"c:{contact_id}", "st")
+    assert state == b"offered"
