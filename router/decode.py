@@ -158,9 +158,11 @@ def _enum_checker(enum_type: type[enum.Enum]) -> Check:
     allowed = ", ".join(str(m.value) for m in enum_type)
 
     def check(name: str, value: Any) -> enum.Enum:
+        if not isinstance(value, str):  # enum values are strings; never format a nested value
+            raise _Invalid(Reason.INVALID_VALUE, f"{name} must be one of {allowed}")
         try:
             return enum_type(value)
-        except (ValueError, TypeError):
+        except ValueError:
             raise _Invalid(Reason.INVALID_VALUE, f"{name} must be one of {allowed}") from None
 
     return check
@@ -218,6 +220,8 @@ class Decoder:
             return self._decode(raw, role)
         except _Invalid as invalid:
             return invalid.rejection
+        except RecursionError:  # a value nested just under orjson's limit, met by a check
+            return Rejection(Reason.TOO_DEEP, "a value is nested too deeply")
 
     def _decode(self, raw: bytes | None, role: str | None) -> Event:
         if not raw:
@@ -234,7 +238,8 @@ class Decoder:
             raise _Invalid(Reason.MISSING_TYPE, "no 'type' field")
         spec = self._specs.get(type_name) if isinstance(type_name, str) else None
         if spec is None:
-            raise _Invalid(Reason.UNKNOWN_TYPE, f"type {str(type_name)[:64]!r} is not known")
+            shown = type_name[:64] if isinstance(type_name, str) else type(type_name).__name__
+            raise _Invalid(Reason.UNKNOWN_TYPE, f"type {shown!r} is not known")
         if role is not None and type_name not in self._accepted.get(role, frozenset()):
             raise _Invalid(Reason.UNEXPECTED_TYPE, f"{type_name} does not belong on {role}")
         extra = data.keys() - spec.names

@@ -8,6 +8,7 @@ the default written here. Units are in the names (``_s`` seconds, ``_ms`` millis
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -120,7 +121,7 @@ class Settings:
         positive = ("topic_partitions", "sla_target_s", "offer_timeout_s", "batch_max",
                     "max_record_bytes", "max_text_chars", "worker_concurrency", "match_scan_limit")
         for name in positive:
-            if getattr(self, name) <= 0:
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")
         if self.log_format not in {"json", "console"}:
             raise SettingsError(f"{env_name('log_format')} must be json or console")
@@ -158,5 +159,8 @@ def _read_stack_file(path: Path, hints: dict[str, Any]) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise SettingsError(f"{path} is not valid JSON ({exc}); remove it or run "
                             "`peakroute stack down`") from None
-    recorded = data.get("settings", {})
+    recorded = data.get("settings", {}) if isinstance(data, dict) else None
+    if not isinstance(recorded, dict):
+        raise SettingsError(f"{path} has no settings object; remove it or run "
+                            "`peakroute stack down`")
     return {k: _convert(k, str(v), hints[k]) for k, v in recorded.items() if k in hints}

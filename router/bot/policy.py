@@ -7,6 +7,7 @@ replaces the matching, not this interface.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from router.events import BotAction, Language, Tier
@@ -76,7 +77,7 @@ INTENTS: tuple[Intent, ...] = (
             Language.EN: ("refund", "return", "money back", "exchange")}),
     Intent("payment_failed", False, "payments",
            {Language.ZH: ("支付失败", "付不了款", "扣款", "付款失败"),
-            Language.EN: ("payment failed", "card declined", "charged twice", "payment")}),
+            Language.EN: ("payment failed", "card declined", "charged twice", "payment error")}),
     Intent("account_security", False, "security",
            {Language.ZH: ("账号被盗", "盗号", "异常登录", "密码"),
             Language.EN: ("hacked", "password", "suspicious login", "account locked")},
@@ -89,15 +90,22 @@ INTENTS: tuple[Intent, ...] = (
 GENERAL_SKILL = "general"
 
 
-def _contains_any(text: str, words: tuple[str, ...]) -> bool:
+# Intents a person must handle are matched first: "I want a refund for my order" is a refund,
+# not an order-status question the bot may close.
+_MATCH_ORDER = tuple(sorted(INTENTS, key=lambda i: i.containable))
+
+
+def _contains_any(text: str, words: tuple[str, ...], language: Language) -> bool:
+    if language == Language.EN:  # whole words: "humane" is not "human"
+        return any(re.search(rf"\b{re.escape(w)}\b", text) for w in words)
     return any(w in text for w in words)
 
 
 def classify(text: str, language: Language) -> Intent | None:
-    """The first intent whose keywords appear in the text (lower-cased), or None."""
+    """The first intent (hand-offs before answers) whose keywords appear in the text."""
     lowered = text.lower()
-    for intent in INTENTS:
-        if _contains_any(lowered, intent.keywords.get(language, ())):
+    for intent in _MATCH_ORDER:
+        if _contains_any(lowered, intent.keywords.get(language, ()), language):
             return intent
     return None
 
@@ -105,7 +113,7 @@ def classify(text: str, language: Language) -> Intent | None:
 def decide(text: str, language: Language, tier: Tier = Tier.NORMAL) -> BotDecision:
     """Contain or escalate one customer message."""
     boost = VIP_PRIORITY_BOOST if tier == Tier.VIP else 0
-    if _contains_any(text.lower(), HUMAN_REQUEST_WORDS[language]):
+    if _contains_any(text.lower(), HUMAN_REQUEST_WORDS[language], language):
         return _escalate("human_request", GENERAL_SKILL, language, boost, "human_requested")
     intent = classify(text, language)
     if intent is None:

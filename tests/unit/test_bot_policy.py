@@ -222,8 +222,6 @@ def test_english_keywords_are_lower_case() -> None:
     assert all(w == w.lower() for w in HUMAN_REQUEST_WORDS[EN])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG policy.classify: first match in table order, so a "
-                   "containable intent listed earlier (order_status, logistics) hides a refund")
 @pytest.mark.parametrize(("text", "language"), [
     ("我要退款，订单号123", ZH),
     ("退货的快递怎么寄", ZH),
@@ -238,8 +236,6 @@ def test_a_refund_that_mentions_an_order_or_parcel_still_escalates(
     assert d.skills == {language.value: 1, "refunds": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG policy: substring match, 'human' inside another word "
-                   "counts as asking for a person")
 def test_a_word_merely_containing_human_is_not_a_human_request() -> None:
     assert decide("Do you sell the humane mouse trap?", EN).reason != "human_requested"
 

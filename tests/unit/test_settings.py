@@ -120,8 +120,6 @@ def test_a_bad_log_format_raises_settings_error(env: dict[str, str]) -> None:
         Settings.from_env({**env, "PEAKROUTE_LOG_FORMAT": "xml"})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG settings: nan/inf pass validate() "
-                   "(nan <= 0 is False); sla_target_ms then raises ValueError/OverflowError")
 @pytest.mark.parametrize("raw", ["nan", "inf"])
 def test_a_non_finite_sla_target_raises_settings_error(env: dict[str, str], raw: str) -> None:
     with pytest.raises(SettingsError, match="PEAKROUTE_SLA_TARGET_S"):
@@ -185,9 +183,6 @@ def test_a_bad_value_in_the_stack_file_raises_settings_error(
         Settings.from_env(env)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="BUG settings._read_stack_file: data.get on a non-object raises "
-                   "AttributeError instead of SettingsError")
 @pytest.mark.parametrize("content", [b"[]", b'{"settings": null}'])
 def test_a_stack_file_of_the_wrong_shape_raises_settings_error(
     env: dict[str, str], tmp_path: Path, content: bytes
