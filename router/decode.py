@@ -29,7 +29,7 @@ MAX_LEVELS = 32
 LEVEL_RANGE = (1, 10)
 CAPACITY_RANGE = (0, 32)
 PRIORITY_RANGE = (0, 9)
-COUNT_RANGE = (0, 2**31)
+COUNT_RANGE = (0, 2**31 - 1)
 
 
 class Reason(enum.StrEnum):

@@ -137,10 +137,12 @@ class RoutingStore:
                 self._call(pipe, "login", event.domain, event.agent_id,
                            format_levels(event.skills), format_levels(event.capacity),
                            int(event.ready), now_ms, t, limit)
+            case AgentStateChanged() if event.state == AgentState.OFFLINE:
+                # Going offline is leaving: offers are withdrawn and re-routed, as on logout.
+                self._call(pipe, "logout", event.domain, event.agent_id, now_ms, t, limit)
             case AgentStateChanged():
-                state = event.state if event.state != AgentState.OFFLINE else AgentState.NOT_READY
-                self._call(pipe, "state", event.domain, event.agent_id, state.value, now_ms, t,
-                           limit)
+                self._call(pipe, "state", event.domain, event.agent_id, event.state.value, now_ms,
+                           t, limit)
             case AgentLoggedOut():
                 self._call(pipe, "logout", event.domain, event.agent_id, now_ms, t, limit)
             case _:
