@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -39,6 +41,21 @@ def contact(domain: str, n: int) -> ContactArrived:
     )
 
 
+@contextlib.asynccontextmanager
+async def running_agents(settings: Settings, profiles: list[AgentProfile], domain: str,
+                         behaviour: Behaviour) -> AsyncIterator[AgentPool]:
+    """Simulated agents logged in for the body of the block, logged out after it."""
+    bus = AgentBus(settings)
+    await bus.start()
+    pool = AgentPool(bus, profiles, domain, behaviour)
+    await pool.start()
+    try:
+        yield pool
+    finally:
+        await pool.stop()
+        await bus.stop()
+
+
 async def publish(prod: AIOKafkaProducer, settings: Settings, events: list[ContactArrived]
                   ) -> None:
     for e in events:
@@ -50,14 +67,10 @@ async def test_contacts_end_contained_or_answered_and_books_balance(
     stack: Settings, worker: WorkerProcess, redis_client: aioredis.Redis,
     kafka_producer: AIOKafkaProducer, domain: str,
 ) -> None:
-    bus = AgentBus(stack)
-    await bus.start()
     profiles = [AgentProfile(f"{domain}-a{i}", {"zh": 2, "en": 1, "general": 1, "refunds": 1},
                              {"chat": 2}) for i in range(3)]
-    pool = AgentPool(bus, profiles, domain,
-                     Behaviour(accept_delay_s=(0.01, 0.05), handle_mean_s=0.2))
-    await pool.start()
-    try:
+    behaviour = Behaviour(accept_delay_s=(0.01, 0.05), handle_mean_s=0.2)
+    async with running_agents(stack, profiles, domain, behaviour) as pool:
         contacts = [contact(domain, n) for n in range(60)]
         await publish(kafka_producer, stack, contacts)
 
@@ -69,9 +82,6 @@ async def test_contacts_end_contained_or_answered_and_books_balance(
 
         books = await eventually(settled, timeout_s=60)
         assert books, f"not settled: {await domain_stats(redis_client, domain)}"
-    finally:
-        await pool.stop()
-        await bus.stop()
 
     assert books["contained"] > 0
     assert books["answered"] > 0
@@ -85,13 +95,10 @@ async def test_audit_log_agrees_with_counters(
     kafka_producer: AIOKafkaProducer, domain: str,
 ) -> None:
     """Invariant 4: replaying routing.decisions rebuilds the answered / abandoned figures."""
-    bus = AgentBus(stack)
-    await bus.start()
-    pool = AgentPool(bus, [AgentProfile(f"{domain}-a0", {"zh": 1, "en": 1, "refunds": 1,
-                                                          "general": 1}, {"chat": 1})],
-                     domain, Behaviour(accept_delay_s=(0.01, 0.02), handle_mean_s=0.3))
-    await pool.start()
-    try:
+    profiles = [AgentProfile(f"{domain}-a0", {"zh": 1, "en": 1, "refunds": 1, "general": 1},
+                             {"chat": 1})]
+    behaviour = Behaviour(accept_delay_s=(0.01, 0.02), handle_mean_s=0.3)
+    async with running_agents(stack, profiles, domain, behaviour):
         contacts = [contact(domain, n) for n in (2, 3, 5, 8, 9, 11, 14, 15)]  # all escalate
         await publish(kafka_producer, stack, contacts)
         # Two customers give up at once; whichever is still waiting is abandoned.
@@ -109,9 +116,6 @@ async def test_audit_log_agrees_with_counters(
 
         stats = await eventually(settled, timeout_s=60)
         assert stats, f"not settled: {await domain_stats(redis_client, domain)}"
-    finally:
-        await pool.stop()
-        await bus.stop()
 
     def mine(records: list[object]) -> list[dict[str, object]]:
         decoded = [orjson.loads(r.value) for r in records]  # type: ignore[attr-defined]
