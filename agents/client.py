@@ -12,8 +12,6 @@ import contextlib
 import uuid
 from collections.abc import Mapping
 
-from aiokafka import TopicPartition
-
 from router import logs
 from router.decode import Decoder, Rejection
 from router.events import (
@@ -28,7 +26,7 @@ from router.events import (
     OfferAccepted,
     OfferDeclined,
 )
-from router.kafka import consumer, producer
+from router.kafka import assign_all, consumer, producer
 from router.settings import Settings
 from router.stage import now_ms
 
@@ -55,13 +53,8 @@ class AgentBus:
     async def start(self) -> None:
         await self._producer.start()
         await self._consumer.start()
-        topic = self.settings.topic_assignments
-        partitions = self._consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(assigned)
-        await self._consumer.seek_to_end(*assigned)
-        for tp in assigned:  # resolve the end offsets now, before any agent logs in
-            await self._consumer.position(tp)
+        # From the end, resolved now: before any agent logs in, so no offer is missed.
+        await assign_all(self._consumer, [self.settings.topic_assignments], from_end=True)
         self._reader = asyncio.create_task(self._read(), name="agent-bus-reader")
 
     async def stop(self) -> None:

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from load_tests.questions import QUESTIONS
 from router.decode import Decoder
@@ -24,7 +24,7 @@ from router.events import (
     Language,
     Tier,
 )
-from router.kafka import consumer, producer
+from router.kafka import assign_all, consumer, producer
 from router.settings import Settings
 from router.stage import now_ms
 
@@ -75,13 +75,9 @@ class SimulatedGateway:
     async def start(self) -> None:
         await self._producer.start()
         await self._replies.start()
-        tps = [TopicPartition(topic, p)
-               for topic in (self.settings.topic_bot_replies, self.settings.topic_deadletter)
-               for p in sorted(self._replies.partitions_for_topic(topic) or ())]
-        self._replies.assign(tps)
-        await self._replies.seek_to_end(*tps)
-        for tp in tps:
-            await self._replies.position(tp)
+        await assign_all(self._replies,
+                         [self.settings.topic_bot_replies, self.settings.topic_deadletter],
+                         from_end=True)
         self._reader = asyncio.create_task(self._read_replies())
 
     async def run(self, duration_s: float) -> None:

@@ -159,15 +159,9 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any
 
     try:
         say("starting the embedded stack (Tansu broker + redis-server) ...")
-        stacked = await stack.start()
-        settings = base.replace(
-            kafka_bootstrap_servers=stacked.kafka_bootstrap_servers,
-            redis_url=stacked.redis_url, state_dir=stack.state_dir,
-            kafka_rebalance_timeout_s=stacked.kafka_rebalance_timeout_s,
-            kafka_session_timeout_s=stacked.kafka_session_timeout_s,
-            kafka_fetch_max_wait_ms=stacked.kafka_fetch_max_wait_ms,
-        )
-        say(f"  kafka {settings.kafka_bootstrap_servers}  redis {stacked.redis_url}")
+        await stack.start()
+        settings = base.replace(**stack.recorded_settings(), state_dir=stack.state_dir)
+        say(f"  kafka {settings.kafka_bootstrap_servers}  redis {settings.redis_url}")
         say(f"starting {opts.workers} router worker(s) ...")
         workers = [WorkerProcess(settings, i, stack.state_dir / "logs")
                    for i in range(opts.workers)]

@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from router.errors import StackError
@@ -42,6 +42,21 @@ def consumer(settings: Settings, **extra: Any) -> AIOKafkaConsumer:
                                "enable_auto_commit": False}
     options.update(extra)
     return AIOKafkaConsumer(**client_kwargs(settings), **options)
+
+
+async def assign_all(cons: AIOKafkaConsumer, topics: list[str], *, from_end: bool) -> None:
+    """Read every partition of ``topics`` without a consumer group, from the end (only what
+    comes next) or the beginning. The start offsets are resolved before this returns, so
+    nothing produced afterwards is missed."""
+    tps = [TopicPartition(topic, p) for topic in topics
+           for p in sorted(cons.partitions_for_topic(topic) or ())]
+    cons.assign(tps)
+    if from_end:
+        await cons.seek_to_end(*tps)
+    else:
+        await cons.seek_to_beginning(*tps)
+    for tp in tps:
+        await cons.position(tp)
 
 
 def producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:

@@ -177,7 +177,7 @@ class EmbeddedStack:
             self.stop()
             raise
         self.settings = settings
-        self._record(settings)
+        self._record()
         return settings
 
     def _spawn(self, name: str, argv: list[str], log: Path) -> None:
@@ -227,15 +227,20 @@ class EmbeddedStack:
                 raise StackError(f"{proc.name} exited during start-up; its log "
                                  f"({self._log(proc.name)}) ends with:\n{tail}")
 
-    def _record(self, settings: Settings) -> None:
-        recorded = {
-            "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
-            "redis_url": settings.redis_url,
-            "topic_partitions": settings.topic_partitions,
+    def recorded_settings(self) -> dict[str, Any]:
+        """What this stack fixes for its clients: where it listens, and its broker tuning."""
+        if self.settings is None:
+            raise StackError("the stack is not running")
+        return {
+            "kafka_bootstrap_servers": self.settings.kafka_bootstrap_servers,
+            "redis_url": self.settings.redis_url,
+            "topic_partitions": self.settings.topic_partitions,
             **EMBEDDED_TUNING,
         }
+
+    def _record(self) -> None:
         payload = {
-            "settings": recorded,
+            "settings": self.recorded_settings(),
             "processes": [p.__dict__ for p in self.processes],
             "owner_pid": None if self.detach else os.getpid(),
             "started_at": time.time(),

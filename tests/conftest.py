@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from router.demo import WorkerProcess, wait_ready
-from router.kafka import consumer, producer
+from router.kafka import assign_all, consumer, producer
 from router.settings import Settings
 from router.stack import EmbeddedStack
 
@@ -69,9 +69,7 @@ async def read_topic(settings: Settings, topic: str, until: Callable[[list[Any]]
     cons = consumer(settings, group_id=None, auto_offset_reset="earliest")
     await cons.start()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(cons.partitions_for_topic(topic) or ())]
-        cons.assign(tps)
-        await cons.seek_to_beginning(*tps)
+        await assign_all(cons, [topic], from_end=False)
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while not until(records) and time.monotonic() < deadline:
