@@ -14,8 +14,8 @@ from typing import Any
 from agents.client import AgentBus, AgentDesktop
 from router.events import AgentState, AssignmentOffered, AssignmentRescinded
 
-TOPIC_SKILLS = ("orders", "logistics", "promotions", "presale", "refunds", "payments",
-                "security", "complaints")
+# The skills of the default routing policy's queues (router/routing/default_policy.yaml).
+TOPIC_SKILLS = ("orders", "presale", "refunds", "payment", "security", "complaints")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from router import logs, metrics
 from router.bot.stage import BotStage
 from router.decode import Decoder, Limits
 from router.kafka import DEADLETTER_MAX_MESSAGE_BYTES
+from router.routing.config import policy_from_settings
 from router.routing.stage import RoutingStage
 from router.routing.store import RoutingStore
 from router.settings import Settings
@@ -54,6 +55,7 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.policy = policy_from_settings(settings)  # fail at start on a bad policy file
         self._redis: aioredis.Redis | None = None
         self._bot: BotStage | None = None
         self._routing: RoutingStage | None = None
@@ -63,7 +65,7 @@ class Runtime:
             self._redis = aioredis.Redis.from_url(
                 self.settings.redis_url, socket_timeout=10, health_check_interval=30
             )
-        return RoutingStore(self._redis, self.settings)
+        return RoutingStore(self._redis, self.settings, self.policy)
 
     def decoder(self) -> Decoder:
         return Decoder(Limits(self.settings.max_record_bytes, self.settings.max_text_chars))
@@ -192,11 +194,11 @@ def build_app(settings: Settings) -> faust.App:
                             len(records))
 
     @app.timer(settings.timer_interval_s)  # type: ignore[untyped-decorator]
-    async def expire_offers() -> None:
+    async def routing_timer() -> None:
         try:
             await run_batch("timer", runtime.routing.tick, 0)
         except Exception:  # a timer must keep ticking whatever one tick met
-            log.exception("offer_expiry_failed")
+            log.exception("routing_tick_failed")
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -135,6 +135,13 @@ def _checker(kind: Kind, limits: Limits) -> Check:
                            f"{name} is {len(value)} chars, max {limits.max_text_chars}")
         return value
 
+    def score(name: str, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(Reason.WRONG_TYPE, f"{name} must be a number")
+        if not 0.0 <= value <= 1.0:  # also rejects NaN
+            raise _Invalid(Reason.OUT_OF_RANGE, f"{name}={value} is outside 0..1")
+        return float(value)
+
     def flag(name: str, value: object) -> bool:
         if not isinstance(value, bool):
             raise _Invalid(Reason.WRONG_TYPE, f"{name} must be true or false")
@@ -150,6 +157,7 @@ def _checker(kind: Kind, limits: Limits) -> Check:
         Kind.PRIORITY: lambda n, v: _int_in(n, v, *PRIORITY_RANGE),
         Kind.COUNT: lambda n, v: _int_in(n, v, *COUNT_RANGE),
         Kind.FLAG: flag,
+        Kind.SCORE: score,
     }
     return table[kind]
 

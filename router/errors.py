@@ -21,3 +21,7 @@ class MissingDependencyError(StackError):
 
 class RoutingStoreError(PeakrouteError):
     """Redis answered a routing script with something the router does not understand."""
+
+
+class PolicyError(PeakrouteError):
+    """The routing policy file is unreadable or invalid (the message names file, key and fix)."""

@@ -27,6 +27,7 @@ class Kind(enum.Enum):
     PRIORITY = "priority"  # 0..9, higher is more urgent
     COUNT = "count"  # 0..2**31
     FLAG = "flag"  # true/false
+    SCORE = "score"  # a number in 0..1
 
 
 Id: TypeAlias = Annotated[str, Kind.ID]
@@ -38,6 +39,7 @@ Capacity: TypeAlias = Annotated[dict[str, int], Kind.CAPACITY]
 Priority: TypeAlias = Annotated[int, Kind.PRIORITY]
 Count: TypeAlias = Annotated[int, Kind.COUNT]
 Flag: TypeAlias = Annotated[bool, Kind.FLAG]
+Score: TypeAlias = Annotated[float, Kind.SCORE]
 
 
 class Channel(enum.StrEnum):
@@ -76,6 +78,7 @@ class Decision(enum.StrEnum):
     DECLINED = "declined"
     EXPIRED = "expired"
     RESCINDED = "rescinded"
+    RELAXED = "relaxed"  # the contact's next ring opened: a wider pool may take it
     ABANDONED = "abandoned"
     COMPLETED = "completed"
 
@@ -166,10 +169,12 @@ class RoutingRequested(Event):
     channel: Channel = Channel.CHAT
     language: Language = Language.ZH
     tier: Tier = Tier.NORMAL
-    skills: Levels = field(default_factory=dict)
+    skills: Levels = field(default_factory=dict)  # extra skills beyond the queue's own
     priority: Priority = 0
     intent: Label = ""
     reason: Label = ""
+    queue: Label = ""  # a queue of the routing policy; "" = the domain's default queue
+    confidence: Score = 0.0  # the bot's confidence in the intent
 
 
 # --- agents.events (agent desktops -> routing stage), key: domain -------------------------
@@ -244,6 +249,7 @@ class AssignmentOffered(Event):
     waited_ms: Count = 0
     priority: Priority = 0
     skills: Levels = field(default_factory=dict)
+    queue: Label = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,6 +276,9 @@ class RoutingDecision(Event):
     waited_ms: Count = 0
     within_target: Flag = False
     reason: Label = ""
+    queue: Label = ""
+    lane: Label = ""  # queue and language, e.g. refunds.zh
+    ring: Count = 0  # the outermost ring open for the contact at this transition
 
 
 # --- deadletter, key: the original key ----------------------------------------------------

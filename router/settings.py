@@ -50,11 +50,12 @@ class Settings:
     topic_deadletter: str = "deadletter"
     topic_partitions: int = 8
     topic_replication_factor: int = 1
-    # Service level
+    # Service level (the routing policy's defaults where its file does not set them)
     sla_target_s: float = 30.0
     short_abandon_s: float = 5.0
     offer_timeout_s: float = 20.0
     # Routing
+    routing_policy: str = ""  # YAML file (docs/ROUTING.md); "" = the shipped e-commerce default
     match_scan_limit: int = 200  # how many candidates one match looks at before queueing
     contact_retention_s: int = 86_400  # how long a finished contact is remembered for dedup
     # Processing

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from router import metrics
 from router.decode import Decoder, Reason, Rejection
 from router.events import AssignmentOffered, AssignmentRescinded, Channel, Decision, RoutingDecision
-from router.routing.policy import parse_levels
 from router.routing.store import RoutingStore, Transition
 from router.stage import Output, Record, decode_batch, derived_id, now_ms, to_deadletter
 
@@ -20,6 +19,7 @@ DECISIONS = {
     "declined": Decision.DECLINED,
     "expired": Decision.EXPIRED,
     "rescinded": Decision.RESCINDED,
+    "relaxed": Decision.RELAXED,
     "abandoned": Decision.ABANDONED,
     "completed": Decision.COMPLETED,
 }
@@ -33,10 +33,13 @@ def transition_outputs(t: Transition, now: int) -> list[Output]:
     if decision is None:
         return []
     base = f"{t.domain}/{t.contact_id}/{t.offer_id}"
+    if t.kind in {"relaxed", "queued"}:  # a contact may relax and re-queue several times
+        base = f"{base}/{t.ring}/{t.waited_ms}"
     out = [Output("routing_decisions", t.domain, RoutingDecision(
         event_id=derived_id(base, t.kind), ts_ms=now, domain=t.domain, contact_id=t.contact_id,
         decision=decision, agent_id=t.agent_id or None, offer_id=t.offer_id or None,
         waited_ms=max(t.waited_ms, 0), within_target=t.within_target, reason=t.reason,
+        queue=t.queue, lane=t.lane, ring=t.ring,
     ))]
     if t.kind == "answered":
         metrics.ANSWER_WAIT.observe(t.waited_ms / 1000)
@@ -45,7 +48,7 @@ def transition_outputs(t: Transition, now: int) -> list[Output]:
             event_id=derived_id(base, "offer"), ts_ms=now, offer_id=t.offer_id,
             contact_id=t.contact_id, agent_id=t.agent_id, domain=t.domain,
             channel=Channel(t.channel), expires_at_ms=t.expires_at_ms,
-            waited_ms=max(t.waited_ms, 0), priority=t.priority, skills=parse_levels(t.skills),
+            waited_ms=max(t.waited_ms, 0), priority=t.priority, queue=t.queue,
         )))
     elif t.kind in RESCIND_REASONS:
         out.append(Output("assignments", t.domain, AssignmentRescinded(
@@ -80,6 +83,6 @@ class RoutingStage:
         return outputs
 
     async def tick(self) -> list[Output]:
-        """Time-driven step: expire unanswered offers and re-route their contacts."""
+        """Time-driven step: expire unanswered offers, open due rings, re-route."""
         now = self.clock()
-        return [o for t in await self.store.expire_offers(now) for o in transition_outputs(t, now)]
+        return [o for t in await self.store.tick(now) for o in transition_outputs(t, now)]

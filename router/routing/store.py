@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from router.errors import RoutingStoreError
+from router.errors import PeakrouteError, RoutingStoreError
 from router.events import (
     AgentLoggedIn,
     AgentLoggedOut,
@@ -29,20 +29,23 @@ from router.events import (
     OfferDeclined,
     RoutingRequested,
 )
-from router.routing.policy import format_levels, queue_score
+from router.routing.config import RoutingPolicy
+from router.routing.policy import (
+    effective_capacity,
+    format_levels,
+    memberships,
+    plan_request,
+)
 from router.settings import Settings
 
 DOMAINS_KEY = "pr:domains"  # set of routing domains seen (outside any hash tag: plain set)
-EXPIRE_BATCH = 500
-DEFAULT_REASONS: dict[type[Event], str] = {
-    CustomerLeft: "customer_left",
-    AgentLoggedOut: "agent_logged_out",
-    OfferDeclined: "declined",
-}
+TICK_BATCH = 500  # offers and ring openings one tick handles per domain
+SCRIPTS = ("request", "accept", "decline", "tick", "complete", "login", "state", "logout",
+           "left", "bot")
 STAT_FIELDS = (
     "arrived", "contained", "escalating", "escalated", "offered", "answered",
     "answered_within_target", "wait_sum_ms", "abandoned", "short_abandoned", "completed",
-    "declined", "expired",
+    "declined", "expired", "relaxed",
 )
 
 
@@ -54,53 +57,55 @@ def prefix(domain: str) -> str:
 class Transition:
     """One thing a script did, as Python sees it (becomes audit and assignment events)."""
 
-    kind: str  # offered queued answered declined expired rescinded abandoned completed ...
+    kind: str  # queued offered answered declined expired rescinded relaxed abandoned completed...
     domain: str
     contact_id: str = ""
     agent_id: str = ""
     offer_id: str = ""
     channel: str = ""
+    lane: str = ""  # queue.language
+    ring: int = 0
     waited_ms: int = 0
     expires_at_ms: int = 0  # offered: when the offer lapses
-    within_target: bool = False  # answered: inside the service target
+    within_target: bool = False  # answered: inside the contact's service target
     priority: int = 0
-    skills: str = ""
-    reason: str = ""
+    reason: str = ""  # stale / duplicate: the state the contact was in
+
+    @property
+    def queue(self) -> str:
+        return self.lane.partition(".")[0]
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
-def _transition(domain: str, row: Sequence[Any], reason: str = "") -> Transition:
-    kind = _text(row[0])
-    fields = [_text(v) for v in row[1:5]] + [""] * 4
-    cid, aid, oid, ch = fields[:4]
-    nums = [int(v) if isinstance(v, int) else 0 for v in row[5:8]] + [0, 0, 0]
-    if kind == "offered":
-        return Transition(kind, domain, cid, aid, oid, ch, waited_ms=nums[0],
-                          expires_at_ms=nums[1], priority=nums[2], skills=_text(row[8]))
-    if kind == "answered":
-        return Transition(kind, domain, cid, aid, oid, waited_ms=nums[0],
-                          within_target=bool(nums[1]))
-    if kind in {"duplicate", "stale"}:
-        return Transition(kind, domain, cid, reason=aid)  # aid slot carries the state seen
-    return Transition(kind, domain, cid, aid, oid, ch, waited_ms=nums[0], reason=reason)
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else int(_text(value) or 0)
+
+
+def _transition(domain: str, row: Sequence[Any]) -> Transition:
+    """A script row: kind, cid, aid, oid, channel, lane, ring, waited, n2, priority, reason."""
+    kind, cid, aid, oid, ch, lane = (_text(v) for v in row[:6])
+    ring, waited, n2, pri = (_int(v) for v in row[6:10])
+    return Transition(kind, domain, cid, aid, oid, ch, lane, ring, waited,
+                      expires_at_ms=n2 if kind == "offered" else 0,
+                      within_target=kind == "answered" and n2 == 1, priority=pri,
+                      reason=_text(row[10]))
 
 
 class RoutingStore:
     """Applies routing events to Redis atomically and reports the transitions."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, client: aioredis.Redis, settings: Settings,
+                 policy: RoutingPolicy) -> None:
         self.redis = client
         self.settings = settings
+        self.policy = policy
         common = _read_script("common")
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(common + "\n" + _read_script(name))
-            for name in ("request", "accept", "decline", "expire", "complete", "login", "state",
-                         "logout", "left", "bot")
+            name: client.register_script(common + "\n" + _read_script(name)) for name in SCRIPTS
         }
-        self._timeout_ms = int(settings.offer_timeout_s * 1000)
         self._limit = settings.match_scan_limit
         self._retention = settings.contact_retention_s
         self._short_ms = int(settings.short_abandon_s * 1000)
@@ -113,77 +118,92 @@ class RoutingStore:
         pipe.scripts.add(script)
         pipe.evalsha(script.sha, 1, prefix(domain), *args)
 
-    def _queue(self, pipe: Any, event: Event, now_ms: int) -> tuple[str, str]:
-        """Queue the script for one event; returns (domain, reason) for reading the result."""
-        t, limit = self._timeout_ms, self._limit
+    def _queue(self, pipe: Any, event: Event, now_ms: int) -> None:
+        """Queue the script for one event, with the policy's parameters for it."""
+        domain = getattr(event, "domain", "")
+        policy = self.policy.for_domain(domain)
+        t, limit = int(policy.offer_timeout_s * 1000), self._limit
         match event:
             case RoutingRequested():
-                self._call(pipe, "request", event.domain, event.contact_id, event.channel.value,
-                           format_levels(event.skills), event.priority,
-                           queue_score(event.ts_ms, event.priority), event.ts_ms, now_ms, t, limit)
+                plan = plan_request(event, policy)
+                self._call(pipe, "request", domain, event.contact_id, event.channel.value,
+                           plan.lane, plan.service_class, plan.score, event.ts_ms,
+                           event.priority, plan.target_ms, repr(plan.weight),
+                           ",".join(map(str, plan.ring_delays_ms)),
+                           format_levels(plan.extra_skills), plan.queue, now_ms, t, limit)
             case CustomerLeft():
-                self._call(pipe, "left", event.domain, event.contact_id, now_ms, self._short_ms,
+                self._call(pipe, "left", domain, event.contact_id, now_ms, self._short_ms,
                            t, limit, self._retention)
             case OfferAccepted():
-                self._call(pipe, "accept", event.domain, event.agent_id, event.offer_id,
-                           event.contact_id, now_ms, self.settings.sla_target_ms)
+                self._call(pipe, "accept", domain, event.agent_id, event.offer_id,
+                           event.contact_id, now_ms)
             case OfferDeclined():
-                self._call(pipe, "decline", event.domain, event.agent_id, event.offer_id,
-                           event.contact_id, now_ms, t, limit, "declined")
+                self._call(pipe, "decline", domain, event.agent_id, event.offer_id,
+                           event.contact_id, now_ms, t, limit, policy.on_decline.value,
+                           event.reason or "declined")
             case ContactCompleted():
-                self._call(pipe, "complete", event.domain, event.agent_id, event.contact_id,
+                self._call(pipe, "complete", domain, event.agent_id, event.contact_id,
                            now_ms, t, limit, self._retention)
             case AgentLoggedIn():
-                self._call(pipe, "login", event.domain, event.agent_id,
-                           format_levels(event.skills), format_levels(event.capacity),
-                           int(event.ready), now_ms, t, limit)
+                member = ";".join(m.encode() for m in memberships(event.skills, policy))
+                capacity = effective_capacity(event.capacity, policy)
+                self._call(pipe, "login", domain, event.agent_id, format_levels(event.skills),
+                           format_levels(capacity), int(event.ready), member, now_ms, t, limit)
             case AgentStateChanged() if event.state == AgentState.OFFLINE:
                 # Going offline is leaving: offers are withdrawn and re-routed, as on logout.
-                self._call(pipe, "logout", event.domain, event.agent_id, now_ms, t, limit)
+                self._call(pipe, "logout", domain, event.agent_id, now_ms, t, limit)
             case AgentStateChanged():
-                self._call(pipe, "state", event.domain, event.agent_id, event.state.value, now_ms,
+                self._call(pipe, "state", domain, event.agent_id, event.state.value, now_ms,
                            t, limit)
             case AgentLoggedOut():
-                self._call(pipe, "logout", event.domain, event.agent_id, now_ms, t, limit)
+                self._call(pipe, "logout", domain, event.agent_id, now_ms, t, limit)
             case _:
                 raise RoutingStoreError(f"no routing script for {event.TYPE}")
-        reason = getattr(event, "reason", "") or DEFAULT_REASONS.get(type(event), "")
-        return event.domain, reason
 
     async def apply(
         self, events: Sequence[Event], now_ms: int
     ) -> list[list[Transition] | Exception]:
         """Run one script per event, in order, in a single round trip.
 
-        Returns, per event, its transitions, or the error its script raised (the other events
-        are unaffected: each script is atomic on its own). Connection errors propagate.
+        Returns, per event, its transitions, or the error its script raised (or the policy
+        refused it with; the other events are unaffected: each script is atomic on its own).
+        Connection errors propagate.
         """
         if not events:
             return []
         pipe = self.redis.pipeline(transaction=False)
         self._note_domains(pipe, (e.domain for e in events if hasattr(e, "domain")))
-        contexts = [self._queue(pipe, event, now_ms) for event in events]
-        results = await pipe.execute(raise_on_error=False)
+        queued: list[int] = []  # index of the event each queued script belongs to
         out: list[list[Transition] | Exception] = []
-        for (domain, reason), rows in zip(contexts, results[len(results) - len(contexts):],
-                                          strict=True):
-            if isinstance(rows, Exception):
-                out.append(rows)
-            else:
-                out.append([_transition(domain, row, reason) for row in rows])
+        for i, event in enumerate(events):
+            try:
+                self._queue(pipe, event, now_ms)
+            except PeakrouteError as exc:
+                out.append(exc)
+                continue
+            out.append([])
+            queued.append(i)
+        if not queued:
+            return out
+        results = await pipe.execute(raise_on_error=False)
+        for i, rows in zip(queued, results[len(results) - len(queued):], strict=True):
+            domain = getattr(events[i], "domain", "")
+            out[i] = rows if isinstance(rows, Exception) else [_transition(domain, r)
+                                                               for r in rows]
         return out
 
-    async def expire_offers(self, now_ms: int) -> list[Transition]:
-        """Time-driven step: lapse overdue offers in every domain and re-route their contacts."""
+    async def tick(self, now_ms: int) -> list[Transition]:
+        """Time-driven step in every domain: lapse overdue offers, open due rings."""
         domains = [_text(d) for d in await self.redis.smembers(DOMAINS_KEY)]
         if not domains:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for domain in domains:
-            self._call(pipe, "expire", domain, now_ms, self._timeout_ms, self._limit,
-                       EXPIRE_BATCH)
+            policy = self.policy.for_domain(domain)
+            self._call(pipe, "tick", domain, now_ms, int(policy.offer_timeout_s * 1000),
+                       self._limit, TICK_BATCH, policy.on_no_answer.value)
         results = await pipe.execute()
-        return [_transition(domain, row, "no_answer")
+        return [_transition(domain, row)
                 for domain, rows in zip(domains, results, strict=True) for row in rows]
 
     async def record_bot_outcomes(
@@ -215,11 +235,13 @@ async def domain_stats(client: aioredis.Redis, domain: str) -> dict[str, int]:
 async def domain_live(client: aioredis.Redis, domain: str) -> dict[str, int]:
     """Contacts waiting for an agent and contacts with an outstanding offer, right now."""
     p = prefix(domain)
+    lanes = [_text(lane) for lane in await client.smembers(p + "lanes")]
     async with client.pipeline(transaction=False) as pipe:
-        pipe.zcard(p + "q")
         pipe.zcard(p + "ox")
-        waiting, offered = await pipe.execute()
-    return {"waiting": int(waiting), "offered": int(offered)}
+        for lane in lanes:
+            pipe.zcard(p + "w:" + lane)
+        offered, *waiting = await pipe.execute()
+    return {"waiting": sum(int(n) for n in waiting), "offered": int(offered)}
 
 
 async def domains(client: aioredis.Redis) -> list[str]:

@@ -6,6 +6,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.events import AgentLoggedIn, AgentState, AgentStateChanged, RoutingRequested
+from router.routing.config import policy_from_settings
 from router.routing.store import RoutingStore, domain_live
 from router.settings import Settings
 from router.stage import now_ms
@@ -16,15 +17,15 @@ pytestmark = pytest.mark.integration
 async def test_going_offline_rescinds_the_offer_and_requeues_the_contact(
     stack: Settings, redis_client: aioredis.Redis, domain: str,
 ) -> None:
-    store = RoutingStore(redis_client, stack)
+    store = RoutingStore(redis_client, stack, policy_from_settings(stack))
     now = now_ms()
     login = AgentLoggedIn(event_id="e1", ts_ms=now, agent_id="a1", domain=domain,
-                          skills={"zh": 1}, capacity={"chat": 1})
+                          skills={"zh": 1, "general": 1}, capacity={"chat": 1})
     request = RoutingRequested(event_id="e2", ts_ms=now, contact_id="c1", domain=domain,
                                skills={"zh": 1})
     offline = AgentStateChanged(event_id="e3", ts_ms=now, agent_id="a1", domain=domain,
                                 state=AgentState.OFFLINE)
     results = await store.apply([login, request, offline], now)
     kinds = [t.kind for r in results if not isinstance(r, Exception) for t in r]
-    assert kinds == ["logged_in", "offered", "rescinded", "logged_out"]
+    assert kinds == ["logged_in", "offered", "rescinded", "queued", "logged_out"]
     assert await domain_live(redis_client, domain) == {"waiting": 1, "offered": 0}

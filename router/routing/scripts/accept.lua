@@ -1,18 +1,19 @@
--- An agent accepted an offer. ARGV: aid, oid, cid, now, target_ms.
-local aid, oid, cid = ARGV[1], ARGV[2], ARGV[3]
-local now, target_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
+-- An agent accepted an offer: the contact is answered (the 30-second clock stops).
+-- ARGV: aid, oid, cid, now.
+local aid, oid, cid, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local c = ckey(cid)
-local st, ag, of, esc = unpack(redis.call('HMGET', c, 'st', 'ag', 'of', 'esc'))
+local st, ag, of, esc, tg, ch, ln, rg, pri = unpack(redis.call('HMGET', c, 'st', 'ag', 'of', 'esc',
+                                                   'tg', 'ch', 'ln', 'rg', 'pri'))
 if st ~= 'offered' or ag ~= aid or of ~= oid then
-  return {{'stale', cid, st or 'unknown'}}
+  return {row('stale', cid, aid, oid, '', '', 0, 0, 0, 0, st or 'unknown')}
 end
 local waited = now - tonumber(esc)
 local within = 0
-if waited <= target_ms then within = 1 end
+if waited <= tonumber(tg) then within = 1 end
 redis.call('HSET', c, 'st', 'answered', 'ans', now)
 redis.call('ZREM', OX, cid)
 redis.call('SREM', offers_of(aid), cid)
 stat('answered')
 stat('answered_within_target', within)
 stat('wait_sum_ms', waited)
-return {{'answered', cid, aid, oid, '', waited, within}}
+return {row('answered', cid, aid, oid, ch, ln, tonumber(rg), waited, within, tonumber(pri))}

@@ -1,16 +1,19 @@
--- The agent declined (or did not answer) an offer: the agent goes not-ready (redirect on no
--- answer), the contact returns to its place and is offered elsewhere.
--- ARGV: aid, oid, cid, now, offer_timeout_ms, scan_limit, kind ('declined' | 'expired').
+-- The agent declined an offer: the contact goes back to its place in line and is offered
+-- elsewhere; the agent becomes ready or not ready as the policy says (on_decline).
+-- ARGV: aid, oid, cid, now, offer_timeout_ms, scan_limit, on_decline, reason.
 local aid, oid, cid = ARGV[1], ARGV[2], ARGV[3]
-local now, timeout_ms, limit, kind = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local now, timeout_ms, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local after, reason = ARGV[7], ARGV[8]
 local st, ag, of = unpack(redis.call('HMGET', ckey(cid), 'st', 'ag', 'of'))
 if st ~= 'offered' or ag ~= aid or of ~= oid then
-  return {{'stale', cid, st or 'unknown'}}
+  return {row('stale', cid, aid, oid, '', '', 0, 0, 0, 0, st or 'unknown')}
 end
-local out = {{kind, cid, aid, oid}}
-withdraw_offer(cid, aid)
-redis.call('HSET', akey(aid), 'st', 'not_ready')
-refresh_all(aid)
-stat(kind)
-match_contact(cid, now, timeout_ms, limit, out)
+local out = {}
+stat('declined')
+if after == 'not_ready' then set_state(aid, 'not_ready', now) end
+return_offer(cid, aid, oid, 'declined', reason, now, timeout_ms, limit, out)
+if after ~= 'not_ready' then
+  refresh_all(aid)
+  match_agent(aid, now, timeout_ms, limit, out, cid)
+end
 return out

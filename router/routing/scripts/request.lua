@@ -1,20 +1,33 @@
--- A routing request (escalation). ARGV: cid, channel, skills, priority, score, escalated_at,
--- now, offer_timeout_ms, scan_limit. Idempotent by contact id.
-local cid, ch, sk, pri, score, esc = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local now, timeout_ms, limit = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local out = {}
-local st = redis.call('HGET', ckey(cid), 'st')
+-- A routing request (escalation): place the contact in its lane, open the rings its wait (or an
+-- empty ring) allows, offer it at once to the best free agent or queue it. Idempotent by
+-- contact id. ARGV: cid, channel, lane, class, score, escalated_at, priority, target_ms, weight,
+-- ring delays "0,10000,...", extra skills "a=1", queue, now, offer_timeout_ms, scan_limit.
+local cid, ch, ln, cls, score, esc, pri = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local tg, wt, rd, xs, qn = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local now, timeout_ms, limit = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local c = ckey(cid)
+local st = redis.call('HGET', c, 'st')
 if st and st ~= 'contained' and st ~= 'escalating' then
-  return {{'duplicate', cid, st}}
+  return {row('duplicate', cid, '', '', '', '', 0, 0, 0, 0, st)}
 end
 if st == 'contained' then stat('contained', -1) end   -- a bot-closed contact came back
 if st == 'escalating' then stat('escalating', -1) end
-redis.call('PERSIST', ckey(cid))
-redis.call('HSET', ckey(cid), 'st', 'queued', 'ch', ch, 'sk', sk, 'pri', pri, 'score', score,
-           'esc', esc)
+redis.call('PERSIST', c)
+redis.call('HSET', c, 'st', 'queued', 'ch', ch, 'ln', ln, 'cls', cls, 'score', score, 'esc', esc,
+           'pri', pri, 'tg', tg, 'wt', wt, 'rd', rd, 'xs', xs, 'qn', qn, 'rg', 0, 'ag', '', 'of', '')
 stat('escalated')
+local out = {}
+local waited = now - tonumber(esc)
+local rg, skipped = open_ring(ln, ring_delays(c), waited)
+if rg > 0 then
+  redis.call('HSET', c, 'rg', rg)
+  stat('relaxed')
+  local why = 'waited'
+  if skipped then why = 'no_agent_ready' end
+  out[#out + 1] = row('relaxed', cid, '', '', ch, ln, rg, waited, 0, tonumber(pri), why)
+end
 if not match_contact(cid, now, timeout_ms, limit, out) then
-  redis.call('ZADD', Q, tonumber(score), cid)
-  out[#out + 1] = {'queued', cid}
+  enqueue(cid)
+  out[#out + 1] = row('queued', cid, '', '', ch, ln, rg, waited, 0, tonumber(pri), '')
 end
 return out

@@ -1,0 +1,39 @@
+-- Time-driven step of one domain: offers whose answer time ran out are withdrawn (the agent
+-- becomes what on_no_answer says; redirect on no answer), and waiting contacts whose next ring
+-- opened are relaxed and offered to the wider pool.
+-- ARGV: now, offer_timeout_ms, scan_limit, max per step, on_no_answer.
+local now, timeout_ms, limit, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local after = ARGV[5]
+local out = {}
+for _, cid in ipairs(redis.call('ZRANGEBYSCORE', OX, '-inf', now, 'LIMIT', 0, max)) do
+  local aid, oid = unpack(redis.call('HMGET', ckey(cid), 'ag', 'of'))
+  stat('expired')
+  if after == 'not_ready' then set_state(aid, 'not_ready', now) end
+  return_offer(cid, aid, oid, 'expired', 'no_answer', now, timeout_ms, limit, out)
+  if after ~= 'not_ready' then
+    refresh_all(aid)
+    match_agent(aid, now, timeout_ms, limit, out, cid)
+  end
+end
+for _, cid in ipairs(redis.call('ZRANGEBYSCORE', RX, '-inf', now, 'LIMIT', 0, max)) do
+  local c = ckey(cid)
+  local st, ln, ch, cls, rg, esc, pri = unpack(redis.call('HMGET', c, 'st', 'ln', 'ch', 'cls', 'rg',
+                                                         'esc', 'pri'))
+  if st ~= 'queued' then
+    redis.call('ZREM', RX, cid)
+  else
+    local waited = now - tonumber(esc)
+    local nrg, skipped = open_ring(ln, ring_delays(c), waited)
+    dequeue(cid)
+    if nrg > tonumber(rg) then
+      redis.call('HSET', c, 'rg', nrg)
+      local why = 'waited'
+      if skipped then why = 'no_agent_ready' end
+      out[#out + 1] = row('relaxed', cid, '', '', ch, ln, nrg, waited, 0, tonumber(pri), why)
+      stat('relaxed')
+    end
+    enqueue(cid)
+    match_contact(cid, now, timeout_ms, limit, out)
+  end
+end
+return out
