@@ -36,6 +36,14 @@ class Membership:
     def encode(self) -> str:
         return f"{self.lane}|{self.ring}|{self.rank}|{self.strategy.value}|{self.rings}"
 
+    @classmethod
+    def decode_all(cls, text: str) -> list[Membership]:
+        out = []
+        for item in filter(None, text.split(";")):
+            lane, ring, rank_, strategy, rings = item.split("|")
+            out.append(cls(lane, int(ring), int(rank_), Strategy(strategy), int(rings)))
+        return out
+
 
 def lane_name(queue: str, language: str, language_skill: bool) -> str:
     """Queue and language: the unit that has its own waiting list and free-agent index."""
@@ -137,6 +145,19 @@ def queue_score(escalated_at_ms: int, priority: int, step_ms: int) -> int:
 def ring_for_wait(ring_delays_ms: Sequence[int], waited_ms: int) -> int:
     """The outermost ring open after this much waiting."""
     return max(i for i, delay in enumerate(ring_delays_ms) if delay <= max(waited_ms, 0))
+
+
+def open_ring(ring_delays_ms: Sequence[int], waited_ms: int,
+              ready_by_ring: Sequence[int]) -> tuple[int, bool]:
+    """The ring a contact is at: the one its wait opened, then further out while nobody is
+    logged in and ready in any ring up to it (TaskRouter's ``skip_if``: an empty ring does not
+    make the customer wait). Returns the ring and whether a ring was skipped."""
+    ring = ring_for_wait(ring_delays_ms, waited_ms)
+    skipped = False
+    while ring < len(ring_delays_ms) - 1 and sum(ready_by_ring[: ring + 1]) == 0:
+        ring += 1
+        skipped = True
+    return ring, skipped
 
 
 def next_ring_at(ring_delays_ms: Sequence[int], escalated_at_ms: int, ring: int) -> int | None:

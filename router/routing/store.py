@@ -45,7 +45,7 @@ SCRIPTS = ("request", "accept", "decline", "tick", "complete", "login", "state",
 STAT_FIELDS = (
     "arrived", "contained", "escalating", "escalated", "offered", "answered",
     "answered_within_target", "wait_sum_ms", "abandoned", "short_abandoned", "completed",
-    "declined", "expired", "relaxed",
+    "declined", "expired", "relaxed", "rescinded", "invariant_violations",
 )
 
 

@@ -177,10 +177,18 @@ local function dequeue(cid)
   redis.call('ZREM', RX, cid)
 end
 
--- Reserve agent capacity and offer the contact (which is not in any waiting list).
+-- Reserve agent capacity and offer the contact (which is not in any waiting list). The
+-- indexes only ever hold ready agents with room; should one not (a bug), the offer is refused
+-- and counted (stats field invariant_violations, exported as a metric) instead of breaking
+-- the capacity invariant. Returns whether the offer was made.
 local function offer(cid, aid, now, timeout_ms, out)
   local c = ckey(cid)
   local ch, ln, rg, pri, esc = unpack(redis.call('HMGET', c, 'ch', 'ln', 'rg', 'pri', 'esc'))
+  if not agent_has_room(aid, ch) then
+    stat('invariant_violations')
+    refresh_free(aid, ch)
+    return false
+  end
   local oid = 'o' .. redis.call('INCR', SEQ)
   local expires = now + timeout_ms
   redis.call('HSET', c, 'st', 'offered', 'ag', aid, 'of', oid)
@@ -189,10 +197,11 @@ local function offer(cid, aid, now, timeout_ms, out)
   local k = akey(aid)
   redis.call('HINCRBY', k, 'load:' .. ch, 1)
   redis.call('HSET', k, 'last', now, 'rr:' .. ln, now)
-  refresh_free(aid, ch)
+  refresh_all(aid)  -- idle time changed: every channel's scores move
   stat('offered')
   out[#out + 1] = row('offered', cid, aid, oid, ch, ln, tonumber(rg), now - tonumber(esc),
                       expires, tonumber(pri))
+  return true
 end
 
 -- The first agent of a free index who may take the contact: the head, unless the contact
@@ -213,10 +222,12 @@ local function match_contact(cid, now, timeout_ms, limit, out, exclude)
   local extra = parse_skills(xs)
   for r = 0, tonumber(rg) do
     local aid = pick_agent(fkey(ln, r, ch), r, extra, exclude or '', limit)
-    if aid then
+    if aid and agent_has_room(aid, ch) then
       dequeue(cid)
-      offer(cid, aid, now, timeout_ms, out)
-      return true
+      return offer(cid, aid, now, timeout_ms, out)
+    elseif aid then
+      refresh_free(aid, ch)  -- a stale index entry (see offer): repair it, count it
+      stat('invariant_violations')
     end
   end
   return false
@@ -281,7 +292,10 @@ local function match_agent(aid, now, timeout_ms, limit, out, exclude)
     end
     if not best then return end
     dequeue(best)
-    offer(best, aid, now, timeout_ms, out)
+    if not offer(best, aid, now, timeout_ms, out) then
+      enqueue(best)
+      return
+    end
   end
 end
 
@@ -304,6 +318,7 @@ end
 local function return_offer(cid, aid, oid, kind, reason, now, timeout_ms, limit, out)
   local ln, rg, esc, ch, pri = unpack(redis.call('HMGET', ckey(cid), 'ln', 'rg', 'esc', 'ch', 'pri'))
   release_offer(cid, aid)
+  if kind == 'rescinded' then stat('rescinded') end
   out[#out + 1] = row(kind, cid, aid, oid, ch, ln, tonumber(rg), now - tonumber(esc), 0,
                       tonumber(pri), reason)
   enqueue(cid)

@@ -12,6 +12,7 @@ elseif st == 'queued' then
   dequeue(cid)
 elseif st == 'offered' then
   release_offer(cid, ag)
+  stat('rescinded')
   out[#out + 1] = row('rescinded', cid, ag, of, ch, ln, tonumber(rg), now - tonumber(esc), 0,
                       tonumber(pri), 'customer_left')
 else
