@@ -116,9 +116,9 @@ def plan_request(event: RoutingRequested, policy: DomainPolicy) -> RequestPlan:
     queue, reason = resolve_queue(policy, event.queue, event.skills)
     vip = event.tier == Tier.VIP
     service = queue.vip if vip else queue.normal
-    own = set(queue.skills) | set(LANGUAGES)
+    # The lane already requires the queue's skills and the language at level 1.
     extra = {name: level for name, level in event.skills.items()
-             if name not in own and level > 0 and not _covered(queue, name, level)}
+             if level > queue.skills.get(name, 1 if name in LANGUAGES else 0)}
     step_ms = int(policy.priority_step_s * 1000)
     return RequestPlan(
         queue=queue.name,
@@ -131,10 +131,6 @@ def plan_request(event: RoutingRequested, policy: DomainPolicy) -> RequestPlan:
         extra_skills=extra,
         reason=reason,
     )
-
-
-def _covered(queue: Queue, name: str, level: int) -> bool:
-    return queue.skills.get(name, 0) >= level
 
 
 def queue_score(escalated_at_ms: int, priority: int, step_ms: int) -> int:
