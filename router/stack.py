@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,7 @@ class StackProcess:
     def alive(self) -> bool:
         """True while this pid still runs the program we started (guards against pid reuse)."""
         try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
             cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
         except FileNotFoundError:
             return False
@@ -104,8 +105,10 @@ class StackProcess:
             except ProcessLookupError:
                 return False
             return True
-        if not cmdline:  # a zombie: exited, not yet reaped
+        if stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"]):  # exited, not yet reaped
             return False
+        if not cmdline:  # redis-server rewrites its title: the arguments are briefly empty
+            return True
         return os.path.basename(self.executable).encode() in cmdline.split(b"\0", 1)[0]
 
     def stop(self) -> None:
@@ -121,6 +124,37 @@ class StackProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         _reap(self.pid)
+
+
+@contextlib.contextmanager
+def standalone_redis(state_dir: Path) -> Iterator[str]:
+    """A redis-server of its own on a free port (benchmarks): yields its URL, then stops it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(state_dir)]
+    with (state_dir / "redis.log").open("ab") as out:
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL,
+                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    proc = StackProcess("redis", popen.pid, argv[0])
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if not proc.alive() or time.monotonic() > deadline:
+                    raise StackError(f"redis-server did not start; see {state_dir / 'redis.log'}"
+                                     ) from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        client.close()
+        proc.stop()
 
 
 def _reap(pid: int) -> None:

@@ -94,6 +94,7 @@ class RequestPlan:
     weight: float
     score: int  # order in its waiting list: lower first
     ring_delays_ms: tuple[int, ...]
+    strategy: Strategy = Strategy.LONGEST_IDLE  # how the queue picks among free agents
     extra_skills: dict[str, int] = field(default_factory=dict)
     reason: str = ""  # why the queue differs from the one asked for
 
@@ -128,6 +129,7 @@ def plan_request(event: RoutingRequested, policy: DomainPolicy) -> RequestPlan:
         weight=service.weight,
         score=queue_score(event.ts_ms, event.priority, step_ms),
         ring_delays_ms=tuple(int(ring.after_s * 1000) for ring in queue.rings),
+        strategy=queue.strategy,
         extra_skills=extra,
         reason=reason,
     )

@@ -130,7 +130,8 @@ class RoutingStore:
                            plan.lane, plan.service_class, plan.score, event.ts_ms,
                            event.priority, plan.target_ms, repr(plan.weight),
                            ",".join(map(str, plan.ring_delays_ms)),
-                           format_levels(plan.extra_skills), plan.queue, now_ms, t, limit)
+                           format_levels(plan.extra_skills), plan.queue, plan.strategy.value,
+                           now_ms, t, limit)
             case CustomerLeft():
                 self._call(pipe, "left", domain, event.contact_id, now_ms, self._short_ms,
                            t, limit, self._retention)

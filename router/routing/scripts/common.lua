@@ -10,6 +10,7 @@ local RC = P .. 'rc'        -- hash: "<lane>:<ring>" -> agents logged in and rea
 local STATS = P .. 'stats'  -- hash: the books and SLA counters of the domain
 local SEQ = P .. 'seq'      -- string: offer id sequence
 local LANES = P .. 'lanes'  -- set: lanes that ever had a waiting contact
+local WN = P .. 'wn'        -- hash: lane -> contacts waiting (agent-driven matching skips empty lanes)
 -- zset: every waiting contact of a lane by escalation time (live values: count, oldest wait)
 local function wkey(lane) return P .. 'w:' .. lane end
 local RANK_SCALE, MAX_RANK, OCC_STEPS = 1e13, 100, 1000
@@ -59,15 +60,7 @@ local function memberships(aid)
   return out
 end
 
-local function agent_channels(aid)
-  local chans = {}
-  local flat = redis.call('HGETALL', akey(aid))
-  for i = 1, #flat, 2 do
-    local ch = string.match(flat[i], '^cap:(.+)$')
-    if ch then chans[#chans + 1] = ch end
-  end
-  return chans
-end
+local function agent_channels(aid) return split(redis.call('HGET', akey(aid), 'chs'), ',') end
 
 local function agent_has_room(aid, ch)
   local st, cap, load = unpack(redis.call('HMGET', akey(aid), 'st', 'cap:' .. ch, 'load:' .. ch))
@@ -75,35 +68,72 @@ local function agent_has_room(aid, ch)
 end
 
 -- policy.agent_sort_key
-local function agent_score(m, last, load, cap, rr)
-  if m.strategy == 'least_occupied' then
+local function agent_score(strategy, rank, last, load, cap, rr)
+  if strategy == 'least_occupied' then
     return math.floor(load * OCC_STEPS / math.max(cap, 1)) * RANK_SCALE + last
-  elseif m.strategy == 'round_robin' then
+  elseif strategy == 'round_robin' then
     return rr
   end
-  return (MAX_RANK - m.rank) * RANK_SCALE + last
+  return (MAX_RANK - rank) * RANK_SCALE + last
 end
 
--- Keep channel ch's free indexes in step with the agent's state, load and idle time.
-local function refresh_free(aid, ch, ms)
+-- Free indexes are kept lazily: an offer makes the agent's scores rise everywhere (later idle
+-- time, more load, later turn), and instead of rewriting every index the agent sits in, the
+-- stale (too low) entries are corrected when they reach the head (pick_agent). Scores never
+-- fall without an eager update (room regained, less load under least_occupied), so a fresh
+-- head is the true best. The rank is read back from the stored longest_idle score.
+local function fresh_score(strategy, stored, aid, ch, lane)
+  local last, load, cap, rr = unpack(redis.call('HMGET', akey(aid), 'last', 'load:' .. ch,
+                                                'cap:' .. ch, 'rr:' .. lane))
+  last, load, cap, rr = tonumber(last or '0'), tonumber(load or '0'), tonumber(cap or '0'), tonumber(rr or '0')
+  if strategy == 'longest_idle' then
+    return math.floor(stored / RANK_SCALE) * RANK_SCALE + last
+  end
+  return agent_score(strategy, 0, last, load, cap, rr)
+end
+
+-- Eager: the agent enters every index of channel ch with its true scores, or leaves them all.
+-- only_least_occupied: just re-score the least_occupied ones (its load fell).
+local function index_channel(aid, ch, ms, only_least_occupied)
   ms = ms or memberships(aid)
   local k = akey(aid)
   local st, cap, load, last = unpack(redis.call('HMGET', k, 'st', 'cap:' .. ch, 'load:' .. ch, 'last'))
   cap, load, last = tonumber(cap or '0'), tonumber(load or '0'), tonumber(last or '0')
   local room = st == 'ready' and load < cap
   for _, m in ipairs(ms) do
-    if room then
-      local rr = tonumber(redis.call('HGET', k, 'rr:' .. m.lane) or '0')
-      redis.call('ZADD', fkey(m.lane, m.ring, ch), agent_score(m, last, load, cap, rr), aid)
-    else
+    if not room then
       redis.call('ZREM', fkey(m.lane, m.ring, ch), aid)
+    elseif not only_least_occupied or m.strategy == 'least_occupied' then
+      local rr = 0
+      if m.strategy == 'round_robin' then
+        rr = tonumber(redis.call('HGET', k, 'rr:' .. m.lane) or '0')
+      end
+      redis.call('ZADD', fkey(m.lane, m.ring, ch), agent_score(m.strategy, m.rank, last, load, cap, rr), aid)
     end
   end
 end
 
-local function refresh_all(aid, ms)
+local function index_all(aid, ms)
   ms = ms or memberships(aid)
-  for _, ch in ipairs(agent_channels(aid)) do refresh_free(aid, ch, ms) end
+  for _, ch in ipairs(agent_channels(aid)) do index_channel(aid, ch, ms) end
+end
+
+-- The agent's load on ch fell by one (an offer ended, a contact completed).
+local function give_back(aid, ch)
+  local k = akey(aid)
+  local load = redis.call('HINCRBY', k, 'load:' .. ch, -1)
+  if load < 0 then
+    redis.call('HSET', k, 'load:' .. ch, 0)
+    load = 0
+  end
+  local st, cap, lo = unpack(redis.call('HMGET', k, 'st', 'cap:' .. ch, 'lo'))
+  cap = tonumber(cap or '0')
+  if st ~= 'ready' or load >= cap then return end
+  if load == cap - 1 then
+    index_channel(aid, ch)  -- room again: back in every index
+  elseif lo == '1' then
+    index_channel(aid, ch, nil, true)  -- a least_occupied score fell: update it now
+  end
 end
 
 -- Count the agent in (by = 1) or out of (by = -1) the ready agents of each of its lane rings.
@@ -111,7 +141,12 @@ local function count_ready(ms, by)
   for _, m in ipairs(ms) do redis.call('HINCRBY', RC, m.lane .. ':' .. m.ring, by) end
 end
 
--- Change the agent's state, keeping the ready counts right; refreshes its free indexes.
+local function touch(aid, now)  -- idle time only moves forward (workers' clocks may differ)
+  local k = akey(aid)
+  if now > tonumber(redis.call('HGET', k, 'last') or '0') then redis.call('HSET', k, 'last', now) end
+end
+
+-- Change the agent's state, keeping the ready counts right and its indexes exact.
 local function set_state(aid, state, now, ms)
   ms = ms or memberships(aid)
   local k = akey(aid)
@@ -119,10 +154,10 @@ local function set_state(aid, state, now, ms)
   if old == 'ready' and state ~= 'ready' then count_ready(ms, -1) end
   if old ~= 'ready' and state == 'ready' then
     count_ready(ms, 1)
-    redis.call('HSET', k, 'last', now)
+    touch(aid, now)
   end
   redis.call('HSET', k, 'st', state)
-  refresh_all(aid, ms)
+  index_all(aid, ms)
 end
 
 -- Transition rows: kind, cid, aid, oid, channel, lane, ring, waited_ms, n2, priority, reason
@@ -162,7 +197,9 @@ local function enqueue(cid)
   local c = ckey(cid)
   local ln, ch, cls, rg, score, esc = unpack(redis.call('HMGET', c, 'ln', 'ch', 'cls', 'rg', 'score', 'esc'))
   redis.call('HSET', c, 'st', 'queued', 'ag', '', 'of', '')
-  redis.call('ZADD', qkey(ln, ch, cls, rg), tonumber(score), cid)
+  if redis.call('ZADD', qkey(ln, ch, cls, rg), tonumber(score), cid) == 1 then
+    redis.call('HINCRBY', WN, ln, 1)
+  end
   redis.call('ZADD', wkey(ln), tonumber(esc), cid)
   redis.call('SADD', LANES, ln)
   local delays = ring_delays(c)
@@ -172,7 +209,9 @@ end
 
 local function dequeue(cid)
   local ln, ch, cls, rg = unpack(redis.call('HMGET', ckey(cid), 'ln', 'ch', 'cls', 'rg'))
-  redis.call('ZREM', qkey(ln, ch, cls, rg), cid)
+  if redis.call('ZREM', qkey(ln, ch, cls, rg), cid) == 1 then
+    redis.call('HINCRBY', WN, ln, -1)
+  end
   redis.call('ZREM', wkey(ln), cid)
   redis.call('ZREM', RX, cid)
 end
@@ -186,7 +225,7 @@ local function offer(cid, aid, now, timeout_ms, out)
   local ch, ln, rg, pri, esc = unpack(redis.call('HMGET', c, 'ch', 'ln', 'rg', 'pri', 'esc'))
   if not agent_has_room(aid, ch) then
     stat('invariant_violations')
-    refresh_free(aid, ch)
+    index_channel(aid, ch)
     return false
   end
   local oid = 'o' .. redis.call('INCR', SEQ)
@@ -195,39 +234,53 @@ local function offer(cid, aid, now, timeout_ms, out)
   redis.call('ZADD', OX, expires, cid)
   redis.call('SADD', offers_of(aid), cid)
   local k = akey(aid)
-  redis.call('HINCRBY', k, 'load:' .. ch, 1)
-  redis.call('HSET', k, 'last', now, 'rr:' .. ln, now)
-  refresh_all(aid)  -- idle time changed: every channel's scores move
+  local load = redis.call('HINCRBY', k, 'load:' .. ch, 1)
+  touch(aid, now)
+  redis.call('HSET', k, 'rr:' .. ln, now)
+  if load >= tonumber(redis.call('HGET', k, 'cap:' .. ch) or '0') then
+    index_channel(aid, ch)  -- full: out of every index of the channel (other scores: lazy)
+  end
   stat('offered')
   out[#out + 1] = row('offered', cid, aid, oid, ch, ln, tonumber(rg), now - tonumber(esc),
                       expires, tonumber(pri))
   return true
 end
 
--- The first agent of a free index who may take the contact: the head, unless the contact
--- needs extra skills (checked at ring 0 only: rings relax them) or one agent is excluded.
-local function pick_agent(key, ring, extra, exclude, limit)
+-- The best agent of a free index who may take the contact: the head once its score is fresh
+-- (see fresh_score), unless the contact needs extra skills (checked at ring 0 only: rings
+-- relax them) or one agent is excluded.
+local function pick_agent(key, ring, extra, exclude, limit, ch, lane, strategy)
   local check = #extra > 0 and ring == 0
   local n = 2  -- the head, and the next one in case the head is the excluded agent
   if check then n = limit end
-  for _, aid in ipairs(redis.call('ZRANGE', key, 0, n - 1)) do
-    if aid ~= exclude and (not check or agent_has_skills(aid, extra)) then return aid end
+  for _ = 1, limit do
+    local got = redis.call('ZRANGE', key, 0, n - 1, 'WITHSCORES')
+    local stale = false
+    for i = 1, #got, 2 do
+      local aid, stored = got[i], tonumber(got[i + 1])
+      local fresh = fresh_score(strategy, stored, aid, ch, lane)
+      if fresh > stored then
+        redis.call('ZADD', key, fresh, aid)  -- it moves back; look at the new order
+        stale = true
+        break
+      end
+      if aid ~= exclude and (not check or agent_has_skills(aid, extra)) then return aid end
+    end
+    if not stale then return nil end
   end
   return nil
 end
 
 -- Contact-driven (policy.best_agent): the innermost open ring with a free eligible agent.
 local function match_contact(cid, now, timeout_ms, limit, out, exclude)
-  local ch, ln, rg, xs = unpack(redis.call('HMGET', ckey(cid), 'ch', 'ln', 'rg', 'xs'))
+  local ch, ln, rg, xs, sg = unpack(redis.call('HMGET', ckey(cid), 'ch', 'ln', 'rg', 'xs', 'sg'))
   local extra = parse_skills(xs)
   for r = 0, tonumber(rg) do
-    local aid = pick_agent(fkey(ln, r, ch), r, extra, exclude or '', limit)
-    if aid and agent_has_room(aid, ch) then
+    local aid = pick_agent(fkey(ln, r, ch), r, extra, exclude or '', limit, ch, ln, sg)
+    if aid then
       dequeue(cid)
-      return offer(cid, aid, now, timeout_ms, out)
-    elseif aid then
-      refresh_free(aid, ch)  -- a stale index entry (see offer): repair it, count it
-      stat('invariant_violations')
+      if offer(cid, aid, now, timeout_ms, out) then return true end
+      enqueue(cid)
     end
   end
   return false
@@ -258,17 +311,24 @@ end
 
 -- Agent-driven (policy.next_contact): fill the agent's free capacity with the most urgent
 -- visible contacts across its lanes (urgency = effective wait / target x weight; VIP first at
--- equal urgency).
+-- equal urgency). Lanes with nobody waiting are skipped without a look.
 local function match_agent(aid, now, timeout_ms, limit, out, exclude)
   local ms = memberships(aid)
+  if #ms == 0 then return end
+  local lanes = {}
+  for i, m in ipairs(ms) do lanes[i] = m.lane end
+  local counts = redis.call('HMGET', WN, unpack(lanes))
+  local active = {}
+  for i, m in ipairs(ms) do
+    if tonumber(counts[i] or '0') > 0 then active[#active + 1] = m end
+  end
+  if #active == 0 then return end
   local chans = agent_channels(aid)
-  local guard = 0
-  while guard < 64 do
-    guard = guard + 1
+  for _ = 1, 64 do
     local best, best_key = nil, nil
     for _, ch in ipairs(chans) do
       if agent_has_room(aid, ch) then
-        for _, m in ipairs(ms) do
+        for _, m in ipairs(active) do
           for r = m.ring, m.rings - 1 do
             for _, cls in ipairs({'v', 'n'}) do
               local cid, score = pick_contact(aid, qkey(m.lane, ch, cls, r), m.ring,
@@ -304,7 +364,7 @@ local function release_offer(cid, aid)
   local ch = redis.call('HGET', ckey(cid), 'ch')
   redis.call('ZREM', OX, cid)
   redis.call('SREM', offers_of(aid), cid)
-  redis.call('HINCRBY', akey(aid), 'load:' .. ch, -1)
+  give_back(aid, ch)
   return ch
 end
 

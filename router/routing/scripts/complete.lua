@@ -7,10 +7,8 @@ if st ~= 'answered' or ag ~= aid then
   return {row('stale', cid, aid, '', '', '', 0, 0, 0, 0, st or 'unknown')}
 end
 finish(cid, 'done', retention)
-local load = redis.call('HINCRBY', akey(aid), 'load:' .. ch, -1)
-if load < 0 then redis.call('HSET', akey(aid), 'load:' .. ch, 0) end
+give_back(aid, ch)
 stat('completed')
 local out = {row('completed', cid, aid, '', ch, ln, tonumber(rg), now - tonumber(esc))}
-refresh_free(aid, ch)
 match_agent(aid, now, timeout_ms, limit, out)
 return out

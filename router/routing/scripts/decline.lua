@@ -13,7 +13,6 @@ stat('declined')
 if after == 'not_ready' then set_state(aid, 'not_ready', now) end
 return_offer(cid, aid, oid, 'declined', reason, now, timeout_ms, limit, out)
 if after ~= 'not_ready' then
-  refresh_all(aid)
   match_agent(aid, now, timeout_ms, limit, out, cid)
 end
 return out

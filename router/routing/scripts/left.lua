@@ -26,7 +26,6 @@ if esc and waited <= short_ms then stat('short_abandoned') end
 out[#out + 1] = row('abandoned', cid, '', '', ch, ln, tonumber(rg or '0'), waited, 0,
                     tonumber(pri or '0'), 'customer_left')
 if st == 'offered' then
-  refresh_free(ag, ch)
   match_agent(ag, now, timeout_ms, limit, out)
 end
 return out

@@ -18,7 +18,11 @@ for i = 1, #flat, 2 do
 end
 for _, pair in ipairs(parse_skills(sk)) do redis.call('HSET', k, 's:' .. pair[1], pair[2]) end
 for _, pair in ipairs(parse_skills(caps)) do redis.call('HSET', k, 'cap:' .. pair[1], pair[2]) end
-redis.call('HSET', k, 'm', mem, 'st', 'offline')
+local chs = {}
+for _, pair in ipairs(parse_skills(caps)) do chs[#chs + 1] = pair[1] end
+local lo = 0
+if string.find(mem, '|least_occupied|', 1, true) then lo = 1 end
+redis.call('HSET', k, 'm', mem, 'st', 'offline', 'chs', table.concat(chs, ','), 'lo', lo)
 redis.call('HSETNX', k, 'last', now)
 redis.call('SADD', P .. 'agents', aid)
 local state = 'not_ready'

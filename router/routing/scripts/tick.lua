@@ -11,7 +11,6 @@ for _, cid in ipairs(redis.call('ZRANGEBYSCORE', OX, '-inf', now, 'LIMIT', 0, ma
   if after == 'not_ready' then set_state(aid, 'not_ready', now) end
   return_offer(cid, aid, oid, 'expired', 'no_answer', now, timeout_ms, limit, out)
   if after ~= 'not_ready' then
-    refresh_all(aid)
     match_agent(aid, now, timeout_ms, limit, out, cid)
   end
 end

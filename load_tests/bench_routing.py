@@ -1,0 +1,278 @@
+"""Routing store benchmark: atomic matching in Redis at 10,000 agents x 50 queues.
+
+    python -m load_tests.bench_routing --agents 10000 --queues 50 --seconds 10
+
+Starts its own redis-server (or uses --redis-url), logs the agents in, then drives RoutingStore
+with a closed-loop mix like a sales peak: new contacts (5 % VIP, 85 % Chinese, chat and voice,
+queues by a skewed popularity), accepts of the offers made (3 % declined), completions of
+answered contacts, customers leaving, agents taking breaks and coming back, and the worker's
+timer. Several pipelines run at once (like several partitions). Then a no-op script runs through
+the same driver on the same Redis: its rate is the ceiling. The last line is one JSON object
+with decisions_per_s, p50_ms, p99_ms and redis_noop_evalsha_per_s (latency: a decision's
+submission to its result, one pipelined batch round trip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from router.events import (
+    AgentLoggedIn,
+    AgentState,
+    AgentStateChanged,
+    Channel,
+    ContactCompleted,
+    CustomerLeft,
+    Event,
+    Language,
+    OfferAccepted,
+    OfferDeclined,
+    RoutingRequested,
+    Tier,
+)
+from router.routing.config import RoutingPolicy, parse_policy
+from router.routing.store import RoutingStore, Transition
+from router.settings import Settings
+from router.stack import standalone_redis
+
+AREAS = 10  # business areas: a queue overflows to its area's skill, then to general
+
+
+def bench_policy(queues: int) -> RoutingPolicy:
+    lines = ["domains:", '  "*":', "    default_queue: q0", "    queues:"]
+    for i in range(queues):
+        lines.append(f"      q{i}:")
+        lines.append(f"        skills: {{s{i}: 1}}")
+        lines.append(f"        rings: [{{after_s: 10, skills: {{area{i % AREAS}: 2}}}}, "
+                     "{after_s: 20, skills: {general: 2}}]")
+    return parse_policy("\n".join(lines), "<bench policy>")
+
+
+def agent_profile(rng: random.Random, queues: int) -> tuple[dict[str, int], dict[str, int]]:
+    draw = rng.random()
+    skills = {"zh": 2} if draw < 0.75 else {"en": 2} if draw < 0.9 else {"zh": 2, "en": 1}
+    for q in rng.sample(range(queues), 3):
+        skills[f"s{q}"] = rng.randint(1, 3)
+    skills[f"area{rng.randrange(AREAS)}"] = rng.randint(1, 3)
+    skills["general"] = rng.choice((1, 1, 2, 3))
+    capacity = {"chat": 3} if rng.random() < 0.8 else {"voice": 1}
+    return skills, capacity
+
+
+@dataclass
+class Driver:
+    """Keeps the closed loop: what was offered gets accepted, what was answered completes."""
+
+    store: RoutingStore
+    domain: str
+    queues: int
+    agents: list[str]
+    rng: random.Random
+    offers: deque[Transition] = field(default_factory=deque)
+    answered: deque[tuple[str, str]] = field(default_factory=deque)  # (contact, agent)
+    waiting: deque[str] = field(default_factory=deque)  # contacts that may still leave
+    on_break: set[str] = field(default_factory=set)
+    seq: int = 0
+    weights: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.weights = [1 / (i + 1) ** 0.8 for i in range(self.queues)]  # popular queues first
+
+    def _id(self) -> str:
+        self.seq += 1
+        return f"b{self.seq}"
+
+    def batch(self, size: int, now: int) -> list[Event]:
+        out: list[Event] = []
+        d = self.domain
+        while self.offers and len(out) < size // 3:
+            t = self.offers.popleft()
+            if self.rng.random() < 0.03:
+                out.append(OfferDeclined(event_id=self._id(), ts_ms=now, agent_id=t.agent_id,
+                                         domain=d, offer_id=t.offer_id, contact_id=t.contact_id))
+            else:
+                out.append(OfferAccepted(event_id=self._id(), ts_ms=now, agent_id=t.agent_id,
+                                         domain=d, offer_id=t.offer_id, contact_id=t.contact_id))
+        while len(self.answered) > 2000 and len(out) < 2 * size // 3:  # a handle time's lag
+            cid, aid = self.answered.popleft()
+            out.append(ContactCompleted(event_id=self._id(), ts_ms=now, agent_id=aid, domain=d,
+                                        contact_id=cid))
+        if self.rng.random() < 0.3:
+            aid = self.rng.choice(self.agents)
+            state = AgentState.READY if aid in self.on_break else AgentState.NOT_READY
+            (self.on_break.discard if state == AgentState.READY else self.on_break.add)(aid)
+            out.append(AgentStateChanged(event_id=self._id(), ts_ms=now, agent_id=aid, domain=d,
+                                         state=state))
+        if self.waiting and self.rng.random() < 0.5:
+            out.append(CustomerLeft(event_id=self._id(), ts_ms=now,
+                                    contact_id=self.waiting.popleft(), domain=d))
+        while len(out) < size:
+            cid = f"c{self.seq}"
+            q = self.rng.choices(range(self.queues), self.weights)[0]
+            out.append(RoutingRequested(
+                event_id=self._id(), ts_ms=now, contact_id=cid, domain=d,
+                channel=Channel.CHAT if self.rng.random() < 0.8 else Channel.VOICE,
+                language=Language.ZH if self.rng.random() < 0.85 else Language.EN,
+                tier=Tier.VIP if self.rng.random() < 0.05 else Tier.NORMAL,
+                queue=f"q{q}", priority=self.rng.choice((0, 0, 0, 1, 2))))
+            if self.rng.random() < 0.04:
+                self.waiting.append(cid)
+        return out
+
+    def follow(self, results: list[list[Transition] | Exception]) -> int:
+        errors = 0
+        for result in results:
+            if isinstance(result, Exception):
+                errors += 1
+                continue
+            for t in result:
+                if t.kind == "offered":
+                    self.offers.append(t)
+                elif t.kind == "answered":
+                    self.answered.append((t.contact_id, t.agent_id))
+        return errors
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def drive(seconds: float, concurrency: int,
+                step: Callable[[int], Awaitable[int]]) -> tuple[int, float, list[float]]:
+    """Run ``step(worker)`` (returns decisions made) in ``concurrency`` loops for ``seconds``;
+    returns decisions, elapsed seconds, and one latency per decision (ms)."""
+    latencies: list[float] = []
+    total = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop(worker: int) -> None:
+        nonlocal total
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            n = await step(worker)
+            ms = (time.perf_counter() - t0) * 1000
+            latencies.extend([ms] * n)
+            total += n
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(w) for w in range(concurrency)))
+    return total, time.perf_counter() - start, sorted(latencies)
+
+
+async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    rng = random.Random(args.seed)
+    policy = bench_policy(args.queues)
+    store = RoutingStore(client, Settings(match_scan_limit=200), policy)
+    domains = [f"bench-{i}" for i in range(args.concurrency)]
+    drivers = []
+    now = int(time.time() * 1000)
+    login_t0 = time.perf_counter()
+    per_domain = args.agents // len(domains)
+    for d in domains:
+        agents = [f"{d}-a{i}" for i in range(per_domain)]
+        for start in range(0, len(agents), 500):
+            events: list[Event] = []
+            for aid in agents[start:start + 500]:
+                skills, capacity = agent_profile(rng, args.queues)
+                events.append(AgentLoggedIn(event_id=f"login-{aid}", ts_ms=now, agent_id=aid,
+                                            domain=d, skills=skills, capacity=capacity))
+            await store.apply(events, now)
+        drivers.append(Driver(store, d, args.queues, agents, random.Random(rng.random())))
+    login_s = time.perf_counter() - login_t0
+    errors = 0
+    last_tick = time.perf_counter()
+
+    async def routing_step(worker: int) -> int:
+        nonlocal errors, last_tick
+        now = int(time.time() * 1000)
+        events = drivers[worker].batch(args.batch, now)
+        errors += drivers[worker].follow(await store.apply(events, now))
+        if worker == 0 and time.perf_counter() - last_tick >= 0.5:  # the worker's timer
+            last_tick = time.perf_counter()
+            await store.tick(now)
+        return len(events)
+
+    decisions, elapsed, lat = await drive(args.seconds, args.concurrency, routing_step)
+    noop = client.register_script("return ARGV[1]")
+    await noop(keys=["pr:{d:noop}:"], args=[0])  # load it
+
+    async def noop_step(worker: int) -> int:
+        pipe = client.pipeline(transaction=False)
+        for i in range(args.batch):
+            pipe.evalsha(noop.sha, 1, f"pr:{{d:{domains[worker]}}}:", i)
+        await pipe.execute()
+        return args.batch
+
+    noop_n, noop_elapsed, noop_lat = await drive(min(args.seconds, 5), args.concurrency,
+                                                 noop_step)
+    stats = {}
+    for d in domains:
+        raw = await client.hgetall(f"pr:{{d:{d}}}:stats")
+        for k, v in raw.items():
+            stats[k.decode()] = stats.get(k.decode(), 0) + int(v)
+    info = await client.info("memory")
+    await client.aclose()
+    rate, ceiling = decisions / elapsed, noop_n / noop_elapsed
+    return {
+        "agents": per_domain * len(domains), "queues": args.queues, "seconds": round(elapsed, 2),
+        "batch": args.batch, "concurrency": args.concurrency,
+        "decisions": decisions, "errors": errors,
+        "offered": stats.get("offered", 0), "answered": stats.get("answered", 0),
+        "relaxed": stats.get("relaxed", 0), "invariant_violations":
+            stats.get("invariant_violations", 0),
+        "login_s": round(login_s, 2),
+        "redis_used_memory_mb": round(info["used_memory"] / 2**20, 1),
+        "noop_p99_ms": round(percentile(noop_lat, 0.99), 3),
+        "ratio_to_noop": round(rate / ceiling, 3),
+        "decisions_per_s": round(rate),
+        "p50_ms": round(percentile(lat, 0.50), 3),
+        "p99_ms": round(percentile(lat, 0.99), 3),
+        "redis_noop_evalsha_per_s": round(ceiling),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m load_tests.bench_routing",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=10_000)
+    parser.add_argument("--queues", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=64,
+                        help="events per pipelined round trip (default 64)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="pipelines in flight at once, one routing domain each (default 4)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--redis-url", default="",
+                        help="use this Redis (it is FLUSHED) instead of starting one")
+    args = parser.parse_args(argv)
+    if args.redis_url:
+        result = asyncio.run(run(args, args.redis_url))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-routing-") as tmp, \
+                standalone_redis(Path(tmp)) as url:
+            result = asyncio.run(run(args, url))
+    print(f"{result['decisions_per_s']:,} decisions/s ({result['ratio_to_noop']:.0%} of a no-op "
+          f"script's {result['redis_noop_evalsha_per_s']:,}/s), p50 {result['p50_ms']} ms, "
+          f"p99 {result['p99_ms']} ms", file=sys.stderr)
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
