@@ -85,6 +85,8 @@ class Driver:
     answered: deque[tuple[str, str]] = field(default_factory=deque)  # (contact, agent)
     waiting: deque[str] = field(default_factory=deque)  # contacts that may still leave
     on_break: set[str] = field(default_factory=set)
+    active_target: int = 0  # contacts in the system (waiting + offered + answered) to keep
+    active: int = 0
     seq: int = 0
     weights: list[float] = field(default_factory=list)
 
@@ -106,10 +108,13 @@ class Driver:
             else:
                 out.append(OfferAccepted(event_id=self._id(), ts_ms=now, agent_id=t.agent_id,
                                          domain=d, offer_id=t.offer_id, contact_id=t.contact_id))
-        while len(self.answered) > 2000 and len(out) < 2 * size // 3:  # a handle time's lag
+        # Contacts are handled in turn: the oldest answered completes once the centre is at the
+        # occupancy aimed for, which then lets a new contact in (a busy, not a runaway, peak).
+        while self.answered and self.active >= self.active_target and len(out) < 2 * size // 3:
             cid, aid = self.answered.popleft()
             out.append(ContactCompleted(event_id=self._id(), ts_ms=now, agent_id=aid, domain=d,
                                         contact_id=cid))
+            self.active -= 1
         if self.rng.random() < 0.3:
             aid = self.rng.choice(self.agents)
             state = AgentState.READY if aid in self.on_break else AgentState.NOT_READY
@@ -119,7 +124,7 @@ class Driver:
         if self.waiting and self.rng.random() < 0.5:
             out.append(CustomerLeft(event_id=self._id(), ts_ms=now,
                                     contact_id=self.waiting.popleft(), domain=d))
-        while len(out) < size:
+        while len(out) < size and self.active < self.active_target:
             cid = f"c{self.seq}"
             q = self.rng.choices(range(self.queues), self.weights)[0]
             out.append(RoutingRequested(
@@ -128,6 +133,7 @@ class Driver:
                 language=Language.ZH if self.rng.random() < 0.85 else Language.EN,
                 tier=Tier.VIP if self.rng.random() < 0.05 else Tier.NORMAL,
                 queue=f"q{q}", priority=self.rng.choice((0, 0, 0, 1, 2))))
+            self.active += 1
             if self.rng.random() < 0.04:
                 self.waiting.append(cid)
         return out
@@ -143,6 +149,8 @@ class Driver:
                     self.offers.append(t)
                 elif t.kind == "answered":
                     self.answered.append((t.contact_id, t.agent_id))
+                elif t.kind == "abandoned":
+                    self.active -= 1
         return errors
 
 
@@ -186,14 +194,17 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     per_domain = args.agents // len(domains)
     for d in domains:
         agents = [f"{d}-a{i}" for i in range(per_domain)]
+        slots = 0
         for start in range(0, len(agents), 500):
             events: list[Event] = []
             for aid in agents[start:start + 500]:
                 skills, capacity = agent_profile(rng, args.queues)
+                slots += sum(capacity.values())
                 events.append(AgentLoggedIn(event_id=f"login-{aid}", ts_ms=now, agent_id=aid,
                                             domain=d, skills=skills, capacity=capacity))
             await store.apply(events, now)
-        drivers.append(Driver(store, d, args.queues, agents, random.Random(rng.random())))
+        drivers.append(Driver(store, d, args.queues, agents, random.Random(rng.random()),
+                              active_target=int(slots * args.occupancy)))
     login_s = time.perf_counter() - login_t0
     errors = 0
     last_tick = time.perf_counter()
@@ -227,10 +238,15 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         for k, v in raw.items():
             stats[k.decode()] = stats.get(k.decode(), 0) + int(v)
     info = await client.info("memory")
+    waiting_at_end = 0
+    for d in domains:
+        waiting_at_end += sum(int(n) for n in await client.hvals(f"pr:{{d:{d}}}:wn"))
     await client.aclose()
     rate, ceiling = decisions / elapsed, noop_n / noop_elapsed
     return {
         "agents": per_domain * len(domains), "queues": args.queues, "seconds": round(elapsed, 2),
+        "occupancy_target": args.occupancy,
+        "waiting_at_end": waiting_at_end,
         "batch": args.batch, "concurrency": args.concurrency,
         "decisions": decisions, "errors": errors,
         "offered": stats.get("offered", 0), "answered": stats.get("answered", 0),
@@ -257,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="events per pipelined round trip (default 64)")
     parser.add_argument("--concurrency", type=int, default=4,
                         help="pipelines in flight at once, one routing domain each (default 4)")
+    parser.add_argument("--occupancy", type=float, default=0.95,
+                        help="contacts kept in the system, as a share of all agents' capacity "
+                             "(default 0.95: a busy peak; above 1 queues grow)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--redis-url", default="",
                         help="use this Redis (it is FLUSHED) instead of starting one")

@@ -10,11 +10,12 @@ plain data; the property tests check that Redis and this module agree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from router.events import Language, RoutingRequested, Tier
-from router.routing.config import DomainPolicy, Queue, Strategy
+from router.routing.config import DomainPolicy, Queue, Ring, Strategy
 
 RANK_SCALE = 1e13  # one rank step outweighs any epoch-millisecond tie-breaker (< 4e12)
 MAX_RANK = 100
@@ -25,23 +26,39 @@ VIP, NORMAL = "v", "n"  # service classes: VIP contacts are served against their
 
 @dataclass(frozen=True, slots=True)
 class Membership:
-    """An agent sits in lane ``lane``'s free index at ring ``ring`` with this rank."""
+    """An agent serves lane ``lane`` from ring ``ring`` on (rings are cumulative: a contact
+    relaxed to ring 2 is visible to agents of rings 0, 1 and 2). Agent-driven matching walks
+    these; ``pool`` is the free-agent index of that ring, ``rank`` the agent's rank in it."""
 
     lane: str
     ring: int
-    rank: int
-    strategy: Strategy
     rings: int  # how many rings the lane has (the agent sees contacts relaxed up to the last)
+    pool: str = ""
+    rank: int = 0
+    strategy: Strategy = Strategy.LONGEST_IDLE
 
     def encode(self) -> str:
-        return f"{self.lane}|{self.ring}|{self.rank}|{self.strategy.value}|{self.rings}"
+        return f"{self.lane}|{self.ring}|{self.rings}"
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    """An agent's place in one pool: the free-agent index of one skill requirement (a ring of
+    one or more lanes: lanes whose rings ask for the same skills share it)."""
+
+    pool: str
+    rank: int
+    strategy: Strategy
+
+    def encode(self) -> str:
+        return f"{self.pool}|{self.rank}|{self.strategy.value}"
 
     @classmethod
-    def decode_all(cls, text: str) -> list[Membership]:
+    def decode_all(cls, text: str) -> list[Seat]:
         out = []
         for item in filter(None, text.split(";")):
-            lane, ring, rank_, strategy, rings = item.split("|")
-            out.append(cls(lane, int(ring), int(rank_), Strategy(strategy), int(rings)))
+            pool, rank_, strategy = item.split("|")
+            out.append(cls(pool, int(rank_), Strategy(strategy)))
         return out
 
 
@@ -59,20 +76,87 @@ def rank(skills: Mapping[str, int], required: Mapping[str, int]) -> int:
     return min(MAX_RANK, sum(min(skills.get(name, 0), 10) for name in required))
 
 
-def memberships(skills: Mapping[str, int], policy: DomainPolicy) -> list[Membership]:
-    """Every lane an agent serves, at the first ring whose skills it has (rings are cumulative:
-    a contact relaxed to ring 2 is visible to agents of rings 0, 1 and 2)."""
-    out = []
-    languages = [lang for lang in LANGUAGES if skills.get(lang, 0) >= 1]
+def requirement(ring: Ring, language: str) -> dict[str, int]:
+    """What an agent needs to take a contact of this language at this ring."""
+    if not language:
+        return dict(ring.skills)
+    return {**ring.skills, language: max(ring.skills.get(language, 0), 1)}
+
+
+def pool_id(required: Mapping[str, int], strategy: Strategy) -> str:
+    """``{"general": 2, "zh": 1}`` -> ``"general=2,zh=1~longest_idle"``."""
+    return f"{format_levels(required)}~{strategy.value}"
+
+
+def lanes(policy: DomainPolicy) -> Iterator[tuple[str, Queue, str]]:
+    """(lane, queue, language) for every lane of a domain."""
     for queue in policy.queues.values():
-        for language in (languages if policy.language_skill else [""]):
-            for index, ring in enumerate(queue.rings):
-                if meets(skills, ring.skills):
-                    out.append(Membership(lane_name(queue.name, language, policy.language_skill),
-                                          index, rank(skills, ring.skills), queue.strategy,
-                                          len(queue.rings)))
-                    break
+        for language in (LANGUAGES if policy.language_skill else ("",)):
+            yield lane_name(queue.name, language, policy.language_skill), queue, language
+
+
+def ring_pools(queue: Queue, language: str) -> tuple[str, ...]:
+    return tuple(pool_id(requirement(ring, language), queue.strategy) for ring in queue.rings)
+
+
+@dataclass(frozen=True, slots=True)
+class _LaneRing:
+    lane: str
+    index: int
+    rings: int
+    need: tuple[tuple[str, int], ...]
+    ranked: tuple[str, ...]  # the ring's own skills (rank counts these)
+    pool: str
+    strategy: Strategy
+
+
+_COMPILED: dict[int, tuple[DomainPolicy, list[list[_LaneRing]]]] = {}
+
+
+def _lane_rings(policy: DomainPolicy) -> list[list[_LaneRing]]:
+    """Every lane's rings with requirement and pool worked out once per policy object (logins
+    of a whole shift go through this)."""
+    hit = _COMPILED.get(id(policy))
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    compiled = []
+    for lane, queue, language in lanes(policy):
+        rings = []
+        for index, ring in enumerate(queue.rings):
+            need = requirement(ring, language)
+            rings.append(_LaneRing(lane, index, len(queue.rings), tuple(need.items()),
+                                   tuple(ring.skills), pool_id(need, queue.strategy),
+                                   queue.strategy))
+        compiled.append(rings)
+    _COMPILED[id(policy)] = (policy, compiled)
+    return compiled
+
+
+def _meets(skills: Mapping[str, int], need: tuple[tuple[str, int], ...]) -> bool:
+    return all(skills.get(name, 0) >= level for name, level in need)
+
+
+def memberships(skills: Mapping[str, int], policy: DomainPolicy) -> list[Membership]:
+    """Every lane an agent serves, at the first ring whose skills (and language) it has."""
+    out = []
+    for rings in _lane_rings(policy):
+        for r in rings:
+            if _meets(skills, r.need):
+                out.append(Membership(r.lane, r.index, r.rings, r.pool,
+                                      rank(skills, dict.fromkeys(r.ranked, 1)), r.strategy))
+                break
     return out
+
+
+def seats(skills: Mapping[str, int], policy: DomainPolicy) -> list[Seat]:
+    """Every pool an agent belongs to (each ring of each lane whose requirement it meets)."""
+    found: dict[str, Seat] = {}
+    for rings in _lane_rings(policy):
+        for r in rings:
+            if r.pool not in found and _meets(skills, r.need):
+                found[r.pool] = Seat(r.pool, rank(skills, dict.fromkeys(r.ranked, 1)),
+                                     r.strategy)
+    return list(found.values())
 
 
 def effective_capacity(requested: Mapping[str, int], policy: DomainPolicy) -> dict[str, int]:
@@ -94,6 +178,7 @@ class RequestPlan:
     weight: float
     score: int  # order in its waiting list: lower first
     ring_delays_ms: tuple[int, ...]
+    ring_pools: tuple[str, ...]  # the free-agent pool of each ring
     strategy: Strategy = Strategy.LONGEST_IDLE  # how the queue picks among free agents
     extra_skills: dict[str, int] = field(default_factory=dict)
     reason: str = ""  # why the queue differs from the one asked for
@@ -113,26 +198,34 @@ def resolve_queue(policy: DomainPolicy, requested: str, skills: Mapping[str, int
     return policy.queues[policy.default_queue], reason[:64]
 
 
+_PLANS: dict[tuple[int, str, str, bool], tuple[DomainPolicy, RequestPlan]] = {}
+
+
 def plan_request(event: RoutingRequested, policy: DomainPolicy) -> RequestPlan:
     queue, reason = resolve_queue(policy, event.queue, event.skills)
     vip = event.tier == Tier.VIP
-    service = queue.vip if vip else queue.normal
     # The lane already requires the queue's skills and the language at level 1.
     extra = {name: level for name, level in event.skills.items()
              if level > queue.skills.get(name, 1 if name in LANGUAGES else 0)}
+    key = (id(policy), queue.name, event.language.value, vip)
+    hit = _PLANS.get(key)
+    if hit is None or hit[0] is not policy:  # the part every contact of a lane shares
+        language = event.language.value if policy.language_skill else ""
+        service = queue.vip if vip else queue.normal
+        hit = _PLANS[key] = (policy, RequestPlan(
+            queue=queue.name,
+            lane=lane_name(queue.name, language, policy.language_skill),
+            service_class=VIP if vip else NORMAL,
+            target_ms=int(service.target_s * 1000),
+            weight=service.weight,
+            score=0,
+            ring_delays_ms=tuple(int(ring.after_s * 1000) for ring in queue.rings),
+            ring_pools=ring_pools(queue, language),
+            strategy=queue.strategy,
+        ))
     step_ms = int(policy.priority_step_s * 1000)
-    return RequestPlan(
-        queue=queue.name,
-        lane=lane_name(queue.name, event.language.value, policy.language_skill),
-        service_class=VIP if vip else NORMAL,
-        target_ms=int(service.target_s * 1000),
-        weight=service.weight,
-        score=queue_score(event.ts_ms, event.priority, step_ms),
-        ring_delays_ms=tuple(int(ring.after_s * 1000) for ring in queue.rings),
-        strategy=queue.strategy,
-        extra_skills=extra,
-        reason=reason,
-    )
+    return dataclasses.replace(hit[1], score=queue_score(event.ts_ms, event.priority, step_ms),
+                               extra_skills=extra, reason=reason)
 
 
 def queue_score(escalated_at_ms: int, priority: int, step_ms: int) -> int:
@@ -174,13 +267,13 @@ def urgency(now_ms: int, score: int, target_ms: int, weight: float) -> float:
 
 
 def agent_sort_key(strategy: Strategy, rank_: int, last_ms: int, load: int, capacity: int,
-                   last_from_lane_ms: int) -> float:
+                   last_from_pool_ms: int) -> float:
     """Score of an agent in a free index (lower is offered first). Mirrored in common.lua."""
     if strategy == Strategy.LEAST_OCCUPIED:
         occupied = load * OCCUPANCY_STEPS // max(capacity, 1)
         return occupied * RANK_SCALE + last_ms
     if strategy == Strategy.ROUND_ROBIN:
-        return float(last_from_lane_ms)
+        return float(last_from_pool_ms)
     return (MAX_RANK - rank_) * RANK_SCALE + last_ms
 
 
@@ -195,8 +288,9 @@ class AgentView:
     load: dict[str, int]
     last_ms: int
     memberships: list[Membership]
+    seats: list[Seat]
     skills: dict[str, int] = field(default_factory=dict)
-    last_from_lane_ms: dict[str, int] = field(default_factory=dict)
+    last_from_pool_ms: dict[str, int] = field(default_factory=dict)
 
     def has_room(self, channel: str) -> bool:
         return self.ready and self.load.get(channel, 0) < self.capacity.get(channel, 0)
@@ -212,30 +306,31 @@ class WaitingView:
     score: int
     target_ms: int
     weight: float
+    ring_pools: tuple[str, ...] = ()
     extra_skills: dict[str, int] = field(default_factory=dict)
 
 
 def best_agent(contact: WaitingView, agents: Iterable[AgentView],
                exclude: str = "") -> str | None:
-    """Contact-driven choice: the innermost open ring that has a free eligible agent, and in it
-    the agent with the lowest sort key (ties: agent id)."""
-    best: tuple[int, float, str] | None = None
-    for agent in agents:
-        if agent.agent_id == exclude or not agent.has_room(contact.channel):
-            continue
-        for m in agent.memberships:
-            if m.lane != contact.lane or m.ring > contact.ring:
+    """Contact-driven choice: the innermost open ring whose pool has a free eligible agent, and
+    in it the agent with the lowest sort key (ties: agent id). Extra skills bind at ring 0."""
+    candidates = [a for a in agents if a.agent_id != exclude and a.has_room(contact.channel)]
+    for ring in range(contact.ring + 1):
+        pool = contact.ring_pools[ring]
+        best: tuple[float, str] | None = None
+        for agent in candidates:
+            seat = next((s for s in agent.seats if s.pool == pool), None)
+            if seat is None or (ring == 0 and not meets(agent.skills, contact.extra_skills)):
                 continue
-            if m.ring == 0 and not meets(agent.skills, contact.extra_skills):
-                continue
-            key = (m.ring, agent_sort_key(m.strategy, m.rank, agent.last_ms,
-                                          agent.load.get(contact.channel, 0),
-                                          agent.capacity.get(contact.channel, 0),
-                                          agent.last_from_lane_ms.get(m.lane, 0)),
-                   agent.agent_id)
+            key = (agent_sort_key(seat.strategy, seat.rank, agent.last_ms,
+                                  agent.load.get(contact.channel, 0),
+                                  agent.capacity.get(contact.channel, 0),
+                                  agent.last_from_pool_ms.get(pool, 0)), agent.agent_id)
             if best is None or key < best:
                 best = key
-    return None if best is None else best[2]
+        if best is not None:
+            return best[1]
+    return None
 
 
 def next_contact(agent: AgentView, waiting: Iterable[WaitingView], now_ms: int,
@@ -250,7 +345,7 @@ def next_contact(agent: AgentView, waiting: Iterable[WaitingView], now_ms: int,
             continue
         if not agent.has_room(c.channel):
             continue
-        if m.ring == 0 and not meets(agent.skills, c.extra_skills):
+        if c.ring == 0 and not meets(agent.skills, c.extra_skills):
             continue
         key = (-urgency(now_ms, c.score, c.target_ms, c.weight),
                0 if c.service_class == VIP else 1, c.score, c.contact_id)

@@ -35,6 +35,7 @@ from router.routing.policy import (
     format_levels,
     memberships,
     plan_request,
+    seats,
 )
 from router.settings import Settings
 
@@ -129,7 +130,7 @@ class RoutingStore:
                 self._call(pipe, "request", domain, event.contact_id, event.channel.value,
                            plan.lane, plan.service_class, plan.score, event.ts_ms,
                            event.priority, plan.target_ms, repr(plan.weight),
-                           ",".join(map(str, plan.ring_delays_ms)),
+                           ",".join(map(str, plan.ring_delays_ms)), ";".join(plan.ring_pools),
                            format_levels(plan.extra_skills), plan.queue, plan.strategy.value,
                            now_ms, t, limit)
             case CustomerLeft():
@@ -147,9 +148,11 @@ class RoutingStore:
                            now_ms, t, limit, self._retention)
             case AgentLoggedIn():
                 member = ";".join(m.encode() for m in memberships(event.skills, policy))
+                pools = ";".join(s.encode() for s in seats(event.skills, policy))
                 capacity = effective_capacity(event.capacity, policy)
                 self._call(pipe, "login", domain, event.agent_id, format_levels(event.skills),
-                           format_levels(capacity), int(event.ready), member, now_ms, t, limit)
+                           format_levels(capacity), int(event.ready), member, pools, now_ms, t,
+                           limit)
             case AgentStateChanged() if event.state == AgentState.OFFLINE:
                 # Going offline is leaving: offers are withdrawn and re-routed, as on logout.
                 self._call(pipe, "logout", domain, event.agent_id, now_ms, t, limit)
@@ -236,12 +239,10 @@ async def domain_stats(client: aioredis.Redis, domain: str) -> dict[str, int]:
 async def domain_live(client: aioredis.Redis, domain: str) -> dict[str, int]:
     """Contacts waiting for an agent and contacts with an outstanding offer, right now."""
     p = prefix(domain)
-    lanes = [_text(lane) for lane in await client.smembers(p + "lanes")]
     async with client.pipeline(transaction=False) as pipe:
         pipe.zcard(p + "ox")
-        for lane in lanes:
-            pipe.zcard(p + "w:" + lane)
-        offered, *waiting = await pipe.execute()
+        pipe.hvals(p + "wn")
+        offered, waiting = await pipe.execute()
     return {"waiting": sum(int(n) for n in waiting), "offered": int(offered)}
 
 

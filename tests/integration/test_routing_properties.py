@@ -46,6 +46,7 @@ from router.routing.config import RoutingPolicy, parse_policy
 from router.routing.policy import (
     AgentView,
     Membership,
+    Seat,
     WaitingView,
     agent_sort_key,
     best_agent,
@@ -160,9 +161,10 @@ class RoutingMachine(RuleBasedStateMachine):
                 agent_id=aid, ready=h["st"] == "ready",
                 capacity={k[4:]: int(v) for k, v in h.items() if k.startswith("cap:")},
                 load={k[5:]: int(v) for k, v in h.items() if k.startswith("load:")},
-                last_ms=int(h.get("last", 0)), memberships=Membership.decode_all(h.get("m", "")),
+                last_ms=int(h.get("last", 0)), memberships=decode_memberships(h.get("m", "")),
+                seats=Seat.decode_all(h.get("pl", "")),
                 skills={k[2:]: int(v) for k, v in h.items() if k.startswith("s:")},
-                last_from_lane_ms={k[3:]: int(v) for k, v in h.items() if k.startswith("rr:")},
+                last_from_pool_ms={k[3:]: int(v) for k, v in h.items() if k.startswith("rr:")},
             )
         return views
 
@@ -173,12 +175,13 @@ class RoutingMachine(RuleBasedStateMachine):
             if h.get("st") == "queued":
                 out.append(WaitingView(cid, h["ln"], h["ch"], h["cls"], int(h["rg"]),
                                        int(h["score"]), int(h["tg"]), float(h["wt"]),
+                                       tuple(h["rp"].split(";")),
                                        parse_levels(h.get("xs", ""))))
         return out
 
-    def ready_by_ring(self, lane: str, rings: int) -> list[int]:
+    def ready_by_ring(self, pools: tuple[str, ...]) -> list[int]:
         rc = self.sync.hgetall(f"{self.p}rc")
-        return [int(rc.get(f"{lane}:{r}", 0)) for r in range(rings)]
+        return [int(rc.get(pool, 0)) for pool in pools]
 
     # --- rules -----------------------------------------------------------------------------
 
@@ -212,10 +215,9 @@ class RoutingMachine(RuleBasedStateMachine):
             channel=Channel(channel), language=language, tier=Tier.VIP if vip else Tier.NORMAL,
             skills={"vipcare": 1} if extra else {}, priority=priority, queue=queue)
         plan = plan_request(event, self.policy.for_domain(self.domain))
-        ring, _ = open_ring(plan.ring_delays_ms, late_ms,
-                            self.ready_by_ring(plan.lane, len(plan.ring_delays_ms)))
+        ring, _ = open_ring(plan.ring_delays_ms, late_ms, self.ready_by_ring(plan.ring_pools))
         contact = WaitingView(cid, plan.lane, channel, plan.service_class, ring, plan.score,
-                              plan.target_ms, plan.weight, plan.extra_skills)
+                              plan.target_ms, plan.weight, plan.ring_pools, plan.extra_skills)
         expected = best_agent(contact, self.agent_views().values())
         offered = [t for t in self.apply(event) if t.kind == "offered"]
         assert [t.agent_id for t in offered] == ([expected] if expected else [])
@@ -313,8 +315,7 @@ class RoutingMachine(RuleBasedStateMachine):
         pipe.zrange(f"{p}ox", 0, -1)
         for key in qkeys:
             pipe.zrange(key, 0, -1)
-        for lane in lanes:
-            pipe.zrange(f"{p}w:{lane}", 0, -1)
+        pipe.hgetall(f"{p}wn")
         pipe.hgetall(f"{p}rc")
         pipe.hgetall(f"{p}stats")
         res = iter(pipe.execute())
@@ -329,9 +330,7 @@ class RoutingMachine(RuleBasedStateMachine):
             for cid in next(res):
                 queued_in[cid] += 1
                 queue_of[cid] = key
-        waiting: Counter[str] = Counter()
-        for _ in lanes:
-            waiting.update(next(res))
+        wn = {lane: int(n) for lane, n in next(res).items()}
         rc_raw, stats_raw = next(res), next(res)
 
         # No contact offered to two agents; offers, contacts and agents agree.
@@ -346,10 +345,9 @@ class RoutingMachine(RuleBasedStateMachine):
             state = h.get("st")
             states[state] += 1
             assert state in {"queued", "offered", "answered", "done", "abandoned"}, (cid, h)
-            in_queue = queued_in[cid] + waiting[cid]
+            in_queue = queued_in[cid]
             if state == "queued":
                 assert queued_in[cid] == 1, (cid, h)
-                assert waiting[cid] == 1, (cid, h)
                 key = f"{p}q:{h['ln']}:{h['ch']}:{h['cls']}:{h['rg']}"
                 assert queue_of[cid] == key, (cid, h, "in the wrong waiting list")
                 assert cid not in ox
@@ -378,33 +376,36 @@ class RoutingMachine(RuleBasedStateMachine):
         # Indexes: free agents exactly the ready ones with room, scored no higher than the
         # policy's score; ready counts exactly the ready agents per lane and ring.
         ready_count: Counter[str] = Counter()
-        fkeys = [(aid, m, ch) for aid, h in agents.items() if h
-                 for m in Membership.decode_all(h.get("m", "")) for ch in CHANNELS]
+        fkeys = [(aid, seat, ch) for aid, h in agents.items() if h
+                 for seat in Seat.decode_all(h.get("pl", "")) for ch in CHANNELS]
         pipe = r.pipeline(transaction=False)
-        for aid, m, ch in fkeys:
-            pipe.zscore(f"{p}f:{m.lane}:{m.ring}:{ch}", aid)
-        free_scores = dict(zip(((aid, m.lane, m.ring, ch) for aid, m, ch in fkeys),
+        for aid, seat, ch in fkeys:
+            pipe.zscore(f"{p}f:{seat.pool}:{ch}", aid)
+        free_scores = dict(zip(((aid, seat.pool, ch) for aid, seat, ch in fkeys),
                                pipe.execute(), strict=True))
         for aid, h in agents.items():
             if not h:
                 continue
-            members = Membership.decode_all(h.get("m", ""))
-            for m in members:
+            for seat in Seat.decode_all(h.get("pl", "")):
                 if h["st"] == "ready":
-                    ready_count[f"{m.lane}:{m.ring}"] += 1
+                    ready_count[seat.pool] += 1
                 for ch in CHANNELS:
                     cap, load = int(h.get(f"cap:{ch}", 0)), int(h.get(f"load:{ch}", 0))
-                    score = free_scores[aid, m.lane, m.ring, ch]
+                    score = free_scores[aid, seat.pool, ch]
                     if h["st"] == "ready" and load < cap:
-                        expected = agent_sort_key(m.strategy, m.rank, int(h["last"]), load, cap,
-                                                  int(h.get(f"rr:{m.lane}", 0)))
+                        expected = agent_sort_key(seat.strategy, seat.rank, int(h["last"]),
+                                                  load, cap, int(h.get(f"rr:{seat.pool}", 0)))
                         # Lazy indexes: a stored score may lag behind (too low), never ahead.
-                        assert score is not None, (aid, m, ch, "ready with room but not free")
-                        assert score <= expected, (aid, m, ch, score, expected)
+                        assert score is not None, (aid, seat, ch, "ready with room, not free")
+                        assert score <= expected, (aid, seat, ch, score, expected)
                     else:
-                        assert score is None, (aid, m, ch, "free while busy or not ready")
+                        assert score is None, (aid, seat, ch, "free while busy or not ready")
         rc = {k: int(v) for k, v in rc_raw.items() if int(v)}
         assert rc == dict(ready_count)
+
+        # Waiting counts per lane (only lanes with someone waiting) agree with the lists.
+        lane_of = Counter(contacts[cid]["ln"] for cid in queued_in)
+        assert wn == dict(lane_of)
 
         # Counters agree with the contacts.
         stats = Counter({k: int(v) for k, v in stats_raw.items()})
@@ -415,6 +416,14 @@ class RoutingMachine(RuleBasedStateMachine):
         assert stats["abandoned"] == states["abandoned"]
         assert stats["offered"] == (stats["answered"] + stats["declined"] + stats["expired"]
                                     + stats["rescinded"] + len(ox))
+
+
+def decode_memberships(text: str) -> list[Membership]:
+    out = []
+    for item in filter(None, text.split(";")):
+        lane, ring, rings = item.split("|")
+        out.append(Membership(lane, int(ring), int(rings)))
+    return out
 
 
 REDIS_URL: list[str] = []

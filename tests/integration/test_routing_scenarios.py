@@ -135,7 +135,7 @@ async def test_an_empty_primary_ring_is_skipped_at_once(
     policy = parse_policy(POLICY.format(rings=WITH_RING), "<scenario>")
     store = RoutingStore(redis_client, Settings(), policy)
     domain = f"s-{uuid.uuid4().hex[:10]}"
-    [[login], [relaxed, offered]] = await store.apply([
+    [[_login], [relaxed, offered]] = await store.apply([
         AgentLoggedIn(event_id="l", ts_ms=T0, agent_id="gen", domain=domain,
                       skills={"zh": 1, "general": 2}, capacity={"chat": 1}),
         RoutingRequested(event_id="r", ts_ms=T0, contact_id="c", domain=domain,

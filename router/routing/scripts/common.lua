@@ -6,13 +6,11 @@
 local P = KEYS[1]
 local OX = P .. 'ox'        -- zset: outstanding offers by expiry, member = contact id
 local RX = P .. 'rx'        -- zset: waiting contacts by the time their next ring opens
-local RC = P .. 'rc'        -- hash: "<lane>:<ring>" -> agents logged in and ready there
+local RC = P .. 'rc'        -- hash: pool -> agents logged in and ready in it
 local STATS = P .. 'stats'  -- hash: the books and SLA counters of the domain
 local SEQ = P .. 'seq'      -- string: offer id sequence
-local LANES = P .. 'lanes'  -- set: lanes that ever had a waiting contact
-local WN = P .. 'wn'        -- hash: lane -> contacts waiting (agent-driven matching skips empty lanes)
--- zset: every waiting contact of a lane by escalation time (live values: count, oldest wait)
-local function wkey(lane) return P .. 'w:' .. lane end
+local WN = P .. 'wn'        -- hash: lane -> contacts waiting, only lanes with some (agent-driven
+                            -- matching looks at these lanes only)
 local RANK_SCALE, MAX_RANK, OCC_STEPS = 1e13, 100, 1000
 
 local function ckey(cid) return P .. 'c:' .. cid end
@@ -20,8 +18,9 @@ local function akey(aid) return P .. 'a:' .. aid end
 local function offers_of(aid) return P .. 'ao:' .. aid end  -- set: contacts offered to aid
 -- zset: waiting contacts of a lane, channel, service class and ring; score = place in line
 local function qkey(lane, ch, cls, ring) return P .. 'q:' .. lane .. ':' .. ch .. ':' .. cls .. ':' .. ring end
--- zset: ready agents with room on a channel, per lane and ring; score = the queue's strategy
-local function fkey(lane, ring, ch) return P .. 'f:' .. lane .. ':' .. ring .. ':' .. ch end
+-- zset: ready agents with room on a channel, per pool (a ring's skill requirement and the
+-- queue's strategy, shared by every lane ring that asks for the same); score = the strategy
+local function fkey(pool, ch) return P .. 'f:' .. pool .. ':' .. ch end
 
 local function stat(field, by) redis.call('HINCRBY', STATS, field, by or 1) end
 
@@ -49,13 +48,12 @@ local function agent_has_skills(aid, skills)
   return true
 end
 
--- "lane|ring|rank|strategy|rings;..." (policy.Membership.encode) -> list of tables
-local function memberships(aid)
+-- "pool|rank|strategy;..." (policy.Seat.encode): the pools the agent sits in
+local function seats(aid)
   local out = {}
-  for _, m in ipairs(split(redis.call('HGET', akey(aid), 'm'), ';')) do
+  for _, m in ipairs(split(redis.call('HGET', akey(aid), 'pl'), ';')) do
     local f = split(m, '|')
-    out[#out + 1] = {lane = f[1], ring = tonumber(f[2]), rank = tonumber(f[3]), strategy = f[4],
-                     rings = tonumber(f[5])}
+    out[#out + 1] = {pool = f[1], rank = tonumber(f[2]), strategy = f[3]}
   end
   return out
 end
@@ -82,9 +80,9 @@ end
 -- stale (too low) entries are corrected when they reach the head (pick_agent). Scores never
 -- fall without an eager update (room regained, less load under least_occupied), so a fresh
 -- head is the true best. The rank is read back from the stored longest_idle score.
-local function fresh_score(strategy, stored, aid, ch, lane)
+local function fresh_score(strategy, stored, aid, ch, pool)
   local last, load, cap, rr = unpack(redis.call('HMGET', akey(aid), 'last', 'load:' .. ch,
-                                                'cap:' .. ch, 'rr:' .. lane))
+                                                'cap:' .. ch, 'rr:' .. pool))
   last, load, cap, rr = tonumber(last or '0'), tonumber(load or '0'), tonumber(cap or '0'), tonumber(rr or '0')
   if strategy == 'longest_idle' then
     return math.floor(stored / RANK_SCALE) * RANK_SCALE + last
@@ -94,28 +92,29 @@ end
 
 -- Eager: the agent enters every index of channel ch with its true scores, or leaves them all.
 -- only_least_occupied: just re-score the least_occupied ones (its load fell).
-local function index_channel(aid, ch, ms, only_least_occupied)
-  ms = ms or memberships(aid)
+local function index_channel(aid, ch, ss, only_least_occupied)
+  ss = ss or seats(aid)
   local k = akey(aid)
   local st, cap, load, last = unpack(redis.call('HMGET', k, 'st', 'cap:' .. ch, 'load:' .. ch, 'last'))
   cap, load, last = tonumber(cap or '0'), tonumber(load or '0'), tonumber(last or '0')
   local room = st == 'ready' and load < cap
-  for _, m in ipairs(ms) do
+  for _, seat in ipairs(ss) do
     if not room then
-      redis.call('ZREM', fkey(m.lane, m.ring, ch), aid)
-    elseif not only_least_occupied or m.strategy == 'least_occupied' then
+      redis.call('ZREM', fkey(seat.pool, ch), aid)
+    elseif not only_least_occupied or seat.strategy == 'least_occupied' then
       local rr = 0
-      if m.strategy == 'round_robin' then
-        rr = tonumber(redis.call('HGET', k, 'rr:' .. m.lane) or '0')
+      if seat.strategy == 'round_robin' then
+        rr = tonumber(redis.call('HGET', k, 'rr:' .. seat.pool) or '0')
       end
-      redis.call('ZADD', fkey(m.lane, m.ring, ch), agent_score(m.strategy, m.rank, last, load, cap, rr), aid)
+      redis.call('ZADD', fkey(seat.pool, ch),
+                 agent_score(seat.strategy, seat.rank, last, load, cap, rr), aid)
     end
   end
 end
 
-local function index_all(aid, ms)
-  ms = ms or memberships(aid)
-  for _, ch in ipairs(agent_channels(aid)) do index_channel(aid, ch, ms) end
+local function index_all(aid, ss)
+  ss = ss or seats(aid)
+  for _, ch in ipairs(agent_channels(aid)) do index_channel(aid, ch, ss) end
 end
 
 -- The agent's load on ch fell by one (an offer ended, a contact completed).
@@ -136,9 +135,9 @@ local function give_back(aid, ch)
   end
 end
 
--- Count the agent in (by = 1) or out of (by = -1) the ready agents of each of its lane rings.
-local function count_ready(ms, by)
-  for _, m in ipairs(ms) do redis.call('HINCRBY', RC, m.lane .. ':' .. m.ring, by) end
+-- Count the agent in (by = 1) or out of (by = -1) the ready agents of each of its pools.
+local function count_ready(ss, by)
+  for _, seat in ipairs(ss) do redis.call('HINCRBY', RC, seat.pool, by) end
 end
 
 local function touch(aid, now)  -- idle time only moves forward (workers' clocks may differ)
@@ -147,17 +146,17 @@ local function touch(aid, now)  -- idle time only moves forward (workers' clocks
 end
 
 -- Change the agent's state, keeping the ready counts right and its indexes exact.
-local function set_state(aid, state, now, ms)
-  ms = ms or memberships(aid)
+local function set_state(aid, state, now)
+  local ss = seats(aid)
   local k = akey(aid)
   local old = redis.call('HGET', k, 'st')
-  if old == 'ready' and state ~= 'ready' then count_ready(ms, -1) end
+  if old == 'ready' and state ~= 'ready' then count_ready(ss, -1) end
   if old ~= 'ready' and state == 'ready' then
-    count_ready(ms, 1)
+    count_ready(ss, 1)
     touch(aid, now)
   end
   redis.call('HSET', k, 'st', state)
-  index_all(aid, ms)
+  index_all(aid, ss)
 end
 
 -- Transition rows: kind, cid, aid, oid, channel, lane, ring, waited_ms, n2, priority, reason
@@ -173,10 +172,11 @@ local function ring_delays(c)
   return out
 end
 
--- policy.ring_for_wait, then skip rings with nobody ready (TaskRouter's skip_if): while no
--- agent is logged in and ready in rings 0..rg of the lane, the next ring opens at once.
--- Returns the ring and whether a skip happened.
-local function open_ring(lane, delays, waited)
+local function ring_pools(c) return split(redis.call('HGET', c, 'rp'), ';') end
+
+-- policy.open_ring: the ring the wait opened, then further out while no agent is logged in and
+-- ready in the pools of rings 0..rg (TaskRouter's skip_if). Returns the ring, whether skipped.
+local function open_ring(pools, delays, waited)
   local rg = 0
   for i = 1, #delays do
     if delays[i] <= waited then rg = i - 1 end
@@ -184,7 +184,7 @@ local function open_ring(lane, delays, waited)
   local skipped = false
   while rg < #delays - 1 do
     local ready = 0
-    for r = 0, rg do ready = ready + tonumber(redis.call('HGET', RC, lane .. ':' .. r) or '0') end
+    for r = 0, rg do ready = ready + tonumber(redis.call('HGET', RC, pools[r + 1]) or '0') end
     if ready > 0 then break end
     rg = rg + 1
     skipped = true
@@ -200,8 +200,6 @@ local function enqueue(cid)
   if redis.call('ZADD', qkey(ln, ch, cls, rg), tonumber(score), cid) == 1 then
     redis.call('HINCRBY', WN, ln, 1)
   end
-  redis.call('ZADD', wkey(ln), tonumber(esc), cid)
-  redis.call('SADD', LANES, ln)
   local delays = ring_delays(c)
   local nxt = delays[tonumber(rg) + 2]
   if nxt then redis.call('ZADD', RX, tonumber(esc) + nxt, cid) else redis.call('ZREM', RX, cid) end
@@ -210,20 +208,24 @@ end
 local function dequeue(cid)
   local ln, ch, cls, rg = unpack(redis.call('HMGET', ckey(cid), 'ln', 'ch', 'cls', 'rg'))
   if redis.call('ZREM', qkey(ln, ch, cls, rg), cid) == 1 then
-    redis.call('HINCRBY', WN, ln, -1)
+    if redis.call('HINCRBY', WN, ln, -1) <= 0 then redis.call('HDEL', WN, ln) end
   end
-  redis.call('ZREM', wkey(ln), cid)
   redis.call('ZREM', RX, cid)
 end
 
 -- Reserve agent capacity and offer the contact (which is not in any waiting list). The
 -- indexes only ever hold ready agents with room; should one not (a bug), the offer is refused
 -- and counted (stats field invariant_violations, exported as a metric) instead of breaking
--- the capacity invariant. Returns whether the offer was made.
-local function offer(cid, aid, now, timeout_ms, out)
+-- the capacity invariant. f: the contact's {ch, ln, rg, pri, esc} if the caller read them.
+-- Returns whether the offer was made.
+local function offer(cid, aid, now, timeout_ms, out, pool, f)
   local c = ckey(cid)
-  local ch, ln, rg, pri, esc = unpack(redis.call('HMGET', c, 'ch', 'ln', 'rg', 'pri', 'esc'))
-  if not agent_has_room(aid, ch) then
+  f = f or redis.call('HMGET', c, 'ch', 'ln', 'rg', 'pri', 'esc')
+  local ch, ln, rg, pri, esc = f[1], f[2], f[3], f[4], f[5]
+  local k = akey(aid)
+  local st, cap, load, last = unpack(redis.call('HMGET', k, 'st', 'cap:' .. ch, 'load:' .. ch, 'last'))
+  cap, load = tonumber(cap or '0'), tonumber(load or '0')
+  if st ~= 'ready' or load >= cap then
     stat('invariant_violations')
     index_channel(aid, ch)
     return false
@@ -233,11 +235,13 @@ local function offer(cid, aid, now, timeout_ms, out)
   redis.call('HSET', c, 'st', 'offered', 'ag', aid, 'of', oid)
   redis.call('ZADD', OX, expires, cid)
   redis.call('SADD', offers_of(aid), cid)
-  local k = akey(aid)
-  local load = redis.call('HINCRBY', k, 'load:' .. ch, 1)
-  touch(aid, now)
-  redis.call('HSET', k, 'rr:' .. ln, now)
-  if load >= tonumber(redis.call('HGET', k, 'cap:' .. ch) or '0') then
+  load = load + 1
+  if now > tonumber(last or '0') then  -- idle time only moves forward (clocks may differ)
+    redis.call('HSET', k, 'load:' .. ch, load, 'rr:' .. pool, now, 'last', now)
+  else
+    redis.call('HSET', k, 'load:' .. ch, load, 'rr:' .. pool, now)
+  end
+  if load >= cap then
     index_channel(aid, ch)  -- full: out of every index of the channel (other scores: lazy)
   end
   stat('offered')
@@ -249,7 +253,7 @@ end
 -- The best agent of a free index who may take the contact: the head once its score is fresh
 -- (see fresh_score), unless the contact needs extra skills (checked at ring 0 only: rings
 -- relax them) or one agent is excluded.
-local function pick_agent(key, ring, extra, exclude, limit, ch, lane, strategy)
+local function pick_agent(key, ring, extra, exclude, limit, ch, pool, strategy)
   local check = #extra > 0 and ring == 0
   local n = 2  -- the head, and the next one in case the head is the excluded agent
   if check then n = limit end
@@ -258,7 +262,7 @@ local function pick_agent(key, ring, extra, exclude, limit, ch, lane, strategy)
     local stale = false
     for i = 1, #got, 2 do
       local aid, stored = got[i], tonumber(got[i + 1])
-      local fresh = fresh_score(strategy, stored, aid, ch, lane)
+      local fresh = fresh_score(strategy, stored, aid, ch, pool)
       if fresh > stored then
         redis.call('ZADD', key, fresh, aid)  -- it moves back; look at the new order
         stale = true
@@ -272,31 +276,35 @@ local function pick_agent(key, ring, extra, exclude, limit, ch, lane, strategy)
 end
 
 -- Contact-driven (policy.best_agent): the innermost open ring with a free eligible agent.
-local function match_contact(cid, now, timeout_ms, limit, out, exclude)
-  local ch, ln, rg, xs, sg = unpack(redis.call('HMGET', ckey(cid), 'ch', 'ln', 'rg', 'xs', 'sg'))
-  local extra = parse_skills(xs)
-  for r = 0, tonumber(rg) do
-    local aid = pick_agent(fkey(ln, r, ch), r, extra, exclude or '', limit, ch, ln, sg)
+-- queued: whether the contact sits in its waiting list now (a new one does not yet).
+local function match_contact(cid, now, timeout_ms, limit, out, exclude, queued)
+  local c = ckey(cid)
+  local f = redis.call('HMGET', c, 'ch', 'ln', 'rg', 'pri', 'esc', 'xs', 'sg', 'rp')
+  local ch, rg, extra, sg = f[1], tonumber(f[3]), parse_skills(f[6]), f[7]
+  local pools = split(f[8], ';')
+  for r = 0, rg do
+    local aid = pick_agent(fkey(pools[r + 1], ch), r, extra, exclude or '', limit, ch,
+                           pools[r + 1], sg)
     if aid then
-      dequeue(cid)
-      if offer(cid, aid, now, timeout_ms, out) then return true end
-      enqueue(cid)
+      if queued then dequeue(cid) end
+      if offer(cid, aid, now, timeout_ms, out, pools[r + 1], f) then return true end
+      if queued then enqueue(cid) end
     end
   end
   return false
 end
 
--- The first contact of a waiting list the agent may take (extra skills: see pick_agent).
--- Reads the head (and one more, for the excluded contact); scans further only when a head
--- needs extra skills the agent lacks.
-local function pick_contact(aid, key, mring, exclude, limit)
+-- The first contact of a waiting list the agent may take (extra skills bind at ring 0, see
+-- pick_agent). Reads the head (and one more, for the excluded contact); scans further only
+-- when a head needs extra skills the agent lacks.
+local function pick_contact(aid, key, ring, exclude, limit)
   local n = 2
   while true do
     local got = redis.call('ZRANGE', key, 0, n - 1, 'WITHSCORES')
     for i = 1, #got, 2 do
       local cid = got[i]
       if cid ~= exclude then
-        local ok = mring > 0
+        local ok = ring > 0
         if not ok then
           local xs = redis.call('HGET', ckey(cid), 'xs')
           ok = (not xs) or xs == '' or agent_has_skills(aid, parse_skills(xs))
@@ -313,25 +321,29 @@ end
 -- visible contacts across its lanes (urgency = effective wait / target x weight; VIP first at
 -- equal urgency). Lanes with nobody waiting are skipped without a look.
 local function match_agent(aid, now, timeout_ms, limit, out, exclude)
-  local ms = memberships(aid)
-  if #ms == 0 then return end
-  local lanes = {}
-  for i, m in ipairs(ms) do lanes[i] = m.lane end
-  local counts = redis.call('HMGET', WN, unpack(lanes))
+  local waiting = redis.call('HGETALL', WN)
+  if #waiting == 0 then return end
+  local names = {}
+  for i = 1, #waiting, 2 do names[#names + 1] = 'r:' .. waiting[i] end
+  local serves = redis.call('HMGET', akey(aid), unpack(names))  -- 'ring|rings' per lane
   local active = {}
-  for i, m in ipairs(ms) do
-    if tonumber(counts[i] or '0') > 0 then active[#active + 1] = m end
+  for i, v in ipairs(serves) do
+    if v then
+      local f = split(v, '|')
+      active[#active + 1] = {lane = waiting[2 * i - 1], ring = tonumber(f[1]),
+                             rings = tonumber(f[2])}
+    end
   end
   if #active == 0 then return end
   local chans = agent_channels(aid)
   for _ = 1, 64 do
-    local best, best_key = nil, nil
+    local best, best_key, best_ring = nil, nil, 0
     for _, ch in ipairs(chans) do
       if agent_has_room(aid, ch) then
         for _, m in ipairs(active) do
           for r = m.ring, m.rings - 1 do
             for _, cls in ipairs({'v', 'n'}) do
-              local cid, score = pick_contact(aid, qkey(m.lane, ch, cls, r), m.ring,
+              local cid, score = pick_contact(aid, qkey(m.lane, ch, cls, r), r,
                                               exclude or '', limit)
               if cid then
                 local tg, wt = unpack(redis.call('HMGET', ckey(cid), 'tg', 'wt'))
@@ -342,7 +354,7 @@ local function match_agent(aid, now, timeout_ms, limit, out, exclude)
                     or (u == best_key[1] and (vip < best_key[2]
                     or (vip == best_key[2] and (score < best_key[3]
                     or (score == best_key[3] and cid < best))))) then
-                  best, best_key = cid, {u, vip, score}
+                  best, best_key, best_ring = cid, {u, vip, score}, m.ring
                 end
               end
             end
@@ -352,7 +364,8 @@ local function match_agent(aid, now, timeout_ms, limit, out, exclude)
     end
     if not best then return end
     dequeue(best)
-    if not offer(best, aid, now, timeout_ms, out) then
+    local pool = ring_pools(ckey(best))[best_ring + 1]  -- the agent's pool for that lane
+    if not offer(best, aid, now, timeout_ms, out, pool) then
       enqueue(best)
       return
     end
@@ -382,7 +395,7 @@ local function return_offer(cid, aid, oid, kind, reason, now, timeout_ms, limit,
   out[#out + 1] = row(kind, cid, aid, oid, ch, ln, tonumber(rg), now - tonumber(esc), 0,
                       tonumber(pri), reason)
   enqueue(cid)
-  if not match_contact(cid, now, timeout_ms, limit, out, aid) then
+  if not match_contact(cid, now, timeout_ms, limit, out, aid, true) then
     out[#out + 1] = row('queued', cid, '', '', ch, ln, tonumber(rg), now - tonumber(esc), 0,
                         tonumber(pri), 'requeued')
   end

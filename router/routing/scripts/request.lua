@@ -1,25 +1,29 @@
 -- A routing request (escalation): place the contact in its lane, open the rings its wait (or an
 -- empty ring) allows, offer it at once to the best free agent or queue it. Idempotent by
 -- contact id. ARGV: cid, channel, lane, class, score, escalated_at, priority, target_ms, weight,
--- ring delays "0,10000,...", extra skills "a=1", queue, strategy, now, offer_timeout_ms,
--- scan_limit.
+-- ring delays "0,10000,...", ring pools "p0;p1;...", extra skills "a=1", queue, strategy, now,
+-- offer_timeout_ms, scan_limit.
 local cid, ch, ln, cls, score, esc, pri = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local tg, wt, rd, xs, qn, sg = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
-local now, timeout_ms, limit = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local tg, wt, rd, rp, xs, qn, sg = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+local now, timeout_ms, limit = tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17])
 local c = ckey(cid)
 local st = redis.call('HGET', c, 'st')
 if st and st ~= 'contained' and st ~= 'escalating' then
   return {row('duplicate', cid, '', '', '', '', 0, 0, 0, 0, st)}
 end
-if st == 'contained' then stat('contained', -1) end   -- a bot-closed contact came back
+if st == 'contained' then  -- a bot-closed contact came back
+  stat('contained', -1)
+  redis.call('PERSIST', c)
+end
 if st == 'escalating' then stat('escalating', -1) end
-redis.call('PERSIST', c)
 redis.call('HSET', c, 'st', 'queued', 'ch', ch, 'ln', ln, 'cls', cls, 'score', score, 'esc', esc,
-           'pri', pri, 'tg', tg, 'wt', wt, 'rd', rd, 'xs', xs, 'qn', qn, 'sg', sg, 'rg', 0, 'ag', '', 'of', '')
+           'pri', pri, 'tg', tg, 'wt', wt, 'rd', rd, 'rp', rp, 'xs', xs, 'qn', qn, 'sg', sg, 'rg', 0, 'ag', '', 'of', '')
 stat('escalated')
 local out = {}
 local waited = now - tonumber(esc)
-local rg, skipped = open_ring(ln, ring_delays(c), waited)
+local delays = {}
+for _, d in ipairs(split(rd, ',')) do delays[#delays + 1] = tonumber(d) end
+local rg, skipped = open_ring(split(rp, ';'), delays, waited)
 if rg > 0 then
   redis.call('HSET', c, 'rg', rg)
   stat('relaxed')

@@ -22,7 +22,7 @@ for _, cid in ipairs(redis.call('ZRANGEBYSCORE', RX, '-inf', now, 'LIMIT', 0, ma
     redis.call('ZREM', RX, cid)
   else
     local waited = now - tonumber(esc)
-    local nrg, skipped = open_ring(ln, ring_delays(c), waited)
+    local nrg, skipped = open_ring(ring_pools(c), ring_delays(c), waited)
     dequeue(cid)
     if nrg > tonumber(rg) then
       redis.call('HSET', c, 'rg', nrg)
@@ -32,7 +32,7 @@ for _, cid in ipairs(redis.call('ZRANGEBYSCORE', RX, '-inf', now, 'LIMIT', 0, ma
       stat('relaxed')
     end
     enqueue(cid)
-    match_contact(cid, now, timeout_ms, limit, out)
+    match_contact(cid, now, timeout_ms, limit, out, nil, true)
   end
 end
 return out
