@@ -12,6 +12,7 @@ from router.routing.policy import (
     VIP,
     AgentView,
     Membership,
+    Seat,
     WaitingView,
     agent_sort_key,
     best_agent,
@@ -27,6 +28,7 @@ from router.routing.policy import (
     rank,
     resolve_queue,
     ring_for_wait,
+    seats,
     urgency,
 )
 
@@ -61,12 +63,25 @@ def test_a_bilingual_agent_gets_a_lane_per_language() -> None:
 def test_without_language_skill_the_lane_is_the_queue() -> None:
     policy = parse_policy('domains: {"*": {language_skill: false, queues: {q: {skills: {a: 1}}}}}',
                           "p").for_domain("x")
-    assert memberships({"a": 1}, policy) == [Membership("q", 0, 1, Strategy.LONGEST_IDLE, 1)]
+    assert memberships({"a": 1}, policy) == [
+        Membership("q", 0, 1, "a=1~longest_idle", 1, Strategy.LONGEST_IDLE)]
 
 
-def test_memberships_survive_their_wire_form() -> None:
-    ms = memberships({"zh": 2, "en": 1, "refunds": 3, "general": 2, "orders": 1}, DEFAULT)
-    assert Membership.decode_all(";".join(m.encode() for m in ms)) == ms
+def test_seats_survive_their_wire_form_and_pools_are_shared_across_lanes() -> None:
+    ss = seats({"zh": 2, "en": 1, "refunds": 3, "general": 2, "orders": 1}, DEFAULT)
+    assert Seat.decode_all(";".join(s.encode() for s in ss)) == ss
+    pools = {s.pool for s in ss}
+    assert "general=2,zh=1~longest_idle" in pools  # ring 2 of refunds and payment, ring 1 of orders
+    assert len(pools) == len(ss)
+    lanes = {m.lane: m for m in memberships({"zh": 1, "general": 2}, DEFAULT)}
+    assert lanes["refunds.zh"].pool == lanes["payment.zh"].pool == lanes["orders.zh"].pool
+    assert Membership("refunds.zh", 2, 3).encode() == "refunds.zh|2|3"
+
+
+def test_ring_pools_name_the_requirement_and_strategy() -> None:
+    plan = plan_request(request(queue="refunds"), DEFAULT)
+    assert plan.ring_pools == ("refunds=1,zh=1~longest_idle", "orders=2,zh=1~longest_idle",
+                               "general=2,zh=1~longest_idle")
 
 
 def test_rank_sums_levels_of_the_required_skills() -> None:
@@ -179,18 +194,21 @@ def test_a_ring_with_nobody_ready_is_skipped_like_taskrouter_skip_if() -> None:
 
 def agent(aid: str, ms: list[Membership], *, ready: bool = True, load: int = 0, cap: int = 2,
           last: int = T0, skills: dict[str, int] | None = None) -> AgentView:
-    return AgentView(aid, ready, {"chat": cap}, {"chat": load}, last, ms, skills or {})
+    """An agent sitting in the pool of each membership's ring (pools P0, P1, P2)."""
+    return AgentView(aid, ready, {"chat": cap}, {"chat": load}, last, ms,
+                     [Seat(m.pool, m.rank, m.strategy) for m in ms], skills or {})
 
 
 def m(lane: str = "refunds.zh", ring: int = 0, rank_: int = 1,
       strategy: Strategy = Strategy.LONGEST_IDLE) -> Membership:
-    return Membership(lane, ring, rank_, strategy, 3)
+    return Membership(lane, ring, 3, f"P{ring}", rank_, strategy)
 
 
 def contact(cid: str = "c1", ring: int = 0, score: int = T0, *, cls: str = NORMAL,
             target: int = 30_000, weight: float = 1.0, lane: str = "refunds.zh",
             extra: dict[str, int] | None = None) -> WaitingView:
-    return WaitingView(cid, lane, "chat", cls, ring, score, target, weight, extra or {})
+    return WaitingView(cid, lane, "chat", cls, ring, score, target, weight, ("P0", "P1", "P2"),
+                       extra or {})
 
 
 def test_the_most_skilled_then_longest_idle_agent_gets_the_contact() -> None:
