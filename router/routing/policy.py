@@ -95,6 +95,13 @@ def lanes(policy: DomainPolicy) -> Iterator[tuple[str, Queue, str]]:
             yield lane_name(queue.name, language, policy.language_skill), queue, language
 
 
+def lane_skills(policy: DomainPolicy, lane: str) -> dict[str, int]:
+    """What a lane's ring 0 asks for (the skills an offer names); {} for an unknown lane."""
+    queue_name, _, language = lane.partition(".")
+    queue = policy.queues.get(queue_name)
+    return requirement(queue.rings[0], language) if queue else {}
+
+
 def ring_pools(queue: Queue, language: str) -> tuple[str, ...]:
     return tuple(pool_id(requirement(ring, language), queue.strategy) for ring in queue.rings)
 

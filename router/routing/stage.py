@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from router import metrics
 from router.decode import Decoder, Reason, Rejection
 from router.events import AssignmentOffered, AssignmentRescinded, Channel, Decision, RoutingDecision
+from router.routing.policy import lane_skills
 from router.routing.store import RoutingStore, Transition
 from router.stage import Output, Record, decode_batch, derived_id, now_ms, to_deadletter
 
@@ -26,8 +27,10 @@ DECISIONS = {
 RESCIND_REASONS = {"declined": "declined", "expired": "no_answer", "rescinded": "withdrawn"}
 
 
-def transition_outputs(t: Transition, now: int) -> list[Output]:
-    """The events one transition publishes: an audit record, and what the agent must hear."""
+def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = None
+                       ) -> list[Output]:
+    """The events one transition publishes: an audit record, and what the agent must hear
+    (``skills``: what the contact's lane asks for, named in an offer)."""
     metrics.TRANSITIONS.labels(t.kind).inc()
     decision = DECISIONS.get(t.kind)
     if decision is None:
@@ -49,6 +52,7 @@ def transition_outputs(t: Transition, now: int) -> list[Output]:
             contact_id=t.contact_id, agent_id=t.agent_id, domain=t.domain,
             channel=Channel(t.channel), expires_at_ms=t.expires_at_ms,
             waited_ms=max(t.waited_ms, 0), priority=t.priority, queue=t.queue,
+            skills=skills or {},
         )))
     elif t.kind in RESCIND_REASONS:
         out.append(Output("assignments", t.domain, AssignmentRescinded(
@@ -79,10 +83,16 @@ class RoutingStage:
                 outputs.append(to_deadletter(record, rejection, now))
                 continue
             for t in result:
-                outputs.extend(transition_outputs(t, now))
+                outputs.extend(transition_outputs(t, now, self._skills(t)))
         return outputs
+
+    def _skills(self, t: Transition) -> dict[str, int] | None:
+        if t.kind != "offered":
+            return None
+        return lane_skills(self.store.policy.for_domain(t.domain), t.lane)
 
     async def tick(self) -> list[Output]:
         """Time-driven step: expire unanswered offers, open due rings, re-route."""
         now = self.clock()
-        return [o for t in await self.store.tick(now) for o in transition_outputs(t, now)]
+        return [o for t in await self.store.tick(now)
+                for o in transition_outputs(t, now, self._skills(t))]

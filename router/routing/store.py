@@ -85,14 +85,15 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) else int(_text(value) or 0)
 
 
-def _transition(domain: str, row: Sequence[Any]) -> Transition:
+def _transition(domain: str, row: Sequence[Any], queued_reason: str = "") -> Transition:
     """A script row: kind, cid, aid, oid, channel, lane, ring, waited, n2, priority, reason."""
     kind, cid, aid, oid, ch, lane = (_text(v) for v in row[:6])
     ring, waited, n2, pri = (_int(v) for v in row[6:10])
+    reason = _text(row[10]) or (queued_reason if kind == "queued" else "")
     return Transition(kind, domain, cid, aid, oid, ch, lane, ring, waited,
                       expires_at_ms=n2 if kind == "offered" else 0,
                       within_target=kind == "answered" and n2 == 1, priority=pri,
-                      reason=_text(row[10]))
+                      reason=reason)
 
 
 class RoutingStore:
@@ -119,8 +120,9 @@ class RoutingStore:
         pipe.scripts.add(script)
         pipe.evalsha(script.sha, 1, prefix(domain), *args)
 
-    def _queue(self, pipe: Any, event: Event, now_ms: int) -> None:
-        """Queue the script for one event, with the policy's parameters for it."""
+    def _queue(self, pipe: Any, event: Event, now_ms: int) -> str:
+        """Queue the script for one event, with the policy's parameters for it. Returns the
+        reason a ``queued`` transition of a request carries."""
         domain = getattr(event, "domain", "")
         policy = self.policy.for_domain(domain)
         t, limit = int(policy.offer_timeout_s * 1000), self._limit
@@ -133,6 +135,7 @@ class RoutingStore:
                            ",".join(map(str, plan.ring_delays_ms)), ";".join(plan.ring_pools),
                            format_levels(plan.extra_skills), plan.queue, plan.strategy.value,
                            now_ms, t, limit)
+                return plan.reason or event.reason
             case CustomerLeft():
                 self._call(pipe, "left", domain, event.contact_id, now_ms, self._short_ms,
                            t, limit, self._retention)
@@ -163,6 +166,7 @@ class RoutingStore:
                 self._call(pipe, "logout", domain, event.agent_id, now_ms, t, limit)
             case _:
                 raise RoutingStoreError(f"no routing script for {event.TYPE}")
+        return ""
 
     async def apply(
         self, events: Sequence[Event], now_ms: int
@@ -177,22 +181,21 @@ class RoutingStore:
             return []
         pipe = self.redis.pipeline(transaction=False)
         self._note_domains(pipe, (e.domain for e in events if hasattr(e, "domain")))
-        queued: list[int] = []  # index of the event each queued script belongs to
+        queued: list[tuple[int, str]] = []  # (event index, its queued reason) per script
         out: list[list[Transition] | Exception] = []
         for i, event in enumerate(events):
             try:
-                self._queue(pipe, event, now_ms)
+                queued.append((i, self._queue(pipe, event, now_ms)))
             except PeakrouteError as exc:
                 out.append(exc)
                 continue
             out.append([])
-            queued.append(i)
         if not queued:
             return out
         results = await pipe.execute(raise_on_error=False)
-        for i, rows in zip(queued, results[len(results) - len(queued):], strict=True):
+        for (i, reason), rows in zip(queued, results[len(results) - len(queued):], strict=True):
             domain = getattr(events[i], "domain", "")
-            out[i] = rows if isinstance(rows, Exception) else [_transition(domain, r)
+            out[i] = rows if isinstance(rows, Exception) else [_transition(domain, r, reason)
                                                                for r in rows]
         return out
 
