@@ -9,8 +9,9 @@ local RX = P .. 'rx'        -- zset: waiting contacts by the time their next rin
 local RC = P .. 'rc'        -- hash: pool -> agents logged in and ready in it
 local STATS = P .. 'stats'  -- hash: the books and SLA counters of the domain
 local SEQ = P .. 'seq'      -- string: offer id sequence
-local WN = P .. 'wn'        -- hash: lane -> contacts waiting, only lanes with some (agent-driven
-                            -- matching looks at these lanes only)
+local WN = P .. 'wn'        -- hash: "<lane>:<ch>:<class>:<ring>" -> contacts waiting in that list,
+                            -- only non-empty ones (agent-driven matching reads just these)
+local QW = P .. 'qw'        -- hash: "<lane>:<class>" -> "target_ms|weight" (urgency of a list)
 local RANK_SCALE, MAX_RANK, OCC_STEPS = 1e13, 100, 1000
 
 local function ckey(cid) return P .. 'c:' .. cid end
@@ -76,14 +77,16 @@ local function agent_score(strategy, rank, last, load, cap, rr)
 end
 
 -- Free indexes are kept lazily: an offer makes the agent's scores rise everywhere (later idle
--- time, more load, later turn), and instead of rewriting every index the agent sits in, the
--- stale (too low) entries are corrected when they reach the head (pick_agent). Scores never
--- fall without an eager update (room regained, less load under least_occupied), so a fresh
--- head is the true best. The rank is read back from the stored longest_idle score.
+-- time, more load, later turn) and may fill the agent up, and instead of rewriting every index
+-- the agent sits in, stale entries (too low, or an agent now full) are corrected when they
+-- reach the head (pick_agent). Scores never fall and room never returns without an eager
+-- update (give_back, set_state), so a fresh head is the true best. nil: no room (drop it).
+-- The rank is read back from the stored longest_idle score.
 local function fresh_score(strategy, stored, aid, ch, pool)
-  local last, load, cap, rr = unpack(redis.call('HMGET', akey(aid), 'last', 'load:' .. ch,
-                                                'cap:' .. ch, 'rr:' .. pool))
+  local st, last, load, cap, rr = unpack(redis.call('HMGET', akey(aid), 'st', 'last', 'load:' .. ch,
+                                                    'cap:' .. ch, 'rr:' .. pool))
   last, load, cap, rr = tonumber(last or '0'), tonumber(load or '0'), tonumber(cap or '0'), tonumber(rr or '0')
+  if st ~= 'ready' or load >= cap then return nil end
   if strategy == 'longest_idle' then
     return math.floor(stored / RANK_SCALE) * RANK_SCALE + last
   end
@@ -129,7 +132,7 @@ local function give_back(aid, ch)
   cap = tonumber(cap or '0')
   if st ~= 'ready' or load >= cap then return end
   if load == cap - 1 then
-    index_channel(aid, ch)  -- room again: back in every index
+    index_channel(aid, ch)  -- room again: back in every index (some may still hold it)
   elseif lo == '1' then
     index_channel(aid, ch, nil, true)  -- a least_occupied score fell: update it now
   end
@@ -195,10 +198,13 @@ end
 -- Put a contact in its waiting list (at its place) and schedule its next ring.
 local function enqueue(cid)
   local c = ckey(cid)
-  local ln, ch, cls, rg, score, esc = unpack(redis.call('HMGET', c, 'ln', 'ch', 'cls', 'rg', 'score', 'esc'))
+  local ln, ch, cls, rg, score, esc, tg, wt = unpack(redis.call('HMGET', c, 'ln', 'ch', 'cls', 'rg',
+                                                                'score', 'esc', 'tg', 'wt'))
   redis.call('HSET', c, 'st', 'queued', 'ag', '', 'of', '')
   if redis.call('ZADD', qkey(ln, ch, cls, rg), tonumber(score), cid) == 1 then
-    redis.call('HINCRBY', WN, ln, 1)
+    if redis.call('HINCRBY', WN, ln .. ':' .. ch .. ':' .. cls .. ':' .. rg, 1) == 1 then
+      redis.call('HSET', QW, ln .. ':' .. cls, tg .. '|' .. wt)  -- a list came alive
+    end
   end
   local delays = ring_delays(c)
   local nxt = delays[tonumber(rg) + 2]
@@ -208,7 +214,8 @@ end
 local function dequeue(cid)
   local ln, ch, cls, rg = unpack(redis.call('HMGET', ckey(cid), 'ln', 'ch', 'cls', 'rg'))
   if redis.call('ZREM', qkey(ln, ch, cls, rg), cid) == 1 then
-    if redis.call('HINCRBY', WN, ln, -1) <= 0 then redis.call('HDEL', WN, ln) end
+    local field = ln .. ':' .. ch .. ':' .. cls .. ':' .. rg
+    if redis.call('HINCRBY', WN, field, -1) <= 0 then redis.call('HDEL', WN, field) end
   end
   redis.call('ZREM', RX, cid)
 end
@@ -241,9 +248,8 @@ local function offer(cid, aid, now, timeout_ms, out, pool, f)
   else
     redis.call('HSET', k, 'load:' .. ch, load, 'rr:' .. pool, now)
   end
-  if load >= cap then
-    index_channel(aid, ch)  -- full: out of every index of the channel (other scores: lazy)
-  end
+  -- Full or not, the agent's entries in its other pools stay as they are: pick_agent drops or
+  -- re-scores them when they come up (see fresh_score).
   stat('offered')
   out[#out + 1] = row('offered', cid, aid, oid, ch, ln, tonumber(rg), now - tonumber(esc),
                       expires, tonumber(pri))
@@ -263,7 +269,11 @@ local function pick_agent(key, ring, extra, exclude, limit, ch, pool, strategy)
     for i = 1, #got, 2 do
       local aid, stored = got[i], tonumber(got[i + 1])
       local fresh = fresh_score(strategy, stored, aid, ch, pool)
-      if fresh > stored then
+      if not fresh then
+        redis.call('ZREM', key, aid)  -- full since it was indexed: out, look again
+        stale = true
+        break
+      elseif fresh > stored then
         redis.call('ZADD', key, fresh, aid)  -- it moves back; look at the new order
         stale = true
         break
@@ -323,48 +333,61 @@ end
 local function match_agent(aid, now, timeout_ms, limit, out, exclude)
   local waiting = redis.call('HGETALL', WN)
   if #waiting == 0 then return end
-  local names = {}
-  for i = 1, #waiting, 2 do names[#names + 1] = 'r:' .. waiting[i] end
-  local serves = redis.call('HMGET', akey(aid), unpack(names))  -- 'ring|rings' per lane
-  local active = {}
-  for i, v in ipairs(serves) do
-    if v then
-      local f = split(v, '|')
-      active[#active + 1] = {lane = waiting[2 * i - 1], ring = tonumber(f[1]),
-                             rings = tonumber(f[2])}
+  local lists, lanes, seen = {}, {}, {}
+  for i = 1, #waiting, 2 do
+    local ln, ch, cls, r = string.match(waiting[i], '^(.+):([^:]+):([^:]+):(%d+)$')
+    lists[#lists + 1] = {key = P .. 'q:' .. waiting[i], ln = ln, ch = ch, cls = cls,
+                         ring = tonumber(r)}
+    if not seen[ln] then
+      seen[ln] = true
+      lanes[#lanes + 1] = ln
     end
   end
-  if #active == 0 then return end
-  local chans = agent_channels(aid)
+  local names = {}
+  for i, ln in ipairs(lanes) do names[i] = 'r:' .. ln end
+  local serves = redis.call('HMGET', akey(aid), unpack(names))  -- 'ring|rings' per lane served
+  local from = {}
+  for i, ln in ipairs(lanes) do
+    if serves[i] then from[ln] = tonumber(string.match(serves[i], '^(%d+)')) end
+  end
+  local visible, wnames = {}, {}
+  for _, q in ipairs(lists) do
+    if from[q.ln] and q.ring >= from[q.ln] then
+      visible[#visible + 1] = q
+      wnames[#wnames + 1] = q.ln .. ':' .. q.cls
+    end
+  end
+  if #visible == 0 then return end
+  local weights = redis.call('HMGET', QW, unpack(wnames))
+  for i, q in ipairs(visible) do
+    local tg, wt = string.match(weights[i] or '', '^([^|]+)|(.+)$')
+    q.tg, q.wt = tonumber(tg or '30000'), tonumber(wt or '1')
+    q.vip = 1
+    if q.cls == 'v' then q.vip = 0 end
+  end
   for _ = 1, 64 do
-    local best, best_key, best_ring = nil, nil, 0
-    for _, ch in ipairs(chans) do
-      if agent_has_room(aid, ch) then
-        for _, m in ipairs(active) do
-          for r = m.ring, m.rings - 1 do
-            for _, cls in ipairs({'v', 'n'}) do
-              local cid, score = pick_contact(aid, qkey(m.lane, ch, cls, r), r,
-                                              exclude or '', limit)
-              if cid then
-                local tg, wt = unpack(redis.call('HMGET', ckey(cid), 'tg', 'wt'))
-                local u = (now - score) / tonumber(tg) * tonumber(wt)
-                local vip = 1
-                if cls == 'v' then vip = 0 end
-                if not best or u > best_key[1]
-                    or (u == best_key[1] and (vip < best_key[2]
-                    or (vip == best_key[2] and (score < best_key[3]
-                    or (score == best_key[3] and cid < best))))) then
-                  best, best_key, best_ring = cid, {u, vip, score}, m.ring
-                end
-              end
-            end
+    local room = {}
+    for _, q in ipairs(visible) do
+      if room[q.ch] == nil then room[q.ch] = agent_has_room(aid, q.ch) end
+    end
+    local best, best_key, best_q = nil, nil, nil
+    for _, q in ipairs(visible) do
+      if room[q.ch] then
+        local cid, score = pick_contact(aid, q.key, q.ring, exclude or '', limit)
+        if cid then
+          local u = (now - score) / q.tg * q.wt
+          if not best or u > best_key[1]
+              or (u == best_key[1] and (q.vip < best_key[2]
+              or (q.vip == best_key[2] and (score < best_key[3]
+              or (score == best_key[3] and cid < best))))) then
+            best, best_key, best_q = cid, {u, q.vip, score}, q
           end
         end
       end
     end
     if not best then return end
     dequeue(best)
-    local pool = ring_pools(ckey(best))[best_ring + 1]  -- the agent's pool for that lane
+    local pool = ring_pools(ckey(best))[from[best_q.ln] + 1]  -- the agent's pool for the lane
     if not offer(best, aid, now, timeout_ms, out, pool) then
       enqueue(best)
       return
