@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from router.errors import PolicyError
@@ -154,3 +155,27 @@ domains:
     assert queues["a"].vip.weight == 3.0  # VIP weight defaults to the queue's weight
     assert queues["b"].normal.weight == 4.0
     assert queues["b"].strategy == Strategy.LEAST_OCCUPIED
+
+
+def test_routing_check_prints_the_policy_and_an_agents_lanes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from router.cli import main
+
+    monkeypatch.delenv("PEAKROUTE_ROUTING_POLICY", raising=False)
+    assert main(["routing", "check", "--agent", "zh=2,refunds=3", "--json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["default_queue"] == "general"
+    assert {q["name"] for q in report["queues"]} >= {"refunds", "security"}
+    assert {"lane": "refunds.zh", "from_ring": 0, "rank": 3} in report["agent"]
+
+
+def test_routing_check_of_a_bad_file_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from router.cli import main
+
+    bad = tmp_path / "p.yaml"
+    bad.write_text('domains: {"*": {queues: {q: {skills: {a: 0}}}}}')
+    assert main(["routing", "check", str(bad)]) == 2
+    assert "queues.q.skills.a: 0 is not a whole number in 1..10" in capsys.readouterr().err
