@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from load_tests.questions import QUESTIONS
+from load_tests.questions import questions
+from router.bot.kb import resolve_kb_path
 from router.decode import Decoder
 from router.events import (
     BotAction,
@@ -67,8 +68,9 @@ class SimulatedGateway:
         self._sent_at: dict[str, float] = {}
         self._leaving: set[asyncio.Task[None]] = set()
         self._reader: asyncio.Task[None] | None = None
-        self._questions = [(Language(lang), text) for lang, text, _ in QUESTIONS]
-        self._weights = [w for _, _, w in QUESTIONS]
+        mix = questions(resolve_kb_path(settings.bot_kb_path))  # the worker's knowledge base
+        self._questions = [(Language(lang), text) for lang, text, _ in mix]
+        self._weights = [w for _, _, w in mix]
         self._decoder = Decoder()
         self.run_id = uuid.uuid4().hex[:6]
 

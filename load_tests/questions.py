@@ -1,38 +1,34 @@
-"""A Double-11 question mix in Chinese and English: (language, text, weight).
+"""A Double-11 question mix in Chinese and English: ``questions()`` gives (language, text,
+weight) drawn from the knowledge base's own examples (the packaged one unless another is given).
 
-Most questions are simple and high-frequency (the bot answers them); some need a person
-(refunds, failed payments, account security, complaints); a few ask for a person outright.
+Most questions are simple and high-frequency (intents the bot may close weigh more); some need
+a person (hand-off intents); a few ask for a person outright (the human-request phrases).
+Chinese outweighs English about four to one, as on a Chinese marketplace at a peak.
 """
 
 from __future__ import annotations
 
-QUESTIONS: tuple[tuple[str, str, int], ...] = (
-    ("zh", "我的快递什么时候到？", 12),
-    ("zh", "双十一下单的包裹什么时候发货", 10),
-    ("zh", "物流信息三天没更新了", 6),
-    ("zh", "优惠券怎么用不了", 8),
-    ("zh", "跨店满减怎么算的", 6),
-    ("zh", "预售的尾款什么时候付", 7),
-    ("zh", "定金可以退吗", 3),
-    ("zh", "怎么开发票", 4),
-    ("zh", "我想查一下订单状态", 6),
-    ("zh", "我要退款，衣服尺码不对", 6),
-    ("zh", "退货运费谁出", 3),
-    ("zh", "支付失败了但是扣款了", 3),
-    ("zh", "我的账号被盗了，有异常登录", 1),
-    ("zh", "我要投诉，客服态度太差", 2),
-    ("zh", "转人工", 4),
-    ("zh", "帮我找客服", 2),
-    ("zh", "这个耳机支持降噪吗", 3),
-    ("en", "Where is my package?", 4),
-    ("en", "When will my order be shipped?", 3),
-    ("en", "How do I use a coupon at checkout", 2),
-    ("en", "When is the final payment for the pre-sale?", 2),
-    ("en", "Can I get an invoice for my order", 1),
-    ("en", "I want a refund, the item arrived broken", 2),
-    ("en", "My payment failed but I was charged twice", 1),
-    ("en", "I think my account was hacked", 1),
-    ("en", "This is the worst service, I want to file a complaint", 1),
-    ("en", "Let me talk to a real person please", 2),
-    ("en", "Does this phone come in blue?", 1),
-)
+from pathlib import Path
+
+from router.bot.kb import Rule, default_kb_path, load_kb
+
+LANGUAGE_WEIGHT = {"zh": 4, "en": 1}
+CONTAINABLE_WEIGHT = 3  # per example of an intent the bot may close
+HANDOFF_WEIGHT = 1  # per example of an intent that needs a person
+HUMAN_REQUEST_WEIGHT = 1  # per phrase of the human-request rule
+
+
+def questions(kb_path: Path | None = None) -> tuple[tuple[str, str, int], ...]:
+    """(language, text, weight) for every example of the knowledge base's intents and every
+    phrase asking for a person."""
+    kb = load_kb(kb_path or default_kb_path())
+    mix: list[tuple[str, str, int]] = []
+    for intent in kb.intents.values():
+        weight = CONTAINABLE_WEIGHT if intent.containable else HANDOFF_WEIGHT
+        for language, texts in intent.examples.items():
+            mix.extend((language.value, t, weight * LANGUAGE_WEIGHT.get(language.value, 1))
+                       for t in texts)
+    for language, phrases in kb.rules[Rule.HUMAN_REQUEST].items():
+        mix.extend((language.value, p, HUMAN_REQUEST_WEIGHT * LANGUAGE_WEIGHT.get(
+            language.value, 1)) for p in phrases)
+    return tuple(mix)

@@ -24,6 +24,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router import logs, metrics
+from router.bot.conversation import ConversationStore
+from router.bot.loader import BrainHolder
 from router.bot.stage import BotStage
 from router.decode import Decoder, Limits
 from router.kafka import DEADLETTER_MAX_MESSAGE_BYTES
@@ -56,6 +58,8 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.policy = policy_from_settings(settings)  # fail at start on a bad policy file
+        self.brains = BrainHolder(settings)
+        self.brains.load()  # fail at start on a bad knowledge base; trains a new one's model
         self._redis: aioredis.Redis | None = None
         self._bot: BotStage | None = None
         self._routing: RoutingStage | None = None
@@ -73,7 +77,10 @@ class Runtime:
     @property
     def bot(self) -> BotStage:
         if self._bot is None:
-            self._bot = BotStage(self._store(), self.decoder())
+            store = self._store()
+            conversations = ConversationStore(store.redis, self.settings.bot_conversation_ttl_s)
+            self._bot = BotStage(store, conversations, self.brains, self.decoder(),
+                                 self.settings)
         return self._bot
 
     @property
@@ -199,6 +206,20 @@ def build_app(settings: Settings) -> faust.App:
             await run_batch("timer", runtime.routing.tick, 0)
         except Exception:  # a timer must keep ticking whatever one tick met
             log.exception("routing_tick_failed")
+
+    @app.timer(settings.timer_interval_s)  # type: ignore[untyped-decorator]
+    async def bot_timer() -> None:
+        try:
+            await run_batch("bot_timer", runtime.bot.tick, 0)
+        except Exception:  # a timer must keep ticking whatever one tick met
+            log.exception("bot_tick_failed")
+
+    @app.timer(settings.bot_reload_interval_s)  # type: ignore[untyped-decorator]
+    async def bot_reload() -> None:
+        try:
+            await runtime.brains.reload_if_changed()
+        except Exception:  # a bad file is handled inside; this is for the unforeseen
+            log.exception("bot_reload_check_failed")
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

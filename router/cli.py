@@ -1,4 +1,4 @@
-"""`peakroute`: one entry point with subcommands (demo, stack, worker, topics)."""
+"""`peakroute`: one entry point with subcommands (demo, stack, worker, topics, bot, routing)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import orjson
 
 from router import __version__, logs
+from router.bot import cli as bot_cli
 from router.errors import PeakrouteError
+from router.routing import cli as routing_cli
 from router.settings import ENV_PREFIX, Settings
 
 DESCRIPTION = """\
@@ -72,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                    "to PEAKROUTE_KAFKA_BOOTSTRAP_SERVERS and PEAKROUTE_REDIS_URL (or the running "
                    "embedded stack). Serves /metrics, /healthz and /readyz on PEAKROUTE_WEB_PORT.")
     sub.add_parser("topics", help="create the router's topics where missing (idempotent)")
+    bot_cli.add_parser(sub)
+    routing_cli.add_parser(sub)
     return parser
 
 
@@ -86,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             return _stack(args, settings)
         if args.command == "worker":
             return _worker(settings)
+        if args.command == "bot":
+            return bot_cli.run(args, settings)
+        if args.command == "routing":
+            return routing_cli.run(args, settings)
         if args.command == "topics":
             from router.kafka import ensure_topics
 

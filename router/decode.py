@@ -19,7 +19,16 @@ from typing import Any
 
 import orjson
 
-from router.events import ACCEPTED_ON, EVENT_TYPES, Channel, DeadLetter, Event, Kind
+from router.events import (
+    ACCEPTED_ON,
+    EVENT_TYPES,
+    Channel,
+    DeadLetter,
+    Event,
+    Kind,
+    Speaker,
+    Turn,
+)
 
 ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 TS_MIN_MS = 1_420_070_400_000  # 2015-01-01
@@ -30,6 +39,8 @@ LEVEL_RANGE = (1, 10)
 CAPACITY_RANGE = (0, 32)
 PRIORITY_RANGE = (0, 9)
 COUNT_RANGE = (0, 2**31 - 1)
+MAX_TURNS = 50
+TURN_FIELDS = frozenset({"speaker", "text", "ts_ms"})
 
 
 class Reason(enum.StrEnum):
@@ -147,6 +158,27 @@ def _checker(kind: Kind, limits: Limits) -> Check:
             raise _Invalid(Reason.WRONG_TYPE, f"{name} must be true or false")
         return value
 
+    speaker = _enum_checker(Speaker)
+
+    def transcript(name: str, value: object) -> tuple[Turn, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(Reason.WRONG_TYPE, f"{name} must be an array")
+        if len(value) > MAX_TURNS:
+            raise _Invalid(Reason.OUT_OF_RANGE, f"{name} has {len(value)} turns, max {MAX_TURNS}")
+        turns = []
+        for i, turn in enumerate(value):
+            at = f"{name}[{i}]"
+            if not isinstance(turn, dict):
+                raise _Invalid(Reason.WRONG_TYPE, f"{at} must be an object")
+            if turn.keys() - TURN_FIELDS:
+                raise _Invalid(Reason.UNKNOWN_FIELD, f"{at} may only have speaker, text, ts_ms")
+            if TURN_FIELDS - turn.keys():
+                raise _Invalid(Reason.MISSING_FIELD, f"{at} needs speaker, text and ts_ms")
+            turns.append(Turn(speaker(f"{at}.speaker", turn["speaker"]),
+                              text(f"{at}.text", turn["text"]),
+                              _int_in(f"{at}.ts_ms", turn["ts_ms"], TS_MIN_MS, TS_MAX_MS)))
+        return tuple(turns)
+
     table: dict[Kind, Check] = {
         Kind.ID: _check_id,
         Kind.TEXT: text,
@@ -158,6 +190,7 @@ def _checker(kind: Kind, limits: Limits) -> Check:
         Kind.COUNT: lambda n, v: _int_in(n, v, *COUNT_RANGE),
         Kind.FLAG: flag,
         Kind.SCORE: score,
+        Kind.TRANSCRIPT: transcript,
     }
     return table[kind]
 

@@ -28,6 +28,7 @@ class Kind(enum.Enum):
     COUNT = "count"  # 0..2**31
     FLAG = "flag"  # true/false
     SCORE = "score"  # a number in 0..1
+    TRANSCRIPT = "transcript"  # [{speaker, text, ts_ms}], at most 50 turns
 
 
 Id: TypeAlias = Annotated[str, Kind.ID]
@@ -65,8 +66,25 @@ class AgentState(enum.StrEnum):
 
 
 class BotAction(enum.StrEnum):
-    ANSWERED = "answered"  # the bot replied and considers the contact closed (contained)
+    ANSWERED = "answered"  # the bot replied itself (the contact stays with the bot: contained)
     ESCALATED = "escalated"  # handed to a human queue
+
+
+class Speaker(enum.StrEnum):
+    CUSTOMER = "customer"
+    BOT = "bot"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One line of a conversation with the bot, as an escalation carries it to the agent."""
+
+    speaker: Speaker
+    text: str
+    ts_ms: int
+
+
+Transcript: TypeAlias = Annotated[tuple[Turn, ...], Kind.TRANSCRIPT]
 
 
 class Decision(enum.StrEnum):
@@ -156,6 +174,19 @@ class BotReplied(Event):
     language: Language = Language.ZH
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactClosed(Event):
+    """The bot closed a contact it had answered, after the customer stayed silent."""
+
+    TYPE: ClassVar[str] = "contact.closed.v1"
+    contact_id: Id
+    domain: Id
+    text: Text  # the closing message to show
+    intent: Label = ""  # the subject of the bot's last answer
+    reason: Label = "silence"
+    language: Language = Language.ZH
+
+
 # --- routing.requests (bot stage -> routing stage), key: domain ---------------------------
 
 
@@ -175,6 +206,7 @@ class RoutingRequested(Event):
     reason: Label = ""
     queue: Label = ""  # a queue of the routing policy; "" = the domain's default queue
     confidence: Score = 0.0  # the bot's confidence in the intent
+    transcript: Transcript = ()  # the conversation with the bot so far (last turns, capped)
 
 
 # --- agents.events (agent desktops -> routing stage), key: domain -------------------------
@@ -302,8 +334,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
         ContactArrived, CustomerMessage, CustomerLeft, HumanRequested, BotReplied,
-        RoutingRequested, AgentLoggedIn, AgentStateChanged, OfferAccepted, OfferDeclined,
-        ContactCompleted, AgentLoggedOut, AssignmentOffered, AssignmentRescinded,
+        ContactClosed, RoutingRequested, AgentLoggedIn, AgentStateChanged, OfferAccepted,
+        OfferDeclined, ContactCompleted, AgentLoggedOut, AssignmentOffered, AssignmentRescinded,
         RoutingDecision, DeadLetter,
     )
 }

@@ -31,6 +31,39 @@ BOT_DECISIONS = Counter(
     "Bot decisions on new contacts and messages, by action and intent.",
     ["action", "intent"], registry=REGISTRY,
 )
+BOT_CONTACTS = Counter(
+    "peakroute_bot_contacts_total",
+    "New contacts the bot handled (once each), by language. Containment = "
+    "peakroute_bot_contained_total / this; 1 - peakroute_bot_escalations_total / this leads it.",
+    ["language"], registry=REGISTRY,
+)
+BOT_CONTAINED = Counter(
+    "peakroute_bot_contained_total",
+    "Contacts the bot closed itself (the customer stayed silent after its answer), by language.",
+    ["language"], registry=REGISTRY,
+)
+BOT_ESCALATIONS = Counter(
+    "peakroute_bot_escalations_total",
+    "Contacts the bot handed to a person (once each), by reason and language.",
+    ["reason", "language"], registry=REGISTRY,
+)
+BOT_INTENTS = Counter(
+    "peakroute_bot_intents_total",
+    "Customer messages by the intent the bot acted on (unknown = below the threshold) and "
+    "language.",
+    ["intent", "language"], registry=REGISTRY,
+)
+BOT_CLASSIFICATION_SECONDS = Histogram(
+    "peakroute_bot_classification_duration_seconds",
+    "Time to classify one batch of customer messages (one predict call).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
+)
+BOT_MODEL_RELOADS = Counter(
+    "peakroute_bot_model_reloads_total",
+    "Knowledge base or model reloads by the running worker, by result (loaded, failed).",
+    ["result"], registry=REGISTRY,
+)
 TRANSITIONS = Counter(
     "peakroute_routing_transitions_total",
     "Routing transitions applied in Redis (offered, queued, answered, duplicate, stale, ...).",

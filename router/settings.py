@@ -18,11 +18,13 @@ from typing import Any
 
 import orjson
 
+from router.decode import MAX_TURNS
 from router.errors import SettingsError
 
 ENV_PREFIX = "PEAKROUTE_"
 DEFAULT_STATE_DIR = Path(".peakroute")
 STACK_FILE = "stack.json"
+UTF8_MAX_BYTES_PER_CHAR = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,19 @@ class Settings:
     # Input limits (decoding)
     max_record_bytes: int = 65_536
     max_text_chars: int = 4_000
+    # Bot (docs/BOT.md)
+    bot_kb_path: str = ""  # knowledge base YAML; "" = the packaged router/bot/kb/default.yaml
+    bot_model_dir: str = ""  # a trained model dir; "" = trained from the KB, cached in state_dir
+    bot_threshold: float = 0.0  # confidence to act on an intent; 0 = the model's own threshold
+    bot_target_false_containment: float = 0.05  # training picks the threshold for this
+    bot_silence_close_s: float = 120.0  # silence after a bot answer closes the contact
+    bot_rephrase_max: int = 0  # times the bot asks to rephrase before escalating not_understood
+    bot_vip_policy: str = "boost"  # none | boost | always_human
+    bot_vip_priority_boost: int = 3  # added to a VIP escalation's priority (at most 9)
+    bot_reload_interval_s: float = 10.0  # how often a worker checks the KB and model for changes
+    bot_transcript_turns: int = 10  # last turns kept and sent with an escalation
+    bot_transcript_turn_chars: int = 500  # each turn's text is cut to this many characters
+    bot_conversation_ttl_s: int = 86_400  # conversation state kept after the last message
     # Embedded stack and logs
     state_dir: Path = DEFAULT_STATE_DIR
     log_level: str = "INFO"
@@ -126,6 +141,36 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")
         if self.log_format not in {"json", "console"}:
             raise SettingsError(f"{env_name('log_format')} must be json or console")
+        self._validate_bot()
+
+    def _validate_bot(self) -> None:
+        positive = ("bot_silence_close_s", "bot_reload_interval_s", "bot_transcript_turns",
+                    "bot_transcript_turn_chars", "bot_conversation_ttl_s")
+        for name in positive:
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")
+        if self.bot_vip_policy not in {"none", "boost", "always_human"}:
+            raise SettingsError(f"{env_name('bot_vip_policy')}={self.bot_vip_policy!r}: use "
+                                "none, boost or always_human")
+        if not 0.0 <= self.bot_threshold < 1.0:
+            raise SettingsError(f"{env_name('bot_threshold')} must be in 0..1 (0 = the model's "
+                                f"own), got {self.bot_threshold}")
+        if not 0.0 < self.bot_target_false_containment < 1.0:
+            raise SettingsError(f"{env_name('bot_target_false_containment')} must be between 0 "
+                                f"and 1, got {self.bot_target_false_containment}")
+        if self.bot_rephrase_max < 0 or not 0 <= self.bot_vip_priority_boost <= 9:
+            raise SettingsError(f"{env_name('bot_rephrase_max')} must be >= 0 and "
+                                f"{env_name('bot_vip_priority_boost')} in 0..9")
+        if self.bot_transcript_turns > MAX_TURNS:
+            raise SettingsError(f"{env_name('bot_transcript_turns')} must be at most {MAX_TURNS}")
+        # An escalation's transcript must leave room in the record for everything else.
+        transcript_bytes = (self.bot_transcript_turns * self.bot_transcript_turn_chars
+                            * UTF8_MAX_BYTES_PER_CHAR)
+        if transcript_bytes > self.max_record_bytes // 2:
+            raise SettingsError(
+                f"{env_name('bot_transcript_turns')} x {env_name('bot_transcript_turn_chars')} "
+                f"x {UTF8_MAX_BYTES_PER_CHAR} bytes must fit in half of "
+                f"{env_name('max_record_bytes')}; lower one of them")
 
 
 def env_name(field_name: str) -> str:

@@ -23,11 +23,11 @@ from tests.conftest import eventually, read_topic
 pytestmark = pytest.mark.integration
 
 QUESTIONS = [
-    (Language.ZH, "我的快递什么时候到？"),  # contained
-    (Language.ZH, "优惠券怎么用不了"),  # contained
+    (Language.ZH, "优惠券怎么用"),  # contained
+    (Language.ZH, "优惠券用不了"),  # contained
     (Language.ZH, "我要退款，衣服尺码不对"),  # refunds -> human
     (Language.ZH, "转人工"),  # human
-    (Language.EN, "Where is my package?"),  # contained
+    (Language.EN, "whats my order status"),  # contained
     (Language.EN, "I want a refund, the item arrived broken"),  # refunds -> human
 ]
 

@@ -13,6 +13,7 @@ from router.events import (
     BotReplied,
     Channel,
     ContactArrived,
+    ContactClosed,
     ContactCompleted,
     CustomerLeft,
     CustomerMessage,
@@ -46,6 +47,10 @@ SAMPLES: dict[type[Event], Event] = {
     BotReplied: BotReplied(
         event_id="ev-5", ts_ms=TS, contact_id="c-1", domain="shop", text="好的",
         intent="logistics", action=BotAction.ANSWERED, language=Language.ZH,
+    ),
+    ContactClosed: ContactClosed(
+        event_id="ev-16", ts_ms=TS, contact_id="c-1", domain="shop", text="会话已结束",
+        intent="logistics", reason="silence", language=Language.ZH,
     ),
     RoutingRequested: RoutingRequested(
         event_id="ev-6", ts_ms=TS, contact_id="c-1", domain="shop", channel=Channel.EMAIL,

@@ -1,0 +1,171 @@
+"""BANKING77 through `peakroute bot train` and `peakroute bot eval`, with out-of-scope questions,
+against a plain baseline trained and thresholded on the same split.
+
+Data: BANKING77 (CC BY 4.0), I. Casanueva, T. Temcinas, D. Gerz, M. Henderson, I. Vulic,
+"Efficient Intent Detection with Dual Sentence Encoders", NLP4ConvAI workshop, ACL 2020
+(arXiv:2003.04807). Used by path (``../shared/data/banking77/`` by default); the prepared CSVs
+go to --out, never into the repository.
+
+Protocol: every fourth intent of categories.json (indices 3, 7, 11, ...; 19 of 77) is dropped
+from training, and its test questions are labelled ``oos``. Both systems choose their
+threshold for the false-containment target on validation splits carved from the training
+data (router.bot.classifier.choose_threshold); the test split is only scored.
+
+    python -m load_tests.banking77 [--data DIR] [--out DIR] [--target 0.03] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import FeatureUnion, Pipeline
+
+from router.bot.commands import eval_command, train_command
+from router.bot.scoring import OOS, Scores, best_at
+from router.bot.trainer import EvalReport, outcomes, read_labelled, train_model
+from router.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "banking77"
+DEFAULT_OUT = REPO / ".peakroute" / "banking77"
+OOS_EVERY = 4  # every fourth intent of categories.json is out of scope
+TARGET = 0.03
+CITATION = ("BANKING77 (CC BY 4.0): Casanueva et al., Efficient Intent Detection with Dual "
+            "Sentence Encoders, NLP4ConvAI @ ACL 2020, arXiv:2003.04807")
+
+
+def prepare(data: Path, out: Path) -> tuple[Path, Path, list[str]]:
+    """Write train.csv (in-scope intents only) and test.csv (dropped intents as oos) with
+    columns text,intent,language; return their paths and the out-of-scope intents."""
+    categories = json.loads((data / "categories.json").read_text())
+    dropped = [c for i, c in enumerate(categories) if i % OOS_EVERY == OOS_EVERY - 1]
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for split in ("train", "test"):
+        target = out / f"{split}.csv"
+        with (data / f"{split}.csv").open(newline="", encoding="utf-8") as src, \
+                target.open("w", newline="", encoding="utf-8") as dst:
+            writer = csv.writer(dst)
+            writer.writerow(["text", "intent", "language"])
+            for row in csv.DictReader(src):
+                intent = row["category"]
+                if intent in dropped:
+                    if split == "train":
+                        continue
+                    intent = OOS
+                writer.writerow([row["text"], intent, "en"])
+        paths.append(target)
+    return paths[0], paths[1], dropped
+
+
+def baseline_model(class_sizes: Mapping[str, int]) -> Any:
+    """The plain baseline: TF-IDF character and word n-grams, LogisticRegression as it comes."""
+    return Pipeline([
+        ("features", FeatureUnion([
+            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4))),
+            ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2))),
+        ])),
+        ("logistic", LogisticRegression(max_iter=2000)),
+    ])
+
+
+def figures(report: EvalReport) -> dict[str, Any]:
+    o = report.overall
+    return {"threshold": o.threshold, "accuracy": round(o.accuracy, 4),
+            "containment": round(o.containment, 4),
+            "false_containment": round(o.false_containment, 4),
+            "correct_containment": round(o.correct_containment, 4),
+            "oos_recall": round(o.oos_recall, 4)}
+
+
+def curve_point(s: Scores | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {"threshold": s.threshold, "correct_containment": round(s.correct_containment, 4),
+            "false_containment": round(s.false_containment, 4)}
+
+
+def run(data: Path, out: Path, target: float) -> dict[str, Any]:
+    settings = Settings.from_env()
+    train_csv, test_csv, dropped = prepare(data, out)
+    result: dict[str, Any] = {"data": CITATION, "oos_intents": len(dropped), "target": target}
+
+    started = time.perf_counter()
+    print("== peakroute bot train (ours) ==", flush=True)
+    ours = train_command(train_csv, out / "model", None, settings, target)
+    result["ours_train_s"] = round(time.perf_counter() - started, 1)
+    print("\n== peakroute bot eval (ours, test split) ==", flush=True)
+    ours_report = eval_command(test_csv, settings, model=out / "model")
+
+    started = time.perf_counter()
+    print("\n== baseline: TF-IDF char+word n-grams + LogisticRegression ==", flush=True)
+    baseline = train_model(None, read_labelled(train_csv), target, factory=baseline_model)
+    baseline.save(out / "baseline")
+    result["baseline_train_s"] = round(time.perf_counter() - started, 1)
+    base_report = eval_command(test_csv, settings, model=out / "baseline", quiet=True)
+
+    rows = read_labelled(test_csv)
+    result["ours"] = figures(ours_report) | {"validation": dict(ours.manifest.validation)}
+    result["baseline"] = figures(base_report) | {
+        "validation": dict(baseline.manifest.validation)}
+    # For reading the curves only (chosen on test = an oracle, never used to set a threshold).
+    result["ours_curve_at_target"] = curve_point(best_at(outcomes(ours, rows, None), target))
+    result["baseline_curve_at_target"] = curve_point(
+        best_at(outcomes(baseline, rows, None), target))
+    return result
+
+
+def render(r: dict[str, Any]) -> str:
+    def line(name: str, f: dict[str, Any]) -> str:
+        return (f"  {name:9} threshold {f['threshold']:.2f}: closes correctly "
+                f"{f['correct_containment']:.1%} of in-scope questions, false containment "
+                f"{f['false_containment']:.1%}, accuracy {f['accuracy']:.1%}, "
+                f"oos recall {f['oos_recall']:.1%}")
+
+    out = [f"\nBANKING77, {r['oos_intents']} of 77 intents out of scope; thresholds chosen on "
+           f"validation for false containment <= {r['target']:.0%}:",
+           line("ours", r["ours"]), line("baseline", r["baseline"])]
+    ours, base = r["ours_curve_at_target"], r["baseline_curve_at_target"]
+    if ours and base:
+        out.append(f"  curves at false containment <= {r['target']:.0%} on test (oracle, for "
+                   f"reading only): ours {ours['correct_containment']:.1%}, baseline "
+                   f"{base['correct_containment']:.1%}")
+    out.append(f"  data: {r['data']}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m load_tests.banking77",
+                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help=f"the dataset directory (default {DEFAULT_DATA})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="where the prepared CSVs and both models go")
+    parser.add_argument("--target", type=float, default=TARGET,
+                        help="false containment target for choosing thresholds")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON last")
+    args = parser.parse_args(argv)
+    if not (args.data / "categories.json").exists():
+        print(f"no BANKING77 at {args.data}: pass --data DIR", file=sys.stderr)
+        return 2
+    result = run(args.data, args.out, args.target)
+    print(render(result))
+    if args.json:
+        print(orjson.dumps(result).decode())
+    ours, base = result["ours"], result["baseline"]
+    better = ours["correct_containment"] > base["correct_containment"]
+    return 0 if better and ours["false_containment"] <= args.target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

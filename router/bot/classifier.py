@@ -1,0 +1,315 @@
+"""The intent classifier: TF-IDF over character n-grams (Chinese needs no word segmentation) and
+word n-grams (English), a soft-voting ensemble of a class-balanced logistic regression and a
+sigmoid-calibrated linear SVM, and a confidence threshold chosen on held-out data.
+
+Out-of-scope questions are those whose confidence (the ensemble's top probability) stays below
+the threshold, or that the model predicts as the ``oos`` class when the training data had
+out-of-scope examples. The threshold is chosen at training time on a validation split carved
+from the training data, in which a quarter of the intents at a time play the out-of-scope
+questions the model has never seen (docs/BOT.md). A saved model is a directory: the pickled
+pipeline (joblib) and manifest.json (scikit-learn version, knowledge-base digest, threshold,
+intents and which of them the bot may close).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import shutil
+import tempfile
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import orjson
+import sklearn
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import VotingClassifier
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.svm import LinearSVC
+
+from router.bot.errors import ModelError
+from router.bot.scoring import OOS, Outcome, Prediction, Scores, pick_threshold, score
+from router.bot.text import features_text
+
+FORMAT = 1
+MODEL_FILE = "model.joblib"
+MANIFEST_FILE = "manifest.json"
+CHAR_NGRAMS = (1, 4)  # Chinese characters and their neighbours; English sub-words and typos
+WORD_NGRAMS = (1, 2)
+WORD_TOKENS = r"[a-z0-9]+(?:'[a-z]+)?"  # Latin words only: Chinese is covered by characters
+MIN_DF = 2  # an n-gram of a single example is noise more often than signal
+LOGISTIC_C = 20.0  # weak regularisation: TF-IDF text features are many and sparse
+LOGISTIC_TOL = 1e-3  # the ranking of intents settles long before the default 1e-4
+SVM_C = 0.5
+CALIBRATION_FOLDS = 3
+ROTATIONS = 4  # validation: each rotation holds out a quarter of the intents as unseen
+VALIDATION_SHARE = 0.2  # of each intent's examples, held out for choosing the threshold
+MIN_INTENTS_FOR_UNSEEN = 3  # fewer intents: validate on known intents only
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What a model directory says about itself (manifest.json)."""
+
+    sklearn_version: str
+    threshold: float
+    intents: tuple[str, ...]
+    containable: Mapping[str, bool]
+    kb_digest: str = ""  # sha256 of the knowledge base trained with ("" = none)
+    kb_source: str = ""
+    examples: int = 0
+    trained_at: str = ""
+    target_false_containment: float = 0.0
+    validation: Mapping[str, Any] = field(default_factory=dict)
+    format: int = FORMAT
+
+    def to_json(self, indent: bool = True) -> bytes:
+        data = asdict(self)
+        data["intents"] = list(self.intents)
+        return orjson.dumps(data, option=(orjson.OPT_INDENT_2 if indent else 0)
+                            | orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_json(cls, raw: bytes, source: str) -> Manifest:
+        try:
+            data = orjson.loads(raw)
+            return cls(
+                sklearn_version=str(data["sklearn_version"]),
+                threshold=float(data["threshold"]),
+                intents=tuple(str(i) for i in data["intents"]),
+                containable={str(k): bool(v) for k, v in data["containable"].items()},
+                kb_digest=str(data.get("kb_digest", "")),
+                kb_source=str(data.get("kb_source", "")),
+                examples=int(data.get("examples", 0)),
+                trained_at=str(data.get("trained_at", "")),
+                target_false_containment=float(data.get("target_false_containment", 0.0)),
+                validation=dict(data.get("validation", {})),
+                format=int(data.get("format", 0)),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelError(f"{source}: not a valid model manifest ({exc}); retrain with "
+                             "`peakroute bot train`") from None
+
+
+def build_model(class_sizes: Mapping[str, int]) -> Any:
+    """The scikit-learn pipeline (unfitted) for training data with these class sizes."""
+    features = FeatureUnion([
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, min_df=MIN_DF,
+                                  sublinear_tf=True, lowercase=False)),
+        ("words", TfidfVectorizer(analyzer="word", ngram_range=WORD_NGRAMS, min_df=MIN_DF,
+                                  sublinear_tf=True, lowercase=False,
+                                  token_pattern=WORD_TOKENS)),
+    ])
+    voters: list[tuple[str, Any]] = [
+        ("logistic", LogisticRegression(C=LOGISTIC_C, class_weight="balanced",
+                                        tol=LOGISTIC_TOL, max_iter=3000)),
+    ]
+    folds = min(CALIBRATION_FOLDS, min(class_sizes.values()))
+    if folds >= 2:  # calibration needs every intent in every fold
+        voters.append(("svm", CalibratedClassifierCV(
+            LinearSVC(C=SVM_C, class_weight="balanced"), cv=folds, method="sigmoid")))
+    return Pipeline([("features", features),
+                     ("vote", VotingClassifier(voters, voting="soft"))])
+
+
+ModelFactory = Callable[[Mapping[str, int]], Any]
+
+
+class IntentClassifier:
+    """A fitted pipeline and its manifest. ``predict_batch`` is the only hot path."""
+
+    def __init__(self, model: Any, manifest: Manifest) -> None:
+        self.model = model
+        self.manifest = manifest
+        self._classes = [str(c) for c in model.classes_]
+
+    @property
+    def threshold(self) -> float:
+        return self.manifest.threshold
+
+    @property
+    def intents(self) -> tuple[str, ...]:
+        return self.manifest.intents
+
+    def containable(self, intent: str) -> bool:
+        return self.manifest.containable.get(intent, False)
+
+    def predict_batch(self, texts: Sequence[str]) -> list[Prediction]:
+        """One vectorised call for the whole batch."""
+        if not texts:
+            return []
+        probabilities = self.model.predict_proba([features_text(t) for t in texts])
+        best = probabilities.argmax(axis=1)
+        confidence = probabilities[np.arange(len(texts)), best]
+        return [Prediction(self._classes[b], float(c))
+                for b, c in zip(best.tolist(), confidence.tolist(), strict=True)]
+
+    def save(self, directory: Path) -> None:
+        """Write the model directory atomically (a temporary sibling, then a rename), so a
+        worker that reloads it never sees half a model."""
+        directory = directory.resolve()
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            joblib.dump(self.model, tmp / MODEL_FILE)
+            (tmp / MANIFEST_FILE).write_bytes(self.manifest.to_json())
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+                directory.rename(old)
+                tmp.rename(directory)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, directory: Path) -> IntentClassifier:
+        manifest_path = directory / MANIFEST_FILE
+        try:
+            manifest = Manifest.from_json(manifest_path.read_bytes(), str(manifest_path))
+        except FileNotFoundError:
+            raise ModelError(f"{directory}: no {MANIFEST_FILE}; train a model into it with "
+                             f"`peakroute bot train [LABELLED.csv] --out {directory}`") from None
+        check_compatible(manifest, str(directory))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # minor-version pickle warnings: checked above
+                model = joblib.load(directory / MODEL_FILE)
+        except FileNotFoundError:
+            raise ModelError(f"{directory}: no {MODEL_FILE}; retrain with "
+                             "`peakroute bot train`") from None
+        except Exception as exc:  # unpickling can fail in many ways; all mean "retrain"
+            raise ModelError(f"{directory}/{MODEL_FILE} cannot be loaded "
+                             f"({type(exc).__name__}); retrain with `peakroute bot train`"
+                             ) from None
+        return cls(model, manifest)
+
+
+def check_compatible(manifest: Manifest, source: str) -> None:
+    if manifest.format != FORMAT:
+        raise ModelError(f"{source}: model format {manifest.format}, this peakroute reads "
+                         f"{FORMAT}; retrain with `peakroute bot train`")
+    trained, running = _major(manifest.sklearn_version), _major(sklearn.__version__)
+    if trained != running:
+        raise ModelError(
+            f"{source}: trained with scikit-learn {manifest.sklearn_version}, this is "
+            f"{sklearn.__version__} (another major version cannot load it safely); retrain "
+            "with `peakroute bot train`")
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+def train(
+    examples: Sequence[tuple[str, str]],
+    containable: Mapping[str, bool],
+    *,
+    target_false_containment: float,
+    kb_digest: str = "",
+    kb_source: str = "",
+    seed: int = 0,
+    factory: ModelFactory = build_model,
+    threshold: float | None = None,
+) -> IntentClassifier:
+    """Fit on (text, intent) examples (intent ``oos`` = out of scope). The threshold is the
+    given one (a knowledge base's `threshold`), else chosen on validation splits of the same
+    examples. ``containable`` says which intents the bot may close (the others are
+    predicted, then handed off)."""
+    texts, labels = _prepare(examples)
+    if threshold is None:
+        threshold, validation = choose_threshold(texts, labels, containable,
+                                                 target_false_containment, seed, factory)
+    else:
+        validation = {"threshold_from": "knowledge base"}
+    model = factory(_sizes(labels))
+    model.fit(texts, labels)
+    intents = tuple(sorted(set(labels) - {OOS}))
+    manifest = Manifest(
+        sklearn_version=sklearn.__version__, threshold=threshold, intents=intents,
+        containable={i: bool(containable.get(i, False)) for i in intents},
+        kb_digest=kb_digest, kb_source=kb_source, examples=len(texts),
+        trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        target_false_containment=target_false_containment, validation=validation,
+    )
+    return IntentClassifier(model, manifest)
+
+
+def _prepare(examples: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    texts = [features_text(t) for t, _ in examples]
+    labels = [label or OOS for _, label in examples]
+    intents = set(labels) - {OOS}
+    if len(intents) < 2:
+        raise ModelError(f"training data has {len(intents)} intent(s); a classifier needs at "
+                         "least 2 (add examples, or a knowledge base with --kb)")
+    return texts, labels
+
+
+def _sizes(labels: Sequence[str]) -> dict[str, int]:
+    sizes: dict[str, int] = defaultdict(int)
+    for label in labels:
+        sizes[label] += 1
+    return dict(sizes)
+
+
+def choose_threshold(
+    texts: Sequence[str], labels: Sequence[str], containable: Mapping[str, bool],
+    target_false_containment: float, seed: int, factory: ModelFactory,
+) -> tuple[float, dict[str, Any]]:
+    """Pick the threshold on validation outcomes pooled over rotations: in each, a quarter of
+    the intents is left out of training and its held-out examples are labelled out of scope
+    (the questions a deployed bot meets that it was never taught), and the model is fitted on
+    the rest of the training share. Returns the threshold and a summary for the manifest."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_label[label].append(i)
+    held_out: list[int] = []
+    for label in sorted(by_label):
+        idx = by_label[label][:]
+        rng.shuffle(idx)
+        if len(idx) >= 2:  # an intent with one example keeps it for training
+            held_out.extend(idx[:max(1, round(len(idx) * VALIDATION_SHARE))])
+    held = set(held_out)
+    intents = sorted(set(labels) - {OOS})
+    rng.shuffle(intents)
+    rotations = min(ROTATIONS, len(intents)) if len(intents) >= MIN_INTENTS_FOR_UNSEEN else 1
+    unseen_groups = ([set(intents[r::rotations]) for r in range(rotations)]
+                     if rotations > 1 else [set()])
+    outcomes: list[Outcome] = []
+    for unseen in unseen_groups:
+        fit_idx = [i for i in range(len(texts)) if i not in held and labels[i] not in unseen]
+        fit_labels = [labels[i] for i in fit_idx]
+        if len(set(fit_labels) - {OOS}) < 2:
+            continue
+        model = factory(_sizes(fit_labels))
+        model.fit([texts[i] for i in fit_idx], fit_labels)
+        classes = [str(c) for c in model.classes_]
+        probabilities = model.predict_proba([texts[i] for i in held_out])
+        for i, row in zip(held_out, probabilities, strict=True):
+            b = int(row.argmax())
+            truth = OOS if labels[i] in unseen else labels[i]
+            outcomes.append(Outcome(truth, classes[b], float(row[b]),
+                                    bool(containable.get(classes[b], False))))
+    if not outcomes:
+        raise ModelError("too few examples to validate a threshold: give every intent at "
+                         "least 2 examples")
+    threshold, met = pick_threshold(outcomes, target_false_containment)
+    at: Scores = score(outcomes, threshold)
+    return threshold, {
+        "questions": at.n, "unseen_intent_questions": at.out_of_scope, "rotations": rotations,
+        "containment": round(at.containment, 4),
+        "false_containment": round(at.false_containment, 4),
+        "correct_containment": round(at.correct_containment, 4),
+        "oos_recall": round(at.oos_recall, 4), "target_met": met,
+    }

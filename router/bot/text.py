@@ -1,0 +1,31 @@
+"""Text helpers the bot shares: normalisation for matching and features, and language guessing."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from router.events import Language
+
+_DIGITS = re.compile(r"\d+")
+_SPACES = re.compile(r"\s+")
+# CJK Unified Ideographs (and extension A): enough to tell Chinese from English text.
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+
+
+def normalize(text: str) -> str:
+    """NFKC (full-width letters, digits and punctuation become ASCII), lower case, one space
+    between words. Used by the rules and by the classifier's features alike."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().lower()
+
+
+def features_text(text: str) -> str:
+    """What the classifier sees: normalised, every run of digits replaced by one ``0`` so that
+    order numbers, amounts and dates do not become features of their own."""
+    return _DIGITS.sub("0", normalize(text))
+
+
+def detect_language(text: str) -> Language:
+    """Chinese if the text has any Chinese character, else English (for labelled CSVs and
+    `peakroute bot ask` without --language; events carry their language)."""
+    return Language.ZH if _CJK.search(text) else Language.EN

@@ -1,0 +1,162 @@
+"""router.bot.classifier on the small test knowledge base: train, predict, save, load."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+import sklearn
+
+from router.bot.classifier import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    IntentClassifier,
+    Manifest,
+    build_model,
+    check_compatible,
+    train,
+)
+from router.bot.errors import ModelError
+from router.bot.scoring import OOS
+
+from ._bot import TARGET, small_kb, small_model
+
+
+def test_it_predicts_its_own_examples_in_both_languages() -> None:
+    kb = small_kb()
+    texts, labels = zip(*kb.examples(), strict=True)
+    predictions = small_model().predict_batch(list(texts))
+    right = sum(p.intent == label for p, label in zip(predictions, labels, strict=True))
+    assert right / len(labels) > 0.95
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("快递到哪里了", "logistics"), ("my parcel has not arrived", "logistics"),
+    ("优惠券不能用", "coupon"), ("please refund me", "refund"),
+])
+def test_it_generalises_to_unseen_wordings(text: str, intent: str) -> None:
+    assert small_model().predict_batch([text])[0].intent == intent
+
+
+def test_digits_do_not_matter() -> None:
+    a, b = small_model().predict_batch(["订单 123456 的快递到哪了", "订单 987 的快递到哪了"])
+    assert a == b
+
+
+def test_full_width_and_case_do_not_matter() -> None:
+    wide = "ｗｈｅｒｅ ｉｓ ｍｙ ｐａｃｋａｇｅ"
+    a, b = small_model().predict_batch(["WHERE IS MY PACKAGE", wide])
+    assert a == b
+
+
+def test_confidences_are_probabilities() -> None:
+    for p in small_model().predict_batch(["hello", "快递", "", "🙂" * 50]):
+        assert 0.0 <= p.confidence <= 1.0
+
+
+def test_an_empty_batch_gives_no_predictions() -> None:
+    assert small_model().predict_batch([]) == []
+
+
+def test_one_batch_equals_one_at_a_time() -> None:
+    texts = ["快递到哪里了", "refund please", "发票"]
+    batch = small_model().predict_batch(texts)
+    assert batch == [small_model().predict_batch([t])[0] for t in texts]
+
+
+def test_the_manifest_records_intents_containable_kb_and_threshold() -> None:
+    m = small_model().manifest
+    assert m.intents == tuple(sorted(small_kb().intents))
+    assert m.containable["logistics"] is True
+    assert m.containable["refund"] is False
+    assert m.kb_digest == small_kb().digest
+    assert m.sklearn_version == sklearn.__version__
+    assert 0.0 <= m.threshold < 1.0
+    assert m.target_false_containment == TARGET
+    assert m.validation["rotations"] == 4
+    assert m.examples == len(small_kb().examples())
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    model = small_model()
+    model.save(tmp_path / "m")
+    loaded = IntentClassifier.load(tmp_path / "m")
+    assert loaded.manifest == model.manifest
+    texts = ["快递到哪里了", "refund please"]
+    assert loaded.predict_batch(texts) == model.predict_batch(texts)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [MANIFEST_FILE, MODEL_FILE]
+
+
+def test_save_replaces_an_existing_model_and_leaves_no_temporary_dirs(tmp_path: Path) -> None:
+    small_model().save(tmp_path / "m")
+    small_model().save(tmp_path / "m")
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_load_of_a_missing_dir_says_how_to_train(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="peakroute bot train"):
+        IntentClassifier.load(tmp_path / "none")
+
+
+def test_load_of_a_corrupt_manifest_says_to_retrain(tmp_path: Path) -> None:
+    small_model().save(tmp_path / "m")
+    (tmp_path / "m" / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(ModelError, match="not a valid model manifest"):
+        IntentClassifier.load(tmp_path / "m")
+
+
+def test_load_of_a_corrupt_model_file_says_to_retrain(tmp_path: Path) -> None:
+    small_model().save(tmp_path / "m")
+    (tmp_path / "m" / MODEL_FILE).write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="cannot be loaded"):
+        IntentClassifier.load(tmp_path / "m")
+
+
+def test_a_model_from_another_sklearn_major_version_is_refused(tmp_path: Path) -> None:
+    small_model().save(tmp_path / "m")
+    path = tmp_path / "m" / MANIFEST_FILE
+    data = orjson.loads(path.read_bytes())
+    data["sklearn_version"] = "0.24.2"
+    path.write_bytes(orjson.dumps(data))
+    with pytest.raises(ModelError, match=r"scikit-learn 0\.24\.2.*retrain"):
+        IntentClassifier.load(tmp_path / "m")
+
+
+def test_another_minor_version_is_accepted() -> None:
+    major = sklearn.__version__.split(".")[0]
+    check_compatible(replace(small_model().manifest, sklearn_version=f"{major}.0.0"), "m")
+
+
+def test_another_model_format_is_refused() -> None:
+    with pytest.raises(ModelError, match="format"):
+        check_compatible(replace(small_model().manifest, format=99), "m")
+
+
+def test_manifest_json_round_trips() -> None:
+    m = small_model().manifest
+    assert Manifest.from_json(m.to_json(), "x") == m
+
+
+def test_training_needs_two_intents() -> None:
+    with pytest.raises(ModelError, match="at least 2"):
+        train([("a", "x"), ("b", "x"), ("c", OOS)], {"x": True}, target_false_containment=0.05)
+
+
+def test_out_of_scope_rows_become_a_class_of_their_own() -> None:
+    examples = [*small_kb().examples(),
+                *[(t, OOS) for t in ("今天天气怎么样", "讲个笑话", "what is the weather",
+                                     "tell me a joke", "who won the football", "股票会涨吗",
+                                     "recommend a movie", "推荐一部电影")]]
+    model = train(examples, {"logistics": True}, target_false_containment=0.05)
+    assert OOS not in model.intents
+    assert model.predict_batch(["今天天气怎么样啊"])[0].intent == OOS
+
+
+def test_an_intent_with_one_example_still_trains_with_the_logistic_model_alone() -> None:
+    model = build_model({"a": 1, "b": 5})
+    assert [name for name, _ in model.named_steps["vote"].estimators] == ["logistic"]
+    examples = [("where is my parcel", "a"), *[(f"refund number {i}", "b") for i in range(5)]]
+    trained = train(examples, {"a": True, "b": False}, target_false_containment=0.05)
+    assert trained.predict_batch(["refund"])[0].intent == "b"
