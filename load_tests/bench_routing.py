@@ -81,7 +81,6 @@ def agent_profile(rng: random.Random, queues: int) -> tuple[dict[str, int], dict
 class Driver:
     """Keeps the closed loop: what was offered gets accepted, what was answered completes."""
 
-    store: RoutingStore
     domain: str
     queues: int
     agents: list[str]
@@ -211,25 +210,28 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
                 events.append(AgentLoggedIn(event_id=f"login-{aid}", ts_ms=now, agent_id=aid,
                                             domain=d, skills=skills, capacity=capacity))
             await store.apply(events, now)
-        drivers.append(Driver(store, d, args.queues, agents, random.Random(rng.random()),
+        drivers.append(Driver(d, args.queues, agents, random.Random(rng.random()),
                               active_target=int(slots * args.occupancy)))
     login_s = time.perf_counter() - login_t0
     last_tick = time.perf_counter()
-    decisions = 0
+    decisions = scripts = 0
 
     async def routing_step(worker: int) -> int:
-        nonlocal last_tick, decisions
+        nonlocal last_tick, decisions, scripts
         now = int(time.time() * 1000)
         events = drivers[worker].batch(args.batch, now)
         results = await store.apply(events, now)  # (no += across an await: tasks interleave)
-        decisions += drivers[worker].follow(results)
+        made = drivers[worker].follow(results)
         if worker == 0 and time.perf_counter() - last_tick >= 0.5:  # the worker's timer
             last_tick = time.perf_counter()
             ticked = await store.tick(now)
-            decisions += drivers[0].follow([ticked])
-        return len(events)
+            for driver in drivers:  # each domain's transitions to its own driver
+                made += driver.follow([[t for t in ticked if t.domain == driver.domain]])
+        decisions += made
+        scripts += len(events)
+        return made  # latency is counted per decision
 
-    scripts, elapsed, lat = await drive(args.seconds, args.concurrency, routing_step)
+    _, elapsed, lat = await drive(args.seconds, args.concurrency, routing_step)
     noop = client.register_script("return ARGV[1]")
     await noop(keys=["pr:{d:noop}:"], args=[0])  # load it
 

@@ -64,8 +64,7 @@ async def _drive(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
             login = AgentLoggedIn(event_id=f"login-{aid}", ts_ms=now, agent_id=aid, domain=d,
                                   skills=skills, capacity=capacity)
             await prod.send(settings.topic_agents_events, login.to_json(), key=d.encode())
-        drivers[d] = Driver(None, d, args.queues, agents,  # type: ignore[arg-type]
-                            random.Random(rng.random()),
+        drivers[d] = Driver(d, args.queues, agents, random.Random(rng.random()),
                             active_target=int(slots * args.occupancy))
     await prod.flush()
     await asyncio.sleep(2.0)  # let the logins land before contacts arrive

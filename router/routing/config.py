@@ -131,7 +131,7 @@ def parse_policy(text: str, source: str, base: Mapping[str, Any] | None = None) 
         raise PolicyError(f"{source}: not valid YAML{where}: fix the syntax") from None
     at = _At(source, "")
     doc = at.mapping(doc, {"version", "defaults", "domains"}, required={"domains"})
-    if doc.get("version", 1) != 1:
+    if doc.get("version", 1) != 1 or isinstance(doc.get("version"), bool):
         raise at.child("version").error(f"unsupported version {doc['version']!r}", "write 1")
     defaults = at.child("defaults").mapping(doc.get("defaults", {}), _DOMAIN_KEYS | _QUEUE_KEYS)
     domains_at = at.child("domains")
@@ -161,6 +161,8 @@ _BUILTIN = {
 
 def _domain(at: _At, raw: dict[str, Any]) -> DomainPolicy:
     merged = {**_BUILTIN, **raw}
+    # A capacity given for some channels keeps the others' defaults.
+    merged["capacity"] = {**_BUILTIN["capacity"], **(raw.get("capacity") or {})}
     q_at = at.child("queues")
     raw_queues = q_at.mapping(merged.get("queues"), None)
     if not raw_queues:

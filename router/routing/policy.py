@@ -211,9 +211,10 @@ _PLANS: dict[tuple[int, str, str, bool], tuple[DomainPolicy, RequestPlan]] = {}
 def plan_request(event: RoutingRequested, policy: DomainPolicy) -> RequestPlan:
     queue, reason = resolve_queue(policy, event.queue, event.skills)
     vip = event.tier == Tier.VIP
-    # The lane already requires the queue's skills and the language at level 1.
+    # The lane already requires the queue's skills and the contact's language at level 1.
+    own = event.language.value if policy.language_skill else None
     extra = {name: level for name, level in event.skills.items()
-             if level > queue.skills.get(name, 1 if name in LANGUAGES else 0)}
+             if level > queue.skills.get(name, 1 if name == own else 0)}
     key = (id(policy), queue.name, event.language.value, vip)
     hit = _PLANS.get(key)
     if hit is None or hit[0] is not policy:  # the part every contact of a lane shares

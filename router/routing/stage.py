@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from router import metrics
 from router.decode import Decoder, Reason, Rejection
+from router.errors import PolicyError
 from router.events import AssignmentOffered, AssignmentRescinded, Channel, Decision, RoutingDecision
 from router.routing.policy import lane_skills
 from router.routing.store import RoutingStore, Transition
@@ -37,7 +38,7 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
         return []
     base = f"{t.domain}/{t.contact_id}/{t.offer_id}"
     if t.kind in {"relaxed", "queued"}:  # a contact may relax and re-queue several times
-        base = f"{base}/{t.ring}/{t.waited_ms}"
+        base = f"{base}/{t.seq}"
     out = [Output("routing_decisions", t.domain, RoutingDecision(
         event_id=derived_id(base, t.kind), ts_ms=now, domain=t.domain, contact_id=t.contact_id,
         decision=decision, agent_id=t.agent_id or None, offer_id=t.offer_id or None,
@@ -89,7 +90,10 @@ class RoutingStage:
     def _skills(self, t: Transition) -> dict[str, int] | None:
         if t.kind != "offered":
             return None
-        return lane_skills(self.store.policy.for_domain(t.domain), t.lane)
+        try:
+            return lane_skills(self.store.policy.for_domain(t.domain), t.lane)
+        except PolicyError:  # the policy lost the domain while the contact was waiting
+            return None
 
     async def tick(self) -> list[Output]:
         """Time-driven step: expire unanswered offers, open due rings, re-route."""

@@ -16,7 +16,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from router.errors import PeakrouteError, RoutingStoreError
+from router import logs
+from router.errors import PeakrouteError, PolicyError, RoutingStoreError
 from router.events import (
     AgentLoggedIn,
     AgentLoggedOut,
@@ -39,6 +40,7 @@ from router.routing.policy import (
 )
 from router.settings import Settings
 
+log = logs.get("routing")
 DOMAINS_KEY = "pr:domains"  # set of routing domains seen (outside any hash tag: plain set)
 TICK_BATCH = 500  # offers and ring openings one tick handles per domain
 SCRIPTS = ("request", "accept", "decline", "tick", "complete", "login", "state", "logout",
@@ -71,6 +73,7 @@ class Transition:
     within_target: bool = False  # answered: inside the contact's service target
     priority: int = 0
     reason: str = ""  # stale / duplicate: the state the contact was in
+    seq: int = 0  # queued / relaxed: the contact's own count of these (distinct event ids)
 
     @property
     def queue(self) -> str:
@@ -93,7 +96,7 @@ def _transition(domain: str, row: Sequence[Any], queued_reason: str = "") -> Tra
     return Transition(kind, domain, cid, aid, oid, ch, lane, ring, waited,
                       expires_at_ms=n2 if kind == "offered" else 0,
                       within_target=kind == "answered" and n2 == 1, priority=pri,
-                      reason=reason)
+                      reason=reason, seq=n2 if kind in {"queued", "relaxed"} else 0)
 
 
 class RoutingStore:
@@ -205,13 +208,28 @@ class RoutingStore:
         if not domains:
             return []
         pipe = self.redis.pipeline(transaction=False)
+        ticked = []
         for domain in domains:
-            policy = self.policy.for_domain(domain)
+            try:
+                policy = self.policy.for_domain(domain)
+            except PolicyError:
+                # Seen once (its events were dead-lettered) but the policy does not cover it:
+                # nothing of it can be waiting. Other domains keep their timer.
+                continue
             self._call(pipe, "tick", domain, now_ms, int(policy.offer_timeout_s * 1000),
                        self._limit, TICK_BATCH, policy.on_no_answer.value)
-        results = await pipe.execute()
-        return [_transition(domain, row)
-                for domain, rows in zip(domains, results, strict=True) for row in rows]
+            ticked.append(domain)
+        if not ticked:
+            return []
+        results = await pipe.execute(raise_on_error=False)
+        out: list[Transition] = []
+        for domain, rows in zip(ticked, results[len(results) - len(ticked):], strict=True):
+            if isinstance(rows, Exception):  # one domain's failure leaves the others' steps
+                log.error("routing_tick_failed",
+                          extra=logs.fields(domain=domain, error=str(rows)[:300]))
+                continue
+            out.extend(_transition(domain, row) for row in rows)
+        return out
 
     async def record_bot_outcomes(
         self, outcomes: Iterable[tuple[str, str, str]], now_ms: int

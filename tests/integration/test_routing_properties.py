@@ -56,7 +56,8 @@ from router.routing.policy import (
     parse_levels,
     plan_request,
 )
-from router.routing.store import RoutingStore, Transition, prefix
+from router.routing.stage import transition_outputs
+from router.routing.store import DOMAINS_KEY, RoutingStore, Transition, prefix
 from router.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,7 @@ version: 1
 defaults:
   offer_timeout_s: 8
   priority_step_s: 5
-  on_no_answer: not_ready
+  on_no_answer: {on_no_answer}
   on_decline: {on_decline}
   capacity: {{chat: 2, voice: 1}}
   vip: {{service_target_s: 10, weight: 2}}
@@ -95,6 +96,14 @@ AGENTS = {  # fixed profiles: capacity never changes under an agent's feet
     "a3": ({"zh": 1, "general": 2, "orders": 2, "vipcare": 1}, {"chat": 1, "voice": 1}),
     "a4": ({"en": 1, "zh": 1, "refunds": 3, "orders": 1}, {"chat": 3}),  # capped at 2 by policy
 }
+# Second profiles an agent may re-send while holding contacts (same capacity, other skills).
+RELOGIN = {
+    "a0": {"zh": 1, "en": 1, "general": 3},
+    "a1": {"zh": 1, "refunds": 2, "orders": 2},
+    "a2": {"en": 1, "zh": 1, "refunds": 1},
+    "a3": {"zh": 1, "orders": 1},
+    "a4": {"en": 1, "general": 1, "vipcare": 1},
+}
 QUEUES = ("refunds", "orders", "general", "", "nope")  # "" and "nope": the default queue
 CHANNELS = ("chat", "voice")
 START_MS = 1_800_000_000_000
@@ -102,14 +111,16 @@ START_MS = 1_800_000_000_000
 
 class RoutingMachine(RuleBasedStateMachine):
     on_decline = "ready"
+    on_no_answer = "not_ready"
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.aclient = aioredis.Redis.from_url(REDIS_URL[0])
         self.sync = redis.Redis.from_url(REDIS_URL[0], decode_responses=True)
-        self.policy: RoutingPolicy = parse_policy(POLICY.format(on_decline=self.on_decline),
-                                                  "<test policy>")
+        self.policy: RoutingPolicy = parse_policy(
+            POLICY.format(on_decline=self.on_decline, on_no_answer=self.on_no_answer),
+            "<test policy>")
         self.store = RoutingStore(self.aclient, Settings(match_scan_limit=50), self.policy)
         self.domain = f"p-{uuid.uuid4().hex[:12]}"
         self.p = prefix(self.domain)
@@ -118,9 +129,12 @@ class RoutingMachine(RuleBasedStateMachine):
         self.contacts: list[str] = []
         self.offers: dict[str, tuple[str, str]] = {}  # cid -> (aid, oid), outstanding
         self.answered: dict[str, str] = {}  # cid -> aid, not yet completed
+        self.declined: set[tuple[str, str]] = set()  # (contact, agent) it went back from
+        self.audit_ids: set[str] = set()
         self.seq = 0
 
     def teardown(self) -> None:
+        self.sync.srem(DOMAINS_KEY, self.domain)  # later examples' ticks skip this one
         self.loop.run_until_complete(self.aclient.aclose())
         self.loop.close()
         self.sync.close()
@@ -132,14 +146,28 @@ class RoutingMachine(RuleBasedStateMachine):
         return f"e{self.seq}"
 
     def apply(self, event: Event) -> list[Transition]:
-        self.sent.append(event)
-        [result] = self.loop.run_until_complete(self.store.apply([event], self.now))
-        assert not isinstance(result, Exception), result
-        self._follow(result)
-        return result
+        return self.apply_batch([event])[0]
+
+    def apply_batch(self, events: list[Event]) -> list[list[Transition]]:
+        """One pipelined batch, as the stage sends them."""
+        self.sent.extend(events)
+        results = self.loop.run_until_complete(self.store.apply(events, self.now))
+        out = []
+        for result in results:
+            assert not isinstance(result, Exception), result
+            self._follow(result)
+            out.append(result)
+        return out
 
     def _follow(self, transitions: list[Transition]) -> None:
         for t in transitions:
+            for output in transition_outputs(t, self.now):  # audit and assignment event ids
+                assert output.event.event_id not in self.audit_ids, (t, "event id reused")
+                self.audit_ids.add(output.event.event_id)
+            if t.kind in {"declined", "expired"}:
+                self.declined.add((t.contact_id, t.agent_id))
+            elif t.kind in {"offered", "abandoned"}:
+                self.declined = {pair for pair in self.declined if pair[0] != t.contact_id}
             if t.kind == "offered":
                 assert t.contact_id not in self.offers, f"{t.contact_id} offered twice"
                 self.offers[t.contact_id] = (t.agent_id, t.offer_id)
@@ -191,6 +219,30 @@ class RoutingMachine(RuleBasedStateMachine):
         self.apply(AgentLoggedIn(event_id=self._id(), ts_ms=self.now, agent_id=aid,
                                  domain=self.domain, skills=skills, capacity=capacity,
                                  ready=ready))
+
+    @rule(aid=st.sampled_from(sorted(AGENTS)), ready=st.booleans())
+    def relogin_with_other_skills(self, aid: str, ready: bool) -> None:
+        """A supervisor changed the agent's profile; it may be holding contacts."""
+        self.apply(AgentLoggedIn(event_id=self._id(), ts_ms=self.now, agent_id=aid,
+                                 domain=self.domain, skills=RELOGIN[aid],
+                                 capacity=AGENTS[aid][1], ready=ready))
+
+    @rule(queue=st.sampled_from(QUEUES), aid=st.sampled_from(sorted(AGENTS)),
+          language=st.sampled_from(list(Language)))
+    def one_batch_with_an_arrival_login_and_logout(self, queue: str, aid: str,
+                                                   language: Language) -> None:
+        """Several events in one pipelined batch (same clock): ids stay distinct."""
+        cid = f"c{len(self.contacts)}"
+        self.contacts.append(cid)
+        skills, capacity = AGENTS[aid]
+        self.apply_batch([
+            RoutingRequested(event_id=self._id(), ts_ms=self.now, contact_id=cid,
+                             domain=self.domain, language=language, queue=queue),
+            AgentLoggedIn(event_id=self._id(), ts_ms=self.now, agent_id=aid,
+                          domain=self.domain, skills=skills, capacity=capacity),
+            AgentLoggedOut(event_id=self._id(), ts_ms=self.now, agent_id=aid,
+                           domain=self.domain),
+        ])
 
     @rule(aid=st.sampled_from(sorted(AGENTS)),
           state=st.sampled_from([AgentState.READY, AgentState.NOT_READY, AgentState.OFFLINE]))
@@ -298,6 +350,16 @@ class RoutingMachine(RuleBasedStateMachine):
         self._follow([t for t in result if t.domain == self.domain])
 
     # --- invariants ------------------------------------------------------------------------
+
+    @invariant()
+    def no_contact_waits_while_an_agent_who_may_take_it_is_free(self) -> None:
+        """Every trigger matched what it could: a waiting contact has no free agent in its open
+        rings (except the one it just went back from)."""
+        agents = self.agent_views()
+        for contact in self.waiting_views():
+            declined = {aid for cid, aid in self.declined if cid == contact.contact_id}
+            free = [a for a in agents.values() if a.agent_id not in declined]
+            assert best_agent(contact, free) is None, (contact, best_agent(contact, free))
 
     @invariant()
     def books_and_indexes_are_consistent(self) -> None:
@@ -436,7 +498,12 @@ class DeclineNotReadyMachine(RoutingMachine):
     on_decline = "not_ready"
 
 
-@pytest.mark.parametrize("machine", [RoutingMachine, DeclineNotReadyMachine])
+class NoAnswerStaysReadyMachine(RoutingMachine):
+    on_no_answer = "ready"
+
+
+@pytest.mark.parametrize("machine", [RoutingMachine, DeclineNotReadyMachine,
+                                     NoAnswerStaysReadyMachine])
 def test_routing_invariants_hold_under_random_interleavings(
     stack: Settings, machine: type[RoutingMachine],
 ) -> None:

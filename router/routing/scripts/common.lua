@@ -165,6 +165,9 @@ end
 -- Transition rows: kind, cid, aid, oid, channel, lane, ring, waited_ms, n2, priority, reason
 -- (n2: offered = expires_at_ms, answered = 1 if within target). See store.Transition.
 local function row(kind, cid, aid, oid, ch, lane, ring, waited, n2, pri, reason)
+  if kind == 'queued' or kind == 'relaxed' then  -- n2: the contact's own count (distinct ids)
+    n2 = redis.call('HINCRBY', ckey(cid), 'n', 1)
+  end
   return {kind, cid or '', aid or '', oid or '', ch or '', lane or '', ring or 0, waited or 0,
           n2 or 0, pri or 0, reason or ''}
 end
@@ -230,7 +233,8 @@ local function offer(cid, aid, now, timeout_ms, out, pool, f)
   f = f or redis.call('HMGET', c, 'ch', 'ln', 'rg', 'pri', 'esc')
   local ch, ln, rg, pri, esc = f[1], f[2], f[3], f[4], f[5]
   local k = akey(aid)
-  local st, cap, load, last = unpack(redis.call('HMGET', k, 'st', 'cap:' .. ch, 'load:' .. ch, 'last'))
+  local st, cap, load, last, rr = unpack(redis.call('HMGET', k, 'st', 'cap:' .. ch, 'load:' .. ch,
+                                                   'last', 'rr:' .. pool))
   cap, load = tonumber(cap or '0'), tonumber(load or '0')
   if st ~= 'ready' or load >= cap then
     stat('invariant_violations')
@@ -243,11 +247,10 @@ local function offer(cid, aid, now, timeout_ms, out, pool, f)
   redis.call('ZADD', OX, expires, cid)
   redis.call('SADD', offers_of(aid), cid)
   load = load + 1
-  if now > tonumber(last or '0') then  -- idle time only moves forward (clocks may differ)
-    redis.call('HSET', k, 'load:' .. ch, load, 'rr:' .. pool, now, 'last', now)
-  else
-    redis.call('HSET', k, 'load:' .. ch, load, 'rr:' .. pool, now)
-  end
+  redis.call('HSET', k, 'load:' .. ch, load)
+  -- Idle time and turns only move forward (workers' clocks may differ): scores never fall.
+  if now > tonumber(last or '0') then redis.call('HSET', k, 'last', now) end
+  if now > tonumber(rr or '0') then redis.call('HSET', k, 'rr:' .. pool, now) end
   -- Full or not, the agent's entries in its other pools stay as they are: pick_agent drops or
   -- re-scores them when they come up (see fresh_score).
   stat('offered')
@@ -261,26 +264,24 @@ end
 -- relax them) or one agent is excluded.
 local function pick_agent(key, ring, extra, exclude, limit, ch, pool, strategy)
   local check = #extra > 0 and ring == 0
-  local n = 2  -- the head, and the next one in case the head is the excluded agent
-  if check then n = limit end
-  for _ = 1, limit do
-    local got = redis.call('ZRANGE', key, 0, n - 1, 'WITHSCORES')
-    local stale = false
-    for i = 1, #got, 2 do
-      local aid, stored = got[i], tonumber(got[i + 1])
-      local fresh = fresh_score(strategy, stored, aid, ch, pool)
-      if not fresh then
-        redis.call('ZREM', key, aid)  -- full since it was indexed: out, look again
-        stale = true
-        break
-      elseif fresh > stored then
-        redis.call('ZADD', key, fresh, aid)  -- it moves back; look at the new order
-        stale = true
-        break
-      end
-      if aid ~= exclude and (not check or agent_has_skills(aid, extra)) then return aid end
+  local passed = 0  -- fresh entries at the head that may not take it (excluded, lacking skills)
+  -- Each entry is re-scored or dropped at most once per call, so this ends; only candidates
+  -- that are fresh but lack extra skills count against the scan limit.
+  for _ = 0, redis.call('ZCARD', key) do
+    local got = redis.call('ZRANGE', key, passed, passed, 'WITHSCORES')
+    if #got == 0 then return nil end
+    local aid, stored = got[1], tonumber(got[2])
+    local fresh = fresh_score(strategy, stored, aid, ch, pool)
+    if not fresh then
+      redis.call('ZREM', key, aid)  -- full or away since it was indexed: out, look again
+    elseif fresh > stored then
+      redis.call('ZADD', key, fresh, aid)  -- it moves back; look at the new order
+    elseif aid == exclude or (check and not agent_has_skills(aid, extra)) then
+      passed = passed + 1
+      if passed >= limit then return nil end
+    else
+      return aid
     end
-    if not stale then return nil end
   end
   return nil
 end
@@ -365,7 +366,7 @@ local function match_agent(aid, now, timeout_ms, limit, out, exclude)
     q.vip = 1
     if q.cls == 'v' then q.vip = 0 end
   end
-  for _ = 1, 64 do
+  for _ = 1, 100 do  -- at most every slot of the agent (3 channels x 32)
     local room = {}
     for _, q in ipairs(visible) do
       if room[q.ch] == nil then room[q.ch] = agent_has_room(aid, q.ch) end

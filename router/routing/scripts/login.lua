@@ -6,7 +6,8 @@ local aid, sk, caps, ready, mem, pl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5
 local now, timeout_ms, limit = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local k = akey(aid)
 local old = seats(aid)
-if redis.call('HGET', k, 'st') == 'ready' then count_ready(old, -1) end
+local was = redis.call('HGET', k, 'st')
+if was == 'ready' then count_ready(old, -1) end
 for _, ch in ipairs(agent_channels(aid)) do
   for _, seat in ipairs(old) do redis.call('ZREM', fkey(seat.pool, ch), aid) end
 end
@@ -27,12 +28,19 @@ local chs = {}
 for _, pair in ipairs(parse_skills(caps)) do chs[#chs + 1] = pair[1] end
 local lo = 0
 if string.find(pl, '|least_occupied', 1, true) then lo = 1 end
-redis.call('HSET', k, 'm', mem, 'pl', pl, 'st', 'offline', 'chs', table.concat(chs, ','), 'lo', lo)
+redis.call('HSET', k, 'm', mem, 'pl', pl, 'chs', table.concat(chs, ','), 'lo', lo)
 redis.call('HSETNX', k, 'last', now)
 redis.call('SADD', P .. 'agents', aid)
 local state = 'not_ready'
 if ready == '1' then state = 'ready' end
-set_state(aid, state, now)
+-- A profile re-sent while ready keeps the agent's idle time (a reconnect is not a new turn).
+redis.call('HSET', k, 'st', state)
+local new = seats(aid)
+if state == 'ready' then
+  count_ready(new, 1)
+  if was ~= 'ready' then touch(aid, now) end
+end
+index_all(aid, new)
 local out = {row('logged_in', '', aid)}
 if state == 'ready' then match_agent(aid, now, timeout_ms, limit, out) end
 return out
