@@ -152,7 +152,7 @@ def parse_policy(text: str, source: str, base: Mapping[str, Any] | None = None) 
 _DOMAIN_KEYS = {"queues", "default_queue", "priority_step_s", "offer_timeout_s", "on_no_answer",
                 "on_decline", "language_skill", "capacity"}
 _QUEUE_KEYS = {"skills", "service_target_s", "weight", "strategy", "vip", "rings"}
-_BUILTIN = {
+_BUILTIN: dict[str, Any] = {
     "service_target_s": 30.0, "weight": 1.0, "strategy": "longest_idle", "priority_step_s": 10.0,
     "offer_timeout_s": 20.0, "on_no_answer": "not_ready", "on_decline": "ready",
     "language_skill": True, "capacity": {"chat": 3, "voice": 1, "email": 5},
