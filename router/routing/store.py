@@ -1,13 +1,14 @@
 """Routing state in Redis: atomic Lua scripts per transition, called in pipelined batches.
 
 Keys of a routing domain share the hash tag ``{d:<domain>}`` (one Redis Cluster slot). Each
-script is ``scripts/common.lua`` + its own body, registered with EVALSHA (Redis >= 6.2 and
-Cluster; redis-py reloads a script on NOSCRIPT). The scripts only do what must be atomic;
-the parameters (time, target, timeouts, queue order) come from Python.
+script is ``scripts/common.lua`` + its own body, called with EVALSHA (Redis >= 6.2 and Cluster)
+in one pipeline per batch; a script Redis lost is loaded and its calls re-sent (NOSCRIPT). The
+scripts only do what must be atomic; the parameters (time, policy, timeouts) come from Python.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -15,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from router import logs
 from router.errors import PeakrouteError, PolicyError, RoutingStoreError
@@ -35,6 +37,7 @@ from router.routing.policy import (
     effective_capacity,
     format_levels,
     memberships,
+    parse_levels,
     plan_request,
     seats,
 )
@@ -50,6 +53,9 @@ STAT_FIELDS = (
     "answered_within_target", "wait_sum_ms", "abandoned", "short_abandoned", "completed",
     "declined", "expired", "relaxed", "rescinded", "invariant_violations",
 )
+
+
+_Call = tuple[str, str, tuple[Any, ...]]  # script name, domain prefix (KEYS[1]), ARGV
 
 
 def prefix(domain: str) -> str:
@@ -115,15 +121,36 @@ class RoutingStore:
         self._retention = settings.contact_retention_s
         self._short_ms = int(settings.short_abandon_s * 1000)
         self._known_domains: set[str] = set()
+        self._seated: set[str] = set()  # domains whose agents this process re-seated
 
-    def _call(self, pipe: Any, name: str, domain: str, *args: Any) -> None:
-        # Queue EVALSHA directly: the pipeline checks (SCRIPT EXISTS) and loads its registered
-        # scripts before it executes, so a restarted or flushed Redis costs nothing here.
-        script = self._scripts[name]
-        pipe.scripts.add(script)
-        pipe.evalsha(script.sha, 1, prefix(domain), *args)
+    def _call(self, calls: list[_Call], name: str, domain: str, *args: Any) -> None:
+        calls.append((name, prefix(domain), args))
 
-    def _queue(self, pipe: Any, event: Event, now_ms: int) -> str:
+    async def _run(self, calls: list[_Call], domains: Iterable[str] = ()) -> list[Any]:
+        """EVALSHA each call in one pipeline (one round trip; noting new domains rides along).
+        A script Redis does not have (restarted or flushed: NOSCRIPT) is loaded and its calls
+        sent again: they did not run. Per call: its result, or the error its script raised."""
+        new = set(domains) - self._known_domains
+        pipe = self.redis.pipeline(transaction=False)
+        if new:
+            pipe.sadd(DOMAINS_KEY, *new)
+        for name, key, args in calls:
+            pipe.evalsha(self._scripts[name].sha, 1, key, *args)
+        results = list(await pipe.execute(raise_on_error=False))[1 if new else 0:]
+        self._known_domains |= new
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            for name in {calls[i][0] for i in missing}:
+                await self.redis.script_load(self._scripts[name].script)
+            pipe = self.redis.pipeline(transaction=False)
+            for i in missing:
+                name, key, args = calls[i]
+                pipe.evalsha(self._scripts[name].sha, 1, key, *args)
+            for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                results[i] = result
+        return results
+
+    def _queue(self, calls: list[_Call], event: Event, now_ms: int) -> str:
         """Queue the script for one event, with the policy's parameters for it. Returns the
         reason a ``queued`` transition of a request carries."""
         domain = getattr(event, "domain", "")
@@ -132,7 +159,7 @@ class RoutingStore:
         match event:
             case RoutingRequested():
                 plan = plan_request(event, policy)
-                self._call(pipe, "request", domain, event.contact_id, event.channel.value,
+                self._call(calls, "request", domain, event.contact_id, event.channel.value,
                            plan.lane, plan.service_class, plan.score, event.ts_ms,
                            event.priority, plan.target_ms, repr(plan.weight),
                            ",".join(map(str, plan.ring_delays_ms)), ";".join(plan.ring_pools),
@@ -140,33 +167,33 @@ class RoutingStore:
                            now_ms, t, limit)
                 return plan.reason or event.reason
             case CustomerLeft():
-                self._call(pipe, "left", domain, event.contact_id, now_ms, self._short_ms,
+                self._call(calls, "left", domain, event.contact_id, now_ms, self._short_ms,
                            t, limit, self._retention)
             case OfferAccepted():
-                self._call(pipe, "accept", domain, event.agent_id, event.offer_id,
+                self._call(calls, "accept", domain, event.agent_id, event.offer_id,
                            event.contact_id, now_ms)
             case OfferDeclined():
-                self._call(pipe, "decline", domain, event.agent_id, event.offer_id,
+                self._call(calls, "decline", domain, event.agent_id, event.offer_id,
                            event.contact_id, now_ms, t, limit, policy.on_decline.value,
                            event.reason or "declined")
             case ContactCompleted():
-                self._call(pipe, "complete", domain, event.agent_id, event.contact_id,
+                self._call(calls, "complete", domain, event.agent_id, event.contact_id,
                            now_ms, t, limit, self._retention)
             case AgentLoggedIn():
                 member = ";".join(m.encode() for m in memberships(event.skills, policy))
                 pools = ";".join(s.encode() for s in seats(event.skills, policy))
                 capacity = effective_capacity(event.capacity, policy)
-                self._call(pipe, "login", domain, event.agent_id, format_levels(event.skills),
+                self._call(calls, "login", domain, event.agent_id, format_levels(event.skills),
                            format_levels(capacity), int(event.ready), member, pools, now_ms, t,
-                           limit)
+                           limit, format_levels(event.capacity), self.policy.digest)
             case AgentStateChanged() if event.state == AgentState.OFFLINE:
                 # Going offline is leaving: offers are withdrawn and re-routed, as on logout.
-                self._call(pipe, "logout", domain, event.agent_id, now_ms, t, limit)
+                self._call(calls, "logout", domain, event.agent_id, now_ms, t, limit)
             case AgentStateChanged():
-                self._call(pipe, "state", domain, event.agent_id, event.state.value, now_ms,
+                self._call(calls, "state", domain, event.agent_id, event.state.value, now_ms,
                            t, limit)
             case AgentLoggedOut():
-                self._call(pipe, "logout", domain, event.agent_id, now_ms, t, limit)
+                self._call(calls, "logout", domain, event.agent_id, now_ms, t, limit)
             case _:
                 raise RoutingStoreError(f"no routing script for {event.TYPE}")
         return ""
@@ -182,32 +209,69 @@ class RoutingStore:
         """
         if not events:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        self._note_domains(pipe, (e.domain for e in events if hasattr(e, "domain")))
+        calls: list[_Call] = []
         queued: list[tuple[int, str]] = []  # (event index, its queued reason) per script
         out: list[list[Transition] | Exception] = []
         for i, event in enumerate(events):
             try:
-                queued.append((i, self._queue(pipe, event, now_ms)))
+                queued.append((i, self._queue(calls, event, now_ms)))
             except PeakrouteError as exc:
                 out.append(exc)
                 continue
             out.append([])
         if not queued:
             return out
-        results = await pipe.execute(raise_on_error=False)
-        for (i, reason), rows in zip(queued, results[len(results) - len(queued):], strict=True):
+        results = await self._run(calls, (getattr(events[i], "domain", "") for i, _ in queued))
+        for (i, reason), rows in zip(queued, results, strict=True):
             domain = getattr(events[i], "domain", "")
             out[i] = rows if isinstance(rows, Exception) else [_transition(domain, r, reason)
                                                                for r in rows]
         return out
 
+    async def reseat(self, domain: str, now_ms: int) -> list[Transition]:
+        """Agents logged in under another routing policy sit in pools this one does not use:
+        log them in again with their own skills and capacity under this policy (state and
+        idle time kept). Once per domain per process, from the timer."""
+        self._seated.add(domain)
+        p = prefix(domain)
+        agents = [_text(a) for a in await self.redis.smembers(p + "agents")]
+        if not agents:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for aid in agents:
+            pipe.hmget(p + "a:" + aid, "pd", "st", "sk", "rq")
+        stale = [(aid, *(_text(v) for v in row[1:]))
+                 for aid, row in zip(agents, await pipe.execute(), strict=True)
+                 if _text(row[0]) != self.policy.digest and row[1] is not None]
+        if not stale:
+            return []
+        policy = self.policy.for_domain(domain)
+        t = int(policy.offer_timeout_s * 1000)
+        calls: list[_Call] = []
+        for aid, state, skills_text, asked_text in stale:
+            skills, asked = parse_levels(skills_text), parse_levels(asked_text)
+            self._call(calls, "login", domain, aid, skills_text,
+                       format_levels(effective_capacity(asked, policy)), int(state == "ready"),
+                       ";".join(m.encode() for m in memberships(skills, policy)),
+                       ";".join(s.encode() for s in seats(skills, policy)), now_ms, t,
+                       self._limit, asked_text, self.policy.digest)
+        log.info("routing_agents_reseated",
+                 extra=logs.fields(domain=domain, agents=len(stale), policy=self.policy.digest))
+        return [_transition(domain, row) for rows in await self._run(calls)
+                if not isinstance(rows, Exception) for row in rows]
+
     async def tick(self, now_ms: int) -> list[Transition]:
-        """Time-driven step in every domain: lapse overdue offers, open due rings."""
+        """Time-driven step in every domain: lapse overdue offers, open due rings (and, the
+        first time this process sees a domain, re-seat agents from another policy)."""
         domains = [_text(d) for d in await self.redis.smembers(DOMAINS_KEY)]
         if not domains:
             return []
-        pipe = self.redis.pipeline(transaction=False)
+        reseated: list[Transition] = []
+        for domain in domains:
+            if domain not in self._seated:
+                with contextlib.suppress(PolicyError):
+                    reseated += await self.reseat(domain, now_ms)
+        calls: list[_Call] = []
         ticked = []
         for domain in domains:
             try:
@@ -216,14 +280,13 @@ class RoutingStore:
                 # Seen once (its events were dead-lettered) but the policy does not cover it:
                 # nothing of it can be waiting. Other domains keep their timer.
                 continue
-            self._call(pipe, "tick", domain, now_ms, int(policy.offer_timeout_s * 1000),
+            self._call(calls, "tick", domain, now_ms, int(policy.offer_timeout_s * 1000),
                        self._limit, TICK_BATCH, policy.on_no_answer.value)
             ticked.append(domain)
         if not ticked:
-            return []
-        results = await pipe.execute(raise_on_error=False)
-        out: list[Transition] = []
-        for domain, rows in zip(ticked, results[len(results) - len(ticked):], strict=True):
+            return reseated
+        out: list[Transition] = reseated
+        for domain, rows in zip(ticked, await self._run(calls), strict=True):
             if isinstance(rows, Exception):  # one domain's failure leaves the others' steps
                 log.error("routing_tick_failed",
                           extra=logs.fields(domain=domain, error=str(rows)[:300]))
@@ -235,19 +298,15 @@ class RoutingStore:
         self, outcomes: Iterable[tuple[str, str, str]], now_ms: int
     ) -> list[bool]:
         """(domain, contact_id, 'contained' | 'escalating') per new contact; True where new."""
-        pipe = self.redis.pipeline(transaction=False)
         items = list(outcomes)
-        self._note_domains(pipe, (domain for domain, _, _ in items))
+        calls: list[_Call] = []
         for domain, cid, outcome in items:
-            self._call(pipe, "bot", domain, cid, outcome, now_ms, self._retention)
-        results = await pipe.execute()
-        return [bool(r) for r in results[len(results) - len(items):]]
-
-    def _note_domains(self, pipe: Any, domains: Iterable[str]) -> None:
-        new = set(domains) - self._known_domains
-        if new:
-            pipe.sadd(DOMAINS_KEY, *new)
-            self._known_domains |= new
+            self._call(calls, "bot", domain, cid, outcome, now_ms, self._retention)
+        results = await self._run(calls, (domain for domain, _, _ in items))
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [bool(r) for r in results]
 
 
 async def domain_stats(client: aioredis.Redis, domain: str) -> dict[str, int]:

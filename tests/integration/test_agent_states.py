@@ -7,7 +7,7 @@ import redis.asyncio as aioredis
 
 from router.events import AgentLoggedIn, AgentState, AgentStateChanged, RoutingRequested
 from router.routing.config import policy_from_settings
-from router.routing.store import RoutingStore, domain_live
+from router.routing.store import RoutingStore, domain_live, domain_stats
 from router.settings import Settings
 from router.stage import now_ms
 
@@ -29,3 +29,21 @@ async def test_going_offline_rescinds_the_offer_and_requeues_the_contact(
     kinds = [t.kind for r in results if not isinstance(r, Exception) for t in r]
     assert kinds == ["logged_in", "offered", "rescinded", "queued", "logged_out"]
     assert await domain_live(redis_client, domain) == {"waiting": 1, "offered": 0}
+
+
+async def test_a_redis_that_lost_its_scripts_gets_them_again_in_the_same_batch(
+    stack: Settings, redis_client: aioredis.Redis, domain: str,
+) -> None:
+    """A restarted or flushed Redis answers NOSCRIPT: the store loads the scripts and re-sends
+    just those calls (they did not run), so nothing is lost or applied twice."""
+    store = RoutingStore(redis_client, stack, policy_from_settings(stack))
+    now = now_ms()
+    login = AgentLoggedIn(event_id="e1", ts_ms=now, agent_id="a1", domain=domain,
+                          skills={"zh": 1, "general": 1}, capacity={"chat": 1})
+    await store.apply([login], now)
+    await redis_client.script_flush()
+    request = RoutingRequested(event_id="e2", ts_ms=now, contact_id="c1", domain=domain,
+                               queue="general")
+    [[offered]] = await store.apply([request], now)  # type: ignore[misc]
+    assert (offered.kind, offered.agent_id) == ("offered", "a1")
+    assert (await domain_stats(redis_client, domain))["offered"] == 1

@@ -143,3 +143,28 @@ async def test_an_empty_primary_ring_is_skipped_at_once(
     ], T0)  # type: ignore[misc]
     assert (relaxed.kind, relaxed.ring, relaxed.reason) == ("relaxed", 1, "no_agent_ready")
     assert (offered.kind, offered.agent_id, offered.waited_ms) == ("offered", "gen", 0)
+
+
+async def test_agents_logged_in_under_another_policy_are_reseated_by_the_timer(
+    stack: Settings, redis_client: aioredis.Redis,
+) -> None:
+    """A redeploy changes a queue's strategy (so its pool): agents who logged in before are
+    logged in again under the new policy by the first tick, and take the waiting contact."""
+    domain = f"s-{uuid.uuid4().hex[:10]}"
+    old = parse_policy(POLICY.format(rings="[]"), "<old>")
+    new = parse_policy(POLICY.format(rings="[]").replace("skills: {general: 1}",
+                                                          "skills: {general: 1}\n"
+                                                          "        strategy: round_robin"),
+                       "<new>")
+    assert old.digest != new.digest
+    await RoutingStore(redis_client, Settings(), old).apply([
+        AgentLoggedIn(event_id="l", ts_ms=T0, agent_id="gen", domain=domain,
+                      skills={"zh": 1, "general": 2}, capacity={"chat": 1})], T0)
+    store = RoutingStore(redis_client, Settings(), new)
+    [[queued]] = await store.apply([
+        RoutingRequested(event_id="r", ts_ms=T0, contact_id="c", domain=domain,
+                         queue="general")], T0)  # type: ignore[misc]
+    assert queued.kind == "queued"  # the agent sits in the old policy's pool
+    ticked = [t for t in await store.tick(T0 + 500) if t.domain == domain]
+    assert [(t.kind, t.agent_id) for t in ticked] == [("logged_in", "gen"), ("offered", "gen")]
+    assert [t.kind for t in await store.tick(T0 + 1000) if t.domain == domain] == []

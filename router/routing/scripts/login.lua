@@ -1,9 +1,11 @@
 -- An agent logged in (or re-sent its profile): skills, capacity, memberships and seats
 -- (computed by policy.memberships and policy.seats) replace the old ones; loads of work in
--- progress are kept. ARGV: aid, skills "a=1,b=2", capacity "chat=3", ready (1/0),
--- memberships, seats, now, offer_timeout_ms, scan_limit.
+-- progress are kept. ARGV: aid, skills "a=1,b=2", capacity "chat=3" (the policy's cap applied),
+-- ready (1/0), memberships, seats, now, offer_timeout_ms, scan_limit, capacity asked for,
+-- policy digest (a worker with another policy re-seats the agent: RoutingStore.reseat).
 local aid, sk, caps, ready, mem, pl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local now, timeout_ms, limit = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local asked, digest = ARGV[10], ARGV[11]
 local k = akey(aid)
 local old = seats(aid)
 local was = redis.call('HGET', k, 'st')
@@ -28,7 +30,8 @@ local chs = {}
 for _, pair in ipairs(parse_skills(caps)) do chs[#chs + 1] = pair[1] end
 local lo = 0
 if string.find(pl, '|least_occupied', 1, true) then lo = 1 end
-redis.call('HSET', k, 'm', mem, 'pl', pl, 'chs', table.concat(chs, ','), 'lo', lo)
+redis.call('HSET', k, 'm', mem, 'pl', pl, 'chs', table.concat(chs, ','), 'lo', lo, 'sk', sk,
+           'rq', asked, 'pd', digest)
 redis.call('HSETNX', k, 'last', now)
 redis.call('SADD', P .. 'agents', aid)
 local state = 'not_ready'
