@@ -200,19 +200,19 @@ def build_app(settings: Settings) -> faust.App:
                             partial(runtime.routing.handle, "agents_events", records),
                             len(records))
 
-    @app.timer(settings.timer_interval_s)  # type: ignore[untyped-decorator]
-    async def routing_timer() -> None:
+    async def tick(name: str, step: Callable[[], Awaitable[list[Output]]]) -> None:
         try:
-            await run_batch("timer", runtime.routing.tick, 0)
+            await run_batch(name, step, 0)
         except Exception:  # a timer must keep ticking whatever one tick met
-            log.exception("routing_tick_failed")
+            log.exception("tick_failed", extra=logs.fields(timer=name))
 
     @app.timer(settings.timer_interval_s)  # type: ignore[untyped-decorator]
-    async def bot_timer() -> None:
-        try:
-            await run_batch("bot_timer", runtime.bot.tick, 0)
-        except Exception:  # a timer must keep ticking whatever one tick met
-            log.exception("bot_tick_failed")
+    async def routing_timer() -> None:  # offers that lapsed, rings that open, re-seating
+        await tick("timer", runtime.routing.tick)
+
+    @app.timer(settings.timer_interval_s)  # type: ignore[untyped-decorator]
+    async def bot_timer() -> None:  # silence closes contacts the bot answered
+        await tick("bot_timer", runtime.bot.tick)
 
     @app.timer(settings.bot_reload_interval_s)  # type: ignore[untyped-decorator]
     async def bot_reload() -> None:
