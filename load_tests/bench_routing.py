@@ -102,7 +102,9 @@ class Driver:
         self.seq += 1
         return f"b{self.seq}"
 
-    def batch(self, size: int, now: int) -> list[Event]:
+    def batch(self, size: int, now: int, max_new: int | None = None) -> list[Event]:
+        """The next events: accepts and declines of the offers made, completions, a break or
+        a customer leaving now and then, and new contacts (at most ``max_new``)."""
         out: list[Event] = []
         d = self.domain
         while self.offers and len(out) < size // 3:
@@ -129,7 +131,10 @@ class Driver:
         if self.waiting and self.rng.random() < 0.5:
             out.append(CustomerLeft(event_id=self._id(), ts_ms=now,
                                     contact_id=self.waiting.popleft(), domain=d))
-        while len(out) < size and self.active < self.active_target:
+        new = 0
+        while len(out) < size and self.active < self.active_target and (
+                max_new is None or new < max_new):
+            new += 1
             cid = f"c{self.seq}"
             q = self.rng.choices(range(self.queues), self.weights)[0]
             out.append(RoutingRequested(
@@ -298,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--occupancy", type=float, default=0.95,
                         help="contacts kept in the system, as a share of all agents' capacity "
                              "(default 0.95: a busy peak; above 1 queues grow)")
+    parser.add_argument("--rate", type=float, default=2000.0,
+                        help="--stage only: new contacts per second across all domains "
+                             "(default 2000)")
+    parser.add_argument("--warmup", type=float, default=10.0,
+                        help="--stage only: seconds before measuring (logins, the first fill)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--redis-url", default="",
                         help="use this Redis (it is FLUSHED) instead of starting one")

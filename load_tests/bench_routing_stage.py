@@ -72,12 +72,20 @@ async def _drive(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     published_at: dict[str, float] = {}
     latencies: list[float] = []
     decisions = 0
-    start = time.perf_counter()
+    began = time.perf_counter()
+    start = began + args.warmup  # measure once the centre has filled up
     deadline = start + args.seconds
+    budget, last = 0.0, began
     while time.perf_counter() < deadline:
         now = int(time.time() * 1000)
+        clock = time.perf_counter()
+        budget = min(budget + args.rate * (clock - last), args.rate)  # new contacts allowed
+        last = clock
+        share = int(budget / len(drivers))
         for d, driver in drivers.items():
-            for event in driver.batch(args.batch, now):
+            events = driver.batch(args.batch, now, max_new=share)
+            budget -= sum(isinstance(e, RoutingRequested) for e in events)
+            for event in events:
                 topic = (settings.topic_routing_requests
                          if isinstance(event, RoutingRequested | CustomerLeft)
                          else settings.topic_agents_events)
@@ -94,8 +102,9 @@ async def _drive(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
                 if d not in drivers:
                     continue
                 kind = event["type"]
+                measuring = seen >= start
                 if kind == "routing.decision.v1":
-                    decisions += 1
+                    decisions += measuring
                     if event["decision"] in {"accepted", "abandoned"}:
                         results[d].append(Transition(
                             "answered" if event["decision"] == "accepted" else "abandoned", d,
@@ -104,7 +113,7 @@ async def _drive(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
                     results[d].append(Transition("offered", d, event["contact_id"],
                                                  event["agent_id"], event["offer_id"]))
                     sent = published_at.pop(event["contact_id"], None)
-                    if sent is not None:
+                    if sent is not None and measuring:
                         latencies.append((seen - sent) * 1000)
         for d, transitions in results.items():
             drivers[d].follow([transitions])
@@ -114,6 +123,7 @@ async def _drive(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     latencies.sort()
     return {
         "mode": "stage", "agents": per_domain * len(domains), "queues": args.queues,
+        "rate": args.rate,
         "seconds": round(elapsed, 2), "occupancy_target": args.occupancy,
         "decisions": decisions, "offers_timed": len(latencies),
         "decisions_per_s": round(decisions / elapsed),
