@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         from load_tests.bench_routing_stage import run_stage
 
         result = asyncio.run(run_stage(args))
-        print(f"{result['decisions_per_s']:,} decisions/s through the stage, request to offer "
+        print(f"{result['decisions_per_s']:,} decisions/s through the stage, request to decision "
               f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", file=sys.stderr)
         print(orjson.dumps(result).decode())
         return 0
