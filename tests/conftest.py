@@ -49,6 +49,23 @@ async def redis_client(stack: Settings) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+STORE_DB = 1  # the session's worker process uses db 0
+
+
+def store_redis_url(settings: Settings) -> str:
+    """The stack's redis-server, another database: store-level tests drive RoutingStore with
+    policies of their own, and the session's worker (which ticks every domain it can see, with
+    the default policy) must not touch their domains."""
+    return settings.redis_url.rsplit("/", 1)[0] + f"/{STORE_DB}"
+
+
+@pytest.fixture
+async def store_redis(stack: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(store_redis_url(stack))
+    yield client
+    await client.aclose()
+
+
 @pytest.fixture
 async def kafka_producer(stack: Settings) -> AsyncIterator[AIOKafkaProducer]:
     prod = producer(stack)

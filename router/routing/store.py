@@ -121,15 +121,29 @@ class RoutingStore:
         self._retention = settings.contact_retention_s
         self._short_ms = int(settings.short_abandon_s * 1000)
         self._known_domains: set[str] = set()
+        self._loaded = False  # scripts loaded into this Redis by this process
         self._seated: set[str] = set()  # domains whose agents this process re-seated
 
     def _call(self, calls: list[_Call], name: str, domain: str, *args: Any) -> None:
         calls.append((name, prefix(domain), args))
 
+    async def _load_scripts(self) -> None:
+        """All scripts at once, so a Redis has either every one of them or (restarted,
+        flushed) none: a batch's calls then all run, or none does."""
+        pipe = self.redis.pipeline(transaction=False)
+        for script in self._scripts.values():
+            pipe.script_load(script.script)
+        await pipe.execute()
+        self._loaded = True
+
     async def _run(self, calls: list[_Call], domains: Iterable[str] = ()) -> list[Any]:
         """EVALSHA each call in one pipeline (one round trip; noting new domains rides along).
-        A script Redis does not have (restarted or flushed: NOSCRIPT) is loaded and its calls
-        sent again: they did not run. Per call: its result, or the error its script raised."""
+        A Redis that lost the scripts answers NOSCRIPT: they are loaded and the calls from the
+        first refused one on are sent again, in order (any that did run, after a flush in the
+        middle of the batch, comes back duplicate or stale and keeps its first result). Per
+        call: its result, or the error its script raised."""
+        if not self._loaded:
+            await self._load_scripts()
         new = set(domains) - self._known_domains
         pipe = self.redis.pipeline(transaction=False)
         if new:
@@ -138,16 +152,16 @@ class RoutingStore:
             pipe.evalsha(self._scripts[name].sha, 1, key, *args)
         results = list(await pipe.execute(raise_on_error=False))[1 if new else 0:]
         self._known_domains |= new
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
-            for name in {calls[i][0] for i in missing}:
-                await self.redis.script_load(self._scripts[name].script)
+        first = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)), None)
+        if first is not None:
+            await self._load_scripts()
             pipe = self.redis.pipeline(transaction=False)
-            for i in missing:
-                name, key, args = calls[i]
+            for name, key, args in calls[first:]:
                 pipe.evalsha(self._scripts[name].sha, 1, key, *args)
-            for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
-                results[i] = result
+            again = await pipe.execute(raise_on_error=False)
+            for i, result in enumerate(again, start=first):
+                if isinstance(results[i], NoScriptError):
+                    results[i] = result
         return results
 
     def _queue(self, calls: list[_Call], event: Event, now_ms: int) -> str:

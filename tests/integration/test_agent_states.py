@@ -15,9 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 async def test_going_offline_rescinds_the_offer_and_requeues_the_contact(
-    stack: Settings, redis_client: aioredis.Redis, domain: str,
+    stack: Settings, store_redis: aioredis.Redis, domain: str,
 ) -> None:
-    store = RoutingStore(redis_client, stack, policy_from_settings(stack))
+    store = RoutingStore(store_redis, stack, policy_from_settings(stack))
     now = now_ms()
     login = AgentLoggedIn(event_id="e1", ts_ms=now, agent_id="a1", domain=domain,
                           skills={"zh": 1, "general": 1}, capacity={"chat": 1})
@@ -28,22 +28,22 @@ async def test_going_offline_rescinds_the_offer_and_requeues_the_contact(
     results = await store.apply([login, request, offline], now)
     kinds = [t.kind for r in results if not isinstance(r, Exception) for t in r]
     assert kinds == ["logged_in", "offered", "rescinded", "queued", "logged_out"]
-    assert await domain_live(redis_client, domain) == {"waiting": 1, "offered": 0}
+    assert await domain_live(store_redis, domain) == {"waiting": 1, "offered": 0}
 
 
 async def test_a_redis_that_lost_its_scripts_gets_them_again_in_the_same_batch(
-    stack: Settings, redis_client: aioredis.Redis, domain: str,
+    stack: Settings, store_redis: aioredis.Redis, domain: str,
 ) -> None:
     """A restarted or flushed Redis answers NOSCRIPT: the store loads the scripts and re-sends
     just those calls (they did not run), so nothing is lost or applied twice."""
-    store = RoutingStore(redis_client, stack, policy_from_settings(stack))
+    store = RoutingStore(store_redis, stack, policy_from_settings(stack))
     now = now_ms()
     login = AgentLoggedIn(event_id="e1", ts_ms=now, agent_id="a1", domain=domain,
                           skills={"zh": 1, "general": 1}, capacity={"chat": 1})
     await store.apply([login], now)
-    await redis_client.script_flush()
+    await store_redis.script_flush()
     request = RoutingRequested(event_id="e2", ts_ms=now, contact_id="c1", domain=domain,
                                queue="general")
     [[offered]] = await store.apply([request], now)  # type: ignore[misc]
     assert (offered.kind, offered.agent_id) == ("offered", "a1")
-    assert (await domain_stats(redis_client, domain))["offered"] == 1
+    assert (await domain_stats(store_redis, domain))["offered"] == 1

@@ -59,6 +59,7 @@ from router.routing.policy import (
 from router.routing.stage import transition_outputs
 from router.routing.store import DOMAINS_KEY, RoutingStore, Transition, prefix
 from router.settings import Settings
+from tests.conftest import store_redis_url
 
 pytestmark = pytest.mark.integration
 
@@ -507,5 +508,5 @@ class NoAnswerStaysReadyMachine(RoutingMachine):
 def test_routing_invariants_hold_under_random_interleavings(
     stack: Settings, machine: type[RoutingMachine],
 ) -> None:
-    REDIS_URL[:] = [stack.redis_url]
+    REDIS_URL[:] = [store_redis_url(stack)]
     run_state_machine_as_test(machine, settings=SETTINGS)

@@ -115,10 +115,10 @@ async def run_scenario(client: aioredis.Redis, rings: str, seed: int = 11) -> Ou
 
 
 async def test_relaxation_lets_the_overflow_pool_answer_and_raises_service_level(
-    stack: Settings, redis_client: aioredis.Redis,
+    stack: Settings, store_redis: aioredis.Redis,
 ) -> None:
-    relaxed = await run_scenario(redis_client, WITH_RING)
-    strict = await run_scenario(redis_client, "[]")
+    relaxed = await run_scenario(store_redis, WITH_RING)
+    strict = await run_scenario(store_redis, "[]")
 
     assert relaxed.by_overflow, "the overflow pool never answered"
     assert min(relaxed.by_overflow) >= 10.0, "overflow answered before the ring opened"
@@ -129,11 +129,11 @@ async def test_relaxation_lets_the_overflow_pool_answer_and_raises_service_level
 
 
 async def test_an_empty_primary_ring_is_skipped_at_once(
-    stack: Settings, redis_client: aioredis.Redis,
+    stack: Settings, store_redis: aioredis.Redis,
 ) -> None:
     """No specialist is logged in: the contact goes to the overflow pool without waiting."""
     policy = parse_policy(POLICY.format(rings=WITH_RING), "<scenario>")
-    store = RoutingStore(redis_client, Settings(), policy)
+    store = RoutingStore(store_redis, Settings(), policy)
     domain = f"s-{uuid.uuid4().hex[:10]}"
     [[_login], [relaxed, offered]] = await store.apply([
         AgentLoggedIn(event_id="l", ts_ms=T0, agent_id="gen", domain=domain,
@@ -146,7 +146,7 @@ async def test_an_empty_primary_ring_is_skipped_at_once(
 
 
 async def test_agents_logged_in_under_another_policy_are_reseated_by_the_timer(
-    stack: Settings, redis_client: aioredis.Redis,
+    stack: Settings, store_redis: aioredis.Redis,
 ) -> None:
     """A redeploy changes a queue's strategy (so its pool): agents who logged in before are
     logged in again under the new policy by the first tick, and take the waiting contact."""
@@ -157,10 +157,10 @@ async def test_agents_logged_in_under_another_policy_are_reseated_by_the_timer(
                                                           "        strategy: round_robin"),
                        "<new>")
     assert old.digest != new.digest
-    await RoutingStore(redis_client, Settings(), old).apply([
+    await RoutingStore(store_redis, Settings(), old).apply([
         AgentLoggedIn(event_id="l", ts_ms=T0, agent_id="gen", domain=domain,
                       skills={"zh": 1, "general": 2}, capacity={"chat": 1})], T0)
-    store = RoutingStore(redis_client, Settings(), new)
+    store = RoutingStore(store_redis, Settings(), new)
     [[queued]] = await store.apply([
         RoutingRequested(event_id="r", ts_ms=T0, contact_id="c", domain=domain,
                          queue="general")], T0)  # type: ignore[misc]
