@@ -27,6 +27,7 @@ MIN_EXAMPLES_PER_LANGUAGE = 3  # below this a classifier cannot learn an intent 
 MAX_ANSWER_CHARS = Limits().max_text_chars  # a reply must fit the gateway's text limit
 # Labels the bot uses itself; an intent may not take them.
 RESERVED_INTENTS = frozenset({"oos", "unknown", "human_request"})
+OUT_OF_SCOPE = "oos"  # the label of the knowledge base's out-of-scope examples
 
 
 class Rule(enum.StrEnum):
@@ -91,13 +92,17 @@ class KnowledgeBase:
     intents: Mapping[str, Intent]
     routes: Mapping[Escalation, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
     threshold: float | None = None  # for its own model; None = the one chosen at training
+    # Questions the bot must not answer (trained as the class ``oos``), per language.
+    out_of_scope: Mapping[Language, tuple[str, ...]] = field(default_factory=dict)
     source: str = ""
     digest: str = ""  # sha256 of the file's bytes: keys the cached default model
 
     def examples(self) -> list[tuple[str, str]]:
-        """(text, intent) for every example in every language, in file order."""
+        """(text, intent) for every example in every language, in file order, then the
+        out-of-scope examples as (text, ``oos``)."""
         return [(text, intent.name) for intent in self.intents.values()
-                for texts in intent.examples.values() for text in texts]
+                for texts in intent.examples.values() for text in texts] + [
+            (text, OUT_OF_SCOPE) for texts in self.out_of_scope.values() for text in texts]
 
     def language(self, language: Language) -> Language:
         """The language to answer in: the customer's if the KB has it, else the KB's first."""
@@ -244,7 +249,8 @@ class _Parser:
 
     def knowledge_base(self, data: Any) -> KnowledgeBase:
         top = self.mapping("", data, allowed={"version", "name", "languages", "threshold",
-                                              "rules", "messages", "intents", "escalations"},
+                                              "rules", "messages", "intents", "escalations",
+                                              "out_of_scope"},
                            required={"version", "languages", "rules", "messages", "intents"})
         if top["version"] != FORMAT_VERSION:
             raise self.fail("version", f"{top['version']!r} is not supported",
@@ -270,8 +276,25 @@ class _Parser:
             for e, d in esc.items():
                 routes[Escalation(e)] = self.route(f"escalations.{e}", d)
         threshold = self.threshold(top["threshold"]) if "threshold" in top else None
+        out_of_scope = self.out_of_scope(top["out_of_scope"], intents) \
+            if "out_of_scope" in top else {}
         return KnowledgeBase(name, self.languages, rules, messages, intents, routes, threshold,
-                             self.source)
+                             out_of_scope, self.source)
+
+    def out_of_scope(self, value: Any, intents: Mapping[str, Intent]
+                     ) -> dict[Language, tuple[str, ...]]:
+        """Questions the bot must not answer; none of them may be an intent's example."""
+        given = self.per_language("out_of_scope", value)
+        out = {lang: self.texts(f"out_of_scope.{lang}", given[lang]) for lang in self.languages}
+        owner = {normalize(t): i.name for i in intents.values()
+                 for texts in i.examples.values() for t in texts}
+        for lang, texts in out.items():
+            for i, text in enumerate(texts):
+                if normalize(text) in owner:
+                    raise self.fail(f"out_of_scope.{lang}[{i}]", f"{text!r} is also an example "
+                                    f"of intents.{owner[normalize(text)]}",
+                                    "keep it in one place (or reword one of them)")
+        return out
 
     def threshold(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:

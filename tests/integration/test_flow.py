@@ -67,7 +67,7 @@ async def test_contacts_end_contained_or_answered_and_books_balance(
     stack: Settings, worker: WorkerProcess, redis_client: aioredis.Redis,
     kafka_producer: AIOKafkaProducer, domain: str,
 ) -> None:
-    profiles = [AgentProfile(f"{domain}-a{i}", {"zh": 2, "en": 1, "general": 1, "refunds": 1},
+    profiles = [AgentProfile(f"{domain}-a{i}", {"zh": 2, "en": 1, "general": 1, "refunds": 2},
                              {"chat": 2}) for i in range(3)]
     behaviour = Behaviour(accept_delay_s=(0.01, 0.05), handle_mean_s=0.2)
     async with running_agents(stack, profiles, domain, behaviour) as pool:
@@ -95,7 +95,7 @@ async def test_audit_log_agrees_with_counters(
     kafka_producer: AIOKafkaProducer, domain: str,
 ) -> None:
     """Invariant 4: replaying routing.decisions rebuilds the answered / abandoned figures."""
-    profiles = [AgentProfile(f"{domain}-a0", {"zh": 1, "en": 1, "refunds": 1, "general": 1},
+    profiles = [AgentProfile(f"{domain}-a0", {"zh": 1, "en": 1, "refunds": 2, "general": 1},
                              {"chat": 1})]
     behaviour = Behaviour(accept_delay_s=(0.01, 0.02), handle_mean_s=0.3)
     async with running_agents(stack, profiles, domain, behaviour):

