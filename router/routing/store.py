@@ -32,7 +32,7 @@ from router.events import (
     OfferDeclined,
     RoutingRequested,
 )
-from router.routing.config import RoutingPolicy
+from router.routing.config import DomainPolicy, RoutingPolicy
 from router.routing.policy import (
     effective_capacity,
     format_levels,
@@ -164,6 +164,17 @@ class RoutingStore:
                     results[i] = result
         return results
 
+    def _login(self, calls: list[_Call], domain: str, policy: DomainPolicy, agent_id: str,
+               skills: dict[str, int], asked: dict[str, int], ready: bool, now_ms: int) -> None:
+        """The login script for an agent profile under this policy: its lanes and pools, its
+        capacity capped by the policy, and the policy's digest (see reseat)."""
+        self._call(calls, "login", domain, agent_id, format_levels(skills),
+                   format_levels(effective_capacity(asked, policy)), int(ready),
+                   ";".join(m.encode() for m in memberships(skills, policy)),
+                   ";".join(s.encode() for s in seats(skills, policy)), now_ms,
+                   int(policy.offer_timeout_s * 1000), self._limit, format_levels(asked),
+                   self.policy.digest)
+
     def _queue(self, calls: list[_Call], event: Event, now_ms: int) -> str:
         """Queue the script for one event, with the policy's parameters for it. Returns the
         reason a ``queued`` transition of a request carries."""
@@ -194,12 +205,8 @@ class RoutingStore:
                 self._call(calls, "complete", domain, event.agent_id, event.contact_id,
                            now_ms, t, limit, self._retention)
             case AgentLoggedIn():
-                member = ";".join(m.encode() for m in memberships(event.skills, policy))
-                pools = ";".join(s.encode() for s in seats(event.skills, policy))
-                capacity = effective_capacity(event.capacity, policy)
-                self._call(calls, "login", domain, event.agent_id, format_levels(event.skills),
-                           format_levels(capacity), int(event.ready), member, pools, now_ms, t,
-                           limit, format_levels(event.capacity), self.policy.digest)
+                self._login(calls, domain, policy, event.agent_id, event.skills,
+                            event.capacity, event.ready, now_ms)
             case AgentStateChanged() if event.state == AgentState.OFFLINE:
                 # Going offline is leaving: offers are withdrawn and re-routed, as on logout.
                 self._call(calls, "logout", domain, event.agent_id, now_ms, t, limit)
@@ -260,15 +267,10 @@ class RoutingStore:
         if not stale:
             return []
         policy = self.policy.for_domain(domain)
-        t = int(policy.offer_timeout_s * 1000)
         calls: list[_Call] = []
         for aid, state, skills_text, asked_text in stale:
-            skills, asked = parse_levels(skills_text), parse_levels(asked_text)
-            self._call(calls, "login", domain, aid, skills_text,
-                       format_levels(effective_capacity(asked, policy)), int(state == "ready"),
-                       ";".join(m.encode() for m in memberships(skills, policy)),
-                       ";".join(s.encode() for s in seats(skills, policy)), now_ms, t,
-                       self._limit, asked_text, self.policy.digest)
+            self._login(calls, domain, policy, aid, parse_levels(skills_text),
+                        parse_levels(asked_text), state == "ready", now_ms)
         log.info("routing_agents_reseated",
                  extra=logs.fields(domain=domain, agents=len(stale), policy=self.policy.digest))
         return [_transition(domain, row) for rows in await self._run(calls)

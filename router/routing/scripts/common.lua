@@ -17,8 +17,10 @@ local RANK_SCALE, MAX_RANK, OCC_STEPS = 1e13, 100, 1000
 local function ckey(cid) return P .. 'c:' .. cid end
 local function akey(aid) return P .. 'a:' .. aid end
 local function offers_of(aid) return P .. 'ao:' .. aid end  -- set: contacts offered to aid
--- zset: waiting contacts of a lane, channel, service class and ring; score = place in line
-local function qkey(lane, ch, cls, ring) return P .. 'q:' .. lane .. ':' .. ch .. ':' .. cls .. ':' .. ring end
+-- A waiting list: a lane, channel, service class and ring (also its field in WN).
+local function list_id(lane, ch, cls, ring) return lane .. ':' .. ch .. ':' .. cls .. ':' .. ring end
+-- zset: the contacts waiting in a list; score = place in line
+local function qkey(lane, ch, cls, ring) return P .. 'q:' .. list_id(lane, ch, cls, ring) end
 -- zset: ready agents with room on a channel, per pool (a ring's skill requirement and the
 -- queue's strategy, shared by every lane ring that asks for the same); score = the strategy
 local function fkey(pool, ch) return P .. 'f:' .. pool .. ':' .. ch end
@@ -172,11 +174,14 @@ local function row(kind, cid, aid, oid, ch, lane, ring, waited, n2, pri, reason)
           n2 or 0, pri or 0, reason or ''}
 end
 
-local function ring_delays(c)
+-- "0,10000,20000" -> {0, 10000, 20000}
+local function parse_delays(rd)
   local out = {}
-  for _, d in ipairs(split(redis.call('HGET', c, 'rd'), ',')) do out[#out + 1] = tonumber(d) end
+  for _, d in ipairs(split(rd, ',')) do out[#out + 1] = tonumber(d) end
   return out
 end
+
+local function ring_delays(c) return parse_delays(redis.call('HGET', c, 'rd')) end
 
 local function ring_pools(c) return split(redis.call('HGET', c, 'rp'), ';') end
 
@@ -205,7 +210,7 @@ local function enqueue(cid)
                                                                 'score', 'esc', 'tg', 'wt'))
   redis.call('HSET', c, 'st', 'queued', 'ag', '', 'of', '')
   if redis.call('ZADD', qkey(ln, ch, cls, rg), tonumber(score), cid) == 1 then
-    if redis.call('HINCRBY', WN, ln .. ':' .. ch .. ':' .. cls .. ':' .. rg, 1) == 1 then
+    if redis.call('HINCRBY', WN, list_id(ln, ch, cls, rg), 1) == 1 then
       redis.call('HSET', QW, ln .. ':' .. cls, tg .. '|' .. wt)  -- a list came alive
     end
   end
@@ -217,16 +222,16 @@ end
 local function dequeue(cid)
   local ln, ch, cls, rg = unpack(redis.call('HMGET', ckey(cid), 'ln', 'ch', 'cls', 'rg'))
   if redis.call('ZREM', qkey(ln, ch, cls, rg), cid) == 1 then
-    local field = ln .. ':' .. ch .. ':' .. cls .. ':' .. rg
+    local field = list_id(ln, ch, cls, rg)
     if redis.call('HINCRBY', WN, field, -1) <= 0 then redis.call('HDEL', WN, field) end
   end
   redis.call('ZREM', RX, cid)
 end
 
--- Reserve agent capacity and offer the contact (which is not in any waiting list). The
--- indexes only ever hold ready agents with room; should one not (a bug), the offer is refused
--- and counted (stats field invariant_violations, exported as a metric) instead of breaking
--- the capacity invariant. f: the contact's {ch, ln, rg, pri, esc} if the caller read them.
+-- Reserve agent capacity and offer the contact (which is not in any waiting list). Callers
+-- only pick ready agents with room (pick_agent checks the index head, match_agent the agent);
+-- should one not (a bug), the offer is refused and counted (stats field
+-- invariant_violations) instead of breaking the capacity invariant. f: the contact's {ch, ln, rg, pri, esc} if the caller read them.
 -- Returns whether the offer was made.
 local function offer(cid, aid, now, timeout_ms, out, pool, f)
   local c = ckey(cid)
@@ -423,4 +428,24 @@ local function return_offer(cid, aid, oid, kind, reason, now, timeout_ms, limit,
     out[#out + 1] = row('queued', cid, '', '', ch, ln, tonumber(rg), now - tonumber(esc), 0,
                         tonumber(pri), 'requeued')
   end
+end
+
+-- The contact's rings opened up to rg (it waited, or skip_if passed over empty ones): record
+-- and audit it. The caller moves it between waiting lists if it was queued.
+local function relax(cid, rg, skipped, ch, ln, waited, pri, out)
+  redis.call('HSET', ckey(cid), 'rg', rg)
+  stat('relaxed')
+  local why = 'waited'
+  if skipped then why = 'no_agent_ready' end
+  out[#out + 1] = row('relaxed', cid, '', '', ch, ln, rg, waited, 0, tonumber(pri), why)
+end
+
+-- An offer went unanswered (declined, or it lapsed): the agent becomes what the policy says
+-- (`after`: not_ready, or as it was), the contact goes back and is re-offered, and an agent
+-- still ready takes other work (not the contact it just let go).
+local function unanswered(cid, aid, oid, kind, reason, after, now, timeout_ms, limit, out)
+  stat(kind)
+  if after == 'not_ready' then set_state(aid, 'not_ready', now) end
+  return_offer(cid, aid, oid, kind, reason, now, timeout_ms, limit, out)
+  if after ~= 'not_ready' then match_agent(aid, now, timeout_ms, limit, out, cid) end
 end

@@ -9,10 +9,5 @@ if st ~= 'offered' or ag ~= aid or of ~= oid then
   return {row('stale', cid, aid, oid, '', '', 0, 0, 0, 0, st or 'unknown')}
 end
 local out = {}
-stat('declined')
-if after == 'not_ready' then set_state(aid, 'not_ready', now) end
-return_offer(cid, aid, oid, 'declined', reason, now, timeout_ms, limit, out)
-if after ~= 'not_ready' then
-  match_agent(aid, now, timeout_ms, limit, out, cid)
-end
+unanswered(cid, aid, oid, 'declined', reason, after, now, timeout_ms, limit, out)
 return out

@@ -21,16 +21,8 @@ redis.call('HSET', c, 'st', 'queued', 'ch', ch, 'ln', ln, 'cls', cls, 'score', s
 stat('escalated')
 local out = {}
 local waited = now - tonumber(esc)
-local delays = {}
-for _, d in ipairs(split(rd, ',')) do delays[#delays + 1] = tonumber(d) end
-local rg, skipped = open_ring(split(rp, ';'), delays, waited)
-if rg > 0 then
-  redis.call('HSET', c, 'rg', rg)
-  stat('relaxed')
-  local why = 'waited'
-  if skipped then why = 'no_agent_ready' end
-  out[#out + 1] = row('relaxed', cid, '', '', ch, ln, rg, waited, 0, tonumber(pri), why)
-end
+local rg, skipped = open_ring(split(rp, ';'), parse_delays(rd), waited)
+if rg > 0 then relax(cid, rg, skipped, ch, ln, waited, pri, out) end
 if not match_contact(cid, now, timeout_ms, limit, out) then
   enqueue(cid)
   out[#out + 1] = row('queued', cid, '', '', ch, ln, rg, waited, 0, tonumber(pri), '')

@@ -7,30 +7,19 @@ local after = ARGV[5]
 local out = {}
 for _, cid in ipairs(redis.call('ZRANGEBYSCORE', OX, '-inf', now, 'LIMIT', 0, max)) do
   local aid, oid = unpack(redis.call('HMGET', ckey(cid), 'ag', 'of'))
-  stat('expired')
-  if after == 'not_ready' then set_state(aid, 'not_ready', now) end
-  return_offer(cid, aid, oid, 'expired', 'no_answer', now, timeout_ms, limit, out)
-  if after ~= 'not_ready' then
-    match_agent(aid, now, timeout_ms, limit, out, cid)
-  end
+  unanswered(cid, aid, oid, 'expired', 'no_answer', after, now, timeout_ms, limit, out)
 end
 for _, cid in ipairs(redis.call('ZRANGEBYSCORE', RX, '-inf', now, 'LIMIT', 0, max)) do
   local c = ckey(cid)
-  local st, ln, ch, cls, rg, esc, pri = unpack(redis.call('HMGET', c, 'st', 'ln', 'ch', 'cls', 'rg',
-                                                         'esc', 'pri'))
+  local st, ln, ch, rg, esc, pri = unpack(redis.call('HMGET', c, 'st', 'ln', 'ch', 'rg', 'esc',
+                                                    'pri'))
   if st ~= 'queued' then
     redis.call('ZREM', RX, cid)
   else
     local waited = now - tonumber(esc)
     local nrg, skipped = open_ring(ring_pools(c), ring_delays(c), waited)
     dequeue(cid)
-    if nrg > tonumber(rg) then
-      redis.call('HSET', c, 'rg', nrg)
-      local why = 'waited'
-      if skipped then why = 'no_agent_ready' end
-      out[#out + 1] = row('relaxed', cid, '', '', ch, ln, nrg, waited, 0, tonumber(pri), why)
-      stat('relaxed')
-    end
+    if nrg > tonumber(rg) then relax(cid, nrg, skipped, ch, ln, waited, pri, out) end
     enqueue(cid)
     match_contact(cid, now, timeout_ms, limit, out, nil, true)
   end
