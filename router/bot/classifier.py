@@ -2,13 +2,16 @@
 word n-grams (English), a soft-voting ensemble of a class-balanced logistic regression and a
 sigmoid-calibrated linear SVM, and a confidence threshold chosen on held-out data.
 
-Out-of-scope questions are those whose confidence (the ensemble's top probability) stays below
-the threshold, or that the model predicts as the ``oos`` class when the training data had
-out-of-scope examples. The threshold is chosen at training time on a validation split carved
-from the training data, in which a quarter of the intents at a time play the out-of-scope
-questions the model has never seen (docs/BOT.md). A saved model is a directory: the pickled
-pipeline (joblib) and manifest.json (scikit-learn version, knowledge-base digest, threshold,
-intents and which of them the bot may close).
+Out-of-scope questions are those whose confidence stays below the threshold, or that the model
+predicts as the ``oos`` class when the training data had out-of-scope examples. With such
+examples a second, binary model (the *scope gate*: in scope or not, on the same features) also
+scales the confidence down by its out-of-scope probability: a question about another company's
+order looks like an order question to the intent model, but its few foreign words weigh heavily
+in a model that only has to decide "ours or not". The threshold is chosen at training time on a
+validation split carved from the training data, in which a quarter of the intents at a time
+play the out-of-scope questions the model has never seen (docs/BOT.md). A saved model is a
+directory: the pickled pipeline and scope gate (joblib) and manifest.json (scikit-learn
+version, knowledge-base digest, threshold, intents and which of them the bot may close).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from router.bot.text import features_text
 
 FORMAT = 1
 MODEL_FILE = "model.joblib"
+GATE_FILE = "gate.joblib"  # the scope gate; absent when the training data had no oos examples
 MANIFEST_FILE = "manifest.json"
 CHAR_NGRAMS = (1, 4)  # Chinese characters and their neighbours; English sub-words and typos
 WORD_NGRAMS = (1, 2)
@@ -57,6 +61,10 @@ ROTATIONS = 4  # validation: each rotation holds out a quarter of the intents as
 VALIDATION_SHARE = 0.2  # of each intent's examples, held out for choosing the threshold
 MIN_INTENTS_FOR_UNSEEN = 3  # fewer intents: validate on known intents only
 COVERAGE_POWER = 1.0  # how strongly unknown English words lower the confidence
+GATE_C = 16.0  # the scope gate's regularisation (logistic regression on the same TF-IDF)
+GATE_CLASS_WEIGHT: str | None = None  # "balanced" makes the gate refuse far more in-scope
+GATE_POWER = 1.0  # confidence x (1 - P(out of scope)) ** GATE_POWER
+MIN_GATE_EXAMPLES = 20  # fewer out-of-scope examples than this: no scope gate
 _LATIN_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
@@ -130,15 +138,43 @@ def build_model(class_sizes: Mapping[str, int]) -> Any:
 ModelFactory = Callable[[Mapping[str, int]], Any]
 
 
-def confidences(model: Any, texts: Sequence[str]) -> tuple[Any, Any]:
+def fit_gate(model: Any, texts: Sequence[str], labels: Sequence[str]) -> Any | None:
+    """The scope gate for a fitted ``build_model`` pipeline: a class-balanced logistic
+    regression, out of scope or not, on the pipeline's own features. None when there are too
+    few out-of-scope examples to learn from, or the model is not such a pipeline."""
+    out = np.array([label == OOS for label in labels])
+    features = _features(model)
+    if features is None or out.sum() < MIN_GATE_EXAMPLES or out.all():
+        return None
+    gate = LogisticRegression(C=GATE_C, class_weight=GATE_CLASS_WEIGHT, max_iter=3000)
+    return gate.fit(features.transform(texts), out)
+
+
+def confidences(model: Any, texts: Sequence[str], gate: Any | None = None) -> tuple[Any, Any]:
     """The top class index and the confidence for each (already feature-normalised) text: the
     geometric mean of the top probability and its margin over the runner-up, times the share
-    of a Latin-script text's words that the model knows (``word_coverage``)."""
-    best, confidence = top_and_confidence(model.predict_proba(texts))
+    of a Latin-script text's words that the model knows (``word_coverage``), times the scope
+    gate's in-scope probability (when there is a gate). The features are computed once."""
+    features = _features(model)
+    if features is None:
+        best, confidence = top_and_confidence(model.predict_proba(texts))
+    else:
+        x = features.transform(texts)
+        best, confidence = top_and_confidence(model.named_steps["vote"].predict_proba(x))
+        if gate is not None:
+            confidence = confidence * (1.0 - gate.predict_proba(x)[:, 1]) ** GATE_POWER
     vocabulary = _word_vocabulary(model)
     if vocabulary is not None:
         confidence = confidence * word_coverage(texts, vocabulary) ** COVERAGE_POWER
     return best, confidence
+
+
+def _features(model: Any) -> Any | None:
+    """The feature union of a ``build_model`` pipeline (None for other models)."""
+    steps = getattr(model, "named_steps", None)
+    if steps is None or "features" not in steps or "vote" not in steps:
+        return None
+    return steps["features"]
 
 
 def word_coverage(texts: Sequence[str], vocabulary: Mapping[str, int]) -> Any:
@@ -182,9 +218,10 @@ def top_and_confidence(probabilities: Any) -> tuple[Any, Any]:
 class IntentClassifier:
     """A fitted pipeline and its manifest. ``predict_batch`` is the only hot path."""
 
-    def __init__(self, model: Any, manifest: Manifest) -> None:
+    def __init__(self, model: Any, manifest: Manifest, gate: Any | None = None) -> None:
         self.model = model
         self.manifest = manifest
+        self.gate = gate
         self._classes = [str(c) for c in model.classes_]
 
     @property
@@ -202,7 +239,7 @@ class IntentClassifier:
         """One vectorised call for the whole batch."""
         if not texts:
             return []
-        best, confidence = confidences(self.model, [features_text(t) for t in texts])
+        best, confidence = confidences(self.model, [features_text(t) for t in texts], self.gate)
         return [Prediction(self._classes[b], float(c))
                 for b, c in zip(best.tolist(), confidence.tolist(), strict=True)]
 
@@ -214,6 +251,8 @@ class IntentClassifier:
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
             joblib.dump(self.model, tmp / MODEL_FILE)
+            if self.gate is not None:
+                joblib.dump(self.gate, tmp / GATE_FILE)
             (tmp / MANIFEST_FILE).write_bytes(self.manifest.to_json())
             if directory.exists():
                 old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
@@ -238,6 +277,8 @@ class IntentClassifier:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # minor-version pickle warnings: checked above
                 model = joblib.load(directory / MODEL_FILE)
+                gate_path = directory / GATE_FILE
+                gate = joblib.load(gate_path) if gate_path.exists() else None
         except FileNotFoundError:
             raise ModelError(f"{directory}: no {MODEL_FILE}; retrain with "
                              "`peakroute bot train`") from None
@@ -245,7 +286,7 @@ class IntentClassifier:
             raise ModelError(f"{directory}/{MODEL_FILE} cannot be loaded "
                              f"({type(exc).__name__}); retrain with `peakroute bot train`"
                              ) from None
-        return cls(model, manifest)
+        return cls(model, manifest, gate)
 
 
 def check_compatible(manifest: Manifest, source: str) -> None:
@@ -287,6 +328,7 @@ def train(
         validation = {"threshold_from": "knowledge base"}
     model = factory(_sizes(labels))
     model.fit(texts, labels)
+    gate = fit_gate(model, texts, labels)
     intents = tuple(sorted(set(labels) - {OOS}))
     manifest = Manifest(
         sklearn_version=sklearn.__version__, threshold=threshold, intents=intents,
@@ -295,7 +337,7 @@ def train(
         trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         target_false_containment=target_false_containment, validation=validation,
     )
-    return IntentClassifier(model, manifest)
+    return IntentClassifier(model, manifest, gate)
 
 
 def _prepare(examples: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
@@ -345,10 +387,12 @@ def choose_threshold(
         fit_labels = [labels[i] for i in fit_idx]
         if len(set(fit_labels) - {OOS}) < 2:
             continue
+        fit_texts = [texts[i] for i in fit_idx]
         model = factory(_sizes(fit_labels))
-        model.fit([texts[i] for i in fit_idx], fit_labels)
+        model.fit(fit_texts, fit_labels)
+        gate = fit_gate(model, fit_texts, fit_labels)
         classes = [str(c) for c in model.classes_]
-        best, confidence = confidences(model, [texts[i] for i in held_out])
+        best, confidence = confidences(model, [texts[i] for i in held_out], gate)
         for i, b, c in zip(held_out, best.tolist(), confidence.tolist(), strict=True):
             truth = OOS if labels[i] in unseen else labels[i]
             outcomes.append(Outcome(truth, classes[b], float(c),

@@ -11,7 +11,9 @@ import pytest
 import sklearn
 
 from router.bot.classifier import (
+    GATE_FILE,
     MANIFEST_FILE,
+    MIN_GATE_EXAMPLES,
     MODEL_FILE,
     IntentClassifier,
     Manifest,
@@ -24,6 +26,7 @@ from router.bot.classifier import (
 )
 from router.bot.errors import ModelError
 from router.bot.scoring import OOS
+from router.bot.text import features_text
 
 from ._bot import TARGET, small_kb, small_model
 
@@ -186,3 +189,41 @@ def test_an_intent_with_one_example_still_trains_with_the_logistic_model_alone()
     examples = [("where is my parcel", "a"), *[(f"refund number {i}", "b") for i in range(5)]]
     trained = train(examples, {"a": True, "b": False}, target_false_containment=0.05)
     assert trained.predict_batch(["refund"])[0].intent == "b"
+
+
+NEAR_MISSES = [f"{brand} {q}" for brand in ("jd", "pinduoduo", "amazon", "ebay", "meituan")
+               for q in ("where is my parcel", "parcel not arrived", "refund me please",
+                         "my coupon does not work", "快递到哪了")]
+
+
+def gated_model(near_misses: list[str]) -> IntentClassifier:
+    examples = [*small_kb().examples(), *[(t, OOS) for t in near_misses]]
+    return train(examples, {"logistics": True}, target_false_containment=0.05, threshold=0.3)
+
+
+def test_enough_out_of_scope_examples_train_a_scope_gate_that_lowers_near_misses() -> None:
+    gated = gated_model(NEAR_MISSES)
+    assert gated.gate is not None
+    texts = [features_text(t) for t in ("temu parcel not arrived", "my parcel has not arrived")]
+    _, with_gate = confidences(gated.model, texts, gated.gate)
+    _, without = confidences(gated.model, texts)
+    assert with_gate[0] < without[0]  # a foreign shop's parcel: in scope less likely
+    assert with_gate.tolist() == [p.confidence for p in gated.predict_batch(
+        ["temu parcel not arrived", "my parcel has not arrived"])]
+
+
+def test_few_out_of_scope_examples_train_no_scope_gate() -> None:
+    assert gated_model(NEAR_MISSES[:MIN_GATE_EXAMPLES - 1]).gate is None
+    assert small_model().gate is None
+
+
+def test_the_scope_gate_is_saved_and_loaded_with_the_model(tmp_path: Path) -> None:
+    gated = gated_model(NEAR_MISSES)
+    gated.save(tmp_path / "m")
+    assert (tmp_path / "m" / GATE_FILE).exists()
+    loaded = IntentClassifier.load(tmp_path / "m")
+    texts = ["jd 快递到哪了", "refund please"]
+    assert loaded.predict_batch(texts) == gated.predict_batch(texts)
+    small_model().save(tmp_path / "plain")
+    assert not (tmp_path / "plain" / GATE_FILE).exists()
+    assert IntentClassifier.load(tmp_path / "plain").gate is None

@@ -1,5 +1,6 @@
-"""The shipped knowledge base (router/bot/kb/default.yaml) and its model on the held-out set
-tests/data/bot_heldout.csv, written so that the model was never trained on it."""
+"""The shipped knowledge base (router/bot/kb/default.yaml) and its model on the test set
+tests/data/bot_test_v3.csv, written blind (from the intents' names and answers only) and never
+trained on; its threshold was chosen on tests/data/bot_test_v2.csv (docs/BOT.md)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,18 @@ import pytest
 from router.bot.classifier import IntentClassifier
 from router.bot.kb import KnowledgeBase, Message, Rule, default_kb_path, load_kb
 from router.bot.scoring import Scores
+from router.bot.text import normalize
 from router.bot.trainer import EvalReport, evaluate, read_labelled, train_model
 from router.events import Language
 
 from ._bot import DATA
 
-HELDOUT = DATA / "bot_heldout.csv"
+TEST_SET = DATA / "bot_test_v3.csv"
 ROUTING_QUEUES = {"presale", "orders", "refunds", "payment", "security", "complaints",
                   "general"}
 MAX_FALSE_CONTAINMENT = 0.05
-TARGET_CONTAINMENT = 0.50  # the issue's goal; not reached yet (see the xfail below)
-MIN_EXAMPLES = 40  # per intent and language
+TARGET_CONTAINMENT = 0.50  # issue 5's goal, with false containment <= 5 %, per language
+MIN_EXAMPLES = 35  # per intent and language (the issue asks for 15)
 
 
 @functools.cache
@@ -35,7 +37,7 @@ def shipped_model() -> IntentClassifier:
 
 @functools.cache
 def report() -> EvalReport:
-    return evaluate(shipped_model(), read_labelled(HELDOUT), shipped(), shipped_model().threshold)
+    return evaluate(shipped_model(), read_labelled(TEST_SET), shipped(), shipped_model().threshold)
 
 
 def per_language() -> dict[str, Scores]:
@@ -71,10 +73,15 @@ def test_the_kb_sets_the_threshold_of_its_own_model() -> None:
     assert shipped_model().manifest.validation == {"threshold_from": "knowledge base"}
 
 
-def test_the_heldout_set_has_both_languages_and_out_of_scope_questions() -> None:
+def test_the_test_set_has_both_languages_and_out_of_scope_questions() -> None:
     r = report()
     assert set(r.by_language) == {"zh", "en"}
-    assert r.overall.out_of_scope >= 50
+    assert all(s.out_of_scope >= 50 for s in r.by_language.values())
+
+
+def test_the_test_set_was_not_trained_on() -> None:
+    known = {normalize(text) for text, _ in shipped().examples()}
+    assert not [row.text for row in read_labelled(TEST_SET) if normalize(row.text) in known]
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])
@@ -85,18 +92,17 @@ def test_false_containment_stays_within_5_percent_per_language(language: str) ->
 @pytest.mark.parametrize("language", ["zh", "en"])
 def test_accuracy_and_out_of_scope_recall_do_not_regress(language: str) -> None:
     s = per_language()[language]
-    assert s.accuracy >= 0.80
-    assert s.oos_recall >= 0.85
-    assert s.containment >= 0.40
+    assert s.accuracy >= 0.85
+    assert s.oos_recall >= 0.90
 
 
 @pytest.mark.parametrize("language", [
-    "zh",
-    pytest.param("en", marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 5's goal, not reached in English: with ~58 examples per intent and language, "
-        "41 intents and a margin-based confidence, the threshold chosen on the even rows "
-        "closes ~47 % of the English questions there at <= 5 % false containment "
-        "(docs/BOT.md, Figures)"))),
+    pytest.param("zh", marks=pytest.mark.xfail(strict=True, reason=(
+        "issue 5's goal, not reached in Chinese: at the threshold chosen on bot_test_v2.csv "
+        "the bot closes 47.4 % of the Chinese test questions (false containment 1.6 %); "
+        "lower thresholds reach 51 % at 3.5 % on this set but break 5 % on the development "
+        "set (docs/BOT.md, Figures)"))),
+    "en",
 ])
 def test_containment_reaches_50_percent_with_false_containment_within_5_percent(
         language: str) -> None:
