@@ -1,0 +1,253 @@
+"""The live SLA picture of every routing domain, read from Redis in one consistent step per
+domain: per queue the window figures, running totals and live values (waiting, oldest wait, at
+risk, estimated wait, agents ready); per domain the agents by state and occupancy. ``/metrics``
+(the lease holder's collector) and ``peakroute status`` show the same snapshot."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from router.routing.store import STAT_FIELDS, domains, prefix
+from router.settings import Settings
+from router.sla.windows import (
+    TODAY,
+    WINDOW_NAMES,
+    Counts,
+    WindowPlan,
+    at_risk_before_ms,
+    average_wait_s,
+    estimated_wait_s,
+    plan,
+    service_level,
+    timezone,
+    window_counts,
+)
+
+AGENT_STATES = ("ready", "not_ready")  # logged-in states (offline agents leave the roster)
+EWT_WINDOW = "5m"  # the answer rate behind the estimated wait
+
+
+@dataclass(frozen=True, slots=True)
+class WindowFigures:
+    counts: Counts
+    service_level: float | None
+    average_wait_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.counts
+        return {"offered": c.offered, "answered": c.answered,
+                "answered_within_target": c.answered_within_target, "abandoned": c.abandoned,
+                "short_abandoned": c.short_abandoned, "wait_sum_s": c.wait_sum_ms / 1000,
+                "wait_max_s": c.wait_max_ms / 1000, "service_level": self.service_level,
+                "average_wait_s": self.average_wait_s}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    domain: str
+    queue: str
+    target_s: float  # the answer target of its normal contacts (VIP may have a shorter one)
+    windows: dict[str, WindowFigures]
+    totals: Counts  # since the queue first counted (Prometheus counters)
+    waiting: int  # escalated, not yet answered nor abandoned (in line or with an offer out)
+    queued: int  # of those, in line (no offer out)
+    oldest_wait_s: float
+    at_risk: int
+    agents_ready: int  # ready agents who serve the queue (at any ring)
+    estimated_wait_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        t = self.totals
+        return {"domain": self.domain, "queue": self.queue, "target_s": self.target_s,
+                "windows": {k: v.as_dict() for k, v in self.windows.items()},
+                "totals": {"offered": t.offered, "answered": t.answered,
+                           "answered_within_target": t.answered_within_target,
+                           "abandoned": t.abandoned, "short_abandoned": t.short_abandoned,
+                           "wait_sum_s": t.wait_sum_ms / 1000},
+                "waiting": self.waiting, "queued": self.queued,
+                "oldest_wait_s": self.oldest_wait_s, "at_risk": self.at_risk,
+                "agents_ready": self.agents_ready, "estimated_wait_s": self.estimated_wait_s}
+
+
+@dataclass(frozen=True, slots=True)
+class DomainFigures:
+    domain: str
+    agents: dict[str, int]  # logged-in agents by state
+    occupancy: float | None  # slots in use / (in use + free slots of ready agents)
+    stats: dict[str, int]  # the domain's books (arrived, contained, escalated, ...)
+
+    @property
+    def containment(self) -> float | None:
+        arrived = self.stats.get("arrived", 0)
+        return self.stats.get("contained", 0) / arrived if arrived else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"domain": self.domain, "agents": self.agents, "occupancy": self.occupancy,
+                "bot_containment": self.containment,
+                "arrived": self.stats.get("arrived", 0),
+                "contained": self.stats.get("contained", 0),
+                "escalated": self.stats.get("escalated", 0)}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    taken_at_ms: int
+    formula: str
+    objective: float
+    domains: list[DomainFigures] = field(default_factory=list)
+    queues: list[QueueFigures] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"taken_at_ms": self.taken_at_ms, "formula": self.formula,
+                "objective": self.objective, "domains": [d.as_dict() for d in self.domains],
+                "queues": [q.as_dict() for q in self.queues]}
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass(slots=True)
+class _AgentTally:
+    states: dict[str, int]
+    used: int = 0
+    free: int = 0
+    ready_by_queue: dict[str, int] = field(default_factory=dict)
+    free_primary: set[str] = field(default_factory=set)  # queues with a ready agent with room
+
+
+def _tally_agents(rows: list[dict[str, str]]) -> _AgentTally:
+    """Agents' hashes -> counts by state, slots used and free, ready agents per queue."""
+    tally = _AgentTally(dict.fromkeys(AGENT_STATES, 0))
+    for a in rows:
+        st = a.get("st", "")
+        if not st or st == "offline":
+            continue
+        tally.states[st] = tally.states.get(st, 0) + 1
+        loads = {k[5:]: int(v) for k, v in a.items() if k.startswith("load:")}
+        caps = {k[4:]: int(v) for k, v in a.items() if k.startswith("cap:")}
+        tally.used += sum(max(v, 0) for v in loads.values())
+        room = sum(max(cap - loads.get(ch, 0), 0) for ch, cap in caps.items())
+        if st != "ready":
+            continue
+        tally.free += room
+        queues: dict[str, int] = {}  # queue -> the innermost ring the agent serves it from
+        for key, value in a.items():
+            if key.startswith("r:"):
+                q = key[2:].partition(".")[0]
+                ring = int(value.partition("|")[0] or 0)
+                queues[q] = min(ring, queues.get(q, ring))
+        for q, ring in queues.items():
+            tally.ready_by_queue[q] = tally.ready_by_queue.get(q, 0) + 1
+            if room > 0 and ring == 0:
+                tally.free_primary.add(q)
+    return tally
+
+
+async def read_domain(client: aioredis.Redis, domain: str, now_ms: int,
+                      settings: Settings) -> tuple[DomainFigures, list[QueueFigures]]:
+    """One domain's figures. Its keys share one hash tag, so the reads run as one MULTI: every
+    figure comes from the same instant, whatever scripts run meanwhile."""
+    p = prefix(domain)
+    tz = timezone(settings.sla_timezone)
+    plans: dict[str, WindowPlan] = {w: plan(w, now_ms, tz) for w in WINDOW_NAMES}
+    minutes = sorted({m for pl in plans.values() for m in pl.minutes})
+    hours = sorted({h for pl in plans.values() for h in pl.hours})
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.smembers(p + "slaq")
+        pipe.hgetall(p + "ut")
+        pipe.smembers(p + "agents")
+        queues_raw, ut_raw, agents_raw = await pipe.execute()
+    queues = sorted(_text(q) for q in queues_raw)
+    classes = sorted((_text(k).rpartition(":")[0], _text(k).rpartition(":")[2], int(v))
+                     for k, v in ut_raw.items())
+    agents = sorted(_text(a) for a in agents_raw)
+    async with client.pipeline(transaction=True) as pipe:
+        for q in queues:
+            pipe.hgetall(f"{p}sq:{q}")
+            for m in minutes:
+                pipe.hgetall(f"{p}sm:{q}:{m}")
+            for h in hours:
+                pipe.hgetall(f"{p}sh:{q}:{h}")
+        for q, cls, tg in classes:
+            key = f"{p}uw:{q}:{cls}"
+            pipe.zcard(key)
+            pipe.zrange(key, 0, 0, withscores=True)
+            pipe.zcount(key, "-inf", at_risk_before_ms(now_ms, tg, settings.sla_at_risk_share))
+        pipe.hgetall(p + "wn")
+        pipe.hgetall(p + "stats")
+        results = iter(await pipe.execute())
+    per_queue: dict[str, tuple[Counts, dict[int, Counts], dict[int, Counts]]] = {}
+    for q in queues:
+        totals = Counts.from_hash(next(results))
+        mins = {m: Counts.from_hash(next(results)) for m in minutes}
+        hrs = {h: Counts.from_hash(next(results)) for h in hours}
+        per_queue[q] = (totals, mins, hrs)
+    live: dict[str, list[int | float]] = {}  # queue -> [waiting, oldest escalation, at risk]
+    targets: dict[str, int] = {}
+    for q, _cls, tg in classes:
+        n, head, risk = next(results), next(results), next(results)
+        cur = live.setdefault(q, [0, float("inf"), 0])
+        cur[0] += int(n)
+        if head:
+            cur[1] = min(cur[1], float(head[0][1]))
+        cur[2] += int(risk)
+        targets[q] = max(targets.get(q, 0), tg)
+    wn = {_text(k): int(v) for k, v in next(results).items()}
+    stats = dict.fromkeys(STAT_FIELDS, 0)
+    stats.update({_text(k): int(v) for k, v in next(results).items()})
+    # Agents are read outside the MULTI: thousands of them would hold Redis up for every other
+    # client while it answers; their counts need not share the queues' instant.
+    async with client.pipeline(transaction=False) as pipe:
+        for a in agents:
+            pipe.hgetall(f"{p}a:{a}")
+        tally = _tally_agents([{_text(k): _text(v) for k, v in row.items()}
+                               for row in await pipe.execute()])
+    queued: dict[str, int] = {}
+    for list_id, n in wn.items():  # "<queue>.<language>:<channel>:<class>:<ring>"
+        q = list_id.partition(":")[0].partition(".")[0]
+        queued[q] = queued.get(q, 0) + n
+    out = []
+    for q in sorted(set(queues) | set(live)):
+        totals, mins, hrs = per_queue.get(q, (Counts(), {}, {}))
+        windows = {}
+        for w, pl in plans.items():
+            c = window_counts(pl, mins, hrs)
+            windows[w] = WindowFigures(c, service_level(c, settings.sla_formula),
+                                       average_wait_s(c))
+        waiting, oldest, risk = live.get(q, [0, float("inf"), 0])
+        oldest_s = max(now_ms - oldest, 0) / 1000 if oldest != float("inf") else 0.0
+        ewt = estimated_wait_s(int(waiting), q in tally.free_primary,
+                               windows[EWT_WINDOW].counts.answered, plans[EWT_WINDOW].span_s)
+        out.append(QueueFigures(
+            domain=domain, queue=q,
+            target_s=(targets.get(q) or settings.sla_target_ms) / 1000,
+            windows=windows, totals=totals, waiting=int(waiting), queued=queued.get(q, 0),
+            oldest_wait_s=oldest_s, at_risk=int(risk),
+            agents_ready=tally.ready_by_queue.get(q, 0), estimated_wait_s=ewt))
+    capacity = tally.used + tally.free
+    figures = DomainFigures(domain, tally.states,
+                            tally.used / capacity if capacity else None, stats)
+    return figures, out
+
+
+async def read_snapshot(client: aioredis.Redis, settings: Settings,
+                        now_ms: int | None = None, only: str = "") -> Snapshot:
+    """Every domain's figures (or only the domain ``only``)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    snap = Snapshot(now, settings.sla_formula, settings.sla_objective_ratio)
+    for domain in await domains(client):
+        if only and domain != only:
+            continue
+        d, qs = await read_domain(client, domain, now, settings)
+        snap.domains.append(d)
+        snap.queues.extend(qs)
+    return snap
+
+
+__all__ = ["TODAY", "DomainFigures", "QueueFigures", "Snapshot", "WindowFigures",
+           "read_domain", "read_snapshot"]
