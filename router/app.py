@@ -118,10 +118,10 @@ def _use_fetch_max_wait(app: faust.App, fetch_max_wait_ms: int) -> None:
     app.transport.Consumer = Consumer  # type: ignore[misc]  # per-app override of a ClassVar
 
 
-def consumer_lag(app: faust.App) -> dict[str, int]:
+def consumer_lag(app: faust.App, topics: set[str]) -> dict[str, int]:
     """Per topic, records in this worker's assigned partitions not yet processed: the log end
     offset (highwater) minus the next offset to process (committed; else after the last
-    read; else 0)."""
+    read; else 0). Only the router's ``topics`` (not faust's internal ones)."""
     lag: dict[str, int] = {}
     try:
         consumer: Any = app.consumer
@@ -129,6 +129,8 @@ def consumer_lag(app: faust.App) -> dict[str, int]:
     except Exception:  # not started yet, or between generations: nothing assigned to report
         return lag
     for tp in assigned:
+        if tp.topic not in topics:
+            continue
         try:
             end = consumer.highwater(tp)
         except Exception:  # no fetch answered for it yet
@@ -255,7 +257,7 @@ def build_app(settings: Settings) -> faust.App:
         except Exception:  # a bad file is handled inside; this is for the unforeseen
             log.exception("bot_reload_check_failed")
 
-    metrics.LAG.source = partial(consumer_lag, app)
+    metrics.LAG.source = partial(consumer_lag, app, set(settings.topics.values()))
 
     @app.timer(settings.metrics_lease_s / 3)  # type: ignore[untyped-decorator]
     async def sla_export_lease() -> None:  # one worker exports the SLA figures (docs/METRICS.md)

@@ -221,7 +221,8 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int,
                                        average_wait_s(c))
         waiting, oldest, risk = live.get(q, [0, float("inf"), 0])
         oldest_s = max(now_ms - oldest, 0) / 1000 if oldest != float("inf") else 0.0
-        ewt = estimated_wait_s(int(waiting), q in tally.free_primary,
+        # Contacts with an offer out are not ahead of a new one: only those in line are.
+        ewt = estimated_wait_s(queued.get(q, 0), q in tally.free_primary,
                                windows[EWT_WINDOW].counts.answered, plans[EWT_WINDOW].span_s)
         out.append(QueueFigures(
             domain=domain, queue=q,

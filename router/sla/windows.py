@@ -143,17 +143,18 @@ def at_risk_before_ms(now_ms: int, target_ms: int, share: float) -> int:
     return now_ms - int(target_ms * share)
 
 
-def estimated_wait_s(waiting: int, free_agent: bool, answered_recently: int,
+def estimated_wait_s(queued: int, free_agent: bool, answered_recently: int,
                      span_s: float) -> float | None:
     """How long a contact entering the queue now should expect to wait.
 
-    Nobody waiting and a ready agent with room serving the queue: 0 (it is offered at once).
-    Otherwise the contacts ahead of it plus itself, served at the queue's recent answer rate
-    (answered in the last 5 minutes over the time that window spans): (waiting + 1) / rate.
+    Nobody in line and a ready agent with room serving the queue at its first ring: 0 (it is
+    offered at once). Otherwise the contacts in line ahead of it plus itself, served at the
+    queue's recent answer rate (answered in the last 5 minutes over the time that window
+    spans): (queued + 1) / rate.
     No answers in that window: unknown (None): nothing says how fast the queue moves.
     """
-    if waiting == 0 and free_agent:
+    if queued == 0 and free_agent:
         return 0.0
     if answered_recently <= 0 or span_s <= 0:
         return None
-    return (waiting + 1) / (answered_recently / span_s)
+    return (queued + 1) / (answered_recently / span_s)
