@@ -122,11 +122,13 @@ async def test_status_figures_equal_redis_and_metrics_at_the_same_moment(
 
     view = _status(stack, "--once", "--domain", domain)
     assert view.returncode == 0, view.stderr
-    assert f"{domain} / general" in view.stdout and "100.0%" in view.stdout
+    assert f"{domain} / general" in view.stdout
+    assert "100.0%" in view.stdout
 
 
 async def test_status_without_redis_says_what_to_do(stack: Settings) -> None:
     down = stack.replace(redis_url="redis://127.0.0.1:1/0")
     proc = await asyncio.to_thread(_status, down, "--once", "--json")
     assert proc.returncode == 2
-    assert "cannot read Redis" in proc.stderr and "peakroute stack up" in proc.stderr
+    assert "cannot read Redis" in proc.stderr
+    assert "peakroute stack up" in proc.stderr
