@@ -3,6 +3,8 @@ buckets, running totals and live values that the snapshot reads, against a hand-
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -14,9 +16,11 @@ from router.events import (
     OfferAccepted,
     RoutingRequested,
 )
+from router.metrics import ClusterCollector
 from router.routing.config import policy_from_settings
 from router.routing.store import RoutingStore, prefix
 from router.settings import Settings
+from router.sla.export import Lease
 from router.sla.snapshot import read_snapshot
 from router.sla.windows import Counts
 
@@ -118,3 +122,26 @@ async def test_duplicates_and_stale_events_count_nothing_twice(
     [q] = snap.queues
     assert q.totals == Counts(offered=1, abandoned=1, short_abandoned=1)
     assert (q.waiting, q.oldest_wait_s, q.at_risk) == (0, 0.0, 0)
+
+
+async def test_one_worker_at_a_time_holds_the_export_lease(
+    store_redis: aioredis.Redis, domain: str,
+) -> None:
+    """The second exporter waits while the first renews; it takes over once the first lets
+    go (or its lease lapses), and a non-holder exports only peakroute_sla_exporter 0."""
+    key = f"pr:test-lease:{domain}"
+    first, second = Lease(store_redis, 0.5, key), Lease(store_redis, 0.5, key)
+    assert await first.renew()
+    assert not await second.renew()
+    assert await first.renew()  # renewing keeps it
+    await first.release()
+    assert not first.held
+    assert await second.renew()
+    await asyncio.sleep(0.6)  # the holder stops renewing (it died): the lease lapses
+    assert not second.held
+    assert await first.renew()
+
+    collector = ClusterCollector()
+    families = list(collector.collect())
+    assert [(f.name, [s.value for s in f.samples]) for f in families] == [
+        ("peakroute_sla_exporter", [0.0])]
