@@ -13,6 +13,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -112,36 +113,21 @@ def _wait_style(q: QueueFigures, wait_s: float, share: float) -> str:
     return "yellow" if wait_s > q.target_s * share else "green"
 
 
-def render(snap: Snapshot, at_risk_share: float = 2 / 3) -> Group:
-    """The view: a header, one line per domain, one table row per queue."""
-    taken = dt.datetime.fromtimestamp(snap.taken_at_ms / 1000, dt.UTC)
-    parts: list[Any] = [Text.assemble(
-        ("peakroute status  ", "bold"), f"{taken:%H:%M:%S} UTC  objective ",
-        (_pct(snap.objective), "bold"), " answered within target  ",
-        (f"({snap.formula})", "dim"))]
-    if not snap.domains:
-        parts.append(Text("no routing domain in Redis yet (nothing escalated, no agent logged "
-                          "in)", style="dim"))
-        return Group(*parts)
-    for d in snap.domains:
-        agents = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in d.agents.items())
-        parts.append(Text.assemble(
-            (f"{d.domain}", "bold cyan"), f"  agents: {agents}  occupancy ",
-            (_pct(d.occupancy), "bold"), "  bot containment ", (_pct(d.containment), "bold"),
-            f"  (arrived {d.stats.get('arrived', 0)}, escalated "
-            f"{d.stats.get('escalated', 0)})"))
-    table = Table(expand=False, header_style="bold")
-    table.add_column("domain / queue")
+def _table(queues: list[QueueFigures], objective: float, at_risk_share: float) -> Table:
+    """One row per queue; two-line headers and light borders so it fits a laptop terminal."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", padding=(0, 1), pad_edge=False)
+    table.add_column("queue", no_wrap=True)
     for w in WINDOW_NAMES:
-        table.add_column(f"SL {w}", justify="right")
-    for name in ("target", "waiting", "oldest", "at risk", "est. wait", "ready", "answered",
-                 "abandoned"):
-        table.add_column(name, justify="right")
-    for q in snap.queues:
-        cells: list[Any] = [f"{q.domain} / {q.queue}"]
+        table.add_column(f"SL%\n{w}", justify="right", no_wrap=True)
+    for name in ("tgt", "wait-\ning", "old-\nest", "at\nrisk", "est.\nwait", "ready",
+                 "ans.\ntoday", "abd.\ntoday"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for q in queues:
+        cells: list[Any] = [q.queue]
         for w in WINDOW_NAMES:
             sl = q.windows[w].service_level
-            cells.append(Text(_pct(sl), style=_sl_style(sl, snap.objective)))
+            cells.append(Text("-" if sl is None else f"{sl * 100:.1f}",
+                              style=_sl_style(sl, objective)))
         today = q.windows["today"].counts
         cells += [
             _secs(q.target_s),
@@ -154,9 +140,35 @@ def render(snap: Snapshot, at_risk_share: float = 2 / 3) -> Group:
             str(today.answered), str(today.abandoned),
         ]
         table.add_row(*cells)
-    parts.append(table)
-    parts.append(Text("SL = service level; waiting = escalated, not yet answered; at risk = "
-                      "waited past 2/3 of target; est. wait = for a contact arriving now "
-                      "(? = no answers in 5 min); answered/abandoned = today", style="dim"))
+    return table
+
+
+def render(snap: Snapshot, at_risk_share: float = 2 / 3) -> Group:
+    """The view: a header; per domain a line (agents, occupancy, bot) and a table of queues."""
+    taken = dt.datetime.fromtimestamp(snap.taken_at_ms / 1000, dt.UTC)
+    parts: list[Any] = [Text.assemble(
+        ("peakroute status  ", "bold"), f"{taken:%H:%M:%S} UTC  objective ",
+        (_pct(snap.objective), "bold"), " answered within target  ",
+        (f"({snap.formula})", "dim"))]
+    if not snap.domains:
+        parts.append(Text("no routing domain in Redis yet (nothing escalated, no agent logged "
+                          "in)", style="dim"))
+        return Group(*parts)
+    for d in snap.domains:
+        agents = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in d.agents.items())
+        parts.append(Text(""))
+        parts.append(Text.assemble(
+            (f"{d.domain}", "bold cyan"), f"  agents: {agents}  occupancy ",
+            (_pct(d.occupancy), "bold"), "  bot containment ", (_pct(d.containment), "bold"),
+            f"  (arrived {d.stats.get('arrived', 0)}, escalated "
+            f"{d.stats.get('escalated', 0)})"))
+        queues = [q for q in snap.queues if q.domain == d.domain]
+        if queues:
+            parts.append(_table(queues, snap.objective, at_risk_share))
+    parts.append(Text("SL% = answered within target (green: objective met); waiting = escalated, "
+                      "not yet answered; oldest = its longest wait; at risk = waited past 2/3 of "
+                      "target; est. wait = for a contact arriving now (? = nothing answered in 5 "
+                      "min); ready = ready agents serving the queue; ans./abd. = answered and "
+                      "abandoned today", style="dim"))
     return Group(*parts)
 

@@ -47,7 +47,7 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
         queue=t.queue, lane=t.lane, ring=t.ring,
     ))]
     if t.kind == "answered":
-        metrics.ANSWER_WAIT.observe(t.waited_ms / 1000)
+        metrics.ANSWER_WAIT.labels(t.domain, t.queue).observe(max(t.waited_ms, 0) / 1000)
     elif t.kind == "offered":
         out.append(Output("assignments", t.domain, AssignmentOffered(
             event_id=derived_id(base, "offer"), ts_ms=now, offer_id=t.offer_id,

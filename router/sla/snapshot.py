@@ -18,6 +18,7 @@ from router.sla.windows import (
     WINDOW_NAMES,
     Counts,
     WindowPlan,
+    active_span_s,
     at_risk_before_ms,
     average_wait_s,
     estimated_wait_s,
@@ -223,7 +224,8 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int,
         oldest_s = max(now_ms - oldest, 0) / 1000 if oldest != float("inf") else 0.0
         # Contacts with an offer out are not ahead of a new one: only those in line are.
         ewt = estimated_wait_s(queued.get(q, 0), q in tally.free_primary,
-                               windows[EWT_WINDOW].counts.answered, plans[EWT_WINDOW].span_s)
+                               windows[EWT_WINDOW].counts.answered,
+                               active_span_s(plans[EWT_WINDOW], mins, now_ms))
         out.append(QueueFigures(
             domain=domain, queue=q,
             target_s=(targets.get(q) or settings.sla_target_ms) / 1000,

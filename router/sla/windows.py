@@ -138,6 +138,15 @@ def window_counts(p: WindowPlan, minutes: Mapping[int, Counts],
                   *(hours.get(h, empty) for h in p.hours)])
 
 
+def active_span_s(p: WindowPlan, minutes: Mapping[int, Counts], now_ms: int) -> float:
+    """The seconds of a rolling window since its first minute with any count: a queue that
+    opened (or a system that started) two minutes ago has two minutes of rate, not five."""
+    first = next((m for m in p.minutes if minutes.get(m, Counts()) != Counts()), None)
+    if first is None:
+        return p.span_s
+    return min(p.span_s, (now_ms - first * MINUTE_MS) / 1000)
+
+
 def at_risk_before_ms(now_ms: int, target_ms: int, share: float) -> int:
     """Contacts escalated before this time have waited past ``share`` of their target."""
     return now_ms - int(target_ms * share)
@@ -150,7 +159,7 @@ def estimated_wait_s(queued: int, free_agent: bool, answered_recently: int,
     Nobody in line and a ready agent with room serving the queue at its first ring: 0 (it is
     offered at once). Otherwise the contacts in line ahead of it plus itself, served at the
     queue's recent answer rate (answered in the last 5 minutes over the time that window
-    spans): (queued + 1) / rate.
+    spans since its first minute with any count, ``active_span_s``): (queued + 1) / rate.
     No answers in that window: unknown (None): nothing says how fast the queue moves.
     """
     if queued == 0 and free_agent:

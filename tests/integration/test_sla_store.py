@@ -94,8 +94,9 @@ async def test_buckets_totals_and_live_values_match_a_hand_computed_scenario(
     assert (q.waiting, q.queued, q.at_risk, q.agents_ready) == (1, 1, 1, 1)
     assert q.oldest_wait_s == pytest.approx(28.0)
     assert q.target_s == 30.0
-    # No free agent: (1 waiting + itself) at 2 answered per 270 s (4 whole minutes + 30 s).
-    assert q.estimated_wait_s == pytest.approx(270.0)
+    # No free agent: (1 in line + itself) at 2 answered per 90 s (the queue's first contact
+    # came 90 s ago: the 5-minute window's rate counts from then).
+    assert q.estimated_wait_s == pytest.approx(90.0)
     [d] = snap.domains
     assert d.agents == {"ready": 1, "not_ready": 0}
     assert d.occupancy == 1.0  # c2 in hand, no free slot

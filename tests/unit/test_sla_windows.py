@@ -13,6 +13,7 @@ from router.settings import Settings
 from router.sla.windows import (
     FORMULAS,
     Counts,
+    active_span_s,
     at_risk_before_ms,
     average_wait_s,
     estimated_wait_s,
@@ -150,3 +151,13 @@ def test_estimated_wait_serves_the_line_at_the_recent_answer_rate() -> None:
 
 def test_estimated_wait_is_unknown_when_nothing_was_answered_lately() -> None:
     assert estimated_wait_s(3, False, 0, 300.0) is None
+
+
+def test_the_answer_rate_counts_only_the_time_since_the_window_first_saw_a_contact() -> None:
+    now = MIDNIGHT_MS + 10 * 60_000 + 30_000  # 00:10:30; the 5-minute window starts 00:06
+    p = plan("5m", now, UTC)
+    assert active_span_s(p, {}, now) == 270.0
+    started = {M0 + 9: Counts(offered=3)}  # the first contact came at 00:09
+    assert active_span_s(p, started, now) == 90.0
+    old = {M0 + 6: Counts(answered=1), M0 + 9: Counts(offered=3)}
+    assert active_span_s(p, old, now) == 270.0
