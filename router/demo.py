@@ -167,6 +167,7 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any
                    for i in range(opts.workers)]
         await wait_ready(workers)
         say(f"  ready; metrics on http://127.0.0.1:{workers[0].port}/metrics")
+        say(f"  live SLA view: PEAKROUTE_STATE_DIR={stack.state_dir} peakroute status")
         client = aioredis.Redis.from_url(settings.redis_url)
         bus = AgentBus(settings)
         await bus.start()

@@ -39,20 +39,27 @@ local UT = P .. 'ut'      -- hash: "<queue>:<class>" -> target_ms of contacts wa
 -- (queued or offered), score = escalation time: waiting, oldest wait and at risk are read here.
 local function unanswered_key(qn, cls) return P .. 'uw:' .. qn .. ':' .. cls end
 
--- counts: {field, by, field, by, ...}; wait_ms (answered): also raises wait_max_ms.
+-- counts: {field, by, field, by, ...}, the first a count of 1 (offered, answered or abandoned)
+-- whose new value says whether the key is new: only then is it given its expiry (and the queue
+-- recorded), which keeps the extra commands per transition few. wait_ms (answered): also
+-- raises the buckets' wait_max_ms.
 local function sla_count(qn, now, counts, wait_ms)
   if not qn or qn == '' then return end
   local minute = math.floor(now / 60000)
   local keys = {P .. 'sm:' .. qn .. ':' .. minute, P .. 'sh:' .. qn .. ':' .. math.floor(minute / 60),
                 P .. 'sq:' .. qn}
   for i, k in ipairs(keys) do
-    for j = 1, #counts, 2 do redis.call('HINCRBY', k, counts[j], counts[j + 1]) end
-    if wait_ms and wait_ms > tonumber(redis.call('HGET', k, 'wait_max_ms') or '-1') then
-      redis.call('HSET', k, 'wait_max_ms', wait_ms)
+    local first = redis.call('HINCRBY', k, counts[1], counts[2])
+    for j = 3, #counts, 2 do redis.call('HINCRBY', k, counts[j], counts[j + 1]) end
+    if i < 3 then
+      if first == counts[2] then redis.call('EXPIRE', k, SLA_TTL) end
+      if wait_ms and wait_ms > tonumber(redis.call('HGET', k, 'wait_max_ms') or '-1') then
+        redis.call('HSET', k, 'wait_max_ms', wait_ms)
+      end
+    elseif first == counts[2] then
+      redis.call('SADD', SLAQ, qn)
     end
-    if i < 3 then redis.call('EXPIRE', k, SLA_TTL) end
   end
-  redis.call('SADD', SLAQ, qn)
 end
 
 local function unanswered_add(cid, qn, cls, esc, tg)
