@@ -50,7 +50,9 @@ local function sla_count(qn, now, counts, wait_ms)
                 P .. 'sq:' .. qn}
   for i, k in ipairs(keys) do
     local first = redis.call('HINCRBY', k, counts[1], counts[2])
-    for j = 3, #counts, 2 do redis.call('HINCRBY', k, counts[j], counts[j + 1]) end
+    for j = 3, #counts, 2 do  -- a zero (not within target, not short) needs no command
+      if counts[j + 1] ~= 0 then redis.call('HINCRBY', k, counts[j], counts[j + 1]) end
+    end
     if i < 3 then
       if first == counts[2] then redis.call('EXPIRE', k, SLA_TTL) end
       if wait_ms and wait_ms > tonumber(redis.call('HGET', k, 'wait_max_ms') or '-1') then
