@@ -21,7 +21,7 @@ from rich.text import Text
 
 from router.errors import PeakrouteError
 from router.settings import Settings
-from router.sla.snapshot import QueueFigures, Snapshot, read_snapshot
+from router.sla.snapshot import BucketCache, QueueFigures, Snapshot, read_snapshot
 from router.sla.windows import WINDOW_NAMES
 
 WARN_MARGIN = 0.05  # service level within this of the objective shows amber
@@ -63,8 +63,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _loop(client: aioredis.Redis, args: argparse.Namespace, settings: Settings) -> int:
+    cache = BucketCache()  # finished buckets are read once, not every second
+
     async def take() -> Snapshot:
-        return await read_snapshot(client, settings, only=args.domain)
+        return await read_snapshot(client, settings, only=args.domain, cache=cache)
 
     if args.json:
         while True:

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from router import logs, metrics
 from router.settings import Settings
-from router.sla.snapshot import read_snapshot
+from router.sla.snapshot import BucketCache, read_snapshot
 
 log = logs.get("sla")
 LEASE_KEY = "pr:metrics:lease"
@@ -82,6 +82,7 @@ class SlaExporter:
         self.lease = Lease(client, settings.metrics_lease_s)
         self.collector = collector
         self._lock = asyncio.Lock()
+        self._cache = BucketCache()
 
     async def renew(self) -> None:
         self.collector.exporting = await self.lease.renew()
@@ -93,4 +94,5 @@ class SlaExporter:
         async with self._lock:
             await self.renew()
             if self.collector.exporting:
-                self.collector.snapshot = await read_snapshot(self.redis, self.settings)
+                self.collector.snapshot = await read_snapshot(self.redis, self.settings,
+                                                              cache=self._cache)

@@ -11,9 +11,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from router.events import Channel
 from router.routing.store import STAT_FIELDS, domains, prefix
 from router.settings import Settings
 from router.sla.windows import (
+    MINUTE_MS,
     TODAY,
     WINDOW_NAMES,
     Counts,
@@ -121,27 +123,31 @@ class _AgentTally:
     free_primary: set[str] = field(default_factory=set)  # queues with a ready agent with room
 
 
-def _tally_agents(rows: list[dict[str, str]]) -> _AgentTally:
-    """Agents' hashes -> counts by state, slots used and free, ready agents per queue."""
+# Per agent, only what the tally needs (an agent's hash holds dozens of fields).
+AGENT_FIELDS = ("st", "m", *(f"{kind}:{ch.value}" for ch in Channel for kind in ("cap", "load")))
+
+
+def _tally_agents(rows: list[list[Any]]) -> _AgentTally:
+    """Agents' AGENT_FIELDS -> counts by state, slots used and free, ready agents per queue."""
     tally = _AgentTally(dict.fromkeys(AGENT_STATES, 0))
-    for a in rows:
-        st = a.get("st", "")
+    for row in rows:
+        st = _text(row[0]) if row[0] is not None else ""
         if not st or st == "offline":
             continue
         tally.states[st] = tally.states.get(st, 0) + 1
-        loads = {k[5:]: int(v) for k, v in a.items() if k.startswith("load:")}
-        caps = {k[4:]: int(v) for k, v in a.items() if k.startswith("cap:")}
-        tally.used += sum(max(v, 0) for v in loads.values())
-        room = sum(max(cap - loads.get(ch, 0), 0) for ch, cap in caps.items())
+        room = 0
+        for i in range(2, len(AGENT_FIELDS), 2):
+            cap, load = int(row[i] or 0), max(int(row[i + 1] or 0), 0)
+            tally.used += load
+            room += max(cap - load, 0)
         if st != "ready":
             continue
         tally.free += room
         queues: dict[str, int] = {}  # queue -> the innermost ring the agent serves it from
-        for key, value in a.items():
-            if key.startswith("r:"):
-                q = key[2:].partition(".")[0]
-                ring = int(value.partition("|")[0] or 0)
-                queues[q] = min(ring, queues.get(q, ring))
+        for item in filter(None, _text(row[1] or b"").split(";")):  # lane|ring|rings
+            lane, ring_text, _ = item.split("|", 2)
+            q, ring = lane.partition(".")[0], int(ring_text or 0)
+            queues[q] = min(ring, queues.get(q, ring))
         for q, ring in queues.items():
             tally.ready_by_queue[q] = tally.ready_by_queue.get(q, 0) + 1
             if room > 0 and ring == 0:
@@ -149,10 +155,36 @@ def _tally_agents(rows: list[dict[str, str]]) -> _AgentTally:
     return tally
 
 
-async def read_domain(client: aioredis.Redis, domain: str, now_ms: int,
-                      settings: Settings) -> tuple[DomainFigures, list[QueueFigures]]:
+class BucketCache:
+    """Finished buckets, kept by a process that reads snapshots again and again (the exporter,
+    `peakroute status`). A bucket is finished once its minute (or hour) ended FINAL_AFTER_MS
+    ago: transitions count in the bucket of the routing stage's clock, so only a worker whose
+    clock lags by more than that could still add to it. Each refresh then reads just the
+    current buckets, the totals and the live values."""
+
+    FINAL_AFTER_MS = 120_000
+
+    def __init__(self) -> None:
+        self.done: dict[str, Counts] = {}
+
+    @classmethod
+    def finished(cls, end_minute: int, now_ms: int) -> bool:
+        """Whether a bucket whose time ends at epoch minute ``end_minute`` is final."""
+        return end_minute * MINUTE_MS + cls.FINAL_AFTER_MS <= now_ms
+
+    def keep(self, prefix_: str, needed: set[str]) -> None:
+        """Forget this domain's buckets that no window needs any more."""
+        for key in [k for k in self.done if k.startswith(prefix_) and k not in needed]:
+            del self.done[key]
+
+
+async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings: Settings,
+                      cache: BucketCache | None = None
+                      ) -> tuple[DomainFigures, list[QueueFigures]]:
     """One domain's figures. Its keys share one hash tag, so the reads run as one MULTI: every
-    figure comes from the same instant, whatever scripts run meanwhile."""
+    figure comes from the same instant, whatever scripts run meanwhile (finished buckets from
+    ``cache`` cannot change any more)."""
+    cache = cache if cache is not None else BucketCache()
     p = prefix(domain)
     tz = timezone(settings.sla_timezone)
     plans: dict[str, WindowPlan] = {w: plan(w, now_ms, tz) for w in WINDOW_NAMES}
@@ -167,13 +199,20 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int,
     classes = sorted((_text(k).rpartition(":")[0], _text(k).rpartition(":")[2], int(v))
                      for k, v in ut_raw.items())
     agents = sorted(_text(a) for a in agents_raw)
+    bucket_keys = {q: ([f"{p}sm:{q}:{m}" for m in minutes], [f"{p}sh:{q}:{h}" for h in hours])
+                   for q in queues}
+    ends: dict[str, int] = {}  # bucket key -> the epoch minute its time ends at
+    for mk, hk in bucket_keys.values():
+        ends.update(zip(mk, (m + 1 for m in minutes), strict=True))
+        ends.update(zip(hk, ((h + 1) * 60 for h in hours), strict=True))
+    needed = set(ends)
+    cache.keep(p, needed)
+    to_read = sorted(k for k in needed if k not in cache.done)
     async with client.pipeline(transaction=True) as pipe:
         for q in queues:
             pipe.hgetall(f"{p}sq:{q}")
-            for m in minutes:
-                pipe.hgetall(f"{p}sm:{q}:{m}")
-            for h in hours:
-                pipe.hgetall(f"{p}sh:{q}:{h}")
+        for key in to_read:
+            pipe.hgetall(key)
         for q, cls, tg in classes:
             key = f"{p}uw:{q}:{cls}"
             pipe.zcard(key)
@@ -182,12 +221,15 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int,
         pipe.hgetall(p + "wn")
         pipe.hgetall(p + "stats")
         results = iter(await pipe.execute())
+    totals_of = {q: Counts.from_hash(next(results)) for q in queues}
+    fresh = {key: Counts.from_hash(next(results)) for key in to_read}
+    buckets = {**cache.done, **fresh}
+    cache.done.update((k, c) for k, c in fresh.items() if BucketCache.finished(ends[k], now_ms))
     per_queue: dict[str, tuple[Counts, dict[int, Counts], dict[int, Counts]]] = {}
     for q in queues:
-        totals = Counts.from_hash(next(results))
-        mins = {m: Counts.from_hash(next(results)) for m in minutes}
-        hrs = {h: Counts.from_hash(next(results)) for h in hours}
-        per_queue[q] = (totals, mins, hrs)
+        mk, hk = bucket_keys[q]
+        per_queue[q] = (totals_of[q], {m: buckets[k] for m, k in zip(minutes, mk, strict=True)},
+                        {h: buckets[k] for h, k in zip(hours, hk, strict=True)})
     live: dict[str, list[int | float]] = {}  # queue -> [waiting, oldest escalation, at risk]
     targets: dict[str, int] = {}
     for q, _cls, tg in classes:
@@ -205,9 +247,8 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int,
     # client while it answers; their counts need not share the queues' instant.
     async with client.pipeline(transaction=False) as pipe:
         for a in agents:
-            pipe.hgetall(f"{p}a:{a}")
-        tally = _tally_agents([{_text(k): _text(v) for k, v in row.items()}
-                               for row in await pipe.execute()])
+            pipe.hmget(f"{p}a:{a}", AGENT_FIELDS)
+        tally = _tally_agents(await pipe.execute())
     queued: dict[str, int] = {}
     for list_id, n in wn.items():  # "<queue>.<language>:<channel>:<class>:<ring>"
         q = list_id.partition(":")[0].partition(".")[0]
@@ -239,18 +280,20 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int,
 
 
 async def read_snapshot(client: aioredis.Redis, settings: Settings,
-                        now_ms: int | None = None, only: str = "") -> Snapshot:
-    """Every domain's figures (or only the domain ``only``)."""
+                        now_ms: int | None = None, only: str = "",
+                        cache: BucketCache | None = None) -> Snapshot:
+    """Every domain's figures (or only the domain ``only``). Pass the same ``cache`` to read
+    finished buckets only once."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     snap = Snapshot(now, settings.sla_formula, settings.sla_objective_ratio)
     for domain in await domains(client):
         if only and domain != only:
             continue
-        d, qs = await read_domain(client, domain, now, settings)
+        d, qs = await read_domain(client, domain, now, settings, cache)
         snap.domains.append(d)
         snap.queues.extend(qs)
     return snap
 
 
-__all__ = ["TODAY", "DomainFigures", "QueueFigures", "Snapshot", "WindowFigures",
+__all__ = ["TODAY", "BucketCache", "DomainFigures", "QueueFigures", "Snapshot", "WindowFigures",
            "read_domain", "read_snapshot"]

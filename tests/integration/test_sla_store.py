@@ -22,7 +22,7 @@ from router.routing.config import policy_from_settings
 from router.routing.store import RoutingStore, prefix
 from router.settings import Settings
 from router.sla.export import Lease
-from router.sla.snapshot import read_snapshot
+from router.sla.snapshot import BucketCache, read_snapshot
 from router.sla.windows import Counts
 
 pytestmark = pytest.mark.integration
@@ -110,6 +110,19 @@ async def test_buckets_totals_and_live_values_match_a_hand_computed_scenario(
     assert later.queues[0].windows["5m"].counts == Counts()
     assert later.queues[0].windows["5m"].service_level is None
     assert later.queues[0].windows["1h"].counts == everything
+
+    # A reader that keeps finished buckets sees the same, and still sees the current minute move.
+    cache = BucketCache()
+    for _ in range(2):
+        cached = await read_snapshot(store_redis, stack, now_ms=T0 + 200_000, only=domain,
+                                     cache=cache)
+        assert cached.queues == (await read_snapshot(store_redis, stack, now_ms=T0 + 200_000,
+                                                     only=domain)).queues
+    assert cache.done  # minutes 0 and 1 ended more than 2 minutes before T0 + 200 s
+    await _step(store, _request("c6", domain, 195), 200)
+    again = await read_snapshot(store_redis, stack, now_ms=T0 + 200_000, only=domain,
+                                cache=cache)
+    assert again.queues[0].windows["5m"].counts.offered == 6
 
 
 async def test_duplicates_and_stale_events_count_nothing_twice(
