@@ -123,84 +123,54 @@ class _AgentTally:
     free_primary: set[str] = field(default_factory=set)  # queues with a ready agent with room
 
 
-# The agent tally runs inside Redis: one script call per domain instead of a round of HMGETs
-# that, at 10 000 agents, costs the reading process about a second of Python. Read-only; it
-# holds Redis for about as long as 10 000 HMGETs take (milliseconds). ARGV: the channels.
-AGENTS_SCRIPT = """
-local P = KEYS[1]
-local fields = {'st', 'm'}
-for _, ch in ipairs(ARGV) do
-  fields[#fields + 1] = 'cap:' .. ch
-  fields[#fields + 1] = 'load:' .. ch
-end
-local states, ready_q, free_q = {}, {}, {}
-local used, free = 0, 0
-for _, aid in ipairs(redis.call('SMEMBERS', P .. 'agents')) do
-  local f = redis.call('HMGET', P .. 'a:' .. aid, unpack(fields))
-  local st = f[1]
-  if st and st ~= 'offline' then
-    states[st] = (states[st] or 0) + 1
-    local room = 0
-    for i = 3, #f, 2 do
-      local load = math.max(tonumber(f[i + 1] or '0'), 0)
-      used = used + load
-      room = room + math.max(tonumber(f[i] or '0') - load, 0)
-    end
-    if st == 'ready' then
-      free = free + room
-      local innermost = {}  -- queue -> the innermost ring the agent serves it from
-      for lane, ring in string.gmatch(f[2] or '', '([^;|]+)|(%d+)|[^;]*') do
-        local q, r = string.match(lane, '^([^.]+)'), tonumber(ring)
-        if innermost[q] == nil or r < innermost[q] then innermost[q] = r end
-      end
-      for q, r in pairs(innermost) do
-        ready_q[q] = (ready_q[q] or 0) + 1
-        if room > 0 and r == 0 then free_q[q] = 1 end
-      end
-    end
-  end
-end
-local st_out, q_out = {}, {}
-for st, n in pairs(states) do
-  st_out[#st_out + 1] = st
-  st_out[#st_out + 1] = n
-end
-for q, n in pairs(ready_q) do
-  q_out[#q_out + 1] = q
-  q_out[#q_out + 1] = n
-  q_out[#q_out + 1] = free_q[q] or 0
-end
-return {used, free, st_out, q_out}
-"""
-CHANNELS = tuple(ch.value for ch in Channel)
+# Per agent, only what the tally needs (an agent's hash holds dozens of fields).
+AGENT_FIELDS = ("st", "m", *(f"{kind}:{ch.value}" for ch in Channel for kind in ("cap", "load")))
 
 
-def _tally_agents(raw: list[Any]) -> _AgentTally:
-    """AGENTS_SCRIPT's answer: used slots, free slots of ready agents, {state, n, ...},
-    {queue, ready agents, a ready agent with room at ring 0 (1/0), ...}."""
-    used, free, states, queues = raw
-    tally = _AgentTally(dict.fromkeys(AGENT_STATES, 0), used=int(used), free=int(free))
-    for i in range(0, len(states), 2):
-        tally.states[_text(states[i])] = int(states[i + 1])
-    for i in range(0, len(queues), 3):
-        q = _text(queues[i])
-        tally.ready_by_queue[q] = int(queues[i + 1])
-        if int(queues[i + 2]):
-            tally.free_primary.add(q)
+def _tally_agents(rows: list[list[Any]]) -> _AgentTally:
+    """Agents' AGENT_FIELDS -> counts by state, slots used and free, ready agents per queue."""
+    tally = _AgentTally(dict.fromkeys(AGENT_STATES, 0))
+    for row in rows:
+        st = _text(row[0]) if row[0] is not None else ""
+        if not st or st == "offline":
+            continue
+        tally.states[st] = tally.states.get(st, 0) + 1
+        room = 0
+        for i in range(2, len(AGENT_FIELDS), 2):
+            cap, load = int(row[i] or 0), max(int(row[i + 1] or 0), 0)
+            tally.used += load
+            room += max(cap - load, 0)
+        if st != "ready":
+            continue
+        tally.free += room
+        queues: dict[str, int] = {}  # queue -> the innermost ring the agent serves it from
+        for item in filter(None, _text(row[1] or b"").split(";")):  # lane|ring|rings
+            lane, ring_text, _ = item.split("|", 2)
+            q, ring = lane.partition(".")[0], int(ring_text or 0)
+            queues[q] = min(ring, queues.get(q, ring))
+        for q, ring in queues.items():
+            tally.ready_by_queue[q] = tally.ready_by_queue.get(q, 0) + 1
+            if room > 0 and ring == 0:
+                tally.free_primary.add(q)
     return tally
 
 
 class BucketCache:
-    """Finished buckets, kept by a process that reads snapshots again and again (the exporter,
-    `peakroute status`). A bucket is finished once its minute (or hour) ended FINAL_AFTER_MS
-    ago: transitions count in the bucket of the routing stage's clock, so only a worker whose
-    clock lags by more than that could still add to it. Each refresh then reads just the
-    current buckets, the totals and the live values."""
+    """Finished buckets (and a recent agent tally), kept by a process that reads snapshots
+    again and again (the exporter, `peakroute status`). A bucket is finished once its minute
+    (or hour) ended FINAL_AFTER_MS ago: transitions count in the bucket of the routing
+    stage's clock, so only a worker whose clock lags by more than that could still add to it.
+    Each refresh then reads just the current buckets, the totals and the live values."""
 
     FINAL_AFTER_MS = 120_000
+    # The agent tally costs the reader ~0.5 s of CPU at 10 000 agents (a pipelined HMGET each,
+    # parsed in Python): a reader that keeps a cache redoes it at most this often. (Inside
+    # Redis as a script it held Redis ~200 ms per 5 000 agents: worse for everyone.)
+    AGENTS_MAX_AGE_S = 5.0
 
     def __init__(self) -> None:
         self.done: dict[str, Counts] = {}
+        self.agents: dict[str, tuple[float, _AgentTally]] = {}  # prefix -> (when, tally)
 
     @classmethod
     def finished(cls, end_minute: int, now_ms: int) -> bool:
@@ -228,8 +198,10 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
     async with client.pipeline(transaction=True) as pipe:
         pipe.smembers(p + "slaq")
         pipe.hgetall(p + "ut")
-        queues_raw, ut_raw = await pipe.execute()
+        pipe.smembers(p + "agents")
+        queues_raw, ut_raw, agents_raw = await pipe.execute()
     queues = sorted(_text(q) for q in queues_raw)
+    agents = sorted(_text(a) for a in agents_raw)
     classes = sorted((_text(k).rpartition(":")[0], _text(k).rpartition(":")[2], int(v))
                      for k, v in ut_raw.items())
     bucket_keys = {q: ([f"{p}sm:{q}:{m}" for m in minutes], [f"{p}sh:{q}:{h}" for h in hours])
@@ -277,7 +249,14 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
     stats = dict.fromkeys(STAT_FIELDS, 0)
     stats.update({_text(k): int(v) for k, v in next(results).items()})
     # Agents are tallied apart from the MULTI: their counts need not share the queues' instant.
-    tally = _tally_agents(await client.eval(AGENTS_SCRIPT, 1, p, *CHANNELS))
+    tally = cache.agents.get(p)
+    if tally is None or time.monotonic() - tally[0] > BucketCache.AGENTS_MAX_AGE_S:
+        async with client.pipeline(transaction=False) as pipe:
+            for a in agents:
+                pipe.hmget(f"{p}a:{a}", AGENT_FIELDS)
+            tally = (time.monotonic(), _tally_agents(await pipe.execute()))
+        cache.agents[p] = tally
+    _, agent_tally = tally
     queued: dict[str, int] = {}
     for list_id, n in wn.items():  # "<queue>.<language>:<channel>:<class>:<ring>"
         q = list_id.partition(":")[0].partition(".")[0]
@@ -293,7 +272,7 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
         waiting, oldest, risk = live.get(q, [0, float("inf"), 0])
         oldest_s = max(now_ms - oldest, 0) / 1000 if oldest != float("inf") else 0.0
         # Contacts with an offer out are not ahead of a new one: only those in line are.
-        ewt = estimated_wait_s(queued.get(q, 0), q in tally.free_primary,
+        ewt = estimated_wait_s(queued.get(q, 0), q in agent_tally.free_primary,
                                windows[EWT_WINDOW].counts.answered,
                                active_span_s(plans[EWT_WINDOW], mins, now_ms))
         out.append(QueueFigures(
@@ -301,10 +280,10 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
             target_s=(targets.get(q) or settings.sla_target_ms) / 1000,
             windows=windows, totals=totals, waiting=int(waiting), queued=queued.get(q, 0),
             oldest_wait_s=oldest_s, at_risk=int(risk),
-            agents_ready=tally.ready_by_queue.get(q, 0), estimated_wait_s=ewt))
-    capacity = tally.used + tally.free
-    figures = DomainFigures(domain, tally.states,
-                            tally.used / capacity if capacity else None, stats)
+            agents_ready=agent_tally.ready_by_queue.get(q, 0), estimated_wait_s=ewt))
+    capacity = agent_tally.used + agent_tally.free
+    figures = DomainFigures(domain, agent_tally.states,
+                            agent_tally.used / capacity if capacity else None, stats)
     return figures, out
 
 
