@@ -21,9 +21,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/peakroute demo $(DEMO_ARGS)
 
-# System tools the tests use as real clients (kcat); installed where missing.
+# System tools the tests use as real clients (kcat, promtool); installed where missing.
 tools:
-	@scripts/ensure-tools.sh kcat
+	@scripts/ensure-tools.sh kcat promtool
 
 lint: setup
 	$(BIN)/ruff check router agents load_tests tests

@@ -33,6 +33,7 @@ from router.routing.config import policy_from_settings
 from router.routing.stage import RoutingStage
 from router.routing.store import RoutingStore
 from router.settings import Settings
+from router.sla.export import SlaExporter
 from router.stage import Output, Record
 
 log = logs.get("app")
@@ -63,6 +64,7 @@ class Runtime:
         self._redis: aioredis.Redis | None = None
         self._bot: BotStage | None = None
         self._routing: RoutingStage | None = None
+        self._exporter: SlaExporter | None = None
 
     def _store(self) -> RoutingStore:
         if self._redis is None:
@@ -82,6 +84,13 @@ class Runtime:
             self._bot = BotStage(store, conversations, self.brains, self.decoder(),
                                  self.settings)
         return self._bot
+
+    @property
+    def exporter(self) -> SlaExporter:
+        """The SLA figures' exporter (router/sla/export.py), on this process's Redis client."""
+        if self._exporter is None:
+            self._exporter = SlaExporter(self._store().redis, self.settings)
+        return self._exporter
 
     @property
     def routing(self) -> RoutingStage:
@@ -107,6 +116,33 @@ def _use_fetch_max_wait(app: faust.App, fetch_max_wait_ms: int) -> None:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     app.transport.Consumer = Consumer  # type: ignore[misc]  # per-app override of a ClassVar
+
+
+def consumer_lag(app: faust.App, topics: set[str]) -> dict[str, int]:
+    """Per topic, records in this worker's assigned partitions not yet processed: the log end
+    offset (highwater) minus the next offset to process (committed; else after the last
+    read; else 0). Only the router's ``topics`` (not faust's internal ones)."""
+    lag: dict[str, int] = {}
+    try:
+        consumer: Any = app.consumer
+        assigned = consumer.assignment()
+    except Exception:  # not started yet, or between generations: nothing assigned to report
+        return lag
+    for tp in assigned:
+        if tp.topic not in topics:
+            continue
+        try:
+            end = consumer.highwater(tp)
+        except Exception:  # no fetch answered for it yet
+            continue
+        if end is None:
+            continue
+        position = consumer._committed_offset.get(tp)  # the next offset to process
+        if position is None:
+            read = consumer._read_offset.get(tp)  # the last offset read
+            position = read + 1 if read is not None else 0
+        lag[tp.topic] = lag.get(tp.topic, 0) + max(int(end) - position, 0)
+    return lag
 
 
 def _record(event: Any) -> Record:
@@ -221,8 +257,22 @@ def build_app(settings: Settings) -> faust.App:
         except Exception:  # a bad file is handled inside; this is for the unforeseen
             log.exception("bot_reload_check_failed")
 
+    metrics.LAG.source = partial(consumer_lag, app, set(settings.topics.values()))
+
+    @app.timer(settings.metrics_lease_s / 3)  # type: ignore[untyped-decorator]
+    async def sla_export_lease() -> None:  # one worker exports the SLA figures (docs/METRICS.md)
+        try:
+            await runtime.exporter.renew()
+        except TRANSIENT as exc:
+            log.warning("sla_export_lease_failed", extra=logs.fields(error=type(exc).__name__))
+
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
+        try:
+            await runtime.exporter.refresh()
+        except TRANSIENT as exc:  # the worker's own metrics still answer without Redis
+            metrics.CLUSTER.snapshot = None
+            log.warning("sla_export_failed", extra=logs.fields(error=type(exc).__name__))
         # aiohttp rejects a charset inside content_type; the exposition is UTF-8 either way.
         return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 

@@ -1,4 +1,5 @@
-"""`peakroute`: one entry point with subcommands (demo, stack, worker, topics, bot, routing)."""
+"""`peakroute`: one entry point with subcommands (demo, stack, worker, topics, bot, routing,
+status)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import orjson
 
 from router import __version__, logs
+from router import status as status_cli
 from router.bot import cli as bot_cli
 from router.errors import PeakrouteError
 from router.routing import cli as routing_cli
@@ -76,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the router's topics where missing (idempotent)")
     bot_cli.add_parser(sub)
     routing_cli.add_parser(sub)
+    status_cli.add_parser(sub)
     return parser
 
 
@@ -94,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             return bot_cli.run(args, settings)
         if args.command == "routing":
             return routing_cli.run(args, settings)
+        if args.command == "status":
+            return status_cli.run(args, settings)
         if args.command == "topics":
             from router.kafka import ensure_topics
 

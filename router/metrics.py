@@ -1,9 +1,12 @@
 """Prometheus metrics of a router worker (prometheus-client, base units, bounded labels only).
 
-Labels never carry a contact, customer or agent id: stage, event type, reason, transition kind.
+Labels never carry a contact, customer or agent id: stage, event type, reason, transition kind,
+and for the SLA figures domain, queue, window, outcome and agent state (docs/METRICS.md).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,6 +15,10 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from router.sla.snapshot import Snapshot
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the exposition and nobody graphs them
 
@@ -80,9 +87,139 @@ BATCH_SECONDS = Histogram(
 )
 ANSWER_WAIT = Histogram(
     "peakroute_answer_wait_seconds",
-    "Wait from escalation to an agent's acceptance, for answered contacts.",
-    buckets=(5, 10, 20, 30, 45, 60, 120), registry=REGISTRY,
+    "Wait from escalation to an agent's acceptance, for answered contacts, by routing domain "
+    "and queue (observed by the worker that handled the acceptance: sum over workers).",
+    ["domain", "queue"], buckets=(5, 10, 20, 30, 45, 60, 120), registry=REGISTRY,
 )
+
+DECISION_SECONDS = Histogram(
+    "peakroute_routing_decision_duration_seconds",
+    "Time to decide one batch of routing events in Redis (one pipelined round trip of atomic "
+    "scripts); every decision of the batch is out when it ends.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
+)
+
+
+class LagCollector(Collector):
+    """Consumer lag of this worker's assigned partitions, summed per topic (each partition has
+    one owner in the group, so summing over workers gives the group's lag)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "peakroute_consumer_lag_records",
+            "Records in this worker's assigned partitions not yet processed (log end offset - "
+            "committed offset), per topic.", labels=["topic"])
+        for topic, lag in sorted((self.source() if self.source else {}).items()):
+            family.add_metric([topic], lag)
+        yield family
+
+
+class ClusterCollector(Collector):
+    """The SLA figures from Redis (one truth for every worker). Only the worker holding the
+    metrics lease (router/sla/export.py) has a snapshot to export, so a sum over workers counts
+    each queue once; every worker says whether it is the one (peakroute_sla_exporter)."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self.exporting = False
+
+    def collect(self) -> Iterator[Metric]:
+        exporter = GaugeMetricFamily(
+            "peakroute_sla_exporter",
+            "1 on the worker that exports the cluster's SLA figures (holds the Redis lease).")
+        exporter.add_metric([], 1 if self.exporting else 0)
+        yield exporter
+        if self.exporting and self.snapshot is not None:
+            yield from cluster_families(self.snapshot)
+
+
+Q = ["domain", "queue"]
+QW = ["domain", "queue", "window"]
+
+
+def cluster_families(snap: Snapshot) -> list[Metric]:
+    """A snapshot as metric families (pure: also what the tests compare against)."""
+    def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=labels)
+
+    def counter(name: str, doc: str) -> CounterMetricFamily:
+        return CounterMetricFamily(name, doc, labels=Q)
+
+    sl = gauge("peakroute_service_level_ratio", "Share of contacts answered within target over "
+               "the window (formula: PEAKROUTE_SLA_FORMULA, docs/METRICS.md); absent while "
+               "nothing counts.", QW)
+    objective = gauge("peakroute_service_level_objective_ratio",
+                      "The service-level objective (PEAKROUTE_SLA_OBJECTIVE_RATIO).", Q)
+    target = gauge("peakroute_answer_target_seconds",
+                   "The queue's answer target (its normal contacts').", Q)
+    asa = gauge("peakroute_answer_wait_average_seconds",
+                "Average speed of answer over the window (answered contacts).", QW)
+    wmax = gauge("peakroute_answer_wait_max_seconds",
+                 "Longest wait of a contact answered in the window.", QW)
+    window = gauge("peakroute_window_contacts", "Contacts per outcome counted in the window "
+                   "(offered = entered the queue).", [*QW, "outcome"])
+    totals = {
+        "offered": counter("peakroute_contacts_offered", "Contacts that entered the queue."),
+        "answered": counter("peakroute_contacts_answered", "Contacts an agent accepted."),
+        "answered_within_target": counter("peakroute_contacts_answered_within_target",
+                                          "Contacts accepted within their answer target."),
+        "abandoned": counter("peakroute_contacts_abandoned",
+                             "Contacts whose customer left before an agent accepted."),
+        "short_abandoned": counter("peakroute_contacts_short_abandoned",
+                                   "Abandoned within PEAKROUTE_SHORT_ABANDON_S."),
+    }
+    wait_total = counter("peakroute_contacts_answered_wait_seconds",
+                         "Sum of the waits of answered contacts.")
+    waiting = gauge("peakroute_queue_waiting_contacts", "Contacts escalated to the queue and "
+                    "not yet answered nor abandoned (in line or with an offer out).", Q)
+    oldest = gauge("peakroute_queue_oldest_wait_seconds",
+                   "Wait of the longest-waiting unanswered contact (0 when none).", Q)
+    risk = gauge("peakroute_queue_at_risk_contacts", "Unanswered contacts that waited past "
+                 "PEAKROUTE_SLA_AT_RISK_SHARE of their target.", Q)
+    ewt = gauge("peakroute_queue_estimated_wait_seconds", "Estimated wait of a contact entering "
+                "the queue now (docs/METRICS.md); absent when unknown.", Q)
+    ready = gauge("peakroute_queue_agents_ready", "Ready agents who serve the queue.", Q)
+    agents = gauge("peakroute_agents", "Logged-in agents by state.", ["domain", "state"])
+    occupancy = gauge("peakroute_agent_occupancy_ratio", "Agent slots in use over slots in use "
+                      "plus free slots of ready agents.", ["domain"])
+    for q in snap.queues:
+        labels = [q.domain, q.queue]
+        objective.add_metric(labels, snap.objective)
+        target.add_metric(labels, q.target_s)
+        for name, w in q.windows.items():
+            if w.service_level is not None:
+                sl.add_metric([*labels, name], w.service_level)
+            if w.average_wait_s is not None:
+                asa.add_metric([*labels, name], w.average_wait_s)
+            wmax.add_metric([*labels, name], w.counts.wait_max_ms / 1000)
+            for outcome in totals:
+                window.add_metric([*labels, name, outcome], getattr(w.counts, outcome))
+        for outcome, family in totals.items():
+            family.add_metric(labels, getattr(q.totals, outcome))
+        wait_total.add_metric(labels, q.totals.wait_sum_ms / 1000)
+        waiting.add_metric(labels, q.waiting)
+        oldest.add_metric(labels, q.oldest_wait_s)
+        risk.add_metric(labels, q.at_risk)
+        if q.estimated_wait_s is not None:
+            ewt.add_metric(labels, q.estimated_wait_s)
+        ready.add_metric(labels, q.agents_ready)
+    for d in snap.domains:
+        for state, n in sorted(d.agents.items()):
+            agents.add_metric([d.domain, state], n)
+        if d.occupancy is not None:
+            occupancy.add_metric([d.domain], d.occupancy)
+    return [sl, objective, target, asa, wmax, window, *totals.values(), wait_total, waiting,
+            oldest, risk, ewt, ready, agents, occupancy]
+
+
+LAG = LagCollector()
+CLUSTER = ClusterCollector()
+REGISTRY.register(LAG)
+REGISTRY.register(CLUSTER)
 
 
 def exposition() -> bytes:

@@ -56,6 +56,13 @@ class Settings:
     sla_target_s: float = 30.0
     short_abandon_s: float = 5.0
     offer_timeout_s: float = 20.0
+    # SLA accounting and metrics (docs/METRICS.md)
+    sla_formula: str = "short_abandons_excluded"  # | all_abandons | answered_only
+    sla_objective_ratio: float = 0.8  # share of contacts to answer within target (the SLO)
+    sla_at_risk_share: float = 2 / 3  # a waiting contact is at risk past this share of target
+    sla_timezone: str = "UTC"  # where "today" starts (IANA name, e.g. Asia/Shanghai)
+    sla_bucket_ttl_s: int = 172_800  # minute and hour buckets expire (longer than "today")
+    metrics_lease_s: float = 15.0  # the worker holding this Redis lease exports SLA gauges
     # Routing
     routing_policy: str = ""  # YAML file (docs/ROUTING.md); "" = the shipped e-commerce default
     match_scan_limit: int = 200  # how many candidates one match looks at before queueing
@@ -142,6 +149,22 @@ class Settings:
         if self.log_format not in {"json", "console"}:
             raise SettingsError(f"{env_name('log_format')} must be json or console")
         self._validate_bot()
+        self._validate_sla()
+
+    def _validate_sla(self) -> None:
+        from router.sla.windows import FORMULAS, timezone
+
+        if self.sla_formula not in FORMULAS:
+            raise SettingsError(f"{env_name('sla_formula')}={self.sla_formula!r}: use "
+                                + ", ".join(FORMULAS))
+        for name in ("sla_objective_ratio", "sla_at_risk_share"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise SettingsError(f"{env_name(name)} must be in (0, 1], got "
+                                    f"{getattr(self, name)}")
+        if self.sla_bucket_ttl_s < 90_000 or not self.metrics_lease_s > 0:
+            raise SettingsError(f"{env_name('sla_bucket_ttl_s')} must be at least 90000 (longer "
+                                f"than a day) and {env_name('metrics_lease_s')} > 0")
+        timezone(self.sla_timezone)  # raises SettingsError naming the fix
 
     def _validate_bot(self) -> None:
         positive = ("bot_silence_close_s", "bot_reload_interval_s", "bot_transcript_turns",

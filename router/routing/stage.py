@@ -3,6 +3,7 @@ routing.decisions (the audit log) out; plus the time-driven offer-expiry step.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from router import metrics
@@ -46,7 +47,7 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
         queue=t.queue, lane=t.lane, ring=t.ring,
     ))]
     if t.kind == "answered":
-        metrics.ANSWER_WAIT.observe(t.waited_ms / 1000)
+        metrics.ANSWER_WAIT.labels(t.domain, t.queue).observe(max(t.waited_ms, 0) / 1000)
     elif t.kind == "offered":
         out.append(Output("assignments", t.domain, AssignmentOffered(
             event_id=derived_id(base, "offer"), ts_ms=now, offer_id=t.offer_id,
@@ -75,7 +76,10 @@ class RoutingStage:
         """A batch from routing.requests (role routing_requests) or agents.events."""
         decoded, outputs = decode_batch(self.decoder, role, records, "routing", self.clock)
         now = self.clock()
+        started = time.perf_counter()
         results = await self.store.apply([event for _, event in decoded], now)
+        if decoded:
+            metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
         for (record, _), result in zip(decoded, results, strict=True):
             if isinstance(result, Exception):
                 # A script refused this event (a bug or a state we did not foresee): keep the

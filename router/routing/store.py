@@ -120,6 +120,8 @@ class RoutingStore:
         self._limit = settings.match_scan_limit
         self._retention = settings.contact_retention_s
         self._short_ms = int(settings.short_abandon_s * 1000)
+        # SLA buckets' expiry: every call carries it as its last ARGV (common.lua SLA_TTL).
+        self._sla_ttl = settings.sla_bucket_ttl_s
         self._known_domains: set[str] = set()
         self._loaded = False  # scripts loaded into this Redis by this process
         self._seated: set[str] = set()  # domains whose agents this process re-seated
@@ -149,7 +151,7 @@ class RoutingStore:
         if new:
             pipe.sadd(DOMAINS_KEY, *new)
         for name, key, args in calls:
-            pipe.evalsha(self._scripts[name].sha, 1, key, *args)
+            pipe.evalsha(self._scripts[name].sha, 1, key, *args, self._sla_ttl)
         results = list(await pipe.execute(raise_on_error=False))[1 if new else 0:]
         self._known_domains |= new
         first = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)), None)
@@ -157,7 +159,7 @@ class RoutingStore:
             await self._load_scripts()
             pipe = self.redis.pipeline(transaction=False)
             for name, key, args in calls[first:]:
-                pipe.evalsha(self._scripts[name].sha, 1, key, *args)
+                pipe.evalsha(self._scripts[name].sha, 1, key, *args, self._sla_ttl)
             again = await pipe.execute(raise_on_error=False)
             for i, result in enumerate(again, start=first):
                 if isinstance(results[i], NoScriptError):

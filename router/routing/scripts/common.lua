@@ -27,6 +27,52 @@ local function fkey(pool, ch) return P .. 'f:' .. pool .. ':' .. ch end
 
 local function stat(field, by) redis.call('HINCRBY', STATS, field, by or 1) end
 
+-- SLA accounting (docs/METRICS.md), counted in the same script as the transition that causes
+-- it. Per queue: minute buckets 'sm:<queue>:<epoch minute>' and hour buckets
+-- 'sh:<queue>:<epoch hour>' (hashes that expire after SLA_TTL seconds: windows up to "today"
+-- are sums of them), and the running totals 'sq:<queue>' (never expire: Prometheus counters).
+-- store.py appends the bucket expiry to every call's ARGV, so it is always the last one.
+local SLA_TTL = tonumber(ARGV[#ARGV])
+local SLAQ = P .. 'slaq'  -- set: queues with SLA figures
+local UT = P .. 'ut'      -- hash: "<queue>:<class>" -> target_ms of contacts waiting in it
+-- zset: contacts of a queue and service class escalated and not yet answered nor abandoned
+-- (queued or offered), score = escalation time: waiting, oldest wait and at risk are read here.
+local function unanswered_key(qn, cls) return P .. 'uw:' .. qn .. ':' .. cls end
+
+-- counts: {field, by, field, by, ...}, the first a count of 1 (offered, answered or abandoned)
+-- whose new value says whether the key is new: only then is it given its expiry (and the queue
+-- recorded), which keeps the extra commands per transition few. wait_ms (answered): also
+-- raises the buckets' wait_max_ms.
+local function sla_count(qn, now, counts, wait_ms)
+  if not qn or qn == '' then return end
+  local minute = math.floor(now / 60000)
+  local keys = {P .. 'sm:' .. qn .. ':' .. minute, P .. 'sh:' .. qn .. ':' .. math.floor(minute / 60),
+                P .. 'sq:' .. qn}
+  for i, k in ipairs(keys) do
+    local first = redis.call('HINCRBY', k, counts[1], counts[2])
+    for j = 3, #counts, 2 do  -- a zero (not within target, not short) needs no command
+      if counts[j + 1] ~= 0 then redis.call('HINCRBY', k, counts[j], counts[j + 1]) end
+    end
+    if i < 3 then
+      if first == counts[2] then redis.call('EXPIRE', k, SLA_TTL) end
+      if wait_ms and wait_ms > tonumber(redis.call('HGET', k, 'wait_max_ms') or '-1') then
+        redis.call('HSET', k, 'wait_max_ms', wait_ms)
+      end
+    elseif first == counts[2] then
+      redis.call('SADD', SLAQ, qn)
+    end
+  end
+end
+
+local function unanswered_add(cid, qn, cls, esc, tg)
+  redis.call('ZADD', unanswered_key(qn, cls), esc, cid)
+  redis.call('HSET', UT, qn .. ':' .. cls, tg)
+end
+
+local function unanswered_remove(cid, qn, cls)
+  if qn and cls then redis.call('ZREM', unanswered_key(qn, cls), cid) end
+end
+
 local function split(s, sep)
   local out = {}
   for part in string.gmatch(s or '', '([^' .. sep .. ']+)') do out[#out + 1] = part end

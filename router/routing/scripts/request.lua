@@ -19,6 +19,8 @@ if st == 'escalating' then stat('escalating', -1) end
 redis.call('HSET', c, 'st', 'queued', 'ch', ch, 'ln', ln, 'cls', cls, 'score', score, 'esc', esc,
            'pri', pri, 'tg', tg, 'wt', wt, 'rd', rd, 'rp', rp, 'xs', xs, 'qn', qn, 'sg', sg, 'rg', 0, 'ag', '', 'of', '')
 stat('escalated')
+unanswered_add(cid, qn, cls, tonumber(esc), tg)
+sla_count(qn, now, {'offered', 1})
 local out = {}
 local waited = now - tonumber(esc)
 local rg, skipped = open_ring(split(rp, ';'), parse_delays(rd), waited)
