@@ -21,7 +21,7 @@ def test_the_demo_exposition_passes_promtool_and_has_the_sla_figures(tmp_path: P
     out = tmp_path / "metrics.prom"
     env = {**os.environ, "PEAKROUTE_STATE_DIR": str(tmp_path / "state")}
     proc = subprocess.run(
-        [sys.executable, "-m", "router.cli", "demo", "--duration", "4", "--rate", "10",
+        [sys.executable, "-m", "router.cli", "demo", "--duration", "6", "--rate", "20",
          "--agents", "8", "--drain", "20", "--bad-ratio", "0.1", "--metrics-out", str(out),
          "--report", str(tmp_path / "report.json")],
         env=env, capture_output=True, text=True, timeout=240, check=False)

@@ -80,8 +80,11 @@ def test_the_test_set_has_both_languages_and_out_of_scope_questions() -> None:
 
 
 def test_the_test_set_was_not_trained_on() -> None:
-    known = {normalize(text) for text, _ in shipped().examples()}
-    assert not [row.text for row in read_labelled(TEST_SET) if normalize(row.text) in known]
+    def key(text: str) -> str:  # case, width and spacing aside ("shou dao" = "shoudao")
+        return normalize(text).replace(" ", "")
+
+    known = {key(text) for text, _ in shipped().examples()}
+    assert not [row.text for row in read_labelled(TEST_SET) if key(row.text) in known]
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])
@@ -96,14 +99,7 @@ def test_accuracy_and_out_of_scope_recall_do_not_regress(language: str) -> None:
     assert s.oos_recall >= 0.90
 
 
-@pytest.mark.parametrize("language", [
-    pytest.param("zh", marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 5's goal, not reached in Chinese: at the threshold chosen on bot_test_v2.csv "
-        "the bot closes 47.4 % of the Chinese test questions (false containment 1.6 %); "
-        "lower thresholds reach 51 % at 3.5 % on this set but break 5 % on the development "
-        "set (docs/BOT.md, Figures)"))),
-    "en",
-])
+@pytest.mark.parametrize("language", ["zh", "en"])
 def test_containment_reaches_50_percent_with_false_containment_within_5_percent(
         language: str) -> None:
     s = per_language()[language]
