@@ -17,6 +17,7 @@ from router.bot.classifier import (
     MODEL_FILE,
     IntentClassifier,
     Manifest,
+    Scorer,
     build_model,
     check_compatible,
     confidences,
@@ -227,3 +228,29 @@ def test_the_scope_gate_is_saved_and_loaded_with_the_model(tmp_path: Path) -> No
     small_model().save(tmp_path / "plain")
     assert not (tmp_path / "plain" / GATE_FILE).exists()
     assert IntentClassifier.load(tmp_path / "plain").gate is None
+
+
+@pytest.mark.parametrize("near_misses", [[], NEAR_MISSES])
+def test_the_scorer_gives_scikit_learns_own_numbers(near_misses: list[str]) -> None:
+    model = gated_model(near_misses) if near_misses else small_model()
+    scorer = Scorer.of(model.model, model.gate)
+    assert scorer is not None
+    texts = [features_text(t) for t in ("快递到哪里了", "refund please", "jd 快递", "", "?")]
+    x = scorer.features(texts)
+    assert np.array_equal(scorer.probabilities(x), model.model.predict_proba(texts))
+    if model.gate is not None:
+        features = model.model.named_steps["features"].transform(texts)
+        assert np.allclose(scorer.out_of_scope(x), model.gate.predict_proba(features)[:, 1],
+                           rtol=0, atol=1e-12)
+
+
+def test_the_scorer_covers_a_logistic_regression_voting_alone() -> None:
+    model = build_model({"a": 1, "b": 5, "c": 5})
+    texts = ["where is my parcel", *[f"refund number {i}" for i in range(5)],
+             *[f"coupon code {i}" for i in range(5)]]
+    model.fit(texts, ["a"] + ["b"] * 5 + ["c"] * 5)
+    scorer = Scorer.of(model)
+    assert scorer is not None
+    x = scorer.features(["refund", "coupon"])
+    assert np.array_equal(scorer.probabilities(x), model.predict_proba(["refund", "coupon"]))
+    assert Scorer.of(object()) is None
