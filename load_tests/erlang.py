@@ -35,14 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from agents.client import AgentBus
 from agents.simulated import AgentPool, AgentProfile, Behaviour
-from load_tests.sim import Ledger, Publisher, Recorder, arrival_times, percentile
+from load_tests.sim import (
+    Ledger,
+    Publisher,
+    Recorder,
+    arrival_times,
+    percentile,
+    wait_agents_known,
+)
 from router.demo import WorkerProcess, wait_ready
 from router.events import Event, RoutingRequested
-from router.settings import Settings
 from router.stack import EmbeddedStack
 from router.stage import now_ms
 
@@ -151,20 +156,6 @@ domains:
 """
 
 
-async def _wait_logged_in(settings: Settings, agents: int, timeout_s: float = 30.0) -> None:
-    client = aioredis.Redis.from_url(settings.redis_url)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ready = await client.hvals(f"pr:{{d:{DOMAIN}}}:rc")
-            if sum(int(v) for v in ready) >= agents:
-                return
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"the {agents} agents were not all ready within {timeout_s:.0f} s")
-    finally:
-        await client.aclose()
-
-
 async def run_pipeline(args: argparse.Namespace, times: list[float], handles: list[float]
                        ) -> Ledger:
     """Publish the arrivals through the real pipeline; return what the router reported."""
@@ -192,16 +183,17 @@ async def run_pipeline(args: argparse.Namespace, times: list[float], handles: li
                                   handle_time=lambda o: handle_of[o.contact_id])
             pool = AgentPool(bus, profiles, DOMAIN, behaviour)
             await pool.start()
-            await _wait_logged_in(settings, args.agents)
+            await wait_agents_known(settings.redis_url, DOMAIN, args.agents)
             await recorder.start()
             await publisher.start()
 
-            def make(i: int) -> tuple[str, str, Event]:
+            def make(i: int) -> tuple[str, str, Event | bytes]:
                 return settings.topic_routing_requests, DOMAIN, RoutingRequested(
                     event_id=f"erlang-req-{i}", ts_ms=now_ms(), contact_id=contact_id(i),
                     domain=DOMAIN, queue=QUEUE)
 
-            def sent(i: int, event: Event) -> None:
+            def sent(i: int, event: Event | bytes) -> None:
+                assert isinstance(event, Event)
                 ledger.published(contact_id(i), event.ts_ms)
 
             await publisher.run(times, make, sent)

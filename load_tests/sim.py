@@ -88,17 +88,19 @@ class Publisher:
         await self.producer.stop()
 
     async def run(self, times: Sequence[float],
-                  make: Callable[[int], tuple[str, str, Event]],
-                  on_sent: Callable[[int, Event], None] | None = None) -> None:
-        """``make(i)`` gives the i-th arrival's (topic, key, event); built when it is due, so
-        its ``ts_ms`` is the moment it is sent. Delivery is not awaited per record."""
+                  make: Callable[[int], tuple[str, str, Event | bytes]],
+                  on_sent: Callable[[int, Event | bytes], None] | None = None) -> None:
+        """``make(i)`` gives the i-th arrival's (topic, key, event, or raw bytes for a broken
+        record); built when it is due, so its ``ts_ms`` is the moment it is sent. Delivery is
+        not awaited per record."""
         self.started_at = time.monotonic()
         for i, due in enumerate(times):
             delay = self.started_at + due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             topic, key, event = make(i)
-            await self.producer.send(topic, event.to_json(), key=key.encode())
+            value = event if isinstance(event, bytes) else event.to_json()
+            await self.producer.send(topic, value, key=key.encode())
             self.sent += 1
             if on_sent is not None:
                 on_sent(i, event)
@@ -140,6 +142,8 @@ class Ledger:
     other_decisions: int = 0  # decisions for contacts this run did not publish
     redirects: int = 0  # offers that lapsed or were declined (the contact was offered again)
 
+    escalations: list[str] = field(default_factory=list)  # contact ids, for the customers
+
     def published(self, contact_id: str, ts_ms: int) -> None:
         self.contacts[contact_id] = ContactTimes(arrived_ms=ts_ms)
 
@@ -150,6 +154,7 @@ class Ledger:
                 c.bot_ms, c.bot_seen_ms, c.bot_action = event.ts_ms, seen_ms, event.action.value
                 if event.action == BotAction.ESCALATED and not c.escalated_ms:
                     c.escalated_ms = event.ts_ms
+                    self.escalations.append(event.contact_id)
         elif isinstance(event, RoutingDecision):
             c = self.contacts.get(event.contact_id)
             if c is None:
@@ -242,3 +247,24 @@ def quantiles(values: Sequence[float], digits: int = 1) -> dict[str, float]:
             "p99": round(percentile(values, 0.99), digits),
             "max": round(max(values, default=0.0), digits),
             "count": len(values)}
+
+
+async def wait_agents_known(redis_url: str, domain: str, agents: int,
+                            timeout_s: float = 30.0) -> None:
+    """Until the routing stage has seen ``agents`` logins in ``domain`` (their Redis hashes)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            known = 0
+            async for _ in client.scan_iter(match=f"pr:{{d:{domain}}}:a:*", count=1000):
+                known += 1
+            if known >= agents:
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"the router saw fewer than {agents} agents log in within "
+                           f"{timeout_s:.0f} s")
+    finally:
+        await client.aclose()
