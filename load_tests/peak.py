@@ -61,7 +61,7 @@ SCALED_POLICY_KEYS = ("service_target_s", "offer_timeout_s", "after_s", "priorit
 MIN_POLICY_S = {"service_target_s": 1.0, "offer_timeout_s": 1.0}
 ESCALATED_SHARE = 0.13  # share of the question mix the bot hands to a person (measured, 0.12)
 SLOTS_PER_AGENT = 3.0  # the roster's mean chat capacity
-STAFFING = 0.7  # --agents 0: staff for this share of the peak's offered load
+STAFFING = 0.5  # --agents 0: staff for this share of the peak's offered load
 
 
 @dataclass(frozen=True)
