@@ -8,10 +8,12 @@ spread over several routing domains): it accepts each offer at once and complete
 after ``--handle`` seconds. Latency is a contact's arrival (its ``ts_ms``, carried in its id) to
 its offer arriving on ``assignments``.
 
-Rates are stepped (doubling from ``--start-rate``, then halving the gap once): a step is
-sustained when 99 % of its contacts were offered by the step's end plus a grace second and
-arrival-to-offer p99 <= ``--p99-ms``. The ceiling is measured on the same broker first: a plain
-aiokafka consume-and-produce loop (no logic), records of the same size.
+Rates are stepped (doubling from ``--start-rate``, then halving the gap): a step is sustained
+when 99 % of its contacts were offered by the step's end plus a grace second and the
+arrival-to-offer p99 stays under ``--max-p99-ms`` (the pipeline keeps up instead of building a
+backlog). ``contacts_per_s`` is the best sustained step; ``goal_met`` says whether it also kept
+p99 <= ``--p99-ms`` (250). The ceiling is measured on the same broker first: a plain aiokafka
+consume-and-produce loop (no logic), records of the same size.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from router.stack import EmbeddedStack
 from router.stage import now_ms
 
 SUSTAINED_SHARE = 0.99
+GOAL_PER_S = 8000.0  # the issue's goal, with p99 <= 250 ms
 GRACE_S = 1.0
 TICK_S = 0.005
 CAPACITY = 32  # chats per agent (the bench policy allows it)
@@ -125,9 +128,9 @@ class Step:
     offered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
 
-    def sustained(self, p99_ms: float) -> bool:
+    def sustained(self, max_p99_ms: float) -> bool:
         return (self.published > 0 and self.offered >= SUSTAINED_SHARE * self.published
-                and percentile(self.latencies_ms, 0.99) <= p99_ms)
+                and percentile(self.latencies_ms, 0.99) <= max_p99_ms)
 
     def summary(self, seconds: float) -> dict[str, Any]:
         return {"rate": self.rate, "published": self.published,
@@ -306,7 +309,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 step = await run_step(settings, agents, rate, args.seconds, domains)
                 steps.append(step)
                 s = step.summary(args.seconds)
-                ok = step.sustained(args.p99_ms)
+                ok = step.sustained(args.max_p99_ms)
                 print(f"  {rate:8.0f}/s offered: published {s['published_per_s']:8.1f}/s, "
                       f"through {s['contacts_per_s']:8.1f}/s, p50 {s['p50_ms']} ms, p99 "
                       f"{s['p99_ms']} ms -> {'sustained' if ok else 'not sustained'}",
@@ -320,7 +323,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if bad is None:
                     rate *= 2
                 elif good is None:
-                    if rate <= 100:
+                    if rate <= 50:
                         break
                     rate /= 2
                 elif bad / good > 1.3 and len(steps) < args.max_steps:
@@ -336,20 +339,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for w in workers:
                 w.stop()
             stack.stop()
-    sustained = [s for s in steps if s.sustained(args.p99_ms)]
+    sustained = [s for s in steps if s.sustained(args.max_p99_ms)]
     best = max(sustained, key=lambda s: s.offered) if sustained else max(
         steps, key=lambda s: s.offered)
     b = best.summary(args.seconds)
+    in_goal = [s for s in sustained if s.sustained(args.p99_ms)]
     return {
         "contacts_per_s": b["contacts_per_s"] if sustained else 0.0,
         "raw_passthrough_per_s": round(raw, 1),
         "p50_ms": b["p50_ms"], "p99_ms": b["p99_ms"],
         "ratio_to_raw": round(b["contacts_per_s"] / raw, 3) if raw and sustained else 0.0,
+        "goal_met": bool(sustained) and b["contacts_per_s"] >= GOAL_PER_S
+        and b["p99_ms"] <= args.p99_ms,
+        "best_within_p99_per_s": max((s.summary(args.seconds)["contacts_per_s"]
+                                      for s in in_goal), default=0.0),
         "best_step": b, "sustained": bool(sustained),
         "steps": [s.summary(args.seconds) for s in steps],
         "workers": args.workers, "partitions": args.partitions, "domains": args.domains,
         "agents": args.domains * args.agents_per_domain, "handle_s": args.handle,
-        "p99_bound_ms": args.p99_ms, "seconds_per_step": args.seconds,
+        "p99_goal_ms": args.p99_ms, "max_p99_ms": args.max_p99_ms,
+        "seconds_per_step": args.seconds,
     }
 
 
@@ -368,11 +377,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=10.0, help="seconds per rate step (10)")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="one step at this rate instead of the search")
-    ap.add_argument("--start-rate", type=float, default=500.0,
-                    help="first step of the search, contacts/s (500)")
+    ap.add_argument("--start-rate", type=float, default=250.0,
+                    help="first step of the search, contacts/s (250)")
     ap.add_argument("--max-steps", type=int, default=6)
     ap.add_argument("--p99-ms", type=float, default=250.0,
-                    help="arrival-to-offer p99 a sustained step must keep (250)")
+                    help="the goal's arrival-to-offer p99 (250)")
+    ap.add_argument("--max-p99-ms", type=float, default=1000.0,
+                    help="p99 above which a step counts as not keeping up (1000)")
     ap.add_argument("--workers", type=int, default=1, help="router worker processes (1)")
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--domains", type=int, default=8, help="routing domains (8)")
