@@ -299,11 +299,11 @@ async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
                           sl_objective=opts.sl_objective)
     publish_s = (publish_end_ms - start_ms) / 1000
     result = rpt.summarise(ledger.contacts, grading, start_ms=start_ms, publish_s=publish_s,
-                           malformed=customers.malformed, books=books)
+                           malformed=customers.malformed,
+                           malformed_deadlettered=ledger.other_dead_letters, books=books)
     # The router's books: every published contact is contained, answered, abandoned,
     # dead-lettered or still open (the dead letters counted from the topic).
-    dead = result["totals"]["deadlettered"] + customers.malformed
-    result["totals"]["deadlettered"] = dead
+    dead = result["totals"]["deadlettered"]
     accounted = books["contained"] + books["answered"] + books["abandoned"] + dead + books["open"]
     result["balanced"] = accounted == result["totals"]["published"]
     slots = sum(sum(p.capacity.values()) for p in profiles)

@@ -50,7 +50,8 @@ def service_level(contacts: Iterable[ContactTimes], short_abandon_ms: int) -> di
 
 
 def summarise(contacts: dict[str, ContactTimes], grading: Grading, *, start_ms: int,
-              publish_s: float, malformed: int, books: dict[str, int]) -> dict[str, Any]:
+              publish_s: float, malformed: int, malformed_deadlettered: int,
+              books: dict[str, int]) -> dict[str, Any]:
     """report.json's figures (everything but the run's parameters and the plots)."""
     all_c = list(contacts.values())
     escalated = [c for c in all_c if c.escalated_ms]
@@ -64,7 +65,7 @@ def summarise(contacts: dict[str, ContactTimes], grading: Grading, *, start_ms: 
     answered_per_s = bucket_counts([c.answered_ms for c in all_c if c.answered_ms], start_ms,
                                    1000)
     published = len(all_c) + malformed
-    deadlettered = sum(c.deadlettered for c in all_c) + books.get("malformed_deadlettered", 0)
+    deadlettered = sum(c.deadlettered for c in all_c) + malformed_deadlettered
     open_now = sum(not c.done for c in all_c)
     return {
         "totals": {

@@ -141,6 +141,7 @@ class Ledger:
     contacts: dict[str, ContactTimes] = field(default_factory=dict)
     other_decisions: int = 0  # decisions for contacts this run did not publish
     redirects: int = 0  # offers that lapsed or were declined (the contact was offered again)
+    other_dead_letters: int = 0  # dead letters whose key is no contact (malformed records)
 
     escalations: list[str] = field(default_factory=list)  # contact ids, for the customers
 
@@ -187,6 +188,8 @@ class Ledger:
         c = self.contacts.get(key)
         if c is not None:
             c.deadlettered = True
+        else:
+            self.other_dead_letters += 1
 
     def open_count(self) -> int:
         return sum(not c.done for c in self.contacts.values())

@@ -130,7 +130,7 @@ def test_the_report_has_its_figures_and_plots(tmp_path: Path) -> None:
     contacts["x"] = ContactTimes(arrived_ms=10, bot_ms=60, bot_seen_ms=70, bot_action="answered")
     grading = rpt.Grading(short_abandon_ms=500)
     report = rpt.summarise(contacts, grading, start_ms=0, publish_s=6.0, malformed=1,
-                           books={"contained": 1})
+                           malformed_deadlettered=1, books={"contained": 1})
     assert report["totals"]["published"] == 62
     assert report["totals"]["contained"] == 1
     assert report["service_level"]["per_queue"]["orders"]["service_level"] == pytest.approx(
