@@ -289,6 +289,20 @@ def compare(args: argparse.Namespace, times: list[float], handles: list[float],
     }
 
 
+def write_dump(path: Path, times: list[float], handles: list[float], ledger: Ledger,
+               agents: int) -> None:
+    """One CSV row per contact: its times as published, offered and answered (epoch ms), its
+    handle time, and its wait measured and in the ideal replay."""
+    ids = [contact_id(i) for i in range(len(times))]
+    cs = [ledger.contacts[c] for c in ids]
+    origin = cs[0].arrived_ms if cs else 0
+    ideal = mmn_fifo_waits([(c.arrived_ms - origin) / 1000 for c in cs], handles, agents)
+    rows = ["contact_id,arrived_ms,offered_ms,answered_ms,handle_s,waited_ms,ideal_wait_ms"]
+    rows += [f"{i},{c.arrived_ms},{c.offered_ms},{c.answered_ms},{h:.4f},{c.waited_ms},"
+             f"{w * 1000:.1f}" for i, c, h, w in zip(ids, cs, handles, ideal, strict=True)]
+    path.write_text("\n".join(rows) + "\n")
+
+
 def render(result: dict[str, Any]) -> str:
     p = result["params"]
     t = result["tolerance"]
@@ -342,6 +356,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="the worker's batch wait (2)")
     ap.add_argument("--linger-ms", type=int, default=0,
                     help="producers' linger, the worker's and the agents' (0)")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="write every contact's times and waits (measured, ideal) to this CSV")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     args = ap.parse_args(argv)
     if args.agents < 1 or args.rate <= 0 or args.aht <= 0 or args.duration <= 0:
@@ -362,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     result = compare(args, times, handles, ledger)
     # A shared machine's other work shows in the latency tails: say how busy it was.
     result["params"]["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    if args.dump is not None:
+        write_dump(args.dump, times, handles, ledger, args.agents)
     print(render(result), flush=True)
     if args.json:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -166,6 +167,11 @@ def windowed(contacts: Sequence[ContactTimes], start_ms: int, end_ms: int, width
     return dict(out)
 
 
+def nan_gaps(values: Sequence[float | None]) -> list[float]:
+    """None (no data in a window) as NaN: matplotlib leaves a gap in the line."""
+    return [math.nan if v is None else v for v in values]
+
+
 def plot(out_dir: Path, contacts: dict[str, ContactTimes], grading: Grading, *,
          start_ms: int, end_ms: int, publish_end_ms: int, slots: int, agents: int,
          title: str, redis_waiting: Sequence[tuple[float, int]] = ()) -> list[str]:
@@ -219,8 +225,8 @@ def plot(out_dir: Path, contacts: dict[str, ContactTimes], grading: Grading, *,
 
     win = windowed(cs, start_ms, end_ms, width, grading)
     fig, ax = plt.subplots(figsize=(9, 4))
-    sl = [None if v is None else v * 100 for v in win["service_level"]]
-    ax.plot(win["t_s"], sl, marker="o", markersize=3,
+    sl = [math.nan if v is None else v * 100 for v in win["service_level"]]
+    ax.plot(nan_gaps(win["t_s"]), sl, marker="o", markersize=3,
             label=f"service level per {width // 1000} s window")
     ax.axhline(grading.sl_objective * 100, color="tab:red", linestyle="--",
                label=f"objective {grading.sl_objective * 100:g} % within target")
@@ -233,7 +239,7 @@ def plot(out_dir: Path, contacts: dict[str, ContactTimes], grading: Grading, *,
                        ("routed_p50_ms", "arrival to first routing decision p50"),
                        ("routed_p99_ms", "arrival to first routing decision p99"),
                        ("offer_p99_ms", "arrival to offer p99 (includes waiting)")):
-        ax.plot(win["t_s"], win[key], marker=".", label=label)
+        ax.plot(nan_gaps(win["t_s"]), nan_gaps(win[key]), marker=".", label=label)
     ax.set_yscale("log")
     names.append(finish(fig, ax, PLOTS[3], "milliseconds (log)"))
 
