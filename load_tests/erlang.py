@@ -265,6 +265,7 @@ def compare(args: argparse.Namespace, times: list[float], handles: list[float],
                    "fetch_wait_ms": args.fetch_wait_ms, "batch_within_ms": args.batch_within_ms,
                    "linger_ms": args.linger_ms},
         "contacts": len(times), "measured_contacts": len(kept), "unanswered": len(unanswered),
+        "redirects": ledger.redirects,  # offers that lapsed or were declined: none expected
         "erlang_c_wait_probability": round(erlang_c(args.agents, load), 4),
         "extra_wait_mean_ms": round(statistics.fmean(extra_ms), 1) if extra_ms else 0.0,
         "extra_wait_p50_ms": round(percentile(extra_ms, 0.5), 1),
