@@ -62,6 +62,7 @@ CAPACITY = 32  # chats per agent (the bench policy allows it)
 ALL_SKILLS = ("general", "orders", "presale", "refunds", "payment", "security", "complaints",
               "zh", "en")
 RAW_IN, RAW_OUT = "bench.raw.in", "bench.raw.out"
+RAW_PREFILL_PER_S = 60_000
 
 
 def handoff_questions() -> list[tuple[str, str]]:
@@ -252,7 +253,7 @@ async def raw_passthrough(settings: Settings, seconds: float, record_bytes: int)
     value = b"x" * record_bytes
     prod = producer(settings, linger_ms=5, max_batch_size=256 * 1024)
     await prod.start()
-    total = int(seconds * 40_000)  # more than the loop can move in ``seconds``
+    total = int(seconds * RAW_PREFILL_PER_S)  # if the loop moves them all sooner, it stops there
     for i in range(total):
         await prod.send(RAW_IN, value, key=str(i).encode())
     await prod.flush()
@@ -262,7 +263,7 @@ async def raw_passthrough(settings: Settings, seconds: float, record_bytes: int)
     moved = 0
     start = time.monotonic()
     try:
-        while time.monotonic() - start < seconds:
+        while time.monotonic() - start < seconds and moved < total:
             batch = await cons.getmany(timeout_ms=50, max_records=5000)
             futures = []
             for records in batch.values():
