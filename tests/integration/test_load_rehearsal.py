@@ -40,12 +40,16 @@ def test_an_mmn_queue_through_the_router_matches_its_ideal_replay_and_erlang_c()
     assert isinstance(tolerance, dict)
     assert abs(r["measured_sl"] - r["erlang_c_sl"]) <= tolerance["sl"]  # type: ignore[operator]
     assert abs(r["measured_asa_s"] - r["erlang_c_asa_s"]) <= tolerance["asa_s"]  # type: ignore[operator]
-    # The router never serves a contact before the ideal queue could, and adds no timer-sized
-    # waiting (contacts left for the 0.5 s tick would add hundreds of ms on average). The
-    # bounds leave room for a busy shared machine: docs/REHEARSAL.md has the long runs.
+    # The router never serves a contact before the ideal queue could, loses none, redirects
+    # none, and acts on events as they come, not on its 0.5 s timer: the median hop from a
+    # request to its offer, and from an offer to its acceptance, stays far below the tick.
+    # The extra wait's mean and tail depend on how busy the machine is (docs/REHEARSAL.md).
     assert r["extra_wait_min_ms"] >= -2  # type: ignore[operator]
-    assert r["extra_wait_mean_ms"] <= 150  # type: ignore[operator]
-    assert r["extra_wait_p99_ms"] <= 1000  # type: ignore[operator]
+    assert r["redirects"] == 0
+    hops = r["hops_when_served_at_once"]
+    assert isinstance(hops, dict)
+    assert hops["request_to_offer_ms"]["p50"] <= 100
+    assert hops["offer_to_accept_ms"]["p50"] <= 100
 
 
 @pytest.mark.timeout(300)
