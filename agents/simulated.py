@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import math
 import random
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,21 @@ class Behaviour:
     handle_mean_s: float = 8.0  # lognormal mean
     handle_sigma: float = 0.5
     back_after_redirect_s: float = 2.0  # ready again after a no-answer redirect
+    # Load tests (issue 6): the handle-time law, unanswered offers and breaks.
+    handle_dist: str = "lognormal"  # lognormal | exponential
+    no_answer_ratio: float = 0.0  # share of offers the agent lets lapse
+    break_every_s: float = 0.0  # mean time between breaks (exponential); 0 = no breaks
+    break_s: float = 0.0  # length of a break (not ready, then ready again)
+    # A fixed handle time per contact (a replay of given times), instead of drawing one.
+    handle_time: Callable[[AssignmentOffered], float] | None = None
+
+    def draw_handle_s(self, offer: AssignmentOffered, rng: random.Random) -> float:
+        if self.handle_time is not None:
+            return self.handle_time(offer)
+        if self.handle_dist == "exponential":
+            return rng.expovariate(1 / self.handle_mean_s)
+        mu = math.log(self.handle_mean_s) - self.handle_sigma**2 / 2
+        return rng.lognormvariate(mu, self.handle_sigma)
 
 
 @dataclass
@@ -61,6 +76,8 @@ class PoolStats:
     accepted: int = 0
     completed: int = 0
     rescinded: int = 0
+    unanswered: int = 0  # offers let lapse on purpose (Behaviour.no_answer_ratio)
+    breaks: int = 0
 
 
 @dataclass
@@ -75,6 +92,8 @@ class SimulatedAgent:
 
     async def run(self) -> None:
         await self.desk.login(self.profile.skills, self.profile.capacity)
+        if self.behaviour.break_every_s > 0:
+            self._spawn(self._breaks())
         while True:
             notice = await self.desk.inbox.get()
             if isinstance(notice, AssignmentOffered):
@@ -92,15 +111,29 @@ class SimulatedAgent:
         task.add_done_callback(self.tasks.discard)
 
     async def _take(self, offer: AssignmentOffered) -> None:
-        await asyncio.sleep(self.rng.uniform(*self.behaviour.accept_delay_s))
+        if self.behaviour.no_answer_ratio and self.rng.random() < self.behaviour.no_answer_ratio:
+            self.stats.unanswered += 1
+            return  # the offer lapses; the router redirects it and sets the agent not ready
+        low, high = self.behaviour.accept_delay_s
+        if high > 0:
+            await asyncio.sleep(self.rng.uniform(low, high))
         if offer.offer_id in self.rescinded:
             return
         await self.desk.accept(offer)
         self.stats.accepted += 1
-        mu = math.log(self.behaviour.handle_mean_s) - self.behaviour.handle_sigma**2 / 2
-        await asyncio.sleep(self.rng.lognormvariate(mu, self.behaviour.handle_sigma))
+        await asyncio.sleep(self.behaviour.draw_handle_s(offer, self.rng))
         await self.desk.complete(offer.contact_id, wrap_up="resolved")
         self.stats.completed += 1
+
+    async def _breaks(self) -> None:
+        """Now and then the agent takes a break: not ready (offers stop; contacts in hand are
+        finished), then ready again."""
+        while True:
+            await asyncio.sleep(self.rng.expovariate(1 / self.behaviour.break_every_s))
+            await self.desk.set_state(AgentState.NOT_READY, "break")
+            self.stats.breaks += 1
+            await asyncio.sleep(self.behaviour.break_s)
+            await self.desk.set_state(AgentState.READY, "back_from_break")
 
     async def _come_back(self) -> None:
         await asyncio.sleep(self.behaviour.back_after_redirect_s)

@@ -163,7 +163,7 @@ def build_app(settings: Settings) -> faust.App:
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
-        producer_linger_ms=5,
+        producer_linger_ms=settings.kafka_linger_ms,
         producer_acks=-1,
         producer_max_request_size=DEADLETTER_MAX_MESSAGE_BYTES + 65_536,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),

@@ -62,7 +62,7 @@ async def assign_all(cons: AIOKafkaConsumer, topics: list[str], *, from_end: boo
 def producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
     """A producer tuned for batches: small linger, compression off (records are small JSON)."""
     options: dict[str, Any] = {
-        "linger_ms": 5,
+        "linger_ms": settings.kafka_linger_ms,
         "max_request_size": DEADLETTER_MAX_MESSAGE_BYTES + 65_536,
         "acks": "all",
     }

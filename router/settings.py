@@ -39,6 +39,9 @@ class Settings:
     kafka_rebalance_timeout_s: float = 30.0
     kafka_session_timeout_s: float = 30.0
     kafka_fetch_max_wait_ms: int = 500  # consumers' long-poll wait (the embedded stack uses 20)
+    # Producers' linger (issue 6): stages send a whole batch at once, so 0 costs little
+    # throughput; each hop waits up to this long before its records leave.
+    kafka_linger_ms: int = 5
     app_id: str = "peakroute"  # faust app id = consumer group of the router workers
     # Redis
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
