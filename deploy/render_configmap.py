@@ -41,7 +41,8 @@ _Dumper.add_representer(str, _str)
 
 
 def render(policy: Path, kb: Path) -> str:
-    load_policy(policy, settings_base(Settings()))  # refuses an invalid file, naming the key and the fix
+    # Both refuse an invalid file, naming the key and the fix.
+    load_policy(policy, settings_base(Settings()))
     load_kb(kb)
     manifest = {
         "apiVersion": "v1",

@@ -7,6 +7,7 @@ credentials and certificates are configured in one place and never appear in a l
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -32,14 +33,28 @@ def connection_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
+def client_url(settings: Settings) -> str:
+    """redis_url without the user or password that the settings replace (redis-py lets the
+    URL's win over arguments)."""
+    parts = urlsplit(settings.redis_url)
+    if "@" not in parts.netloc or not (settings.redis_username or settings.redis_password):
+        return settings.redis_url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    user = "" if settings.redis_username else user
+    password = "" if settings.redis_password else password
+    kept = user + (":" + password if password else "")
+    return urlunsplit(parts._replace(netloc=f"{kept}@{host}" if kept else host))
+
+
 def redis_client(settings: Settings, **extra: Any) -> aioredis.Redis:
     """An asyncio client (the workers, the demo, the load tools)."""
-    return aioredis.Redis.from_url(settings.redis_url, **connection_kwargs(settings), **extra)
+    return aioredis.Redis.from_url(client_url(settings), **connection_kwargs(settings), **extra)
 
 
 def sync_redis_client(settings: Settings, **extra: Any) -> redis.Redis:
     """A blocking client (status commands and launchers)."""
-    return redis.Redis.from_url(settings.redis_url, **connection_kwargs(settings), **extra)
+    return redis.Redis.from_url(client_url(settings), **connection_kwargs(settings), **extra)
 
 
 def redacted_url(url: str) -> str:
