@@ -40,6 +40,16 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields_[11]) + int(fields_[12])) / CLOCK_TICKS  # utime, stime
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of this machine spent busy since boot (/proc/stat)."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 @dataclass
 class CpuMeter:
     """CPU used by named processes between start() and stop(); a role may span several
@@ -49,9 +59,11 @@ class CpuMeter:
     _open: dict[tuple[str, int], float] = field(default_factory=dict)
     started_at: float = 0.0
     wall_s: float = 0.0
+    machine_busy_s: float = 0.0
 
     def start(self, pids: dict[str, int]) -> None:
         self.started_at = time.monotonic()
+        self.machine_busy_s = -machine_busy_seconds()
         for role, pid in pids.items():
             self.watch(role, pid)
 
@@ -75,12 +87,18 @@ class CpuMeter:
         self.sample()
         self._open.clear()
         self.wall_s = time.monotonic() - self.started_at
+        self.machine_busy_s += machine_busy_seconds()
         return self.used
 
     def shares(self) -> dict[str, float]:
-        """Cores each role kept busy on average (1.0 = one core all the time)."""
+        """Cores each role kept busy on average (1.0 = one core all the time), and what every
+        other process on the machine used meanwhile (a shared machine's noise)."""
         wall = self.wall_s or 1.0
-        return {role: round(used / wall, 3) for role, used in sorted(self.used.items())}
+        out = {role: round(used / wall, 3) for role, used in sorted(self.used.items())}
+        others = self.machine_busy_s - sum(self.used.values())
+        out["other_processes"] = round(max(0.0, others) / wall, 3)
+        out["machine_cores"] = os.cpu_count() or 1
+        return out
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""The failover proof: under load, SIGKILL router workers (more than once), restart them, let a
-backlog build while every worker is down, restart Redis (append-only file), then account for
-every contact.
+"""The failover proof: under load, SIGKILL router workers (more than once), restart them, stop
+one gracefully (SIGTERM, as a rolling deploy does), let a backlog build while every worker is
+down, restart Redis (append-only file), then account for every contact.
 
     python -m load_tests.failover --workers 2 --rate 20 --duration 60 --json
 
@@ -48,6 +48,8 @@ class Chaos:
     restarts: int = 0
     backlog_kills: int = 0
     backlog_down_s: float = 0.0
+    graceful_restarts: int = 0
+    graceful_stop_s: list[float] = field(default_factory=list)
     redis_restarts: int = 0
     redis_down_s: float = 0.0
     redis_state_intact: bool | None = None
@@ -209,6 +211,7 @@ async def run(args: argparse.Namespace, out: Any = sys.stderr) -> dict[str, Any]
             "counters": {k: stats[k] for k in (*MONOTONIC_COUNTERS, "invariant_violations")},
             "redelivered_events_ignored": int(sum(redelivered.values())),
             "restarts": chaos.restarts,
+            "graceful": {"restarts": chaos.graceful_restarts, "stop_s": chaos.graceful_stop_s},
             "backlog": {"kills": chaos.backlog_kills, "down_s": round(chaos.backlog_down_s, 1)},
             "redis": {"restarts": chaos.redis_restarts, "down_s": round(chaos.redis_down_s, 2),
                       "state_intact": chaos.redis_state_intact,
@@ -233,7 +236,9 @@ def plan(args: argparse.Namespace) -> list[tuple[float, str]]:
     steps: list[tuple[float, str]] = []
     d = args.duration
     for i in range(args.kills):
-        steps.append((d * (0.1 + 0.45 * i / max(1, args.kills)), f"kill:{i % args.workers}"))
+        steps.append((d * (0.1 + 0.35 * i / max(1, args.kills)), f"kill:{i % args.workers}"))
+    for i in range(args.graceful):  # a rolling restart: SIGTERM, then start again
+        steps.append((d * (0.5 + 0.05 * i), f"term:{(i + 1) % args.workers}"))
     if args.backlog > 0:
         steps.append((d * 0.6, "backlog"))
     if args.redis_restart:
@@ -251,6 +256,18 @@ async def apply(step: str, cluster: Cluster, chaos: Chaos, args: argparse.Namesp
         say(f"t={t:5.1f}s SIGKILL worker-{index}; restarting it in {args.restart_after:g} s")
         chaos.log.append(f"t={t:.1f}s SIGKILL worker-{index}")
         await asyncio.sleep(args.restart_after)
+        await cluster.restart_worker(index, wait=False)
+        chaos.restarts += 1
+    elif step.startswith("term:"):
+        index = int(step.split(":")[1])
+        cluster.cpu.sample()
+        took = time.monotonic()
+        cluster.workers[index].stop()  # SIGTERM; SIGKILL only if it hangs past 15 s
+        took = time.monotonic() - took
+        chaos.graceful_restarts += 1
+        chaos.graceful_stop_s.append(round(took, 2))
+        say(f"t={t:5.1f}s SIGTERM worker-{index}: stopped in {took:.1f} s; restarting it")
+        chaos.log.append(f"t={t:.1f}s SIGTERM worker-{index} (stopped in {took:.1f} s)")
         await cluster.restart_worker(index, wait=False)
         chaos.restarts += 1
     elif step == "backlog":
@@ -299,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="single-worker SIGKILLs (round robin), each followed by a restart")
     parser.add_argument("--restart-after", type=float, default=2.0,
                         help="seconds a killed worker stays down")
+    parser.add_argument("--graceful", type=int, default=1,
+                        help="graceful restarts (SIGTERM, as a rolling deploy does)")
     parser.add_argument("--backlog", type=float, default=5.0,
                         help="seconds every worker stays down while contacts pile up (0: skip)")
     parser.add_argument("--no-redis-restart", dest="redis_restart", action="store_false",

@@ -151,10 +151,12 @@ class SimulatedGateway:
         task.add_done_callback(self._leaving.discard)
 
     async def stop(self) -> None:
-        for task in [*self._leaving, *([self._reader] if self._reader else [])]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # The reader first: until it stops it may schedule more departures.
+        for tasks in ([self._reader] if self._reader else [], self._leaving):
+            for task in list(tasks):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._producer.flush()
         await self._replies.stop()
         await self._producer.stop()

@@ -1,7 +1,7 @@
-"""The failover proof, short: two workers under load, each SIGKILLed and restarted, then both
-killed while contacts pile up (the re-delivered backlog), then Redis restarted from its
-append-only file; every contact must end in exactly one terminal state and none may be
-accepted by two agents. The tool starts a stack of its own (Redis with AOF)."""
+"""The failover proof, short: two workers under load, each SIGKILLed and restarted, one stopped
+gracefully and restarted, then both killed while contacts pile up (the re-delivered backlog),
+then Redis restarted from its append-only file; every contact must end in exactly one
+terminal state and none may be accepted by two agents. The tool starts a stack of its own."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def test_killed_and_restarted_workers_lose_nothing_and_assign_nothing_twice(
     assert result["terminal"] == result["published"], detail
     assert result["counted_once"], detail
     assert result["counters"]["invariant_violations"] == 0, detail
+    assert result["graceful"]["restarts"] == 1, detail
     assert result["redis"]["restarts"] == 1, detail
     assert result["redis"]["state_intact"] is True, detail
     assert result["redis"]["contacts_checked"] > 0, detail

@@ -226,3 +226,32 @@ def test_the_routing_configmap_generator_refuses_an_invalid_policy(tmp_path: Pat
     module = render_module()
     with pytest.raises(PeakrouteError):
         module.render(bad, module.resolve_kb_path(""))
+
+
+def test_monitoring_manifests_carry_the_rule_groups_and_the_dashboards(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yml"
+    rules.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n")
+    board = tmp_path / "board.json"
+    board.write_text('{"title": "night of the sale", "panels": []}\n')
+    module = render_module()
+    docs = list(yaml.safe_load_all(module.render_monitoring([rules], [board])))
+    kinds = {d["kind"]: d for d in docs}
+    assert kinds["PrometheusRule"]["spec"]["groups"][0]["rules"][0]["alert"] == "A"
+    assert kinds["ConfigMap"]["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert kinds["ConfigMap"]["data"]["board.json"] == board.read_text()
+    service = k8s("Service", "peakroute-worker")
+    monitor = kinds["ServiceMonitor"]["spec"]
+    assert monitor["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["selector"]["matchLabels"].items() <= service["spec"]["selector"].items()
+    assert module.render_monitoring([], []) is None
+
+
+def test_the_monitoring_manifests_are_current_with_deploy_prometheus_and_grafana() -> None:
+    module = render_module()
+    expected = module.render_monitoring(*module.monitoring_sources())
+    out = K8S / "monitoring.yaml"
+    if expected is None:  # no rules or dashboards in this tree yet
+        assert not out.exists()
+    else:
+        assert out.exists(), "run `python deploy/render_configmap.py`"
+        assert out.read_text() == expected, "re-run `python deploy/render_configmap.py`"
