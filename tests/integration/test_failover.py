@@ -20,8 +20,8 @@ def test_killed_and_restarted_workers_lose_nothing_and_assign_nothing_twice(
         tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "load_tests.failover", "--workers", "2", "--rate", "15",
             "--duration", "16", "--kills", "2", "--restart-after", "1", "--backlog", "3",
-            "--drain", "90", "--state-dir", str(tmp_path), "--json"]
-    done = subprocess.run(argv, cwd=repo_root(), capture_output=True, text=True, timeout=280,
+            "--drain", "150", "--state-dir", str(tmp_path), "--json"]
+    done = subprocess.run(argv, cwd=repo_root(), capture_output=True, text=True, timeout=290,
                           check=False)
     lines = done.stdout.strip().splitlines()
     assert lines, done.stderr[-3000:]
