@@ -186,7 +186,7 @@ async def run_pipeline(args: argparse.Namespace, times: list[float], handles: li
                                   handle_time=lambda o: handle_of[o.contact_id])
             pool = AgentPool(bus, profiles, DOMAIN, behaviour)
             await pool.start()
-            await wait_agents_known(settings.redis_url, DOMAIN, args.agents)
+            await wait_agents_known(settings, DOMAIN, args.agents)
             await recorder.start()
             await publisher.start()
 

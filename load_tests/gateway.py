@@ -66,6 +66,7 @@ class SimulatedGateway:
         self._producer: AIOKafkaProducer = producer(settings)
         self._replies = consumer(settings, group_id=None)
         self._sent_at: dict[str, float] = {}
+        self._deadlettered: set[tuple[int, int]] = set()
         self._leaving: set[asyncio.Task[None]] = set()
         self._reader: asyncio.Task[None] | None = None
         mix = questions(resolve_kb_path(settings.bot_kb_path))  # the worker's knowledge base
@@ -122,7 +123,12 @@ class SimulatedGateway:
                 for rec in records:
                     reply = self._decoder.decode(rec.value)
                     if isinstance(reply, DeadLetter):
-                        if reply.source_topic == self.settings.topic_contacts_inbound:
+                        # A record re-delivered after a worker died is dead-lettered again:
+                        # count each source record once.
+                        position = (reply.source_partition, reply.source_offset)
+                        if (reply.source_topic == self.settings.topic_contacts_inbound
+                                and position not in self._deadlettered):
+                            self._deadlettered.add(position)
                             self.stats.deadlettered += 1
                         continue
                     if not isinstance(reply, BotReplied):
@@ -151,10 +157,12 @@ class SimulatedGateway:
         task.add_done_callback(self._leaving.discard)
 
     async def stop(self) -> None:
-        for task in [*self._leaving, *([self._reader] if self._reader else [])]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # The reader first: until it stops it may schedule more departures.
+        for tasks in ([self._reader] if self._reader else [], self._leaving):
+            for task in list(tasks):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._producer.flush()
         await self._replies.stop()
         await self._producer.stop()

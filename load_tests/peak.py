@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 import yaml
 
 from agents.client import AgentBus
@@ -49,6 +48,7 @@ from router.books import read_books
 from router.bot.kb import resolve_kb_path
 from router.demo import WorkerProcess, wait_ready
 from router.events import ContactArrived, CustomerLeft, Event, Language, Tier
+from router.redis_client import redis_client
 from router.routing.config import DEFAULT_POLICY
 from router.settings import Settings
 from router.stack import EmbeddedStack
@@ -246,7 +246,7 @@ async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
     pool = AgentPool(bus, profiles, DOMAIN, behaviour, seed=opts.seed)
     recorder = Recorder(settings, ledger)
     customers = Customers(settings, opts, ledger)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     times = arrival_times(opts.rate, opts.duration_s, rng, opts.profile)
     redis_waiting: list[tuple[float, int]] = []
     tasks: list[asyncio.Task[None]] = []
@@ -257,7 +257,7 @@ async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
     try:
         await bus.start()
         await pool.start()
-        await wait_agents_known(settings.redis_url, DOMAIN, agents)
+        await wait_agents_known(settings, DOMAIN, agents)
         await recorder.start()
         await customers.publisher.start()
         start_ms = now_ms()

@@ -252,12 +252,12 @@ def quantiles(values: Sequence[float], digits: int = 1) -> dict[str, float]:
             "count": len(values)}
 
 
-async def wait_agents_known(redis_url: str, domain: str, agents: int,
+async def wait_agents_known(settings: Settings, domain: str, agents: int,
                             timeout_s: float = 30.0) -> None:
     """Until the routing stage has seen ``agents`` logins in ``domain`` (their Redis hashes)."""
-    import redis.asyncio as aioredis
+    from router.redis_client import redis_client
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(settings)
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -10,7 +10,6 @@ here until they pass, and a record that a script refuses is dead-lettered by the
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -29,6 +28,8 @@ from router.bot.loader import BrainHolder
 from router.bot.stage import BotStage
 from router.decode import Decoder, Limits
 from router.kafka import DEADLETTER_MAX_MESSAGE_BYTES
+from router.kafka import ssl_context as kafka_ssl_context
+from router.redis_client import redis_client
 from router.routing.config import policy_from_settings
 from router.routing.stage import RoutingStage
 from router.routing.store import RoutingStore
@@ -42,9 +43,7 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError, async
 
 
 def broker_credentials(settings: Settings) -> Any:
-    context = None
-    if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
-        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    context = kafka_ssl_context(settings)
     if settings.kafka_security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
@@ -68,9 +67,8 @@ class Runtime:
 
     def _store(self) -> RoutingStore:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(
-                self.settings.redis_url, socket_timeout=10, health_check_interval=30
-            )
+            self._redis = redis_client(self.settings, socket_timeout=10,
+                                       health_check_interval=30)
         return RoutingStore(self._redis, self.settings, self.policy)
 
     def decoder(self) -> Decoder:

@@ -27,6 +27,7 @@ from agents.simulated import AgentPool, Behaviour, roster
 from load_tests.gateway import SimulatedGateway, percentile
 from router.books import Books, read_books
 from router.errors import StackError
+from router.redis_client import redacted_url, redis_client
 from router.settings import Settings
 from router.stack import EmbeddedStack, _die_with_parent, free_port
 
@@ -161,14 +162,14 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any
         say("starting the embedded stack (Tansu broker + redis-server) ...")
         await stack.start()
         settings = base.replace(**stack.recorded_settings(), state_dir=stack.state_dir)
-        say(f"  kafka {settings.kafka_bootstrap_servers}  redis {settings.redis_url}")
+        say(f"  kafka {settings.kafka_bootstrap_servers}  redis {redacted_url(settings.redis_url)}")
         say(f"starting {opts.workers} router worker(s) ...")
         workers = [WorkerProcess(settings, i, stack.state_dir / "logs")
                    for i in range(opts.workers)]
         await wait_ready(workers)
         say(f"  ready; metrics on http://127.0.0.1:{workers[0].port}/metrics")
         say(f"  live SLA view: PEAKROUTE_STATE_DIR={stack.state_dir} peakroute status")
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings)
         bus = AgentBus(settings)
         await bus.start()
         pool = AgentPool(bus, roster(opts.agents, DOMAIN), DOMAIN,

@@ -17,16 +17,28 @@ TOPIC_ALREADY_EXISTS = 36
 DEADLETTER_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for SSL and SASL_SSL (verifying the broker against the CA file or the
+    system store, with a client certificate for mutual TLS); None for plaintext protocols."""
+    if settings.kafka_security_protocol not in {"SSL", "SASL_SSL"}:
+        return None
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile,
+                                password=settings.kafka_ssl_key_password or None)
+    return context
+
+
 def client_kwargs(settings: Settings) -> dict[str, Any]:
     """aiokafka connection and security arguments (shared by producers, consumers, admin)."""
     kwargs: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
         "security_protocol": settings.kafka_security_protocol,
     }
-    if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
-        kwargs["ssl_context"] = ssl.create_default_context(
-            cafile=settings.kafka_ssl_cafile or None
-        )
+    context = ssl_context(settings)
+    if context is not None:
+        kwargs["ssl_context"] = context
     if settings.kafka_security_protocol.startswith("SASL"):
         kwargs.update(
             sasl_mechanism=settings.kafka_sasl_mechanism or "PLAIN",

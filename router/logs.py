@@ -28,7 +28,8 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        # Dataclasses go through their repr (which hides secrets), not orjson's field dump.
+        return orjson.dumps(entry, default=str, option=orjson.OPT_PASSTHROUGH_DATACLASS).decode()
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -93,6 +93,17 @@ class Settings:
     bot_transcript_turns: int = 10  # last turns kept and sent with an escalation
     bot_transcript_turn_chars: int = 500  # each turn's text is cut to this many characters
     bot_conversation_ttl_s: int = 86_400  # conversation state kept after the last message
+    # Security (issue 7, docs/DEPLOY.md): Kafka TLS client certificate, Redis ACL user and TLS.
+    # Kafka SASL and the CA are above; Redis TLS is the rediss:// scheme of redis_url.
+    kafka_ssl_certfile: str = ""  # client certificate (PEM) for mutual TLS
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_key_password: str = field(default="", repr=False)
+    kafka_ssl_check_hostname: bool = True
+    redis_username: str = ""  # ACL user; overrides a user in redis_url
+    redis_password: str = field(default="", repr=False)  # overrides a password in redis_url
+    redis_ssl_cafile: str = ""  # CA bundle for rediss://
+    redis_ssl_certfile: str = ""  # client certificate for Redis TLS (tls-auth-clients yes)
+    redis_ssl_keyfile: str = ""
     # Embedded stack and logs
     state_dir: Path = DEFAULT_STATE_DIR
     log_level: str = "INFO"
@@ -144,6 +155,7 @@ class Settings:
                 f"{env_name('kafka_sasl_mechanism')}={self.kafka_sasl_mechanism!r}: "
                 "use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
             )
+        self._validate_security()
         positive = ("topic_partitions", "sla_target_s", "offer_timeout_s", "batch_max",
                     "max_record_bytes", "max_text_chars", "worker_concurrency", "match_scan_limit")
         for name in positive:
@@ -168,6 +180,38 @@ class Settings:
             raise SettingsError(f"{env_name('sla_bucket_ttl_s')} must be at least 90000 (longer "
                                 f"than a day) and {env_name('metrics_lease_s')} > 0")
         timezone(self.sla_timezone)  # raises SettingsError naming the fix
+
+    def _validate_security(self) -> None:
+        """Connection security that cannot work is refused at start, naming the fix."""
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL") and not (self.kafka_sasl_username
+                                                and self.kafka_sasl_password):
+            raise SettingsError(f"{env_name('kafka_security_protocol')}={protocol} needs "
+                                f"{env_name('kafka_sasl_username')} and "
+                                f"{env_name('kafka_sasl_password')}")
+        if self.kafka_sasl_mechanism and not protocol.startswith("SASL"):
+            raise SettingsError(f"{env_name('kafka_sasl_mechanism')} is set but "
+                                f"{env_name('kafka_security_protocol')}={protocol}: use "
+                                "SASL_SSL (or SASL_PLAINTEXT on a trusted network)")
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if any(tls_files) and protocol not in {"SSL", "SASL_SSL"}:
+            raise SettingsError(f"Kafka TLS files are set but "
+                                f"{env_name('kafka_security_protocol')}={protocol}: use SSL or "
+                                "SASL_SSL")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise SettingsError(f"{env_name('kafka_ssl_certfile')} and "
+                                f"{env_name('kafka_ssl_keyfile')} go together")
+        scheme = self.redis_url.split("://", 1)[0]
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise SettingsError(f"{env_name('redis_url')} must start with redis://, rediss:// "
+                                "(TLS) or unix://")
+        redis_tls = (self.redis_ssl_cafile, self.redis_ssl_certfile, self.redis_ssl_keyfile)
+        if any(redis_tls) and scheme != "rediss":
+            raise SettingsError(f"Redis TLS files are set but {env_name('redis_url')} is not "
+                                "rediss://")
+        if bool(self.redis_ssl_certfile) != bool(self.redis_ssl_keyfile):
+            raise SettingsError(f"{env_name('redis_ssl_certfile')} and "
+                                f"{env_name('redis_ssl_keyfile')} go together")
 
     def _validate_bot(self) -> None:
         positive = ("bot_silence_close_s", "bot_reload_interval_s", "bot_transcript_turns",

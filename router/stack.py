@@ -31,6 +31,7 @@ import redis
 
 from router.errors import MissingDependencyError, StackError
 from router.kafka import ensure_topics
+from router.redis_client import redacted_url, sync_redis_client
 from router.settings import STACK_FILE, Settings
 
 # Tansu holds a new consumer group's join for the whole rebalance timeout, and answers a fetch
@@ -169,8 +170,10 @@ class EmbeddedStack:
     state_dir: Path
     partitions: int = 8
     detach: bool = False
+    redis_aof: bool = False  # appendonly yes, appendfsync everysec (restart_redis keeps state)
     processes: list[StackProcess] = field(default_factory=list)
     settings: Settings | None = None
+    _redis_argv: list[str] = field(default_factory=list)
 
     @property
     def stack_file(self) -> Path:
@@ -195,10 +198,12 @@ class EmbeddedStack:
                         logs / "broker.log")
             redis_dir = self.state_dir / "redis"
             redis_dir.mkdir(exist_ok=True)
-            self._spawn("redis", [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no", "--dir", str(redis_dir),
-                                  "--daemonize", "no"],
-                        logs / "redis.log")
+            persistence = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.redis_aof
+                           else ["--appendonly", "no"])
+            self._redis_argv = [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
+                                "--save", "", *persistence, "--dir", str(redis_dir),
+                                "--daemonize", "no"]
+            self._spawn("redis", self._redis_argv, logs / "redis.log")
             settings = Settings.from_env({}).replace(
                 kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
                 redis_url=f"redis://127.0.0.1:{redis_port}/0",
@@ -213,6 +218,20 @@ class EmbeddedStack:
         self.settings = settings
         self._record()
         return settings
+
+    async def restart_redis(self) -> float:
+        """Stop redis-server (SIGTERM: it writes its append-only file and exits) and start it
+        again on the same port and directory; returns the seconds it was unreachable."""
+        if self.settings is None:
+            raise StackError("the stack is not running")
+        started = time.monotonic()
+        old = next(p for p in self.processes if p.name == "redis")
+        old.stop()
+        self.processes.remove(old)
+        self._spawn("redis", self._redis_argv, self._log("redis"))
+        await self._wait_ready(self.settings)
+        self._record()
+        return time.monotonic() - started
 
     def _spawn(self, name: str, argv: list[str], log: Path) -> None:
         with log.open("ab") as out:
@@ -330,12 +349,12 @@ def stack_status(state_dir: Path) -> dict[str, Any]:
         "running": True,
         "state_dir": str(state_dir),
         "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
-        "redis_url": settings.redis_url,
+        "redis_url": redacted_url(settings.redis_url),
         "processes": data["processes"],
         "alive": data["alive"],
     }
     try:
-        with redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1) as client:
+        with sync_redis_client(settings, socket_connect_timeout=1) as client:
             status["redis_answers"] = bool(client.ping())
     except redis.RedisError:
         status["redis_answers"] = False

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from router.errors import PeakrouteError
+from router.redis_client import redis_client
 from router.settings import Settings
 from router.sla.snapshot import BucketCache, QueueFigures, Snapshot, read_snapshot
 from router.sla.windows import WINDOW_NAMES
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    client = redis_client(settings, socket_timeout=5)
     try:
         return await _loop(client, args, settings)
     except (RedisConnectionError, RedisTimeoutError) as exc:

@@ -99,7 +99,9 @@ def test_a_bad_security_protocol_raises_settings_error(env: dict[str, str]) -> N
 
 @pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
 def test_each_supported_security_protocol_is_accepted(env: dict[str, str], protocol: str) -> None:
-    s = Settings.from_env({**env, "PEAKROUTE_KAFKA_SECURITY_PROTOCOL": protocol})
+    credentials = ({"PEAKROUTE_KAFKA_SASL_USERNAME": "router",
+                    "PEAKROUTE_KAFKA_SASL_PASSWORD": "pw"} if protocol.startswith("SASL") else {})
+    s = Settings.from_env({**env, **credentials, "PEAKROUTE_KAFKA_SECURITY_PROTOCOL": protocol})
     assert s.kafka_security_protocol == protocol
 
 

@@ -1,0 +1,42 @@
+"""The failover proof, short: two workers under load, each SIGKILLed and restarted, one stopped
+gracefully and restarted, then both killed while contacts pile up (the re-delivered backlog),
+then Redis restarted from its append-only file; every contact must end in exactly one
+terminal state and none may be accepted by two agents. The tool starts a stack of its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tests.conftest import repo_root
+
+CONTRACT = ("published", "terminal", "lost", "double_assigned", "kills")
+
+
+def test_killed_and_restarted_workers_lose_nothing_and_assign_nothing_twice(
+        tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "load_tests.failover", "--workers", "2", "--rate", "15",
+            "--duration", "16", "--kills", "2", "--restart-after", "1", "--backlog", "3",
+            "--drain", "150", "--state-dir", str(tmp_path), "--json"]
+    done = subprocess.run(argv, cwd=repo_root(), capture_output=True, text=True, timeout=290,
+                          check=False)
+    lines = done.stdout.strip().splitlines()
+    assert lines, done.stderr[-3000:]
+    result = orjson.loads(lines[-1])
+    assert set(CONTRACT) <= set(result)
+    detail = f"{result}\n{done.stderr[-2000:]}"
+    assert result["published"] > 100, detail
+    assert result["kills"] == 4, detail  # two single kills + both workers for the backlog
+    assert result["lost"] == 0, detail
+    assert result["double_assigned"] == 0, detail
+    assert result["terminal"] == result["published"], detail
+    assert result["counted_once"], detail
+    assert result["counters"]["invariant_violations"] == 0, detail
+    assert result["graceful"]["restarts"] == 1, detail
+    assert result["redis"]["restarts"] == 1, detail
+    assert result["redis"]["state_intact"] is True, detail
+    assert result["redis"]["contacts_checked"] > 0, detail
+    assert done.returncode == 0, detail
