@@ -12,6 +12,7 @@ import orjson
 from router import __version__, logs
 from router.bot import cli as bot_cli
 from router.errors import PeakrouteError
+from router.gateway import cli as gateway_cli
 from router.routing import cli as routing_cli
 from router.settings import ENV_PREFIX, Settings
 
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the router's topics where missing (idempotent)")
     bot_cli.add_parser(sub)
     routing_cli.add_parser(sub)
+    gateway_cli.add_parser(sub)
     return parser
 
 
@@ -94,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             return bot_cli.run(args, settings)
         if args.command == "routing":
             return routing_cli.run(args, settings)
+        if args.command == "gateway":
+            return gateway_cli.run_gateway(args, settings)
+        if args.command == "agents":
+            return gateway_cli.run_agents(args, settings)
         if args.command == "topics":
             from router.kafka import ensure_topics
 
