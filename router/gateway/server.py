@@ -193,9 +193,10 @@ class Gateway:
     async def serve(self, host: str, port: int) -> None:
         """Start and listen on host:port (returns once listening)."""
         await self.start()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=2.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, shutdown_timeout=2.0).start()
+        await web.TCPSite(self._runner, host, port).start()
         log.info("gateway_started", extra=logs.fields(host=host, port=port))
 
     async def stop(self) -> None:
@@ -222,6 +223,7 @@ class Gateway:
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/favicon.ico", self._favicon)
         return app
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -242,6 +244,9 @@ class Gateway:
             raise web.HTTPNotFound()
         return web.Response(body=path.read_bytes(), content_type=kind, charset="utf-8",
                             headers={"Cache-Control": "no-cache"})
+
+    async def _favicon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "agents": len(self.agents),
@@ -273,9 +278,10 @@ class Gateway:
                     break
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     await self._frame(session, msg.data)
-                elif msg.type == WSMsgType.ERROR:
-                    gm.REFUSED.labels(ErrorCode.TOO_LARGE.value
-                                      if ws.close_code == CLOSE_TOO_LARGE else "socket_error").inc()
+                elif msg.type == WSMsgType.ERROR:  # aiohttp closed it (1009 for a big frame)
+                    too_large = getattr(msg.data, "code", None) == CLOSE_TOO_LARGE
+                    gm.REFUSED.labels(ErrorCode.TOO_LARGE.value if too_large
+                                      else "socket_error").inc()
                     break
                 else:  # CLOSE, CLOSING, CLOSED
                     break

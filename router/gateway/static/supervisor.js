@@ -43,6 +43,9 @@ function render() {
       el("td", { class: q.at_risk ? "bad" : "" }, String(q.at_risk)),
       el("td", {}, String(q.answered)), el("td", {}, String(q.abandoned))));
   }
+  const counts = { ready: 0, not_ready: 0, offline: 0 };
+  for (const a of last.agents) counts[a.state] = (counts[a.state] || 0) + 1;
+  $("agent-counts").textContent = ["ready", "not_ready", "offline"].map((s) => `${t(s)} ${counts[s] || 0}`).join(" · ");
   const body = $("agents");
   const focused = document.activeElement && document.activeElement.dataset.agent;
   body.replaceChildren();
@@ -53,7 +56,8 @@ function render() {
       oninput: (ev) => editing.set(a.agent_id, ev.target.value),
       onkeydown: (ev) => { if (ev.key === "Enter") save(a.agent_id, ev.target.value); } });
     body.append(el("tr", { "data-agent-row": a.agent_id },
-      el("td", {}, el("strong", {}, a.name || a.agent_id), el("div", { class: "hint" }, a.agent_id, a.desktop ? " · 🖥" : "")),
+      el("td", {}, el("strong", {}, a.name || a.agent_id), a.name ? el("div", { class: "hint" }, a.agent_id) : null,
+        a.desktop ? el("div", {}, el("span", { class: "badge desk" }, t("desktop_on"))) : null),
       el("td", {}, el("span", { class: `badge st-${a.state}` }, t(a.state))),
       el("td", {}, caps.map(([ch, n]) => `${ch} ${a.load[ch] || 0}/${n}`).join(", ") || "—"),
       el("td", {}, input),
