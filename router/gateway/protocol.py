@@ -31,6 +31,7 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"  # frames beyond the per-connection rate (flooding)
     TOO_LARGE = "too_large"  # a frame above the size limit (the socket is closed, 1009)
     UNAVAILABLE = "unavailable"  # the gateway could not reach Kafka or Redis; try again
+    INTERNAL = "internal_error"  # the gateway failed on this frame (logged); nothing changed
 
 
 class ClientType(enum.StrEnum):

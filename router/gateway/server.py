@@ -39,6 +39,7 @@ from router.events import (
     AgentStateChanged,
     AssignmentOffered,
     AssignmentRescinded,
+    Channel,
     ContactCompleted,
     Decision,
     Event,
@@ -176,6 +177,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._count_once = self.redis.register_script(console.COUNT_ONCE)
         self._runner: web.AppRunner | None = None
+        self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -204,11 +206,13 @@ class Gateway:
             s.close(1001)
         if self._runner is not None:
             await self._runner.cleanup()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping = True
+        # A library may take a cancellation for its own timeout (asyncio.timeout in redis-py):
+        # the loops also watch _stopping, and are cancelled until they are done.
+        while pending := [t for t in self._tasks if not t.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
@@ -322,7 +326,12 @@ class Gateway:
             return
         ident = session.identity
         if frame.type == ClientType.HELLO:
-            await self._hello(session, frame)
+            try:
+                await self._hello(session, frame)
+            except Exception:  # Kafka or Redis down, or a bug: this socket only
+                log.exception("gateway_hello_failed")
+                self._refuse(session, ErrorCode.UNAVAILABLE, "the gateway could not sign you "
+                             "in; try again", frame.ref, close=1011)
             return
         if ident is None:
             self._refuse(session, ErrorCode.UNAUTHENTICATED, "send hello with a token first",
@@ -347,6 +356,10 @@ class Gateway:
                 type=frame.type.value, error=type(exc).__name__))
             self._refuse(session, ErrorCode.UNAVAILABLE, "the gateway could not reach the "
                          "router; try again", frame.ref)
+        except Exception:  # a bug must cost one frame, not the connection or the gateway
+            log.exception("gateway_action_crashed", extra=logs.fields(type=frame.type.value))
+            self._refuse(session, ErrorCode.INTERNAL, "the gateway failed on this frame",
+                         frame.ref)
 
     async def _hello(self, session: Session, frame: Frame) -> None:
         if session.identity is not None:
@@ -451,11 +464,9 @@ class Gateway:
                                           reason=d.get("reason", ""))
                 if not await self._publish(event, session, ref):
                     return
+                # The offer stays until routing answers: assigned (accept) or rescind (decline).
                 if frame.type == ClientType.ACCEPT:  # index it for a reconnect (checked on read)
                     await self.redis.sadd(console.active_key(domain, me), offer.contact_id)
-                else:  # an accepted offer stays until routing confirms it (assigned)
-                    for s in self.agents.get(session.key, ()):
-                        s.offers.pop(offer.offer_id, None)
             case ClientType.COMPLETE:
                 cid = d["contact_id"]
                 if cid not in session.active:
@@ -572,7 +583,7 @@ class Gateway:
                 continue
             out.append(AssignmentOffered(
                 event_id=_eid(), ts_ms=now, offer_id=of, contact_id=cid, agent_id=agent_id,
-                domain=domain, channel=ch or "chat",  # type: ignore[arg-type]
+                domain=domain, channel=Channel(ch or "chat"),
                 expires_at_ms=int(expires), waited_ms=max(now - int(esc or now), 0),
                 priority=int(pri or 0), queue=ln.partition(".")[0]))
         return out
@@ -605,7 +616,7 @@ class Gateway:
     async def _read(self) -> None:
         assert self._consumer is not None
         delay = 0.1
-        while True:
+        while not self._stopping:
             try:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
                 events = [self.decoder.decode(rec.value) for recs in batches.values()
@@ -630,10 +641,10 @@ class Gateway:
                 case AssignmentRescinded():
                     self.offer_owner.pop((ev.domain, ev.offer_id), None)
                     for s in self.agents.get((ev.domain, ev.agent_id), ()):
-                        if s.offers.pop(ev.offer_id, None) is not None:
-                            s.push({"type": "rescind", "offer_id": ev.offer_id,
-                                    "contact_id": ev.contact_id, "reason": ev.reason})
-                            s.hold_until = 0.0  # a lapse may have made the agent not ready
+                        s.offers.pop(ev.offer_id, None)
+                        s.push({"type": "rescind", "offer_id": ev.offer_id,
+                                "contact_id": ev.contact_id, "reason": ev.reason})
+                        s.hold_until = 0.0  # a lapse may have made the agent not ready
                 case RoutingDecision():
                     self.levels.add(ev)
                     if ev.agent_id is None:
@@ -697,7 +708,7 @@ class Gateway:
     # --- the sync loop: state, load, figures, consoles ---------------------------------------
 
     async def _sync(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.gateway_console_interval_s)
             try:
                 await self._sync_agents()
