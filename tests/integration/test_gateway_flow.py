@@ -32,7 +32,8 @@ async def test_an_offer_carries_the_bot_conversation_and_the_books_count_the_ans
                                   "I want to talk to a human please", tier="vip")
     offer = await agent.until("offer", contact_id=cid)
     ctx = offer["context"]
-    assert ctx["language"] == "en" and ctx["vip"] is True and ctx["priority"] >= 3
+    assert (ctx["language"], ctx["vip"]) == ("en", True)
+    assert ctx["priority"] >= 3
     assert ctx["intent"]
     assert [t["speaker"] for t in ctx["transcript"]][:2] == ["customer", "bot"]
     assert ctx["transcript"][0]["text"] == "I want to talk to a human please"
@@ -83,10 +84,10 @@ async def _offered(gw: GatewayUnderTest, domain: str, agent_id: str) -> bool:
     return bool(await gw.gateway.redis.scard(f"pr:{{d:{domain}}}:ao:{agent_id}"))
 
 
-def _cli(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings.as_env(), "PEAKROUTE_LOG_LEVEL": "WARNING"}
     return subprocess.run([sys.executable, "-m", "router.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=60, input=stdin, check=False)
+                          capture_output=True, timeout=60, check=False)
 
 
 async def test_the_agents_command_manages_the_roster_live(
@@ -97,9 +98,11 @@ async def test_the_agents_command_manages_the_roster_live(
                  "--capacity", "chat=2", "--name", "Li Lei")
     assert added.returncode == 0, added.stderr
     again = _cli(s, "agents", "--domain", domain, "add", "a-1", "--skills", "zh=1")
-    assert again.returncode == 2 and "already in the roster" in again.stderr
+    assert again.returncode == 2
+    assert "already in the roster" in again.stderr
     bad = _cli(s, "agents", "--domain", domain, "add", "a-9", "--skills", "zh=11")
-    assert bad.returncode == 2 and "out_of_range" in bad.stderr
+    assert bad.returncode == 2
+    assert "out_of_range" in bad.stderr
     roster = tmp_path / "roster.csv"
     roster.write_text("agent_id,name,skills,capacity\n"
                       "a-2,Han Meimei,en=2;refunds=1,chat=3\n"
@@ -113,7 +116,7 @@ async def test_the_agents_command_manages_the_roster_live(
     assert Verifier(s).verify(token, "x").subject == "a-1"
     await agent.send({"type": "hello", "token": token})
     welcome = await agent.until("welcome")
-    assert welcome["skills"] == {"zh": 1, "orders": 1} and welcome["name"] == "Li Lei"
+    assert (welcome["skills"], welcome["name"]) == ({"zh": 1, "orders": 1}, "Li Lei")
     await agent.send({"type": "state", "state": "ready", "id": "r"})
     await agent.until("ack", ref="r")
     cid = await request_contact(kafka_producer, s, domain, "security")  # nobody can take it
@@ -131,5 +134,6 @@ async def test_the_agents_command_manages_the_roster_live(
         ("a-1", "ops-lead", "peak", True)]
     listed = _cli(s, "agents", "--domain", domain, "list", "--json")
     rows = {r["agent_id"]: r for r in map(orjson.loads, listed.stdout.splitlines())}
-    assert rows["a-1"]["state"] == "ready" and rows["a-1"]["updated_by"] == "ops-lead"
-    assert "security" in rows["a-1"]["queues"] and rows["a-2"]["state"] == "offline"
+    assert (rows["a-1"]["state"], rows["a-1"]["updated_by"]) == ("ready", "ops-lead")
+    assert "security" in rows["a-1"]["queues"]
+    assert rows["a-2"]["state"] == "offline"
