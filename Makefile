@@ -23,7 +23,7 @@ demo: setup
 
 # System tools the tests use as real clients (kcat); installed where missing.
 tools:
-	@scripts/ensure-tools.sh kcat
+	@scripts/ensure-tools.sh kcat chromium
 
 lint: setup
 	$(BIN)/ruff check router agents load_tests tests
