@@ -74,6 +74,7 @@ OUTBOX_MAX = 2000  # frames queued for one socket; a client that stops reading i
 STATE_HOLD_S = 2.0  # after a state action, the sync loop waits this long to contradict it
 ONLINE_WITHIN_MS = 5000  # a desktop seen by a gateway this recently counts as connected
 CONSOLE_AGENTS_MAX = 1000  # agents one console frame lists
+REDIS_CONNECTIONS = 32  # per gateway process
 WRAP_UP_DEFAULT = "resolved"
 # WebSocket close codes (docs/AGENT_PROTOCOL.md)
 CLOSE_AUTH = 4401  # no valid hello (missing, forged, expired token)
@@ -165,7 +166,11 @@ class Gateway:
         self.policy = policy or policy_from_settings(settings)
         self.verifier = Verifier(settings)
         self.decoder = Decoder(Limits(settings.max_record_bytes, settings.max_text_chars))
-        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
+        # Every socket may read at once (a burst of sign-ins): calls wait for one of a bounded
+        # set of connections instead of failing with "Too many connections".
+        self.redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=30,
+            socket_timeout=10))
         self.roster = Roster(self.redis)
         self.conversations = ConversationStore(self.redis, settings.bot_conversation_ttl_s)
         self.levels = console.ServiceLevels(int(settings.short_abandon_s * 1000))
@@ -183,7 +188,9 @@ class Gateway:
 
     async def start(self) -> None:
         await ensure_topics(self.settings)
-        self._producer = producer(self.settings, linger_ms=1)
+        # Every desktop action is one small record keyed by its domain: big batches let a burst
+        # of them share a round trip to the partition leader.
+        self._producer = producer(self.settings, linger_ms=2, max_batch_size=262_144)
         await self._producer.start()
         self._consumer = consumer(self.settings, group_id=None, auto_offset_reset="latest")
         await self._consumer.start()
