@@ -91,6 +91,9 @@ def add_parser(sub: Any) -> None:
     tok.add_argument("--role", choices=[r.value for r in Role], default=Role.AGENT.value)
     tok.add_argument("--ttl", type=parse_ttl, default=None,
                      help="lifetime, e.g. 8h or 30m (default PEAKROUTE_GATEWAY_TOKEN_TTL_S)")
+    for action in (add, st, ls, imp, tok):  # `agents add ID --domain D` works too
+        action.add_argument("--domain", default=argparse.SUPPRESS,
+                            help="routing domain (default PEAKROUTE_GATEWAY_DOMAIN)")
 
 
 def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
