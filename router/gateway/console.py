@@ -6,6 +6,7 @@ docs/ROUTING.md documents (``pr:{d:<domain>}:a:<agent>``, ``c:<contact>``, ``wn`
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,9 +15,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from router.bot.conversation import ConversationStore
-from router.events import Decision, RoutingDecision
+from router.events import AssignmentOffered, Channel, Decision, RoutingDecision
 from router.routing.config import DomainPolicy
 from router.routing.store import prefix
+from router.stage import now_ms
 
 AT_RISK_SHARE = 2 / 3  # a contact that waited past 2/3 of its target is at risk
 DAY_TTL_S = 2 * 86_400
@@ -222,6 +224,58 @@ async def queue_figures(client: aioredis.Redis, domain: str, policy: DomainPolic
         out.append({"queue": q_policy.name, "target_s": q_policy.normal.target_s, **live,
                     "answered": tally.answered, "within_target": tally.within_target,
                     "abandoned": tally.abandoned, "service_level": tally.service_level()})
+    return out
+
+
+# --- reads from Redis --------------------------------------------------------------------
+
+async def outstanding_offers(client: aioredis.Redis, domain: str, agent_id: str
+                             ) -> list[AssignmentOffered]:
+    """The agent's open offers, from the routing state (a reconnecting desktop)."""
+    p = prefix(domain)
+    cids = [_s(c) for c in await client.smembers(p + "ao:" + agent_id)]
+    if not cids:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for cid in cids:
+        pipe.hmget(p + "c:" + cid, "st", "ag", "of", "ch", "ln", "pri", "esc")
+        pipe.zscore(p + "ox", cid)
+    rows = await pipe.execute()
+    out, now = [], now_ms()
+    for i, cid in enumerate(cids):
+        st, ag, of, ch, ln, pri, esc = (_s(v) for v in rows[2 * i])
+        expires = rows[2 * i + 1]
+        if st != "offered" or ag != agent_id or expires is None or int(expires) <= now:
+            continue
+        out.append(AssignmentOffered(
+            event_id=uuid.uuid4().hex, ts_ms=now, offer_id=of, contact_id=cid, agent_id=agent_id,
+            domain=domain, channel=Channel(ch or "chat"),
+            expires_at_ms=int(expires), waited_ms=max(now - int(esc or now), 0),
+            priority=int(pri or 0), queue=ln.partition(".")[0]))
+    return out
+
+async def active_contacts(client: aioredis.Redis, domain: str, agent_id: str
+                          ) -> dict[str, dict[str, Any]]:
+    """Contacts the agent answered and has not completed: the desktop's index, each
+    checked against the routing state (stale entries are dropped)."""
+    key = active_key(domain, agent_id)
+    cids = [_s(c) for c in await client.smembers(key)]
+    if not cids:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for cid in cids:
+        pipe.hmget(prefix(domain) + "c:" + cid, "st", "ag", "ln", "ch", "of", "ans")
+    rows = await pipe.execute()
+    out, stale = {}, []
+    for cid, row in zip(cids, rows, strict=True):
+        st, ag, ln, ch, of, ans = (_s(v) for v in row)
+        if st == "answered" and ag == agent_id:
+            out[cid] = {"contact_id": cid, "offer_id": of, "queue": ln.partition(".")[0],
+                        "channel": ch, "since": int(ans or 0)}
+        else:
+            stale.append(cid)
+    if stale:
+        await client.srem(key, *stale)
     return out
 
 

@@ -16,11 +16,9 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -39,7 +37,6 @@ from router.events import (
     AgentStateChanged,
     AssignmentOffered,
     AssignmentRescinded,
-    Channel,
     ContactCompleted,
     Decision,
     Event,
@@ -63,6 +60,15 @@ from router.gateway.protocol import (
     parse,
 )
 from router.gateway.roster import Profile, Roster, RosterError, change_event, served_queues
+from router.gateway.session import (
+    CLOSE_AUTH,
+    CLOSE_HELLO_TIMEOUT,
+    CLOSE_NO_PROFILE,
+    CLOSE_POLICY,
+    CLOSE_TOO_LARGE,
+    Session,
+    offer_frame,
+)
 from router.kafka import assign_all, consumer, ensure_topics, producer
 from router.routing.config import DomainPolicy, RoutingPolicy, policy_from_settings
 from router.routing.store import prefix
@@ -70,92 +76,16 @@ from router.settings import Settings
 from router.stage import now_ms
 
 log = logs.get("gateway")
-OUTBOX_MAX = 2000  # frames queued for one socket; a client that stops reading is closed
 STATE_HOLD_S = 2.0  # after a state action, the sync loop waits this long to contradict it
 ONLINE_WITHIN_MS = 5000  # a desktop seen by a gateway this recently counts as connected
 CONSOLE_AGENTS_MAX = 1000  # agents one console frame lists
 REDIS_CONNECTIONS = 32  # per gateway process
 WRAP_UP_DEFAULT = "resolved"
-# WebSocket close codes (docs/AGENT_PROTOCOL.md)
-CLOSE_AUTH = 4401  # no valid hello (missing, forged, expired token)
-CLOSE_NO_PROFILE = 4403
-CLOSE_HELLO_TIMEOUT = 4408
-CLOSE_POLICY = 1008  # flooding, or a client that does not read its frames
-CLOSE_TOO_LARGE = 1009
 STATIC = resources.files("router.gateway") / "static"
 
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v or "")
-
-
-@dataclass(eq=False)
-class Session:
-    """One WebSocket connection: who it speaks for (after hello) and what it holds."""
-
-    ws: web.WebSocketResponse
-    gate: FloodGate
-    identity: Identity | None = None
-    seated: bool = False  # logged in to routing (as far as this gateway knows)
-    offers: dict[str, AssignmentOffered] = field(default_factory=dict)
-    active: dict[str, dict[str, Any]] = field(default_factory=dict)  # contact id -> assigned
-    outbox: asyncio.Queue[dict[str, Any] | None] = field(
-        default_factory=lambda: asyncio.Queue(OUTBOX_MAX))
-    closing: int | None = None  # a close code once the gateway decided to close
-    state: str = ""
-    hold_until: float = 0.0
-    last: dict[str, Any] = field(default_factory=dict)  # what was pushed last, by frame type
-
-    @property
-    def key(self) -> tuple[str, str]:
-        assert self.identity is not None
-        return self.identity.domain, self.identity.subject
-
-    def push(self, frame: dict[str, Any]) -> None:
-        """Queue a frame; a client that lets OUTBOX_MAX frames pile up is closed."""
-        if self.closing is not None:
-            return
-        try:
-            self.outbox.put_nowait(frame)
-        except asyncio.QueueFull:
-            gm.REFUSED.labels("slow_consumer").inc()
-            self.close(CLOSE_POLICY)
-
-    def close(self, code: int) -> None:
-        if self.closing is None:
-            self.closing = code
-            with contextlib.suppress(asyncio.QueueFull):
-                self.outbox.put_nowait(None)
-
-    async def pump(self) -> None:
-        """Send queued frames in order (one writer per socket)."""
-        while True:
-            frame = await self.outbox.get()
-            if frame is None:
-                break
-            try:
-                await self.ws.send_str(orjson.dumps(frame).decode())
-            except (ConnectionError, RuntimeError):
-                break
-            gm.FRAMES_OUT.labels(frame["type"]).inc()
-        if self.closing is not None and not self.ws.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.close(code=self.closing)
-
-
-def offer_frame(o: AssignmentOffered, ctx: console.OfferContext | None, now: int
-                ) -> dict[str, Any]:
-    return {
-        "type": "offer", "offer_id": o.offer_id, "contact_id": o.contact_id, "queue": o.queue,
-        "channel": o.channel.value, "expires_at": o.expires_at_ms,
-        "expires_in_ms": max(o.expires_at_ms - now, 0),
-        "context": {
-            "intent": ctx.intent if ctx else "", "language": ctx.language if ctx else "",
-            "priority": o.priority, "vip": ctx.vip if ctx else False,
-            "waited_ms": o.waited_ms + max(now - o.ts_ms, 0),
-            "transcript": ctx.transcript if ctx else [],
-        },
-    }
 
 
 class Gateway:
@@ -273,8 +203,10 @@ class Gateway:
         ws = web.WebSocketResponse(max_msg_size=self.settings.gateway_max_frame_bytes,
                                    heartbeat=30.0, compress=False)
         await ws.prepare(request)
+        transport = request.transport
         session = Session(ws, FloodGate(self.settings.gateway_frames_per_s,
-                                        self.settings.gateway_frame_burst))
+                                        self.settings.gateway_frame_burst),
+                          abort=transport.abort if transport is not None else None)
         pump = asyncio.create_task(session.pump())
         loop = asyncio.get_running_loop()
         hello_by = loop.time() + self.settings.gateway_hello_timeout_s
@@ -410,7 +342,7 @@ class Gateway:
             session.hold_until = time.monotonic() + STATE_HOLD_S
         session.seated = True
         session.state = view.state
-        session.active = await self._active(ident.domain, ident.subject)
+        session.active = await console.active_contacts(self.redis, ident.domain, ident.subject)
         figures = (await console.figures_today(self.redis, ident.domain, [ident.subject]))[
             ident.subject]
         session.last.update(state=view.state, load=view.load, stats=figures, skills=view.skills)
@@ -422,7 +354,8 @@ class Gateway:
             "active": list(session.active.values()), "stats": figures,
             "expires_at": ident.expires_at_ms, "server_time_ms": now_ms(),
         })
-        await self._push_offers(await self._outstanding(ident.domain, ident.subject))
+        await self._push_offers(
+            await console.outstanding_offers(self.redis, ident.domain, ident.subject))
 
     async def _act(self, session: Session, ident: Identity, frame: Frame) -> None:
         d, ref = frame.data, frame.ref
@@ -568,55 +501,6 @@ class Gateway:
             gm.CONNECTIONS.labels("agent").dec()
             if not group:
                 del self.agents[session.key]
-
-    # --- reads from Redis --------------------------------------------------------------------
-
-    async def _outstanding(self, domain: str, agent_id: str) -> list[AssignmentOffered]:
-        """The agent's open offers, from the routing state (a reconnecting desktop)."""
-        p = prefix(domain)
-        cids = [_s(c) for c in await self.redis.smembers(p + "ao:" + agent_id)]
-        if not cids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for cid in cids:
-            pipe.hmget(p + "c:" + cid, "st", "ag", "of", "ch", "ln", "pri", "esc")
-            pipe.zscore(p + "ox", cid)
-        rows = await pipe.execute()
-        out, now = [], now_ms()
-        for i, cid in enumerate(cids):
-            st, ag, of, ch, ln, pri, esc = (_s(v) for v in rows[2 * i])
-            expires = rows[2 * i + 1]
-            if st != "offered" or ag != agent_id or expires is None or int(expires) <= now:
-                continue
-            out.append(AssignmentOffered(
-                event_id=_eid(), ts_ms=now, offer_id=of, contact_id=cid, agent_id=agent_id,
-                domain=domain, channel=Channel(ch or "chat"),
-                expires_at_ms=int(expires), waited_ms=max(now - int(esc or now), 0),
-                priority=int(pri or 0), queue=ln.partition(".")[0]))
-        return out
-
-    async def _active(self, domain: str, agent_id: str) -> dict[str, dict[str, Any]]:
-        """Contacts the agent answered and has not completed: the desktop's index, each
-        checked against the routing state (stale entries are dropped)."""
-        key = console.active_key(domain, agent_id)
-        cids = [_s(c) for c in await self.redis.smembers(key)]
-        if not cids:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for cid in cids:
-            pipe.hmget(prefix(domain) + "c:" + cid, "st", "ag", "ln", "ch", "of", "ans")
-        rows = await pipe.execute()
-        out, stale = {}, []
-        for cid, row in zip(cids, rows, strict=True):
-            st, ag, ln, ch, of, ans = (_s(v) for v in row)
-            if st == "answered" and ag == agent_id:
-                out[cid] = {"contact_id": cid, "offer_id": of, "queue": ln.partition(".")[0],
-                            "channel": ch, "since": int(ans or 0)}
-            else:
-                stale.append(cid)
-        if stale:
-            await self.redis.srem(key, *stale)
-        return out
 
     # --- Kafka in: offers, rescinds, decisions -----------------------------------------------
 
