@@ -1,10 +1,18 @@
-"""The gateway's Prometheus metrics (same registry as the router's; bounded labels only)."""
+"""The gateway's Prometheus metrics, in a registry of its own (a gateway process serves them
+on its /metrics; a router worker's exposition does not carry them). Bounded labels only."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
 
-from router.metrics import REGISTRY
+disable_created_metrics()  # type: ignore[no-untyped-call]  # as router.metrics: no *_created
+REGISTRY = CollectorRegistry(auto_describe=True)
 
 CONNECTIONS = Gauge(
     "peakroute_gateway_connections", "Open WebSocket connections with a valid hello, by role.",
@@ -27,3 +35,7 @@ PUBLISHED = Counter(
     "peakroute_gateway_published_total", "Events the gateway published to agents.events, by type.",
     ["type"], registry=REGISTRY,
 )
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

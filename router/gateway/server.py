@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from router import logs, metrics
+from router import logs
 from router.bot.conversation import ConversationStore
 from router.decode import Decoder, Limits, Rejection
 from router.events import (
@@ -194,7 +194,7 @@ class Gateway:
                                   "supervisors": len(self.supervisors)})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=metrics.exposition(),
+        return web.Response(body=gm.exposition(),
                             content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     # --- WebSocket ---------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from aiokafka import AIOKafkaProducer
 from router.demo import WorkerProcess
 from router.events import ContactArrived, Event, RoutingRequested
 from router.gateway.auth import Role, issue
+from router.gateway.metrics import REGISTRY
 from router.gateway.roster import Profile
 from router.gateway.server import Gateway
-from router.metrics import REGISTRY
 from router.settings import Settings
 from router.stack import free_port
 from router.stage import now_ms

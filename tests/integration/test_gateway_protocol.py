@@ -44,6 +44,10 @@ async def test_a_frame_before_hello_is_refused_and_counted(gw: GatewayUnderTest,
     assert refused("unauthenticated") == before + 1
     # Without a hello the socket is closed once the hello timeout passes.
     assert await client.closed() == 4408
+    async with gw.http.get(f"{gw.base}/metrics") as resp:
+        text = await resp.text()
+    assert 'peakroute_gateway_refused_frames_total{code="unauthenticated"}' in text
+    assert "peakroute_gateway_connections" in text
 
 
 @pytest.mark.parametrize("case", ["forged", "expired", "wrong_audience", "alg_none", "garbage"])
