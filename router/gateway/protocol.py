@@ -107,49 +107,36 @@ def _is_label(value: object) -> bool:
     return isinstance(value, str) and len(value) <= LABEL_MAX
 
 
+# Per frame type: the fields that must be ids, and the optional ones that are labels.
+_IDS = {ClientType.ACCEPT: ("offer_id",), ClientType.DECLINE: ("offer_id",),
+        ClientType.COMPLETE: ("contact_id",), ClientType.SET_PROFILE: ("agent_id",),
+        ClientType.SET_AGENT_STATE: ("agent_id",)}
+_LABELS = {ClientType.STATE: ("reason",), ClientType.DECLINE: ("reason",),
+           ClientType.COMPLETE: ("wrap_up",), ClientType.SET_PROFILE: ("reason",),
+           ClientType.SET_AGENT_STATE: ("reason",)}
+
+
 def _check(ctype: ClientType, d: dict[str, Any]) -> str | None:
     """What is wrong with a frame's own fields (None: nothing). Skills and capacity are
     checked again against the event contract when the event is built (router.decode)."""
+    for name in _IDS.get(ctype, ()):
+        if not _is_id(d.get(name)):
+            return f"{ctype.value} needs `{name}` (an id)"
+    for name in _LABELS.get(ctype, ()):
+        if not _is_label(d.get(name, "")):
+            return f"`{name}` must be a string of at most {LABEL_MAX} characters"
     match ctype:
-        case ClientType.HELLO:
-            if not isinstance(d.get("token"), str) or not d["token"]:
-                return "hello needs `token` (a string)"
-        case ClientType.STATE:
-            if d.get("state") not in set(DeskState):
-                return "`state` must be ready, not_ready or logout"
-            if not _is_label(d.get("reason", "")):
-                return f"`reason` must be a string of at most {LABEL_MAX} characters"
-        case ClientType.ACCEPT:
-            if not _is_id(d.get("offer_id")):
-                return "accept needs `offer_id` (an id)"
-        case ClientType.DECLINE:
-            if not _is_id(d.get("offer_id")):
-                return "decline needs `offer_id` (an id)"
-            if not _is_label(d.get("reason", "")):
-                return f"`reason` must be a string of at most {LABEL_MAX} characters"
-        case ClientType.COMPLETE:
-            if not _is_id(d.get("contact_id")):
-                return "complete needs `contact_id` (an id)"
-            if not _is_label(d.get("wrap_up", "")):
-                return f"`wrap_up` must be a string of at most {LABEL_MAX} characters"
-        case ClientType.SET_PROFILE:
-            if not _is_id(d.get("agent_id")):
-                return "set_profile needs `agent_id` (an id)"
-            if not isinstance(d.get("skills"), dict):
-                return "set_profile needs `skills` ({skill: level})"
-            if "capacity" in d and not isinstance(d["capacity"], dict):
-                return "`capacity` must be {channel: count}"
-            if not _is_label(d.get("reason", "")):
-                return f"`reason` must be a string of at most {LABEL_MAX} characters"
-        case ClientType.SET_AGENT_STATE:
-            if not _is_id(d.get("agent_id")):
-                return "set_agent_state needs `agent_id` (an id)"
-            if d.get("state") not in {DeskState.NOT_READY, DeskState.LOGOUT}:
-                return "a supervisor may set `state` to not_ready or logout"
-            if not _is_label(d.get("reason", "")):
-                return f"`reason` must be a string of at most {LABEL_MAX} characters"
-        case ClientType.PING:
-            pass
+        case ClientType.HELLO if not isinstance(d.get("token"), str) or not d["token"]:
+            return "hello needs `token` (a string)"
+        case ClientType.STATE if d.get("state") not in set(DeskState):
+            return "`state` must be ready, not_ready or logout"
+        case ClientType.SET_PROFILE if not isinstance(d.get("skills"), dict):
+            return "set_profile needs `skills` ({skill: level})"
+        case ClientType.SET_PROFILE if "capacity" in d and not isinstance(d["capacity"], dict):
+            return "`capacity` must be {channel: count}"
+        case ClientType.SET_AGENT_STATE if d.get("state") not in {DeskState.NOT_READY,
+                                                                   DeskState.LOGOUT}:
+            return "a supervisor may set `state` to not_ready or logout"
     return None
 
 

@@ -60,3 +60,9 @@ export function fmtSeconds(ms) {
   const s = Math.max(0, Math.round(ms / 1000));
   return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
 }
+
+export function toast(text, kind = "info") {
+  const box = document.getElementById("toast");
+  box.textContent = text; box.className = `toast show ${kind}`;
+  clearTimeout(toast.timer); toast.timer = setTimeout(() => { box.className = "toast"; }, 4000);
+}

@@ -1,18 +1,12 @@
 // The agent desktop: state, offers with context and a countdown, active contacts with
 // wrap-up, and the agent's own figures. Frames: docs/AGENT_PROTOCOL.md.
 import { t, applyText, toggleLang } from "/static/i18n.js";
-import { Connection, takeToken, el, fmtSeconds } from "/static/client.js";
+import { Connection, takeToken, el, fmtSeconds, toast } from "/static/client.js";
 
 const KEY = "peakroute.agent.token";
 const $ = (id) => document.getElementById(id);
 const model = { me: null, state: "offline", offers: new Map(), active: new Map(), load: {}, capacity: {}, stats: {}, skew: 0 };
 let conn = null;
-
-function toast(text, kind = "info") {
-  const box = $("toast");
-  box.textContent = text; box.className = `toast show ${kind}`;
-  clearTimeout(toast.timer); toast.timer = setTimeout(() => { box.className = "toast"; }, 4000);
-}
 
 function render() {
   applyText();

@@ -1,18 +1,12 @@
 // The supervisor console: queues (service level against target, waiting, oldest wait, at
 // risk) and agents (state, load, skills) pushed live; change skills, set not ready, log out.
 import { t, applyText, toggleLang } from "/static/i18n.js";
-import { Connection, takeToken, el, fmtSeconds } from "/static/client.js";
+import { Connection, takeToken, el, fmtSeconds, toast } from "/static/client.js";
 
 const KEY = "peakroute.supervisor.token";
 const $ = (id) => document.getElementById(id);
 let conn = null, me = null, last = null;
 const editing = new Map(); // agent id -> skills text being edited (kept across pushes)
-
-function toast(text, kind = "info") {
-  const box = $("toast");
-  box.textContent = text; box.className = `toast show ${kind}`;
-  clearTimeout(toast.timer); toast.timer = setTimeout(() => { box.className = "toast"; }, 4000);
-}
 
 const levels = (m) => Object.entries(m || {}).map(([k, v]) => `${k}=${v}`).join(",");
 
