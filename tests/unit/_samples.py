@@ -5,6 +5,8 @@ from __future__ import annotations
 from router.events import (
     AgentLoggedIn,
     AgentLoggedOut,
+    AgentProfileApplied,
+    AgentProfileChanged,
     AgentState,
     AgentStateChanged,
     AssignmentOffered,
@@ -94,5 +96,13 @@ SAMPLES: dict[type[Event], Event] = {
         event_id="dl-0-1-contacts.inbound", ts_ms=TS, reason="invalid_json", detail="bad",
         source_topic="contacts.inbound", source_partition=0, source_offset=1,
         original_b64="e30=", key_b64=None,
+    ),
+    AgentProfileChanged: AgentProfileChanged(
+        event_id="ev-16", ts_ms=TS, agent_id="a-1", domain="shop", skills={"zh": 1, "refunds": 2},
+        capacity={"chat": 3}, changed_by="sup-1", reason="peak",
+    ),
+    AgentProfileApplied: AgentProfileApplied(
+        event_id="ev-17", ts_ms=TS, agent_id="a-1", domain="shop", skills={"zh": 1},
+        capacity={"chat": 3}, changed_by="cli:ops", logged_in=True, source_event_id="ev-16",
     ),
 }

@@ -72,4 +72,4 @@ def test_every_type_name_ends_with_v1() -> None:
 
 def test_type_names_are_unique() -> None:
     names = [cls.TYPE for cls in CLASSES]
-    assert len(names) == len(set(names)) == 17
+    assert len(names) == len(set(names)) == 19

@@ -1,0 +1,283 @@
+"""What the desktop and the supervisor console show, read from Redis: agents' routing state
+and load, queues' live figures, an agent's figures today, an offer's context, and the service
+level per queue tallied from routing.decisions. The routing keys read here are the layout
+docs/ROUTING.md documents (``pr:{d:<domain>}:a:<agent>``, ``c:<contact>``, ``wn``, ``q:...``)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from router.bot.conversation import ConversationStore
+from router.events import AssignmentOffered, Channel, Decision, RoutingDecision
+from router.routing.config import DomainPolicy
+from router.routing.store import prefix
+from router.stage import now_ms
+
+AT_RISK_SHARE = 2 / 3  # a contact that waited past 2/3 of its target is at risk
+DAY_TTL_S = 2 * 86_400
+FIGURES = ("offered", "answered", "within_target", "declined", "missed", "completed")
+# Routing decision -> the agent's figure it counts in.
+FIGURE_OF = {Decision.OFFERED: "offered", Decision.ACCEPTED: "answered",
+             Decision.DECLINED: "declined", Decision.EXPIRED: "missed",
+             Decision.COMPLETED: "completed"}
+# Count an agent's figure once per decision event id (several gateways may see it).
+COUNT_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v or "")
+
+
+def today(now_s: float | None = None) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(time.time() if now_s is None else now_s))
+
+
+def day_key(domain: str, agent_id: str, day: str) -> str:
+    return f"{prefix(domain)}gw:day:{day}:{agent_id}"
+
+
+def active_key(domain: str, agent_id: str) -> str:
+    """Contacts the agent accepted through a desktop (checked against routing on read)."""
+    return f"{prefix(domain)}gw:act:{agent_id}"
+
+
+def online_key(domain: str) -> str:
+    """zset: agent id -> the last time a gateway saw its desktop connected (ms)."""
+    return f"{prefix(domain)}gw:online"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    agent_id: str
+    state: str  # ready | not_ready | offline
+    skills: dict[str, int]
+    capacity: dict[str, int]
+    load: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"agent_id": self.agent_id, "state": self.state, "skills": self.skills,
+                "capacity": self.capacity, "load": self.load}
+
+
+def _levels(text: str) -> dict[str, int]:
+    out = {}
+    for part in text.split(","):
+        name, _, level = part.partition("=")
+        if name and level.isdigit():
+            out[name] = int(level)
+    return out
+
+
+async def agent_views(client: aioredis.Redis, domain: str, agent_ids: Iterable[str]
+                      ) -> dict[str, AgentView]:
+    """Routing state of these agents (one round trip); offline when not logged in."""
+    ids = list(agent_ids)
+    if not ids:
+        return {}
+    p = prefix(domain)
+    pipe = client.pipeline(transaction=False)
+    for aid in ids:
+        pipe.hgetall(p + "a:" + aid)
+        pipe.sismember(p + "agents", aid)
+    rows = await pipe.execute()
+    out = {}
+    for i, aid in enumerate(ids):
+        raw = {_s(k): _s(v) for k, v in rows[2 * i].items()}
+        seated = bool(rows[2 * i + 1])
+        caps = {k[4:]: int(v) for k, v in raw.items() if k.startswith("cap:")}
+        load = {k[5:]: int(v) for k, v in raw.items() if k.startswith("load:")}
+        out[aid] = AgentView(aid, raw.get("st", "offline") if seated else "offline",
+                             _levels(raw.get("sk", "")), caps,
+                             {ch: load.get(ch, 0) for ch in caps})
+    return out
+
+
+async def figures_today(client: aioredis.Redis, domain: str, agent_ids: Iterable[str]
+                        ) -> dict[str, dict[str, int]]:
+    ids = list(agent_ids)
+    if not ids:
+        return {}
+    day = today()
+    pipe = client.pipeline(transaction=False)
+    for aid in ids:
+        pipe.hgetall(day_key(domain, aid, day))
+    rows = await pipe.execute()
+    return {aid: {f: int(_s(row.get(f.encode(), b"0")) or 0) for f in FIGURES}
+            for aid, row in zip(ids, rows, strict=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class OfferContext:
+    intent: str
+    language: str
+    priority: int
+    vip: bool
+    transcript: list[dict[str, Any]]
+
+
+async def offer_contexts(client: aioredis.Redis, conversations: ConversationStore,
+                         items: Iterable[tuple[str, str]]) -> dict[tuple[str, str], OfferContext]:
+    """(domain, contact) -> what the agent should see before accepting: the bot conversation
+    (intent, language, VIP, transcript) and the routing record (lane, priority, class)."""
+    keys = list(dict.fromkeys(items))
+    if not keys:
+        return {}
+    convs = await conversations.load(keys)
+    pipe = client.pipeline(transaction=False)
+    for domain, cid in keys:
+        pipe.hmget(prefix(domain) + "c:" + cid, "ln", "pri", "cls")
+    rows = await pipe.execute()
+    out = {}
+    for key, (ln, pri, cls) in zip(keys, rows, strict=True):
+        conv = convs.get(key)
+        lane = _s(ln)
+        language = conv.language.value if conv else lane.partition(".")[2]
+        out[key] = OfferContext(
+            intent=conv.intent if conv else "", language=language,
+            priority=int(_s(pri) or 0),
+            vip=(conv.tier.value == "vip") if conv else _s(cls) == "vip",
+            transcript=[{"speaker": t.speaker.value, "text": t.text, "ts_ms": t.ts_ms}
+                        for t in (conv.transcript if conv else ())])
+    return out
+
+
+@dataclass
+class QueueTally:
+    answered: int = 0
+    within_target: int = 0
+    abandoned: int = 0
+    short_abandoned: int = 0
+
+    def service_level(self) -> float | None:
+        denominator = self.answered + self.abandoned - self.short_abandoned
+        return round(self.within_target / denominator, 4) if denominator > 0 else None
+
+
+@dataclass
+class ServiceLevels:
+    """Service level per (domain, queue) from the routing.decisions this gateway read since it
+    started (accepted within target / (accepted + abandoned - short abandons))."""
+
+    short_abandon_ms: int
+    since_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    tallies: dict[tuple[str, str], QueueTally] = field(
+        default_factory=lambda: defaultdict(QueueTally))
+
+    def add(self, d: RoutingDecision) -> None:
+        if d.decision == Decision.ACCEPTED:
+            t = self.tallies[(d.domain, d.queue)]
+            t.answered += 1
+            t.within_target += int(d.within_target)
+        elif d.decision == Decision.ABANDONED and d.waited_ms > 0:
+            t = self.tallies[(d.domain, d.queue)]
+            t.abandoned += 1
+            t.short_abandoned += int(d.waited_ms < self.short_abandon_ms)
+
+
+async def queue_figures(client: aioredis.Redis, domain: str, policy: DomainPolicy,
+                        levels: ServiceLevels, now_ms: int) -> list[dict[str, Any]]:
+    """Per queue of the policy: target, waiting, oldest wait, at risk, service level."""
+    p = prefix(domain)
+    lists = {_s(k): int(v) for k, v in (await client.hgetall(p + "wn")).items()}
+    targets = {_s(k): int(_s(v).partition("|")[0] or 0)
+               for k, v in (await client.hgetall(p + "qw")).items()}
+    names = list(lists)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        lane, _ch, cls, _ring = [*name.split(":"), "", "", ""][:4]
+        target = targets.get(f"{lane}:{cls}", 0)
+        pipe.zrange(p + "q:" + name, 0, 0)
+        # The place in line is the escalation time less any priority boost, so a boosted
+        # contact may count as at risk a little early: the side to err on.
+        pipe.zcount(p + "q:" + name, "-inf", now_ms - int(target * AT_RISK_SHARE))
+    rows = await pipe.execute() if names else []
+    heads = [_s(rows[2 * i][0]) if rows[2 * i] else "" for i in range(len(names))]
+    pipe = client.pipeline(transaction=False)
+    for cid in heads:
+        pipe.hget(p + "c:" + cid, "esc")
+    escs = await pipe.execute() if heads else []
+    per: dict[str, dict[str, int]] = {}
+    for i, name in enumerate(names):
+        queue = name.partition(":")[0].partition(".")[0]
+        q = per.setdefault(queue, {"waiting": 0, "at_risk": 0, "oldest_wait_ms": 0})
+        q["waiting"] += lists[name]
+        q["at_risk"] += int(rows[2 * i + 1])
+        if escs[i] is not None:
+            q["oldest_wait_ms"] = max(q["oldest_wait_ms"], now_ms - int(_s(escs[i])))
+    out = []
+    for q_policy in policy.queues.values():
+        live = per.get(q_policy.name, {"waiting": 0, "at_risk": 0, "oldest_wait_ms": 0})
+        tally = levels.tallies.get((domain, q_policy.name), QueueTally())
+        out.append({"queue": q_policy.name, "target_s": q_policy.normal.target_s, **live,
+                    "answered": tally.answered, "within_target": tally.within_target,
+                    "abandoned": tally.abandoned, "service_level": tally.service_level()})
+    return out
+
+
+# --- reads from Redis --------------------------------------------------------------------
+
+async def outstanding_offers(client: aioredis.Redis, domain: str, agent_id: str
+                             ) -> list[AssignmentOffered]:
+    """The agent's open offers, from the routing state (a reconnecting desktop)."""
+    p = prefix(domain)
+    cids = [_s(c) for c in await client.smembers(p + "ao:" + agent_id)]
+    if not cids:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for cid in cids:
+        pipe.hmget(p + "c:" + cid, "st", "ag", "of", "ch", "ln", "pri", "esc")
+        pipe.zscore(p + "ox", cid)
+    rows = await pipe.execute()
+    out, now = [], now_ms()
+    for i, cid in enumerate(cids):
+        st, ag, of, ch, ln, pri, esc = (_s(v) for v in rows[2 * i])
+        expires = rows[2 * i + 1]
+        if st != "offered" or ag != agent_id or expires is None or int(expires) <= now:
+            continue
+        out.append(AssignmentOffered(
+            event_id=uuid.uuid4().hex, ts_ms=now, offer_id=of, contact_id=cid, agent_id=agent_id,
+            domain=domain, channel=Channel(ch or "chat"),
+            expires_at_ms=int(expires), waited_ms=max(now - int(esc or now), 0),
+            priority=int(pri or 0), queue=ln.partition(".")[0]))
+    return out
+
+async def active_contacts(client: aioredis.Redis, domain: str, agent_id: str
+                          ) -> dict[str, dict[str, Any]]:
+    """Contacts the agent answered and has not completed: the desktop's index, each
+    checked against the routing state (stale entries are dropped)."""
+    key = active_key(domain, agent_id)
+    cids = [_s(c) for c in await client.smembers(key)]
+    if not cids:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for cid in cids:
+        pipe.hmget(prefix(domain) + "c:" + cid, "st", "ag", "ln", "ch", "of", "ans")
+    rows = await pipe.execute()
+    out, stale = {}, []
+    for cid, row in zip(cids, rows, strict=True):
+        st, ag, ln, ch, of, ans = (_s(v) for v in row)
+        if st == "answered" and ag == agent_id:
+            out[cid] = {"contact_id": cid, "offer_id": of, "queue": ln.partition(".")[0],
+                        "channel": ch, "since": int(ans or 0)}
+        else:
+            stale.append(cid)
+    if stale:
+        await client.srem(key, *stale)
+    return out
+
+
+def online_since(scores: Mapping[Any, float], now_ms: int, within_ms: int) -> set[str]:
+    return {_s(k) for k, v in scores.items() if now_ms - v <= within_ms}
