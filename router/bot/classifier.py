@@ -64,7 +64,7 @@ VALIDATION_SHARE = 0.2  # of each intent's examples, held out for choosing the t
 MIN_INTENTS_FOR_UNSEEN = 3  # fewer intents: validate on known intents only
 COVERAGE_POWER = 1.0  # how strongly unknown English words lower the confidence
 GATE_C = 16.0  # the scope gate's regularisation (logistic regression on the same TF-IDF)
-GATE_CLASS_WEIGHT: str | None = None  # "balanced" makes the gate refuse far more in-scope
+GATE_CLASS_WEIGHT: str | None = None  # unweighted (see fit_gate)
 GATE_POWER = 1.0  # confidence x (1 - P(out of scope)) ** GATE_POWER
 MIN_GATE_EXAMPLES = 20  # fewer out-of-scope examples than this: no scope gate
 _LATIN_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
@@ -141,9 +141,10 @@ ModelFactory = Callable[[Mapping[str, int]], Any]
 
 
 def fit_gate(model: Any, texts: Sequence[str], labels: Sequence[str]) -> Any | None:
-    """The scope gate for a fitted ``build_model`` pipeline: a class-balanced logistic
-    regression, out of scope or not, on the pipeline's own features. None when there are too
-    few out-of-scope examples to learn from, or the model is not such a pipeline."""
+    """The scope gate for a fitted ``build_model`` pipeline: a logistic regression, out of
+    scope or not, on the pipeline's own features (unweighted: balancing the classes makes it
+    refuse far more in-scope questions). None when there are too few out-of-scope examples to
+    learn from, or the model is not such a pipeline."""
     out = np.array([label == OOS for label in labels])
     scorer = Scorer.of(model)
     if scorer is None or out.sum() < MIN_GATE_EXAMPLES or out.all():
