@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="",
                         help="use this Redis (it is FLUSHED) instead of starting one")
     parser.add_argument("--stage", action="store_true",
-                        help="through Kafka and a router worker (the faust stage) on the "
+                        help="through Kafka and a router worker (its routing stage) on the "
                              "embedded stack, instead of driving the store directly")
     args = parser.parse_args(argv)
     if args.stage:

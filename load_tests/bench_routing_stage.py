@@ -1,4 +1,4 @@
-"""The routing benchmark through the faust stage: `python -m load_tests.bench_routing --stage`.
+"""The routing benchmark through a worker: `python -m load_tests.bench_routing --stage`.
 
 The same closed-loop mix as the store benchmark (load_tests.bench_routing.Driver), but every
 event goes through Kafka and a real router worker process: routing requests and agent events

@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("worker", help="run one router worker (both stages) until stopped",
-                   description="Runs the faust app with the bot and routing stages. Connects "
+                   description="Runs the bot and routing stages on their Kafka topics, in batches, "
+                   "in the consumer group PEAKROUTE_APP_ID. Connects "
                    "to PEAKROUTE_KAFKA_BOOTSTRAP_SERVERS and PEAKROUTE_REDIS_URL (or the running "
                    "embedded stack). Serves /metrics, /healthz and /readyz on PEAKROUTE_WEB_PORT.")
     sub.add_parser("topics", help="create the router's topics where missing (idempotent)")
@@ -189,17 +190,15 @@ async def _forever() -> None:
 
 
 def _worker(settings: Settings) -> int:
-    import faust
-
-    from router.app import build_app
+    from router.app import serve
     from router.kafka import ensure_topics
 
-    asyncio.run(ensure_topics(settings))
-    app = build_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower().replace("warning", "warn"),
-                          quiet=True)
-    worker.execute_from_commandline()
-    return 0  # pragma: no cover - execute_from_commandline exits the process
+    async def run() -> None:
+        await ensure_topics(settings)
+        await serve(settings)
+
+    asyncio.run(run())
+    return 0
 
 
 if __name__ == "__main__":

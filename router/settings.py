@@ -42,7 +42,7 @@ class Settings:
     # Producers' linger (issue 6): stages send a whole batch at once, so 0 costs little
     # throughput; each hop waits up to this long before its records leave.
     kafka_linger_ms: int = 5
-    app_id: str = "peakroute"  # faust app id = consumer group of the router workers
+    app_id: str = "peakroute"  # consumer group of the router workers
     # Redis
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     # Topics (names and partition count)

@@ -8,16 +8,17 @@ import io
 import logging
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 
 from router import logs
-from router.app import broker_credentials
 from router.errors import SettingsError
 from router.kafka import client_kwargs
 from router.redis_client import connection_kwargs, redacted_url, redis_client
 from router.settings import Settings
+from router.transport import Transport
 
 KAFKA_SECRET = "kafka-S3cret-pw"
 REDIS_SECRET = "redis-S3cret-pw"
@@ -98,26 +99,28 @@ def test_a_client_key_that_does_not_match_fails_at_start(ca: trustme.CA, ca_file
         client_kwargs(settings)
 
 
-def test_the_worker_gets_the_same_scram_credentials_through_faust(ca_file: str) -> None:
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
-    creds = broker_credentials(scram(ca_file))
-    auth = credentials_to_aiokafka_auth(creds)
-    assert auth["security_protocol"] == "SASL_SSL"
-    assert auth["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert auth["sasl_plain_username"] == "router"
-    assert auth["sasl_plain_password"] == KAFKA_SECRET
-    assert auth["ssl_context"].verify_mode == ssl.CERT_REQUIRED
-    assert KAFKA_SECRET not in repr(creds)
+def _clients(transport: Transport) -> list[Any]:
+    return [transport.consumer._client, transport.producer.client]
 
 
-def test_the_worker_gets_tls_without_sasl(ca_file: str) -> None:
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+async def test_the_worker_consumes_and_produces_with_the_scram_credentials(ca_file: str) -> None:
+    transport = Transport(scram(ca_file), {})
+    for client in _clients(transport):
+        assert client._security_protocol == "SASL_SSL"
+        assert client._sasl_mechanism == "SCRAM-SHA-512"
+        assert client._sasl_plain_username == "router"
+        assert client._sasl_plain_password == KAFKA_SECRET
+        assert client._ssl_context.verify_mode == ssl.CERT_REQUIRED
 
-    auth = credentials_to_aiokafka_auth(
-        broker_credentials(Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=ca_file)))
-    assert auth["security_protocol"] == "SSL"
-    assert broker_credentials(Settings()) is None
+
+async def test_the_worker_gets_tls_without_sasl(ca_file: str) -> None:
+    transport = Transport(Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=ca_file), {})
+    for client in _clients(transport):
+        assert client._security_protocol == "SSL"
+        assert client._sasl_mechanism is None or client._sasl_mechanism == "PLAIN"
+    for client in _clients(Transport(Settings(), {})):
+        assert client._security_protocol == "PLAINTEXT"
+        assert client._ssl_context is None
 
 
 @pytest.mark.parametrize(("env", "names"), [
@@ -197,7 +200,7 @@ def test_no_secret_in_the_settings_repr() -> None:
     assert "redis_username='router'" in text
 
 
-def test_no_secret_in_a_log_line_that_carries_the_settings_or_a_client() -> None:
+async def test_no_secret_in_a_log_line_that_carries_the_settings_or_a_client() -> None:
     stream = io.StringIO()
     logger = logging.getLogger("peakroute.test_security")
     handler = logging.StreamHandler(stream)
@@ -206,8 +209,9 @@ def test_no_secret_in_a_log_line_that_carries_the_settings_or_a_client() -> None
     logger.setLevel(logging.INFO)
     try:
         settings = secret_settings()
+        transport = Transport(settings, {})
         logger.info("worker_configured", extra=logs.fields(
-            settings=settings, credentials=broker_credentials(settings)))
+            settings=settings, consumer=transport.consumer, producer=transport.producer))
         logger.info("redis_client_built", extra=logs.fields(client=redis_client(settings)))
     finally:
         logger.removeHandler(handler)

@@ -1,0 +1,208 @@
+"""The worker's Kafka transport: the stages' topics consumed in batches, outputs produced, offsets
+committed after delivery. Plain aiokafka, nothing per record but the record itself.
+
+One consumer in the router's group (``Settings.app_id``) reads the stages' input topics with
+``getmany``; each poll's records are split by topic and handed to that topic's stage as one
+batch; the stages of one poll run concurrently (their Redis round trips overlap), and the
+poll's offsets are committed once every output of it is acknowledged by the broker
+(at-least-once: a crash re-delivers the uncommitted batch, and the stages are idempotent).
+A batch never raises out of the loop: transient Redis and Kafka errors are retried until they
+pass, and a record a script refuses is dead-lettered by its stage.
+
+Why not faust's agents: faust turns every record into an event with its own future and ack, and
+that per-record path cost ~40 % of the worker's CPU at a few hundred contacts/s
+(docs/REHEARSAL.md); here a poll of 2,000 records is one list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from router import kafka, logs, metrics
+from router.settings import Settings
+from router.stage import Output, Record
+
+log = logs.get("transport")
+RETRY_MAX_S = 5.0
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError, asyncio.TimeoutError)
+
+Handler = Callable[[Sequence[Record]], Awaitable[list[Output]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What consumes one input topic: the stage's name (a metrics label) and its batch handler."""
+
+    stage: str
+    handle: Handler
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.transport.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.transport.assigned(assigned)
+
+
+class Transport:
+    """Consume, hand to the stages, produce, commit: the router worker's only Kafka path."""
+
+    def __init__(self, settings: Settings, routes: dict[str, Route]) -> None:
+        self.settings = settings
+        self.routes = routes  # topic name -> route
+        self.producer: AIOKafkaProducer = kafka.producer(settings)
+        self.consumer: AIOKafkaConsumer = kafka.consumer(
+            settings,
+            group_id=settings.app_id,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.batch_max,
+            session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
+            rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.kafka_session_timeout_s / 3) * 1000),
+        )
+        self.rebalancing = True  # until the group hands this worker its first partitions
+        self._batch = asyncio.Lock()  # held while a poll is handled, produced and committed
+        self._next: dict[TopicPartition, int] = {}  # next offset to process, per partition
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.consumer.start()
+        self.consumer.subscribe(list(self.routes), listener=_Listener(self))
+
+    # -- the group ------------------------------------------------------------------------
+
+    async def revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before partitions move: let the batch in hand finish and commit (it holds the lock),
+        so the next owner starts where this worker stopped."""
+        self.rebalancing = True
+        async with self._batch:
+            for tp in revoked:
+                self._next.pop(tp, None)
+
+    def assigned(self, assigned: set[TopicPartition]) -> None:
+        self.rebalancing = False
+        log.info("partitions_assigned", extra=logs.fields(partitions=len(assigned)))
+
+    def ready(self) -> bool:
+        """Owns partitions and no rebalance is under way."""
+        return bool(self.consumer.assignment()) and not self.rebalancing
+
+    def lag(self) -> dict[str, int]:
+        """Per input topic, records in this worker's partitions not yet processed: the log end
+        offset from the last fetch minus the next offset to process. A partition counts once
+        this worker has processed a record of it (before that its position is the committed
+        offset the broker holds, which this does not ask for)."""
+        lag: dict[str, int] = {}
+        for tp in self.consumer.assignment():
+            position = self._next.get(tp)
+            end = self.consumer.highwater(tp)
+            if position is None or end is None:
+                continue
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(int(end) - position, 0)
+        return lag
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll and handle until ``stop``; what arrives within ``batch_within_s`` is one poll."""
+        within_ms = max(int(self.settings.batch_within_s * 1000), 1)
+        try:
+            while not self._stopping.is_set():
+                polled = await self.consumer.getmany(timeout_ms=within_ms,
+                                                     max_records=self.settings.batch_max)
+                if polled:
+                    async with self._batch:
+                        await self._handle(polled)
+        finally:
+            self._stopped.set()
+
+    async def _handle(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        by_topic: dict[str, list[Record]] = {}
+        offsets: dict[TopicPartition, int] = {}
+        for tp, messages in polled.items():
+            records = by_topic.setdefault(tp.topic, [])
+            for m in messages:
+                records.append(Record(m.topic, m.partition, m.offset, m.key, m.value))
+            offsets[tp] = messages[-1].offset + 1
+        await asyncio.gather(*(self.run_batch(self.routes[topic].stage,
+                                              self.routes[topic].handle, records)
+                               for topic, records in by_topic.items()))
+        await self._commit(offsets)
+        self._next.update(offsets)
+
+    async def run_batch(self, stage: str, handle: Handler, records: Sequence[Record]) -> None:
+        """Handle and produce one batch; retry transient failures until they pass."""
+        started = time.perf_counter()
+        delay = 0.1
+        outputs: list[Output] | None = None
+        while True:
+            try:
+                if outputs is None:
+                    outputs = await handle(records)
+                await self.produce(outputs)
+                break
+            except TRANSIENT as exc:
+                log.warning("batch_retried", extra=logs.fields(
+                    stage=stage, records=len(records), error=type(exc).__name__,
+                    retry_in_s=delay))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        metrics.BATCH_SIZE.labels(stage).observe(len(records))
+        metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
+
+    async def produce(self, outputs: Sequence[Output]) -> None:
+        """Send every output and wait until the broker has them all (acks=all)."""
+        topics = self.settings.topics
+        futures = [await self.producer.send(topics[out.role], out.event.to_json(),
+                                            key=out.key.encode())
+                   for out in outputs]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit what this worker still owns. A commit the group refuses (the partitions moved
+        on) is fine: the new owner re-reads those records and the stages skip duplicates."""
+        owned = self.consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
+        delay = 0.1
+        while offsets:
+            try:
+                await self.consumer.commit(offsets)
+                return
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.info("commit_skipped", extra=logs.fields(error=type(exc).__name__))
+                return
+            except KafkaError as exc:
+                if self._stopping.is_set() and delay > RETRY_MAX_S / 2:
+                    log.warning("commit_abandoned", extra=logs.fields(error=type(exc).__name__))
+                    return
+                log.warning("commit_retried", extra=logs.fields(error=type(exc).__name__,
+                                                                 retry_in_s=delay))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Finish the batch in hand and commit it (within ``timeout_s``), leave the group,
+        flush the producer."""
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("batch_unfinished_at_stop")  # not committed: it will be re-delivered
+        await self.consumer.stop()  # sends LeaveGroup: the partitions move at once
+        await self.producer.stop()
