@@ -76,6 +76,8 @@ class Transport:
         self.rebalancing = True  # until the group hands this worker its first partitions
         self._batch = asyncio.Lock()  # held while a poll is handled, produced and committed
         self._next: dict[TopicPartition, int] = {}  # next offset to process, per partition
+        self._uncommitted: dict[TopicPartition, int] = {}  # delivered, commit not yet sent
+        self._committer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
 
@@ -91,6 +93,7 @@ class Transport:
         so the next owner starts where this worker stopped."""
         self.rebalancing = True
         async with self._batch:
+            await self._commits_done()
             for tp in revoked:
                 self._next.pop(tp, None)
 
@@ -142,8 +145,25 @@ class Transport:
         await asyncio.gather(*(self.run_batch(self.routes[topic].stage,
                                               self.routes[topic].handle, records)
                                for topic, records in by_topic.items()))
-        await self._commit(offsets)
         self._next.update(offsets)
+        self._commit_soon(offsets)
+
+    def _commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit delivered offsets in the background: the next poll need not wait for the
+        commit's round trip. One commit at a time, the latest offsets merged into the next;
+        a rebalance and a stop wait for them (``_commits_done``)."""
+        self._uncommitted.update(offsets)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending(), name="commit")
+
+    async def _commit_pending(self) -> None:
+        while self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            await self._commit(offsets)
+
+    async def _commits_done(self) -> None:
+        if self._committer is not None:
+            await self._committer
 
     async def run_batch(self, stage: str, handle: Handler, records: Sequence[Record]) -> None:
         """Handle and produce one batch; retry transient failures until they pass."""
@@ -202,6 +222,7 @@ class Transport:
         self._stopping.set()
         try:
             await asyncio.wait_for(self._stopped.wait(), timeout_s)
+            await asyncio.wait_for(self._commits_done(), timeout_s)
         except TimeoutError:
             log.warning("batch_unfinished_at_stop")  # not committed: it will be re-delivered
         await self.consumer.stop()  # sends LeaveGroup: the partitions move at once
