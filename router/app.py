@@ -113,6 +113,7 @@ class Worker:
         })
         self._tasks: list[asyncio.Task[None]] = []
         self._web: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
 
     def _routing(self, role: str, records: Any) -> Awaitable[list[Output]]:
         return self.runtime.routing.handle(role, records)
@@ -146,7 +147,11 @@ class Worker:
                step: Callable[[], Awaitable[Any]]) -> asyncio.Task[None]:
         async def loop() -> None:
             while True:
-                await asyncio.sleep(interval_s)
+                try:  # a stop ends the wait, never a step under way (its outputs go out)
+                    await asyncio.wait_for(self._stopping.wait(), interval_s)
+                    return
+                except TimeoutError:
+                    pass
                 try:
                     await step()
                 except TRANSIENT as exc:
@@ -184,9 +189,11 @@ class Worker:
         await self.transport.run()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopping.set()
+        if self._tasks:  # each timer finishes the step under way, then returns
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_BATCH_TIMEOUT_S)
+            for task in late:
+                task.cancel()
         await self.transport.stop(STOP_BATCH_TIMEOUT_S)
         if self._web is not None:
             await self._web.cleanup()
