@@ -58,6 +58,8 @@ SUSTAINED_SHARE = 0.99
 GOAL_PER_S = 8000.0  # the goal, with p99 <= 250 ms
 GRACE_S = 1.0
 TICK_S = 0.005
+DRAIN_MAX_S = 120.0  # the longest wait for an overloaded step's backlog to clear
+DRAIN_QUIET_S = 3.0
 CAPACITY = 32  # chats per agent (the bench policy allows it)
 ALL_SKILLS = ("general", "orders", "presale", "refunds", "payment", "security", "complaints",
               "zh", "en")
@@ -232,12 +234,21 @@ async def run_step(settings: Settings, agents: Agents, rate: float, seconds: flo
     while time.monotonic() < deadline and step.offered < step.published:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     agents.step = None
-    # Let the backlog of an overloaded step clear before the next one.
-    quiet_until = time.monotonic() + 30.0
-    last = -1
-    while time.monotonic() < quiet_until and agents.unmatched != last:
-        last = agents.unmatched
-        await asyncio.sleep(1.0)
+    # Let the backlog of an overloaded step clear before the next one: until every contact of
+    # the step has had its offer (late ones count here, not in the step's figures), offers
+    # stop coming for DRAIN_QUIET_S, or DRAIN_MAX_S pass.
+    base = agents.unmatched
+    give_up = time.monotonic() + DRAIN_MAX_S
+    last, quiet_since = -1, time.monotonic()
+    while time.monotonic() < give_up:
+        late = agents.unmatched - base
+        if step.offered + late >= step.published:
+            break
+        if late != last:
+            last, quiet_since = late, time.monotonic()
+        elif time.monotonic() - quiet_since > DRAIN_QUIET_S:
+            break
+        await asyncio.sleep(0.25)
     return step
 
 
