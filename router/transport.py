@@ -108,8 +108,8 @@ class Transport:
     def lag(self) -> dict[str, int]:
         """Per input topic, records in this worker's partitions not yet processed: the log end
         offset from the last fetch minus the next offset to process. A partition counts once
-        this worker has processed a record of it (before that its position is the committed
-        offset the broker holds, which this does not ask for)."""
+        this worker has polled a record of it since it was assigned (so a worker stuck on its
+        first batch shows its backlog); an idle one has nothing to count."""
         lag: dict[str, int] = {}
         for tp in self.consumer.assignment():
             position = self._next.get(tp)
@@ -142,6 +142,8 @@ class Transport:
             for m in messages:
                 records.append(Record(m.topic, m.partition, m.offset, m.key, m.value))
             offsets[tp] = messages[-1].offset + 1
+            # The records in hand still count as lag, also while a batch waits on Redis.
+            self._next[tp] = messages[0].offset
         await asyncio.gather(*(self.run_batch(self.routes[topic].stage,
                                               self.routes[topic].handle, records)
                                for topic, records in by_topic.items()))

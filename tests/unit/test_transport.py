@@ -124,19 +124,25 @@ async def test_each_topic_reaches_its_stage_in_order_and_offsets_follow_delivery
 async def test_a_transient_failure_is_retried_and_the_outputs_are_sent_once() -> None:
     calls = 0
 
+    lag_while_failing: dict[str, int] = {}
+
     async def handle(records: Sequence[Record]) -> list[Output]:
         nonlocal calls
         calls += 1
         if calls == 1:
+            lag_while_failing.update(transport.lag())
             raise RedisConnectionError("redis restarting")
         return [_output("a")]
 
     topic = "agents.events"
     transport, cons, prod = await _transport([_poll(topic, 1, range(5, 6))],
                                              {topic: Route("agents", handle)})
+    cons.ends = {TopicPartition(topic, 1): 6}
     prod.delivered.set()
     await _run_until(transport, lambda: bool(cons.commits))
     assert calls == 2
+    assert lag_while_failing == {topic: 1}  # the record in hand counts while it waits
+    assert transport.lag() == {topic: 0}
     assert prod.sent == [("assignments", b"d")]
     assert cons.commits == [{TopicPartition(topic, 1): 6}]
 
