@@ -33,7 +33,8 @@ from router.stage import Output
 from router.transport import TRANSIENT, Route, Transport
 
 log = logs.get("app")
-# How long a stopping worker waits for its batch in hand (Kubernetes gives it 60 s in all).
+# How long a stopping worker waits for its timers' steps and its batch in hand, together
+# (Kubernetes gives it 60 s in all).
 STOP_BATCH_TIMEOUT_S = 30.0
 
 
@@ -190,11 +191,15 @@ class Worker:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._tasks:  # each timer finishes the step under way, then returns
-            _, late = await asyncio.wait(self._tasks, timeout=STOP_BATCH_TIMEOUT_S)
-            for task in late:
-                task.cancel()
-        await self.transport.stop(STOP_BATCH_TIMEOUT_S)
+
+        async def timers_done() -> None:  # each timer finishes the step under way, then returns
+            if self._tasks:
+                _, late = await asyncio.wait(self._tasks, timeout=STOP_BATCH_TIMEOUT_S)
+                for task in late:
+                    task.cancel()
+        # One budget for both, wound down together; the producer closes after both.
+        await asyncio.gather(timers_done(), self.transport.finish(STOP_BATCH_TIMEOUT_S))
+        await self.transport.close()
         if self._web is not None:
             await self._web.cleanup()
         await self.runtime.close()

@@ -218,14 +218,20 @@ class Transport:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 
-    async def stop(self, timeout_s: float) -> None:
-        """Finish the batch in hand and commit it (within ``timeout_s``), leave the group,
-        flush the producer."""
+    async def finish(self, timeout_s: float) -> None:
+        """Stop polling; let the batch in hand finish and its commit go out, within
+        ``timeout_s`` (a batch not finished by then is not committed: it is re-delivered)."""
         self._stopping.set()
+
+        async def finished() -> None:
+            await self._stopped.wait()
+            await self._commits_done()
         try:
-            await asyncio.wait_for(self._stopped.wait(), timeout_s)
-            await asyncio.wait_for(self._commits_done(), timeout_s)
+            await asyncio.wait_for(finished(), timeout_s)
         except TimeoutError:
-            log.warning("batch_unfinished_at_stop")  # not committed: it will be re-delivered
-        await self.consumer.stop()  # sends LeaveGroup: the partitions move at once
+            log.warning("batch_unfinished_at_stop")
+
+    async def close(self) -> None:
+        """Leave the group (LeaveGroup: the partitions move at once), flush the producer."""
+        await self.consumer.stop()
         await self.producer.stop()
