@@ -66,7 +66,8 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
                 break
             except redis.ConnectionError:
                 if popen.poll() is not None:
-                    pytest.skip("this redis-server has no TLS support: "
+                    pytest.fail("this redis-server has no TLS support, which these tests need "
+                                "(Debian's has it: apt-get install redis-server); its log: "
                                 + (d / "redis.log").read_text()[-300:])
                 if time.monotonic() > deadline:
                     raise

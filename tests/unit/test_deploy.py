@@ -5,7 +5,6 @@ invariants are checked as data; the manifests go through kubernetes-validate --s
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.unit._exposition import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -136,9 +137,8 @@ def test_compose_files_it_mounts_exist() -> None:
                 assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus)")
 def test_promtool_accepts_the_compose_prometheus_config() -> None:
-    run = subprocess.run(["promtool", "check", "config", "--syntax-only",
+    run = subprocess.run([promtool(), "check", "config", "--syntax-only",
                           str(DEPLOY / "compose" / "prometheus.yml")],
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
