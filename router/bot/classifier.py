@@ -40,15 +40,19 @@ from sklearn.ensemble import VotingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.preprocessing import normalize as l2_rows
 from sklearn.svm import LinearSVC
 
 from router.bot.errors import ModelError
+from router.bot.escalation import EscalationDetector
 from router.bot.scoring import OOS, Outcome, Prediction, Scores, pick_threshold, score
 from router.bot.text import features_text
 
-FORMAT = 1
+FORMAT = 2  # 2: the examples' features (neighbours.joblib) scale the confidence
 MODEL_FILE = "model.joblib"
 GATE_FILE = "gate.joblib"  # the scope gate; absent when the training data had no oos examples
+NEIGHBOURS_FILE = "neighbours.joblib"  # the training examples' features, per class
+DETECTOR_FILE = "detector.joblib"  # the hand-off detector, when trained with hand-off examples
 MANIFEST_FILE = "manifest.json"
 CHAR_NGRAMS = (1, 4)  # Chinese characters and their neighbours; English sub-words and typos
 WORD_NGRAMS = (1, 2)
@@ -67,6 +71,9 @@ GATE_C = 16.0  # the scope gate's regularisation (logistic regression on the sam
 GATE_CLASS_WEIGHT: str | None = None  # unweighted (see fit_gate)
 GATE_POWER = 1.0  # confidence x (1 - P(out of scope)) ** GATE_POWER
 MIN_GATE_EXAMPLES = 20  # fewer out-of-scope examples than this: no scope gate
+NEIGHBOUR_POWER = 1.0  # confidence x (cosine to the nearest example of the top intent) ** this
+CV_FOLDS = 4  # with real out-of-scope examples: folds of every class, out of scope included
+MIN_REAL_OOS = 20  # fewer out-of-scope examples than this: unseen intents play them instead
 _LATIN_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
@@ -154,23 +161,65 @@ def fit_gate(model: Any, texts: Sequence[str], labels: Sequence[str]) -> Any | N
 
 
 def confidences(model: Any, texts: Sequence[str], gate: Any | None = None,
-                scorer: Scorer | None = None) -> tuple[Any, Any]:
+                scorer: Scorer | None = None, neighbours: Neighbours | None = None
+                ) -> tuple[Any, Any]:
     """The top class index and the confidence for each (already feature-normalised) text: the
-    geometric mean of the top probability and its margin over the runner-up, times the share
-    of a Latin-script text's words that the model knows (``word_coverage``), times the scope
-    gate's in-scope probability (when there is a gate). The features are computed once."""
+    geometric mean of the top probability and its margin over the runner-up, times the cosine
+    between the text and the nearest training example of that class (``Neighbours``), times
+    the share of a Latin-script text's words that the model knows (``word_coverage``), times
+    the scope gate's in-scope probability (when there is a gate). The features are computed
+    once."""
     scorer = scorer or Scorer.of(model, gate)
     if scorer is None:
         best, confidence = top_and_confidence(model.predict_proba(texts))
+        x = None
     else:
         x = scorer.features(texts)
         best, confidence = top_and_confidence(scorer.probabilities(x))
         if scorer.has_gate:
             confidence = confidence * (1.0 - scorer.out_of_scope(x)) ** GATE_POWER
+    if neighbours is not None:
+        if x is None:
+            x = model.named_steps["features"].transform(texts)
+        confidence = confidence * neighbours.similarity(x, best) ** NEIGHBOUR_POWER
     vocabulary = _word_vocabulary(model)
     if vocabulary is not None:
         confidence = confidence * word_coverage(texts, vocabulary) ** COVERAGE_POWER
     return best, confidence
+
+
+class Neighbours:
+    """The training examples' features (rows scaled to unit length), per class: how close a
+    question comes to anything the class was taught. A question of an intent the model never
+    saw is torn between known intents less often than it is far from all their examples, so
+    the cosine to the nearest example of the top class ranks right and wrong answers better
+    than the probabilities alone (on a development split of BANKING77's training data, correct
+    containment at 2 % false containment rose from 57 % to 67 %; docs/BOT.md). One sparse
+    product per predicted class and batch, with that class's examples only."""
+
+    def __init__(self, rows: Mapping[int, Any]) -> None:
+        self._rows = dict(rows)
+
+    @classmethod
+    def fit(cls, x: Any, labels: Sequence[str], classes: Sequence[str]) -> Neighbours:
+        """``x``: the features of the training texts (the pipeline's own); ``classes``: the
+        model's classes, in its order (the indices ``similarity`` receives)."""
+        x = l2_rows(sparse.csr_matrix(x))
+        y = np.asarray(labels)
+        return cls({i: x[np.flatnonzero(y == c)] for i, c in enumerate(classes)
+                    if (y == c).any()})
+
+    def similarity(self, x: Any, best: Any) -> Any:
+        """The cosine between each row of ``x`` and the nearest example of class ``best``."""
+        x = l2_rows(sparse.csr_matrix(x))
+        out = np.zeros(x.shape[0])
+        for c in np.unique(best).tolist():
+            examples = self._rows.get(int(c))
+            if examples is None:
+                continue
+            rows = np.flatnonzero(best == c)
+            out[rows] = (x[rows] @ examples.T).max(axis=1).toarray().ravel()
+        return np.clip(out, 0.0, 1.0)
 
 
 class Scorer:
@@ -285,10 +334,14 @@ def top_and_confidence(probabilities: Any) -> tuple[Any, Any]:
 class IntentClassifier:
     """A fitted pipeline and its manifest. ``predict_batch`` is the only hot path."""
 
-    def __init__(self, model: Any, manifest: Manifest, gate: Any | None = None) -> None:
+    def __init__(self, model: Any, manifest: Manifest, gate: Any | None = None,
+                 neighbours: Neighbours | None = None,
+                 detector: EscalationDetector | None = None) -> None:
         self.model = model
         self.manifest = manifest
         self.gate = gate
+        self.neighbours = neighbours
+        self.detector = detector  # the learned hand-off detector (router.bot.escalation)
         self._scorer = Scorer.of(model, gate)
         self._classes = [str(c) for c in model.classes_]
 
@@ -308,7 +361,7 @@ class IntentClassifier:
         if not texts:
             return []
         best, confidence = confidences(self.model, [features_text(t) for t in texts], self.gate,
-                                       self._scorer)
+                                       self._scorer, self.neighbours)
         return [Prediction(self._classes[b], float(c))
                 for b, c in zip(best.tolist(), confidence.tolist(), strict=True)]
 
@@ -320,8 +373,10 @@ class IntentClassifier:
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
             joblib.dump(self.model, tmp / MODEL_FILE)
-            if self.gate is not None:
-                joblib.dump(self.gate, tmp / GATE_FILE)
+            for name, part in ((GATE_FILE, self.gate), (NEIGHBOURS_FILE, self.neighbours),
+                               (DETECTOR_FILE, self.detector)):
+                if part is not None:
+                    joblib.dump(part, tmp / name)
             (tmp / MANIFEST_FILE).write_bytes(self.manifest.to_json())
             if directory.exists():
                 old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
@@ -346,8 +401,9 @@ class IntentClassifier:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # minor-version pickle warnings: checked above
                 model = joblib.load(directory / MODEL_FILE)
-                gate_path = directory / GATE_FILE
-                gate = joblib.load(gate_path) if gate_path.exists() else None
+                gate, neighbours, detector = (
+                    joblib.load(directory / name) if (directory / name).exists() else None
+                    for name in (GATE_FILE, NEIGHBOURS_FILE, DETECTOR_FILE))
         except FileNotFoundError:
             raise ModelError(f"{directory}: no {MODEL_FILE}; retrain with "
                              "`peakroute bot train`") from None
@@ -355,7 +411,7 @@ class IntentClassifier:
             raise ModelError(f"{directory}/{MODEL_FILE} cannot be loaded "
                              f"({type(exc).__name__}); retrain with `peakroute bot train`"
                              ) from None
-        return cls(model, manifest, gate)
+        return cls(model, manifest, gate, neighbours, detector)
 
 
 def check_compatible(manifest: Manifest, source: str) -> None:
@@ -384,11 +440,13 @@ def train(
     seed: int = 0,
     factory: ModelFactory = build_model,
     threshold: float | None = None,
+    handoffs: Sequence[tuple[str, str]] = (),
 ) -> IntentClassifier:
     """Fit on (text, intent) examples (intent ``oos`` = out of scope). The threshold is the
     given one (a knowledge base's `threshold`), else chosen on validation splits of the same
     examples. ``containable`` says which intents the bot may close (the others are
-    predicted, then handed off)."""
+    predicted, then handed off). ``handoffs`` (text, kind) train the hand-off detector
+    against the examples (router.bot.escalation)."""
     texts, labels = _prepare(examples)
     if threshold is None:
         threshold, validation = choose_threshold(texts, labels, containable,
@@ -397,7 +455,10 @@ def train(
         validation = {"threshold_from": "knowledge base"}
     model = factory(_sizes(labels))
     model.fit(texts, labels)
-    gate = fit_gate(model, texts, labels)
+    gate, neighbours = fit_parts(model, texts, labels)
+    others = [t for (t, _), label in zip(examples, labels, strict=True)
+              if label == OOS or containable.get(label, False)]
+    detector = EscalationDetector.fit(handoffs, others, seed) if handoffs else None
     intents = tuple(sorted(set(labels) - {OOS}))
     manifest = Manifest(
         sklearn_version=sklearn.__version__, threshold=threshold, intents=intents,
@@ -406,7 +467,18 @@ def train(
         trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         target_false_containment=target_false_containment, validation=validation,
     )
-    return IntentClassifier(model, manifest, gate)
+    return IntentClassifier(model, manifest, gate, neighbours, detector)
+
+
+def fit_parts(model: Any, texts: Sequence[str], labels: Sequence[str]
+              ) -> tuple[Any | None, Neighbours | None]:
+    """The scope gate and the neighbours of a fitted ``build_model`` pipeline (None, None for
+    a model of another shape: it is scored by its probabilities alone)."""
+    scorer = Scorer.of(model)
+    if scorer is None:
+        return None, None
+    neighbours = Neighbours.fit(scorer.features(texts), labels, [str(c) for c in model.classes_])
+    return fit_gate(model, texts, labels), neighbours
 
 
 def _prepare(examples: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
@@ -426,18 +498,30 @@ def _sizes(labels: Sequence[str]) -> dict[str, int]:
     return dict(sizes)
 
 
-def choose_threshold(
-    texts: Sequence[str], labels: Sequence[str], containable: Mapping[str, bool],
-    target_false_containment: float, seed: int, factory: ModelFactory,
-) -> tuple[float, dict[str, Any]]:
-    """Pick the threshold on validation outcomes pooled over rotations: in each, a quarter of
-    the intents is left out of training and its held-out examples are labelled out of scope
-    (the questions a deployed bot meets that it was never taught), and the model is fitted on
-    the rest of the training share. Returns the threshold and a summary for the manifest."""
+Split = tuple[list[int], list[int], set[str]]  # fitted on, validated on, intents playing oos
+
+
+def validation_splits(labels: Sequence[str], seed: int) -> tuple[list[Split], str]:
+    """How the threshold is validated. With at least ``MIN_REAL_OOS`` out-of-scope examples:
+    ``CV_FOLDS`` folds of every class (out of scope included), each validated by a model
+    fitted on the others: real out-of-scope questions play themselves. Without: 20 % of every
+    intent's examples are held out, and in each of ``ROTATIONS`` rotations a quarter of the
+    intents is left out of training, so that its held-out questions play the questions a
+    deployed bot meets that it was never taught."""
     rng = random.Random(seed)
     by_label: dict[str, list[int]] = defaultdict(list)
     for i, label in enumerate(labels):
         by_label[label].append(i)
+    everything = range(len(labels))
+    if len(by_label.get(OOS, ())) >= MIN_REAL_OOS:
+        fold_of: dict[int, int] = {}
+        for label in sorted(by_label):
+            idx = by_label[label][:]
+            rng.shuffle(idx)
+            fold_of.update({i: n % CV_FOLDS for n, i in enumerate(idx)})
+        return [([i for i in everything if fold_of[i] != k],
+                 [i for i in everything if fold_of[i] == k], set())
+                for k in range(CV_FOLDS)], "folds"
     held_out: list[int] = []
     for label in sorted(by_label):
         idx = by_label[label][:]
@@ -450,18 +534,30 @@ def choose_threshold(
     rotations = min(ROTATIONS, len(intents)) if len(intents) >= MIN_INTENTS_FOR_UNSEEN else 1
     unseen_groups = ([set(intents[r::rotations]) for r in range(rotations)]
                      if rotations > 1 else [set()])
+    return [([i for i in everything if i not in held and labels[i] not in unseen],
+             held_out, unseen) for unseen in unseen_groups], "unseen intents"
+
+
+def choose_threshold(
+    texts: Sequence[str], labels: Sequence[str], containable: Mapping[str, bool],
+    target_false_containment: float, seed: int, factory: ModelFactory,
+) -> tuple[float, dict[str, Any]]:
+    """Pick the threshold on validation outcomes pooled over ``validation_splits``: the
+    lowest at which false containment of all questions stays within the target. Returns the
+    threshold and a summary for the manifest."""
+    splits, method = validation_splits(labels, seed)
     outcomes: list[Outcome] = []
-    for unseen in unseen_groups:
-        fit_idx = [i for i in range(len(texts)) if i not in held and labels[i] not in unseen]
+    for fit_idx, held_out, unseen in splits:
         fit_labels = [labels[i] for i in fit_idx]
-        if len(set(fit_labels) - {OOS}) < 2:
+        if len(set(fit_labels) - {OOS}) < 2 or not held_out:
             continue
         fit_texts = [texts[i] for i in fit_idx]
         model = factory(_sizes(fit_labels))
         model.fit(fit_texts, fit_labels)
-        gate = fit_gate(model, fit_texts, fit_labels)
+        gate, neighbours = fit_parts(model, fit_texts, fit_labels)
         classes = [str(c) for c in model.classes_]
-        best, confidence = confidences(model, [texts[i] for i in held_out], gate)
+        best, confidence = confidences(model, [texts[i] for i in held_out], gate,
+                                       neighbours=neighbours)
         for i, b, c in zip(held_out, best.tolist(), confidence.tolist(), strict=True):
             truth = OOS if labels[i] in unseen else labels[i]
             outcomes.append(Outcome(truth, classes[b], float(c),
@@ -472,9 +568,11 @@ def choose_threshold(
     threshold, met = pick_threshold(outcomes, target_false_containment)
     at: Scores = score(outcomes, threshold)
     return threshold, {
-        "questions": at.n, "unseen_intent_questions": at.out_of_scope, "rotations": rotations,
+        "method": method, "splits": len(splits),
+        "questions": at.n, "out_of_scope_questions": at.out_of_scope,
         "containment": round(at.containment, 4),
         "false_containment": round(at.false_containment, 4),
+        "false_containment_of_all": round(at.false_containment_of_all, 4),
         "correct_containment": round(at.correct_containment, 4),
         "oos_recall": round(at.oos_recall, 4), "target_met": met,
     }

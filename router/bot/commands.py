@@ -47,11 +47,11 @@ def train_command(labelled: Path | None, out: Path, kb_path: Path | None, settin
         if "threshold_from" in v:
             print(f"threshold {m.threshold:.2f} from the knowledge base")
         else:
-            print(f"threshold {m.threshold:.2f} for false containment <= {target:.1%} on "
-                  f"validation ({v.get('questions')} questions, "
-                  f"{v.get('unseen_intent_questions')} of unseen intents): containment "
-                  f"{v.get('containment', 0):.1%}, false containment "
-                  f"{v.get('false_containment', 0):.1%}"
+            print(f"threshold {m.threshold:.2f} for false containment of all questions <= "
+                  f"{target:.1%} on validation ({v.get('method')}: {v.get('questions')} "
+                  f"questions, {v.get('out_of_scope_questions')} out of scope): correct "
+                  f"containment {v.get('correct_containment', 0):.1%}, false containment of "
+                  f"all {v.get('false_containment_of_all', 0):.1%}"
                   + ("" if v.get("target_met") else "  (target NOT met: lowest reached)"))
     return classifier
 

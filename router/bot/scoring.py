@@ -99,14 +99,14 @@ def sweep(outcomes: Sequence[Outcome], thresholds: Iterable[float] = SWEEP_GRID
 
 def pick_threshold(outcomes: Sequence[Outcome], target_false_containment: float,
                    grid: Sequence[float] = PICK_GRID) -> tuple[float, bool]:
-    """The lowest threshold whose false containment is within the target (the most
-    containment the target allows), and whether the target was met at all. If it never is,
-    the threshold with the lowest false containment (the lowest of equals)."""
+    """The lowest threshold whose false containment of all questions is within the target
+    (the most containment the target allows), and whether the target was met at all. If it
+    never is, the threshold with the lowest false containment (the lowest of equals)."""
     scores = sweep(outcomes, grid)
     for s in scores:
-        if s.false_containment <= target_false_containment:
+        if s.false_containment_of_all <= target_false_containment:
             return s.threshold, True
-    best = min(scores, key=lambda s: (s.false_containment, s.threshold))
+    best = min(scores, key=lambda s: (s.false_containment_of_all, s.threshold))
     return best.threshold, False
 
 
@@ -136,10 +136,11 @@ def per_intent(outcomes: Sequence[Outcome], threshold: float) -> dict[str, Inten
 
 def best_at(outcomes: Sequence[Outcome], max_false_containment: float,
             grid: Sequence[float] = PICK_GRID) -> Scores | None:
-    """The sweep point with the most correct containment whose false containment is within
-    the bound (an oracle over these outcomes: for reading a curve, not for choosing)."""
+    """The sweep point with the most correct containment whose false containment of all
+    questions is within the bound (an oracle over these outcomes: for reading a curve, not
+    for choosing)."""
     ok = [s for s in sweep(outcomes, grid) if s.closed and
-          s.false_containment <= max_false_containment]
+          s.false_containment_of_all <= max_false_containment]
     return max(ok, key=lambda s: (s.correct_containment, -s.threshold)) if ok else None
 
 

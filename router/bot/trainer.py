@@ -105,7 +105,7 @@ def train_model(kb: KnowledgeBase | None, rows: Sequence[Labelled],
     return train(examples, containable, target_false_containment=target_false_containment,
                  kb_digest=kb.digest if kb is not None else "",
                  kb_source=kb.source if kb is not None else "", seed=seed, factory=factory,
-                 threshold=given)
+                 threshold=given, handoffs=kb.handoff_examples() if kb is not None else ())
 
 
 def outcomes(classifier: IntentClassifier, rows: Sequence[Labelled],
@@ -114,7 +114,7 @@ def outcomes(classifier: IntentClassifier, rows: Sequence[Labelled],
     its rules apply (a question that asks for a person is never closed) and it decides which
     intents are containable; without one, the model's manifest does."""
     predictions = classifier.predict_batch([r.text for r in rows])
-    rules = Rules.from_kb(kb) if kb is not None else Rules.none()
+    rules = Rules.from_kb(kb, classifier.detector) if kb is not None else Rules.none()
     out = []
     for row, p in zip(rows, predictions, strict=True):
         hits = rules.check(row.text)
@@ -210,8 +210,8 @@ def ask(classifier: IntentClassifier, kb: KnowledgeBase, config: PolicyConfig, t
     """What the bot would do with ``text`` as a contact's first message."""
     lang = language or detect_language(text)
     prediction: Prediction = classifier.predict_batch([text])[0]
-    decision = decide(Rules.from_kb(kb).check(text), prediction, lang, Context(tier=tier), kb,
-                      config)
+    decision = decide(Rules.from_kb(kb, classifier.detector).check(text), prediction, lang,
+                      Context(tier=tier), kb, config)
     return {
         "intent": prediction.intent, "confidence": round(prediction.confidence, 4),
         "threshold": config.threshold, "language": lang.value,

@@ -15,6 +15,7 @@ from router.bot.classifier import (
     MANIFEST_FILE,
     MIN_GATE_EXAMPLES,
     MODEL_FILE,
+    NEIGHBOURS_FILE,
     IntentClassifier,
     Manifest,
     Scorer,
@@ -82,7 +83,8 @@ def test_unknown_english_words_lower_the_confidence_chinese_is_not_checked() -> 
 def test_predictions_use_the_same_confidence_as_validation() -> None:
     model = small_model()
     texts = ["my parcel has not arrived", "how tall is mount everest"]
-    _, expected = confidences(model.model, texts)
+    _, expected = confidences(model.model, [features_text(t) for t in texts], model.gate,
+                              neighbours=model.neighbours)
     assert [p.confidence for p in model.predict_batch(texts)] == pytest.approx(expected.tolist())
 
 
@@ -105,7 +107,8 @@ def test_the_manifest_records_intents_containable_kb_and_threshold() -> None:
     assert m.sklearn_version == sklearn.__version__
     assert 0.0 <= m.threshold < 1.0
     assert m.target_false_containment == TARGET
-    assert m.validation["rotations"] == 4
+    assert m.validation["method"] == "unseen intents"  # the small KB has no oos examples
+    assert m.validation["splits"] == 4
     assert m.examples == len(small_kb().examples())
 
 
@@ -116,7 +119,8 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert loaded.manifest == model.manifest
     texts = ["快递到哪里了", "refund please"]
     assert loaded.predict_batch(texts) == model.predict_batch(texts)
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [MANIFEST_FILE, MODEL_FILE]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [MANIFEST_FILE, MODEL_FILE,
+                                                                  NEIGHBOURS_FILE]
 
 
 def test_save_replaces_an_existing_model_and_leaves_no_temporary_dirs(tmp_path: Path) -> None:
@@ -206,8 +210,8 @@ def test_enough_out_of_scope_examples_train_a_scope_gate_that_lowers_near_misses
     gated = gated_model(NEAR_MISSES)
     assert gated.gate is not None
     texts = [features_text(t) for t in ("temu parcel not arrived", "my parcel has not arrived")]
-    _, with_gate = confidences(gated.model, texts, gated.gate)
-    _, without = confidences(gated.model, texts)
+    _, with_gate = confidences(gated.model, texts, gated.gate, neighbours=gated.neighbours)
+    _, without = confidences(gated.model, texts, neighbours=gated.neighbours)
     assert with_gate[0] < without[0]  # a foreign shop's parcel: in scope less likely
     assert with_gate.tolist() == [p.confidence for p in gated.predict_batch(
         ["temu parcel not arrived", "my parcel has not arrived"])]

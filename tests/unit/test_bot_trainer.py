@@ -206,4 +206,4 @@ def test_a_kb_threshold_is_the_threshold_of_a_model_trained_from_the_kb_alone() 
     kb = replace(small_kb(), threshold=0.42)
     assert train_model(kb, (), 0.05).threshold == 0.42
     rows = read_labelled(LABELLED)
-    assert train_model(kb, rows, 0.05).manifest.validation.get("rotations") == 4
+    assert train_model(kb, rows, 0.05).manifest.validation.get("splits") == 4
