@@ -34,9 +34,11 @@ from typing import Any
 import orjson
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from router.bot.commands import eval_command, train_command
+from router.bot.mining import mine, purity
 from router.bot.scoring import OOS, Scores, best_at
 from router.bot.trainer import EvalReport, outcomes, read_labelled, train_model
 from router.settings import Settings
@@ -105,7 +107,22 @@ def curve_point(s: Scores | None) -> dict[str, Any] | None:
             "false_containment_of_all": round(s.false_containment_of_all, 4)}
 
 
-def run(data: Path, out: Path, target: float) -> dict[str, Any]:
+def mine_held_out(data: Path, dropped: list[str]) -> dict[str, Any]:
+    """`peakroute bot mine` on the held-out intents' test questions (as if the bot had escalated
+    them as not understood): its clusters against their true intents."""
+    with (data / "test.csv").open(newline="", encoding="utf-8") as f:
+        rows = [(r["text"], r["category"]) for r in csv.DictReader(f) if r["category"] in dropped]
+    started = time.perf_counter()
+    mined = mine([t for t, _ in rows])
+    truth = [c for _, c in rows]
+    return {"questions": len(rows), "true_intents": len(set(truth)),
+            "clusters": len(mined.clusters), "unclustered": mined.unclustered,
+            "purity": round(purity(mined.assignments, truth), 4),
+            "adjusted_rand_index": round(adjusted_rand_score(truth, mined.assignments), 4),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def run(data: Path, out: Path, target: float, with_mine: bool = False) -> dict[str, Any]:
     settings = Settings.from_env()
     train_csv, test_csv, dropped = prepare(data, out)
     result: dict[str, Any] = {"data": CITATION, "oos_intents": len(dropped), "target": target}
@@ -130,6 +147,9 @@ def run(data: Path, out: Path, target: float) -> dict[str, Any]:
     # The best points of the test curves (an oracle: never used to set a threshold).
     result["ours_best_in_hindsight"] = curve_point(best_at(outcomes(ours, rows, None), target))
     result["baseline_best"] = curve_point(best_at(outcomes(baseline, rows, None), target))
+    if with_mine:
+        print("\n== peakroute bot mine (held-out intents' test questions) ==", flush=True)
+        result["mine"] = mine_held_out(data, dropped)
     if result["baseline_best"] is not None:
         result["gain_points"] = round(100 * (ours_report.overall.correct_containment
                                              - result["baseline_best"]["correct_containment"]),
@@ -157,6 +177,11 @@ def render(r: dict[str, Any]) -> str:
         out.append(f"  ours      best in hindsight: threshold {ours['threshold']:.2f}, "
                    f"{ours['correct_containment']:.1%} at "
                    f"{ours['false_containment_of_all']:.1%}")
+    if "mine" in r:
+        m = r["mine"]
+        out.append(f"  bot mine on the {m['questions']} questions of the {m['true_intents']} "
+                   f"held-out intents: {m['clusters']} clusters, purity {m['purity']:.2f}, "
+                   f"adjusted Rand index {m['adjusted_rand_index']:.2f}")
     out.append(f"  data: {r['data']}")
     return "\n".join(out)
 
@@ -171,11 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=TARGET,
                         help="false containment target for choosing thresholds")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON last")
+    parser.add_argument("--mine", action="store_true",
+                        help="also cluster the held-out intents' test questions with `bot "
+                        "mine` and score the clusters (purity, adjusted Rand index)")
     args = parser.parse_args(argv)
     if not (args.data / "categories.json").exists():
         print(f"no BANKING77 at {args.data}: pass --data DIR", file=sys.stderr)
         return 2
-    result = run(args.data, args.out, args.target)
+    result = run(args.data, args.out, args.target, args.mine)
     print(render(result))
     if args.json:
         print(orjson.dumps(result).decode())

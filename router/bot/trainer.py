@@ -7,6 +7,7 @@ data; ``render_*`` turns it into the text the `peakroute bot` commands print.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,7 @@ class EvalReport:
     intents: dict[str, IntentScores]
     sweep: list[Scores]
     sweep_by_language: dict[str, list[Scores]]
+    confusions: list[tuple[str, str, int]]  # (true intent, taken for, questions), most first
 
     def as_json(self) -> dict[str, Any]:
         o = self.overall
@@ -155,6 +157,8 @@ class EvalReport:
             "sweep": [s.as_dict() for s in self.sweep],
             "sweep_by_language": {k: [s.as_dict() for s in v]
                                   for k, v in self.sweep_by_language.items()},
+            "confusions": [{"intent": a, "taken_for": b, "questions": n}
+                           for a, b, n in self.confusions],
         }
 
 
@@ -170,7 +174,17 @@ def evaluate(classifier: IntentClassifier, rows: Sequence[Labelled], kb: Knowled
         intents=per_intent(results, threshold),
         sweep=sweep(results, grid),
         sweep_by_language={k: sweep(v, grid) for k, v in by_language.items()},
+        confusions=confusions(results),
     )
+
+
+def confusions(results: Sequence[Outcome], top: int = 20) -> list[tuple[str, str, int]]:
+    """Which intents are taken for which (top intent, no threshold), in-scope questions only:
+    the sibling intents whose examples or answers need a look (or a shared answer family)."""
+    pairs = Counter((o.label, o.predicted) for o in results
+                    if o.label != OOS and o.predicted not in (o.label, OOS))
+    return [(a, b, n) for (a, b), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+            ][:top]
 
 
 def render_eval(report: EvalReport) -> str:
@@ -198,6 +212,9 @@ def render_eval(report: EvalReport) -> str:
         lines.append(f"{s.threshold:>9.2f} {pct(s.containment):>10} "
                      f"{pct(s.false_containment):>10} {pct(s.correct_containment):>9} "
                      f"{pct(s.oos_recall):>10}{per_language}{mark}")
+    if report.confusions:
+        lines += ["", "intents taken for another (top intent, in-scope questions):"]
+        lines += [f"  {n:>4}  {a} -> {b}" for a, b, n in report.confusions]
     lines += ["", f"{'intent':32} {'precision':>9} {'recall':>8} {'support':>8}"]
     for name, scores in report.intents.items():
         lines.append(f"{name[:32]:32} {pct(scores.precision):>9} {pct(scores.recall):>8} "

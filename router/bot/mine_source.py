@@ -1,0 +1,88 @@
+"""Where `peakroute bot mine` reads the questions the bot did not close: a CSV (column `text`;
+with a `reason` column, only its `not_understood` rows), or the routing.requests topic
+(`routing.requested.v1` escalations with reason `not_understood`: the last customer turn of
+each one's transcript), read from the beginning to the end offsets at the start, without a
+consumer group. Customer text is returned, never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+from pathlib import Path
+
+from aiokafka import TopicPartition
+
+from router.bot.errors import LabelledDataError
+from router.bot.policy import Reason
+from router.decode import Decoder
+from router.events import RoutingRequested, Speaker
+from router.kafka import consumer
+from router.settings import Settings
+
+NOT_UNDERSTOOD = Reason.NOT_UNDERSTOOD.value
+
+
+def read_csv_questions(path: Path, reason: str = NOT_UNDERSTOOD) -> list[str]:
+    """The `text` column (rows whose `reason`, if the CSV has that column, is ``reason``)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if "text" not in (reader.fieldnames or []):
+                raise LabelledDataError(f"{path}: line 1: no column text; the first line must "
+                                        "name the columns, e.g. `text` or `text,reason`")
+            has_reason = "reason" in (reader.fieldnames or [])
+            out = [(row.get("text") or "").strip() for row in reader
+                   if not has_reason or (row.get("reason") or "").strip() == reason]
+    except FileNotFoundError:
+        raise LabelledDataError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise LabelledDataError(f"{path}: not UTF-8; save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise LabelledDataError(f"{path}: not a valid CSV ({exc})") from None
+    return [t for t in out if t]
+
+
+def question_of(event: RoutingRequested) -> str:
+    """The customer's last turn in an escalation's transcript ("" without one)."""
+    for turn in reversed(event.transcript):
+        if turn.speaker == Speaker.CUSTOMER and turn.text.strip():
+            return turn.text.strip()
+    return ""
+
+
+async def read_topic_questions(settings: Settings, reason: str = NOT_UNDERSTOOD,
+                               limit: int = 100_000, timeout_s: float = 60.0) -> list[str]:
+    """Escalations with ``reason`` on routing.requests, from the beginning to the end offsets
+    as they were at the start (at most ``limit`` questions, the most recent kept)."""
+    topic = settings.topic_routing_requests
+    cons = consumer(settings, group_id=None, auto_offset_reset="earliest")
+    await cons.start()
+    try:
+        partitions = sorted(cons.partitions_for_topic(topic) or ())
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return []
+        cons.assign(tps)
+        await cons.seek_to_beginning(*tps)
+        ends = await cons.end_offsets(tps)
+        pending = {tp for tp in tps if ends[tp] > await cons.position(tp)}
+        decoder = Decoder()
+        out: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            batches = await cons.getmany(timeout_ms=500, max_records=2000)
+            for tp, records in batches.items():
+                for record in records:
+                    event = decoder.decode(record.value)
+                    if isinstance(event, RoutingRequested) and event.reason == reason:
+                        text = question_of(event)
+                        if text:
+                            out.append(text)
+                    if record.offset + 1 >= ends[tp]:
+                        pending.discard(tp)
+            await asyncio.sleep(0)
+        return out[-limit:]
+    finally:
+        await cons.stop()
