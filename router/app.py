@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from router import logs, metrics
+from router import logs, metrics, transient
 from router.bot.conversation import ConversationStore
 from router.bot.loader import BrainHolder
 from router.bot.stage import BotStage
@@ -30,7 +30,7 @@ from router.routing.store import RoutingStore
 from router.settings import Settings
 from router.sla.export import SlaExporter
 from router.stage import Output
-from router.transport import TRANSIENT, Route, Transport
+from router.transport import Route, Transport
 
 log = logs.get("app")
 # How long a stopping worker waits for its timers' steps and its batch in hand, together
@@ -155,11 +155,13 @@ class Worker:
                     pass
                 try:
                     await step()
-                except TRANSIENT as exc:
-                    log.warning("timer_step_failed", extra=logs.fields(
-                        timer=name, error=type(exc).__name__))
-                except Exception:  # a timer must keep ticking whatever one step met
-                    log.exception("timer_step_failed", extra=logs.fields(timer=name))
+                except Exception as exc:  # a timer must keep ticking whatever one step met
+                    kind = transient.count(exc)
+                    if kind is None:
+                        log.exception("timer_step_failed", extra=logs.fields(timer=name))
+                    else:
+                        log.warning("timer_step_failed", extra=logs.fields(
+                            timer=name, kind=kind.value, error=type(exc).__name__))
         return asyncio.create_task(loop(), name=name)
 
     async def _reload_bot(self) -> None:
@@ -172,7 +174,9 @@ class Worker:
     async def _metrics(self, request: web.Request) -> web.Response:
         try:
             await self.runtime.exporter.refresh()
-        except TRANSIENT as exc:  # the worker's own metrics still answer without Redis
+        except Exception as exc:  # the worker's own metrics still answer without Redis
+            if transient.count(exc) is None:
+                raise
             metrics.CLUSTER.snapshot = None
             log.warning("sla_export_failed", extra=logs.fields(error=type(exc).__name__))
         return web.Response(body=metrics.exposition(),
@@ -182,9 +186,16 @@ class Worker:
         return web.json_response({"status": "ok", "app": self.settings.app_id})
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        """Ready once this worker owns partitions and no rebalance is under way."""
-        ready = self.transport.ready()
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
+        """Ready once this worker owns partitions, no rebalance is under way and no Redis or
+        Kafka failure was met in the last few seconds (router/transient.py)."""
+        owns = self.transport.ready()
+        healthy = transient.HEALTH.healthy()
+        body: dict[str, object] = {"ready": owns and healthy}
+        if not healthy and transient.HEALTH.last_kind is not None:
+            body["failing"] = transient.HEALTH.last_kind.value
+        elif not owns:
+            body["reason"] = "no_partitions"
+        return web.json_response(body, status=200 if owns and healthy else 503)
 
     async def run(self) -> None:
         await self.transport.run()

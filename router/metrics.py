@@ -100,6 +100,19 @@ DECISION_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
+REDIS_ERRORS = Counter(
+    "peakroute_redis_errors_total",
+    "Redis failures the worker retried (never dead-lettered), by kind: oom, readonly, busy, "
+    "loading, masterdown, noreplicas, tryagain, clusterdown, moved, ask, timeout, connection "
+    "(router/transient.py).",
+    ["kind"], registry=REGISTRY,
+)
+KAFKA_ERRORS = Counter(
+    "peakroute_kafka_errors_total",
+    "Kafka client errors the worker retried, by error class.",
+    ["error"], registry=REGISTRY,
+)
+
 
 class LagCollector(Collector):
     """Consumer lag of this worker's assigned partitions, summed per topic (each partition has

@@ -24,16 +24,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from router import kafka, logs, metrics
+from router import kafka, logs, metrics, transient
 from router.settings import Settings
 from router.stage import Output, Record
 
 log = logs.get("transport")
 RETRY_MAX_S = 5.0
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError, asyncio.TimeoutError)
 
 Handler = Callable[[Sequence[Record]], Awaitable[list[Output]]]
 
@@ -168,7 +165,9 @@ class Transport:
             await self._committer
 
     async def run_batch(self, stage: str, handle: Handler, records: Sequence[Record]) -> None:
-        """Handle and produce one batch; retry transient failures until they pass."""
+        """Handle and produce one batch; retry dependency failures (router/transient.py: Redis
+        refusing or unreachable, Kafka errors) until they pass, with capped backoff. Anything
+        else is a bug and propagates."""
         started = time.perf_counter()
         delay = 0.1
         outputs: list[Output] | None = None
@@ -178,10 +177,13 @@ class Transport:
                     outputs = await handle(records)
                 await self.produce(outputs)
                 break
-            except TRANSIENT as exc:
+            except Exception as exc:
+                kind = transient.count(exc)
+                if kind is None:
+                    raise
                 log.warning("batch_retried", extra=logs.fields(
-                    stage=stage, records=len(records), error=type(exc).__name__,
-                    retry_in_s=delay))
+                    stage=stage, records=len(records), kind=kind.value,
+                    error=type(exc).__name__, retry_in_s=delay))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
         metrics.BATCH_SIZE.labels(stage).observe(len(records))

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from router import logs
+from router import logs, transient
 from router.errors import PeakrouteError, PolicyError, RoutingStoreError
 from router.events import (
     AgentLoggedIn,
@@ -169,6 +169,9 @@ class RoutingStore:
             for i, result in enumerate(again, start=first):
                 if isinstance(results[i], NoScriptError):
                     results[i] = result
+        # Redis refusing (OOM, READONLY, BUSY, ...) is not the data's fault: the batch is
+        # retried (scripts that did run replay their outputs), nothing is dead-lettered.
+        transient.raise_transient(results)
         return results
 
     def _login(self, calls: list[_Call], domain: str, policy: DomainPolicy, agent_id: str,
