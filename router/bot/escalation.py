@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,8 +30,16 @@ CHAR_NGRAMS = (1, 4)
 WORD_NGRAMS = (1, 2)
 WORD_TOKENS = r"[a-z0-9]+(?:'[a-z]+)?"
 C = 10.0
-THRESHOLD = 0.5  # 1 - P(none) at which a message is handed off
+THRESHOLD = 0.5  # 1 - P(none) at which a message is handed off, unless validation picks one
 VALIDATION_FOLDS = 4
+# The threshold is the lowest at which at most this share of the validation folds' other
+# messages (questions the bot may answer) would be handed off.
+MAX_FALSE_HANDOFFS = 0.02
+GRID = tuple(round(0.05 * i, 2) for i in range(4, 15))  # 0.20 .. 0.70
+# A message is scored whole and clause by clause ("are you kidding me?? where is my money":
+# the first clause alone is angry; the question around it would dilute it).
+_CLAUSES = re.compile(r"[,.!?;:，。！？；：、\n]+")
+MIN_CLAUSE_CHARS = 2
 
 
 class EscalationDetector:
@@ -74,8 +83,9 @@ class EscalationDetector:
         texts = [features_text(t) for t, _ in handoffs] + [features_text(t) for t in others]
         labels = [k for _, k in handoffs] + [NONE] * len(others)
         detector = cls._fit(texts, labels)
+        threshold, validation = _validate(texts, labels, seed)
         return cls(detector.vectorizers, detector.coef, detector.intercept, detector.classes,
-                   validation=_validate(texts, labels, seed))
+                   threshold, validation)
 
     @classmethod
     def _fit(cls, texts: Sequence[str], labels: Sequence[str]) -> EscalationDetector:
@@ -116,19 +126,35 @@ class EscalationDetector:
         p = exp / exp.sum()
         return dict(zip(self.classes, p.tolist(), strict=True))
 
+    def scores(self, text: str) -> dict[str, float]:
+        """P(class), for the class of the part of the message (whole, or one clause) that is
+        least likely a question the bot may answer."""
+        best = self.probabilities(text)
+        clauses = [c for c in _CLAUSES.split(text) if len(c.strip()) >= MIN_CLAUSE_CHARS]
+        if len(clauses) > 1:
+            for clause in clauses:
+                p = self.probabilities(clause)
+                if p[NONE] < best[NONE]:
+                    best = p
+        return best
+
     def kind(self, text: str) -> str | None:
         """The hand-off kind of a message, or None when the bot may answer it."""
-        p = self.probabilities(text)
+        p = self.scores(text)
         if 1.0 - p[NONE] < self.threshold:
             return None
         return max((k for k in self.classes if k != NONE), key=lambda k: p[k])
 
 
-def _validate(texts: Sequence[str], labels: Sequence[str], seed: int) -> dict[str, Any]:
-    """Hand-off examples caught and other messages handed off, on folds of the training data."""
+def _validate(texts: Sequence[str], labels: Sequence[str], seed: int
+              ) -> tuple[float, dict[str, Any]]:
+    """The threshold and its figures on ``VALIDATION_FOLDS`` folds of the training data: the
+    lowest threshold of ``GRID`` at which at most ``MAX_FALSE_HANDOFFS`` of the other messages
+    are handed off (the highest of the grid if none), with the hand-off examples it catches."""
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
-    caught = missed = false = kept = 0
+    handoff: list[float] = []  # 1 - P(none) of held-out hand-off examples
+    other: list[float] = []
     for k in range(VALIDATION_FOLDS):
         held = set(order[k::VALIDATION_FOLDS])
         fit = [i for i in order if i not in held]
@@ -136,13 +162,12 @@ def _validate(texts: Sequence[str], labels: Sequence[str], seed: int) -> dict[st
             continue
         detector = EscalationDetector._fit([texts[i] for i in fit], [labels[i] for i in fit])
         for i in held:
-            escalated = detector.kind(texts[i]) is not None
-            if labels[i] == NONE:
-                false += escalated
-                kept += not escalated
-            else:
-                caught += escalated
-                missed += not escalated
-    return {"handoff_recall": round(caught / max(1, caught + missed), 4),
-            "false_handoffs": round(false / max(1, false + kept), 4),
-            "handoffs": caught + missed, "others": false + kept}
+            (other if labels[i] == NONE else handoff).append(1.0 - detector.scores(texts[i])[NONE])
+    h, o = np.asarray(handoff), np.asarray(other)
+    threshold = next((t for t in GRID if o.size and float((o >= t).mean()) <= MAX_FALSE_HANDOFFS),
+                     GRID[-1])
+    return threshold, {
+        "threshold": threshold,
+        "handoff_recall": round(float((h >= threshold).mean()) if h.size else 0.0, 4),
+        "false_handoffs": round(float((o >= threshold).mean()) if o.size else 0.0, 4),
+        "handoffs": int(h.size), "others": int(o.size)}
