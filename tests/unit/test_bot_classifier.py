@@ -15,6 +15,7 @@ from router.bot.classifier import (
     MANIFEST_FILE,
     MIN_GATE_EXAMPLES,
     MODEL_FILE,
+    NEIGHBOUR_POWERS,
     NEIGHBOURS_FILE,
     IntentClassifier,
     Manifest,
@@ -84,7 +85,8 @@ def test_predictions_use_the_same_confidence_as_validation() -> None:
     model = small_model()
     texts = ["my parcel has not arrived", "how tall is mount everest"]
     _, expected = confidences(model.model, [features_text(t) for t in texts], model.gate,
-                              neighbours=model.neighbours)
+                              neighbours=model.neighbours,
+                              neighbour_power=model.manifest.neighbour_power)
     assert [p.confidence for p in model.predict_batch(texts)] == pytest.approx(expected.tolist())
 
 
@@ -258,3 +260,21 @@ def test_the_scorer_covers_a_logistic_regression_voting_alone() -> None:
     x = scorer.features(["refund", "coupon"])
     assert np.array_equal(scorer.probabilities(x), model.predict_proba(["refund", "coupon"]))
     assert Scorer.of(object()) is None
+
+
+def test_the_confidence_falls_with_the_distance_to_the_nearest_example() -> None:
+    model = small_model()
+    assert model.neighbours is not None
+    texts = [features_text(t) for t in ("快递到哪里了", "快递到哪里了 顺便问下明天天气")]
+    x = Scorer.of(model.model).features(texts)
+    best = np.array([model.model.classes_.tolist().index("logistics")] * 2)
+    near, far = model.neighbours.similarity(x, best)
+    assert near > far
+    assert 0.0 <= far <= near <= 1.0
+
+
+def test_the_trainer_records_the_neighbours_power_it_chose() -> None:
+    m = small_model().manifest
+    assert m.neighbour_power in NEIGHBOUR_POWERS
+    assert m.validation["neighbour_power"] == m.neighbour_power
+    assert set(m.validation["powers"]) == {str(p) for p in NEIGHBOUR_POWERS}
