@@ -39,9 +39,10 @@ def add_parser(sub: Any) -> None:
                        help="knowledge base to merge (without a CSV: default "
                        "PEAKROUTE_BOT_KB_PATH or the packaged one)")
     train.add_argument("--target-false-containment", type=float, default=None, metavar="RATIO",
-                       help="the threshold keeps false containment (closed wrongly / closed) "
+                       help="the threshold keeps false containment of all questions (closed "
+                       "wrongly / all) "
                        "at most this on validation (default "
-                       "PEAKROUTE_BOT_TARGET_FALSE_CONTAINMENT, 0.05)")
+                       "PEAKROUTE_BOT_TARGET_FALSE_CONTAINMENT, 0.02)")
     train.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     ev = actions.add_parser(

@@ -8,14 +8,13 @@ consumer group. Customer text is returned, never logged.
 from __future__ import annotations
 
 import asyncio
-import csv
 import time
 from pathlib import Path
 
 from aiokafka import TopicPartition
 
-from router.bot.errors import LabelledDataError
 from router.bot.policy import Reason
+from router.bot.trainer import read_csv
 from router.decode import Decoder
 from router.events import RoutingRequested, Speaker
 from router.kafka import consumer
@@ -26,22 +25,10 @@ NOT_UNDERSTOOD = Reason.NOT_UNDERSTOOD.value
 
 def read_csv_questions(path: Path, reason: str = NOT_UNDERSTOOD) -> list[str]:
     """The `text` column (rows whose `reason`, if the CSV has that column, is ``reason``)."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            if "text" not in (reader.fieldnames or []):
-                raise LabelledDataError(f"{path}: line 1: no column text; the first line must "
-                                        "name the columns, e.g. `text` or `text,reason`")
-            has_reason = "reason" in (reader.fieldnames or [])
-            out = [(row.get("text") or "").strip() for row in reader
-                   if not has_reason or (row.get("reason") or "").strip() == reason]
-    except FileNotFoundError:
-        raise LabelledDataError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise LabelledDataError(f"{path}: not UTF-8; save the CSV as UTF-8") from None
-    except csv.Error as exc:
-        raise LabelledDataError(f"{path}: not a valid CSV ({exc})") from None
-    return [t for t in out if t]
+    columns, rows = read_csv(path, ("text",), "text` or `text,reason")
+    texts = [(row.get("text") or "").strip() for _, row in rows
+             if "reason" not in columns or (row.get("reason") or "").strip() == reason]
+    return [t for t in texts if t]
 
 
 def question_of(event: RoutingRequested) -> str:

@@ -47,27 +47,33 @@ class Labelled:
 def read_labelled(path: Path) -> list[Labelled]:
     """Rows of a CSV with columns ``text,intent`` (and optionally ``language``: zh or en,
     else guessed from the text). An empty intent or ``oos`` means out of scope."""
+    _, rows = read_csv(path, REQUIRED_COLUMNS, "text,intent")
+    if not rows:
+        raise LabelledDataError(f"{path}: no rows after the header")
+    return [_row(path, line, row) for line, row in rows]
+
+
+def read_csv(path: Path, required: Sequence[str], example: str
+             ) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """A UTF-8 CSV's columns and its rows with their line numbers; every way it cannot be read
+    is a LabelledDataError naming the file and the fix."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            columns = list(reader.fieldnames or [])
+            missing = [c for c in required if c not in columns]
             if missing:
                 raise LabelledDataError(
                     f"{path}: line 1: no column {', '.join(missing)}; the first line must name "
-                    "the columns, e.g. `text,intent`")
-            rows = []
-            for row in reader:
-                rows.append(_row(path, reader.line_num, row))
+                    f"the columns, e.g. `{example}`")
+            rows = [(reader.line_num, row) for row in reader]
     except FileNotFoundError:
         raise LabelledDataError(f"{path}: no such file") from None
     except UnicodeDecodeError:
         raise LabelledDataError(f"{path}: not UTF-8; save the CSV as UTF-8") from None
     except csv.Error as exc:
         raise LabelledDataError(f"{path}: not a valid CSV ({exc})") from None
-    if not rows:
-        raise LabelledDataError(f"{path}: no rows after the header")
-    return rows
+    return columns, rows
 
 
 def _row(path: Path, line: int, row: dict[str, Any]) -> Labelled:
