@@ -46,7 +46,7 @@ from sklearn.svm import LinearSVC
 from router.bot.errors import ModelError
 from router.bot.escalation import EscalationDetector
 from router.bot.scoring import OOS, Outcome, Prediction, Scores, pick_threshold, score
-from router.bot.text import features_text
+from router.bot.text import detect_language, features_text
 
 FORMAT = 2  # 2: the examples' features (neighbours.joblib) scale the confidence
 MODEL_FILE = "model.joblib"
@@ -82,6 +82,7 @@ MIN_REAL_OOS = 20  # fewer out-of-scope examples than this: unseen intents play 
 # data the threshold chosen for 1.9 % gave 2.7 % on the held-out intents. That validation
 # therefore aims at half the target (real out-of-scope examples need no margin).
 SIMULATION_MARGIN = 0.5
+MIN_LANGUAGE_THRESHOLD = 0.01  # a language's own threshold, when scaling confidences
 _LATIN_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
@@ -101,6 +102,8 @@ class Manifest:
     target_false_containment: float = 0.0
     validation: Mapping[str, Any] = field(default_factory=dict)
     neighbour_power: float = 1.0  # chosen with the threshold (NEIGHBOUR_POWERS)
+    # Each language's own threshold (the confidences of its texts are scaled to `threshold`).
+    language_thresholds: Mapping[str, float] = field(default_factory=dict)
     format: int = FORMAT
 
     def to_json(self, indent: bool = True) -> bytes:
@@ -125,6 +128,8 @@ class Manifest:
                 target_false_containment=float(data.get("target_false_containment", 0.0)),
                 validation=dict(data.get("validation", {})),
                 neighbour_power=float(data.get("neighbour_power", 1.0)),
+                language_thresholds={str(k): float(v) for k, v in
+                                     data.get("language_thresholds", {}).items()},
                 format=int(data.get("format", 0)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -382,8 +387,15 @@ class IntentClassifier:
         best, confidence = confidences(self.model, [features_text(t) for t in texts], self.gate,
                                        self._scorer, self.neighbours,
                                        self.manifest.neighbour_power)
+        own = self.manifest.language_thresholds
+        if own:
+            t = self.manifest.threshold
+            confidence = [scaled(c, t, own.get(detect_language(text).value, t))
+                          for text, c in zip(texts, confidence.tolist(), strict=True)]
+        else:
+            confidence = confidence.tolist()
         return [Prediction(self._classes[b], float(c))
-                for b, c in zip(best.tolist(), confidence.tolist(), strict=True)]
+                for b, c in zip(best.tolist(), confidence, strict=True)]
 
     def save(self, directory: Path) -> None:
         """Write the model directory atomically (a temporary sibling, then a rename), so a
@@ -460,19 +472,24 @@ def train(
     seed: int = 0,
     factory: ModelFactory = build_model,
     threshold: float | None = None,
+    neighbour_power: float | None = None,
+    language_thresholds: Mapping[str, float] | None = None,
     handoffs: Sequence[tuple[str, str]] = (),
 ) -> IntentClassifier:
     """Fit on (text, intent) examples (intent ``oos`` = out of scope). The threshold is the
     given one (a knowledge base's `threshold`), else chosen on validation splits of the same
-    examples. ``containable`` says which intents the bot may close (the others are
-    predicted, then handed off). ``handoffs`` (text, kind) train the hand-off detector
-    against the examples (router.bot.escalation)."""
+    examples, with the neighbours' power (a given threshold comes with its power, default 1).
+    ``containable`` says which intents the bot may close (the others are predicted, then
+    handed off). ``handoffs`` (text, kind) train the hand-off detector against the examples
+    (router.bot.escalation)."""
     texts, labels = _prepare(examples)
-    power = 1.0
+    power = 1.0 if neighbour_power is None else neighbour_power
+    own = dict(language_thresholds or {})
     if threshold is None:
         threshold, validation = choose_threshold(texts, labels, containable,
                                                  target_false_containment, seed, factory)
         power = float(validation.get("neighbour_power", power))
+        own = dict(validation.get("language_thresholds", {}))
     else:
         validation = {"threshold_from": "knowledge base"}
     model = factory(_sizes(labels))
@@ -488,7 +505,7 @@ def train(
         kb_digest=kb_digest, kb_source=kb_source, examples=len(texts),
         trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         target_false_containment=target_false_containment, validation=validation,
-        neighbour_power=power,
+        neighbour_power=power, language_thresholds=own,
     )
     return IntentClassifier(model, manifest, gate, neighbours, detector)
 
@@ -593,29 +610,49 @@ def choose_threshold(
                                  closeness.tolist(), strict=True):
             truth = OOS if labels[i] in unseen else labels[i]
             rows.append((Outcome(truth, classes[b], float(c),
-                                 bool(containable.get(classes[b], False))), float(near),
+                                 bool(containable.get(classes[b], False)),
+                                 language=detect_language(texts[i])), float(near),
                          intents / known if truth == OOS and unseen else 1.0))
     if not rows:
         raise ModelError("too few examples to validate a threshold: give every intent at "
                          "least 2 examples")
     goal = target_false_containment * (SIMULATION_MARGIN if method == "unseen intents" else 1.0)
+    weights = [w for _, _, w in rows]
     choices = []
     for power in NEIGHBOUR_POWERS:
         outcomes = [replace(o, confidence=o.confidence * near ** power) for o, near, _ in rows]
-        weights = [w for _, _, w in rows]
         threshold, met = pick_threshold(outcomes, goal, weights=weights)
+        per_language: dict[str, float] = {}
+        languages = sorted({o.language.value for o in outcomes})
+        if len(languages) > 1:  # each language's own threshold, within the target on its own
+            for lang in languages:
+                idx = [i for i, o in enumerate(outcomes) if o.language.value == lang]
+                t, ok = pick_threshold([outcomes[i] for i in idx], goal,
+                                       weights=[weights[i] for i in idx])
+                per_language[lang], met = t, met and ok
+            outcomes = [replace(o, confidence=scaled(o.confidence, threshold,
+                                                     per_language[o.language.value]))
+                        for o in outcomes]
         at: Scores = score(outcomes, threshold, weights=weights)
-        choices.append((met, at.correct_containment, -power, threshold, at))
-    met, _, minus_power, threshold, at = max(choices)
+        choices.append((met, at.correct_containment, -power, threshold, per_language, at))
+    met, _, minus_power, threshold, per_language, at = max(choices)
     return threshold, {
         "method": method, "splits": len(splits), "aimed_at": round(goal, 4),
-        "neighbour_power": -minus_power,
+        "neighbour_power": -minus_power, "language_thresholds": per_language,
         "questions": at.n, "out_of_scope_questions": at.out_of_scope,
         "containment": round(at.containment, 4),
         "false_containment": round(at.false_containment, 4),
         "false_containment_of_all": round(at.false_containment_of_all, 4),
         "correct_containment": round(at.correct_containment, 4),
         "oos_recall": round(at.oos_recall, 4), "target_met": met,
-        "powers": {str(-p): {"threshold": t, "correct_containment": round(a.correct_containment, 4)}
-                   for _, _, p, t, a in choices},
+        "powers": {str(-p): {"threshold": t, "language_thresholds": pl,
+                             "correct_containment": round(a.correct_containment, 4)}
+                   for _, _, p, t, pl, a in choices},
     }
+
+
+def scaled(confidence: float, threshold: float, own: float) -> float:
+    """A confidence of a language whose own threshold is ``own``, on the scale of the model's
+    ``threshold``: it reaches ``threshold`` exactly when it reached ``own`` (so one threshold
+    serves every language in the policy and in evaluation)."""
+    return min(1.0, confidence * threshold / max(own, MIN_LANGUAGE_THRESHOLD))

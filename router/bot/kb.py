@@ -99,6 +99,10 @@ class KnowledgeBase:
     handoffs: Mapping[Rule, Mapping[Language, tuple[str, ...]]] = field(default_factory=dict)
     source: str = ""
     digest: str = ""  # sha256 of the file's bytes: keys the cached default model
+    # With `threshold`: the neighbours' power and each language's own threshold, as the trainer
+    # chose them with it (router.bot.classifier).
+    neighbour_power: float | None = None
+    language_thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def examples(self) -> list[tuple[str, str]]:
         """(text, intent) for every example in every language, in file order, then the
@@ -257,6 +261,7 @@ class _Parser:
 
     def knowledge_base(self, data: Any) -> KnowledgeBase:
         top = self.mapping("", data, allowed={"version", "name", "languages", "threshold",
+                                              "neighbour_power", "language_thresholds",
                                               "rules", "messages", "intents", "escalations",
                                               "out_of_scope", "handoffs"},
                            required={"version", "languages", "rules", "messages", "intents"})
@@ -288,8 +293,17 @@ class _Parser:
             if "out_of_scope" in top else {}
         handoffs = self.handoffs(top["handoffs"], intents, out_of_scope) \
             if "handoffs" in top else {}
+        power = None
+        if "neighbour_power" in top:
+            power = self.threshold(top["neighbour_power"], "neighbour_power", closed=True)
+        own: dict[str, float] = {}
+        if "language_thresholds" in top:
+            given = self.per_language("language_thresholds", top["language_thresholds"])
+            own = {lang.value: self.threshold(v, f"language_thresholds.{lang.value}")
+                   for lang, v in given.items()}
         return KnowledgeBase(name, self.languages, rules, messages, intents, routes, threshold,
-                             out_of_scope, handoffs, self.source)
+                             out_of_scope, handoffs, self.source, neighbour_power=power,
+                             language_thresholds=own)
 
     def handoffs(self, value: Any, intents: Mapping[str, Intent],
                  out_of_scope: Mapping[Language, tuple[str, ...]]
@@ -331,11 +345,14 @@ class _Parser:
                                     "keep it in one place (or reword one of them)")
         return out
 
-    def threshold(self, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-            raise self.fail("threshold", f"expected a number between 0 and 1, found "
-                            f"{_kind(value)}", "pick one from `peakroute bot eval`'s sweep, "
-                            "e.g. `threshold: 0.7`, or remove the key")
+    def threshold(self, value: Any, key: str = "threshold", closed: bool = False) -> float:
+        """A number between 0 and 1 (``closed``: 0 and 1 allowed)."""
+        number = not isinstance(value, bool) and isinstance(value, int | float)
+        if not number or not (0 <= value <= 1 if closed else 0 < value < 1):
+            raise self.fail(key, f"expected a number between 0 and 1, found "
+                            f"{_kind(value)}", f"copy it from `peakroute bot train`'s manifest "
+                            f"(or `peakroute bot eval`'s sweep), e.g. `{key}: 0.5`, or remove "
+                            "the key")
         return float(value)
 
     def language_list(self, value: Any) -> tuple[Language, ...]:

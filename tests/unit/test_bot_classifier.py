@@ -278,3 +278,21 @@ def test_the_trainer_records_the_neighbours_power_it_chose() -> None:
     assert m.neighbour_power in NEIGHBOUR_POWERS
     assert m.validation["neighbour_power"] == m.neighbour_power
     assert set(m.validation["powers"]) == {str(p) for p in NEIGHBOUR_POWERS}
+
+
+def test_a_languages_own_threshold_is_mapped_onto_the_models() -> None:
+    from router.bot.classifier import scaled
+
+    assert scaled(0.3, 0.4, 0.3) == pytest.approx(0.4)  # at its own threshold: at the model's
+    assert scaled(0.2, 0.4, 0.3) < 0.4 <= scaled(0.31, 0.4, 0.3)
+    assert scaled(0.9, 0.4, 0.2) == 1.0
+
+
+def test_predictions_apply_each_languages_threshold(tmp_path: Path) -> None:
+    model = small_model()
+    m = replace(model.manifest, threshold=0.4, language_thresholds={"zh": 0.2, "en": 0.8})
+    own = IntentClassifier(model.model, m, model.gate, model.neighbours)
+    plain = model.predict_batch(["快递到哪里了", "refund please"])
+    zh, en = own.predict_batch(["快递到哪里了", "refund please"])
+    assert zh.confidence == pytest.approx(min(1.0, plain[0].confidence * 2))
+    assert en.confidence == pytest.approx(plain[1].confidence / 2)

@@ -374,3 +374,21 @@ def test_a_handoff_example_that_is_an_intent_example_is_refused() -> None:
     message = error_of(data)
     assert "handoffs.anger.en[1]" in message
     assert "also in intents.coupon" in message
+
+
+def test_a_neighbour_power_is_optional_and_between_0_and_1() -> None:
+    assert small_kb().neighbour_power is None
+    data = raw_small()
+    data["neighbour_power"] = 0
+    assert parse(data).neighbour_power == 0.0
+    data["neighbour_power"] = 1.5
+    assert "neighbour_power: expected a number between 0 and 1" in error_of(data)
+
+
+def test_language_thresholds_are_optional_per_language() -> None:
+    assert small_kb().language_thresholds == {}
+    data = raw_small()
+    data["language_thresholds"] = {"zh": 0.3, "en": 0.2}
+    assert parse(data).language_thresholds == {"zh": 0.3, "en": 0.2}
+    data["language_thresholds"] = {"zh": 0.3}
+    assert "language_thresholds.en: missing" in error_of(data)

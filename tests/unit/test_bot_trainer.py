@@ -219,3 +219,11 @@ def test_eval_lists_which_intents_are_taken_for_which() -> None:
     assert confusions(rows) == [("a", "b", 2), ("b", "a", 1)]
     report = evaluate(small_model(), read_labelled(LABELLED), small_kb(), 0.3)
     assert "confusions" in report.as_json()
+
+
+def test_a_kb_threshold_comes_with_its_neighbour_power() -> None:
+    from dataclasses import replace
+
+    kb = replace(small_kb(), threshold=0.42, neighbour_power=0.5)
+    assert train_model(kb, (), 0.05).manifest.neighbour_power == 0.5
+    assert train_model(replace(kb, neighbour_power=None), (), 0.05).manifest.neighbour_power == 1.0
