@@ -7,11 +7,15 @@ predicts as the ``oos`` class when the training data had out-of-scope examples. 
 examples a second, binary model (the *scope gate*: in scope or not, on the same features) also
 scales the confidence down by its out-of-scope probability: a question about another company's
 order looks like an order question to the intent model, but its few foreign words weigh heavily
-in a model that only has to decide "ours or not". The threshold is chosen at training time on a
-validation split carved from the training data, in which a quarter of the intents at a time
-play the out-of-scope questions the model has never seen (docs/BOT.md). A saved model is a
-directory: the pickled pipeline and scope gate (joblib) and manifest.json (scikit-learn
-version, knowledge-base digest, threshold, intents and which of them the bot may close).
+in a model that only has to decide "ours or not". The confidence is also scaled by how close
+the question comes to the nearest training example of its intent (``Neighbours``). The
+threshold is chosen at training time for false containment of all questions, on folds of the
+training data with its real out-of-scope examples, or, without them, on rotations in which a
+quarter of the intents at a time play the out-of-scope questions the model has never seen
+(docs/BOT.md). A saved model is a directory: the pickled pipeline, scope gate, neighbours and
+hand-off detector (joblib) and manifest.json (scikit-learn version, knowledge-base digest,
+threshold, neighbours' power, languages' thresholds, intents and which of them the bot may
+close).
 """
 
 from __future__ import annotations

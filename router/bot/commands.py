@@ -101,8 +101,10 @@ def mine_command(source: Path | None, settings: Settings, *, from_topic: bool = 
     else:
         raise LabelledDataError("give a CSV of questions or --from-topic")
     mined = mine(texts, min_size=min_size, k=clusters)
-    print(orjson.dumps(as_json_of(mined)).decode() if as_json else to_yaml(mined), end=""
-          if not as_json else "\n")
+    if as_json:
+        print(orjson.dumps(as_json_of(mined)).decode())
+    else:
+        print(to_yaml(mined), end="")
     return mined
 
 
