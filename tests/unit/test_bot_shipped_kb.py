@@ -92,11 +92,7 @@ def test_accuracy_and_out_of_scope_recall_do_not_regress(language: str) -> None:
     assert s.oos_recall >= 0.90
 
 
-@pytest.mark.parametrize("language", [pytest.param("zh", marks=pytest.mark.xfail(
-    strict=True, reason="issue 17: at the threshold the trainer chose itself (false containment "
-    "of all <= 2 % on validation) v3's Chinese containment is 49.5 % at 0.5 % false "
-    "containment, under issue 5's 50 % (which a threshold hand-set on v2 for 5 % reached)")),
-    "en"])
+@pytest.mark.parametrize("language", ["zh", "en"])
 def test_containment_reaches_50_percent_with_false_containment_within_5_percent(
         language: str) -> None:
     s = per_language()[language]
