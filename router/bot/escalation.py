@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -89,15 +90,17 @@ class EscalationDetector:
 
     @classmethod
     def _fit(cls, texts: Sequence[str], labels: Sequence[str]) -> EscalationDetector:
-        vectorizers = [
-            TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, sublinear_tf=True,
-                            lowercase=False),
-            TfidfVectorizer(analyzer="word", ngram_range=WORD_NGRAMS, sublinear_tf=True,
-                            lowercase=False, token_pattern=WORD_TOKENS),
-        ]
-        from scipy import sparse
-
-        x = sparse.hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
+        vectorizers, blocks = [], []
+        for v in (TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS,
+                                  sublinear_tf=True, lowercase=False),
+                  TfidfVectorizer(analyzer="word", ngram_range=WORD_NGRAMS, sublinear_tf=True,
+                                  lowercase=False, token_pattern=WORD_TOKENS)):
+            try:
+                blocks.append(v.fit_transform(texts))
+            except ValueError:  # no Latin words at all: characters alone
+                continue
+            vectorizers.append(v)
+        x = sparse.hstack(blocks).tocsr()
         model = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
         model.fit(x, labels)
         classes = [str(c) for c in model.classes_]
