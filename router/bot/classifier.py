@@ -479,13 +479,15 @@ def train(
     neighbour_power: float | None = None,
     language_thresholds: Mapping[str, float] | None = None,
     handoffs: Sequence[tuple[str, str]] = (),
+    not_handoffs: Sequence[str] | None = None,
 ) -> IntentClassifier:
     """Fit on (text, intent) examples (intent ``oos`` = out of scope). The threshold is the
     given one (a knowledge base's `threshold`), else chosen on validation splits of the same
     examples, with the neighbours' power (a given threshold comes with its power, default 1).
     ``containable`` says which intents the bot may close (the others are predicted, then
-    handed off). ``handoffs`` (text, kind) train the hand-off detector against the examples
-    (router.bot.escalation)."""
+    handed off). ``handoffs`` (text, kind) train the hand-off detector against
+    ``not_handoffs`` (default: the containable intents' examples and the out-of-scope ones;
+    router.bot.escalation)."""
     texts, labels = _prepare(examples)
     power = 1.0 if neighbour_power is None else neighbour_power
     own = dict(language_thresholds or {})
@@ -499,8 +501,9 @@ def train(
     model = factory(_sizes(labels))
     model.fit(texts, labels)
     gate, neighbours = fit_parts(model, texts, labels)
-    others = [t for (t, _), label in zip(examples, labels, strict=True)
-              if label == OOS or containable.get(label, False)]
+    others = list(not_handoffs) if not_handoffs is not None else [
+        t for (t, _), label in zip(examples, labels, strict=True)
+        if label == OOS or containable.get(label, False)]
     detector = EscalationDetector.fit(handoffs, others, seed) if handoffs else None
     intents = tuple(sorted(set(labels) - {OOS}))
     manifest = Manifest(

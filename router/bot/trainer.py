@@ -15,7 +15,7 @@ from typing import Any
 
 from router.bot.classifier import IntentClassifier, ModelFactory, build_model, train
 from router.bot.errors import LabelledDataError
-from router.bot.kb import KnowledgeBase
+from router.bot.kb import Escalation, KnowledgeBase
 from router.bot.policy import Context, PolicyConfig, decide
 from router.bot.rules import Rules
 from router.bot.scoring import (
@@ -115,7 +115,17 @@ def train_model(kb: KnowledgeBase | None, rows: Sequence[Labelled],
                  kb_digest=kb.digest if kb is not None else "",
                  kb_source=kb.source if kb is not None else "", seed=seed, factory=factory,
                  threshold=given, neighbour_power=power, language_thresholds=own,
-                 handoffs=kb.handoff_examples() if kb is not None else ())
+                 handoffs=kb.handoff_examples() if kb is not None else (),
+                 not_handoffs=not_handoffs(kb, examples) if kb is not None else None)
+
+
+def not_handoffs(kb: KnowledgeBase, examples: Sequence[tuple[str, str]]) -> list[str]:
+    """What the hand-off detector learns to leave to the classifier: every example except
+    those of intents that go to the anger route's queue anyway (complaints: a complaint about
+    a courier is both), out-of-scope ones included."""
+    complaints = kb.routes[Escalation.ANGER].queue
+    return [text for text, label in examples
+            if label == OOS or label not in kb.intents or kb.intents[label].queue != complaints]
 
 
 def outcomes(classifier: IntentClassifier, rows: Sequence[Labelled],
