@@ -156,10 +156,11 @@ def test_rules_add_the_detector_to_the_phrases() -> None:
     assert not learned.check("我的快递到哪了").human_request
 
 
-@pytest.mark.parametrize("text", ["我要退款，衣服尺码不对", "我要开发票，公司报销用", "我要改个地址",
-                                  "I want a refund, the item arrived broken",
-                                  "i want to change my delivery address"])
+@pytest.mark.parametrize("text", [
+    "我要退款，衣服尺码不对", "我要开发票，公司报销用", "我要改个地址",
+    "I want a refund, the item arrived broken", "i want to change my delivery address"])
 def test_a_plain_request_is_not_a_hand_off(text: str) -> None:
     """"I want X" is how customers ask for most things, not only for a person or a fight."""
     hits = rules().check(text)
-    assert not (hits.human_request or hits.anger)
+    assert not hits.human_request
+    assert not hits.anger
