@@ -304,15 +304,17 @@ def test_an_unknown_escalation_is_named() -> None:
     assert "escalations.sad: unknown key" in error_of(data)
 
 
-def test_a_threshold_is_optional_and_between_0_and_1() -> None:
-    assert small_kb().threshold is None
+@pytest.mark.parametrize(("key", "good"), [("threshold", 0.7), ("neighbour_power", 0)])
+def test_a_threshold_or_neighbour_power_is_optional_and_between_0_and_1(key: str,
+                                                                       good: float) -> None:
+    assert getattr(small_kb(), key) is None
     data = raw_small()
-    data["threshold"] = 0.7
-    assert parse(data).threshold == 0.7
-    data["threshold"] = 1.5
-    assert "threshold: expected a number between 0 and 1" in error_of(data)
-    data["threshold"] = "high"
-    assert "threshold: expected a number between 0 and 1" in error_of(data)
+    data[key] = good
+    assert getattr(parse(data), key) == good
+    data[key] = 1.5
+    assert f"{key}: expected a number between 0 and 1" in error_of(data)
+    data[key] = "high"
+    assert f"{key}: expected a number between 0 and 1" in error_of(data)
 
 
 def test_out_of_scope_examples_are_listed_with_the_oos_label() -> None:
@@ -374,15 +376,6 @@ def test_a_handoff_example_that_is_an_intent_example_is_refused() -> None:
     message = error_of(data)
     assert "handoffs.anger.en[1]" in message
     assert "also in intents.coupon" in message
-
-
-def test_a_neighbour_power_is_optional_and_between_0_and_1() -> None:
-    assert small_kb().neighbour_power is None
-    data = raw_small()
-    data["neighbour_power"] = 0
-    assert parse(data).neighbour_power == 0.0
-    data["neighbour_power"] = 1.5
-    assert "neighbour_power: expected a number between 0 and 1" in error_of(data)
 
 
 def test_language_thresholds_are_optional_per_language() -> None:
