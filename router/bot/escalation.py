@@ -1,11 +1,12 @@
 """The learned hand-off detector: does a message ask for a person (directly or not, or say that
 the bot's answer missed the point), or complain, rage or threaten (authorities, a bad review,
 the media, a lawyer, a chargeback)? Trained on the knowledge base's `handoffs` examples
-against the questions the bot may answer; the phrase rules stay as a floor (router.bot.rules
-applies both), and a hand-off wins over any intent (router.bot.policy).
+against its other examples (router.bot.trainer.not_handoffs); the phrase rules stay as a
+floor (router.bot.rules applies both), and a hand-off wins over any intent
+(router.bot.policy).
 
 Scoring one message is pure Python over the fitted TF-IDF vocabulary and the logistic
-regression's weights (no scikit-learn call, ~20 us), because the bot stage checks each message
+regression's weights (no scikit-learn call), because the bot stage checks each message
 on its own.
 """
 
@@ -78,9 +79,9 @@ class EscalationDetector:
     @classmethod
     def fit(cls, handoffs: Sequence[tuple[str, str]], others: Sequence[str],
             seed: int = 0) -> EscalationDetector:
-        """``handoffs``: (text, kind) with kind in ``KINDS``; ``others``: messages the bot may
-        answer (the containable intents' examples and out-of-scope questions). The validation
-        figures (``VALIDATION_FOLDS`` folds) go into the manifest."""
+        """``handoffs``: (text, kind) with kind in ``KINDS``; ``others``: messages that are not
+        hand-offs (the intents' and out-of-scope examples). The threshold and its validation
+        figures come from ``VALIDATION_FOLDS`` folds."""
         texts = [features_text(t) for t, _ in handoffs] + [features_text(t) for t in others]
         labels = [k for _, k in handoffs] + [NONE] * len(others)
         detector = cls._fit(texts, labels)
