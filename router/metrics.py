@@ -107,6 +107,12 @@ REDIS_ERRORS = Counter(
     "(router/transient.py).",
     ["kind"], registry=REGISTRY,
 )
+REQUESTS_CLAMPED = Counter(
+    "peakroute_requests_clamped_total",
+    "Routing requests whose escalation time was outside [now - contact retention, now] and "
+    "was clamped to that range (docs/EVENTS.md), by side (future, too_old).",
+    ["side"], registry=REGISTRY,
+)
 KAFKA_ERRORS = Counter(
     "peakroute_kafka_errors_total",
     "Kafka client errors the worker retried, by error class.",

@@ -23,7 +23,7 @@ from router.events import (
     OfferAccepted,
     RoutingRequested,
 )
-from router.routing.store import prefix
+from router.routing import state as routing_state
 from router.settings import Settings
 from router.stage import now_ms
 from tests.conftest import eventually, read_topic
@@ -74,11 +74,9 @@ async def test_status_figures_equal_redis_and_metrics_at_the_same_moment(
         offer_id=offer["offer_id"], contact_id=f"{domain}-c0"))
     await _send(kafka_producer, stack.topic_routing_requests, domain, CustomerLeft(
         event_id=f"{domain}-x", ts_ms=now_ms(), contact_id=f"{domain}-c3", domain=domain))
-    totals_key = prefix(domain) + "sq:general"
-
     async def settled() -> bool:
-        raw = await redis_client.hgetall(totals_key)
-        return raw.get(b"answered") == b"1" and raw.get(b"abandoned") == b"1"
+        raw = (await routing_state.sla_totals(redis_client, domain)).get("general", {})
+        return raw.get("answered") == 1 and raw.get("abandoned") == 1
 
     assert await eventually(settled, timeout_s=30)
 
@@ -86,13 +84,13 @@ async def test_status_figures_equal_redis_and_metrics_at_the_same_moment(
     # but the clock: waits are compared within the time the three reads take).
     page_task = asyncio.to_thread(worker.get, "/metrics")
     status_task = asyncio.to_thread(_status, stack, "--once", "--json", "--domain", domain)
-    redis_task = redis_client.hgetall(totals_key)
+    redis_task = routing_state.sla_totals(redis_client, domain)
     page, proc, raw = await asyncio.gather(page_task, status_task, redis_task)
     assert proc.returncode == 0, proc.stderr
     status: dict[str, Any] = orjson.loads(proc.stdout)
     [q] = status["queues"]
     metrics = _samples(page, domain)
-    redis_totals = {k.decode(): int(v) for k, v in raw.items()}
+    redis_totals = raw["general"]
 
     assert q["queue"] == "general"
     expected = {"offered": 4, "answered": 1, "answered_within_target": 1, "abandoned": 1,
@@ -106,8 +104,8 @@ async def test_status_figures_equal_redis_and_metrics_at_the_same_moment(
     # a1 holds c0 in its only slot: c1 and c2 wait in line (c3 left).
     assert q["waiting"] == 2 == metrics[("peakroute_queue_waiting_contacts", "general", "")]
     assert q["queued"] == 2
-    unanswered = sum([await redis_client.zcard(prefix(domain) + f"uw:general:{cls}")
-                      for cls in ("n", "v")])
+    unanswered = sum(u.waiting for u in await routing_state.unanswered(
+        redis_client, domain, now_ms(), 0.5) if u.queue == "general")
     assert unanswered == 2
     assert q["at_risk"] == metrics[("peakroute_queue_at_risk_contacts", "general", "")] == 0
     assert q["agents_ready"] == metrics[("peakroute_queue_agents_ready", "general", "")] == 1
