@@ -20,6 +20,7 @@ from router.events import (
     OfferAccepted,
     RoutingRequested,
 )
+from router.routing import state as routing_state
 from router.routing.config import parse_policy
 from router.routing.state import Relaxed, Transition, rows
 from router.routing.store import RoutingStore, domain_stats
@@ -178,3 +179,29 @@ async def test_agents_logged_in_under_another_policy_are_reseated_by_the_timer(
     ticked = [t for t in rows(await store.tick(T0 + 500)) if t.domain == domain]
     assert [(t.kind, t.agent_id) for t in ticked] == [("logged_in", "gen"), ("offered", "gen")]
     assert [t.kind for t in rows(await store.tick(T0 + 1000)) if t.domain == domain] == []
+
+
+async def test_a_match_cut_short_by_the_scan_limit_is_finished_by_the_next_timer_step(
+    stack: Settings, store_redis: aioredis.Redis,
+) -> None:
+    """The contact needs an extra skill only the least preferred free agent has: a scan limit
+    of 1 stops the request's own match at the head of the pool, and the next timer step must
+    offer it (no agent who may take it stays idle past one step)."""
+    policy = parse_policy(POLICY.format(rings="[]"), "<scenario>")
+    store = RoutingStore(store_redis, Settings(match_scan_limit=1), policy)
+    domain = f"s-{uuid.uuid4().hex[:10]}"
+    logins: list[Event] = [
+        AgentLoggedIn(event_id=f"l{i}", ts_ms=T0 - 10_000 + i, agent_id=aid, domain=domain,
+                      skills=skills, capacity={"chat": 1})
+        for i, (aid, skills) in enumerate([
+            ("idle-longest", {"zh": 1, "refunds": 1}),
+            ("skilled", {"zh": 1, "refunds": 1, "vipcare": 1})])]
+    await store.apply(logins, T0)
+    [result] = await store.apply([RoutingRequested(
+        event_id="r", ts_ms=T0, contact_id="c", domain=domain, queue="refunds",
+        skills={"vipcare": 1})], T0)
+    assert not isinstance(result, Exception)
+    assert [t.kind for t in rows(result)] == ["queued"]
+    assert "c" in (await routing_state.dump(store_redis, domain)).pending
+    ticked = [t for t in rows(await store.tick(T0 + 200)) if t.domain == domain]
+    assert [(t.kind, t.agent_id) for t in ticked] == [("offered", "skilled")]
