@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from router.events import Channel
 from router.routing.store import STAT_FIELDS, domains, prefix
 from router.settings import Settings
+from router.sla.rating import Rating, rate_figures
 from router.sla.windows import (
     MINUTE_MS,
     TODAY,
@@ -103,11 +104,16 @@ class Snapshot:
     objective: float
     domains: list[DomainFigures] = field(default_factory=list)
     queues: list[QueueFigures] = field(default_factory=list)
+    ratings: list[Rating] = field(default_factory=list)  # per domain (router/sla/rating.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {"taken_at_ms": self.taken_at_ms, "formula": self.formula,
                 "objective": self.objective, "domains": [d.as_dict() for d in self.domains],
-                "queues": [q.as_dict() for q in self.queues]}
+                "queues": [q.as_dict() for q in self.queues],
+                "ratings": [r.as_dict() for r in self.ratings]}
+
+    def rating(self, domain: str) -> Rating | None:
+        return next((r for r in self.ratings if r.domain == domain), None)
 
 
 def _text(v: Any) -> str:
@@ -300,6 +306,7 @@ async def read_snapshot(client: aioredis.Redis, settings: Settings,
         d, qs = await read_domain(client, domain, now, settings, cache)
         snap.domains.append(d)
         snap.queues.extend(qs)
+        snap.ratings.append(rate_figures(d, qs, settings))
     return snap
 
 
