@@ -84,6 +84,9 @@ def add_parser(sub: Any) -> None:
                    help="share of paid time agents are unavailable: breaks, training (0)")
     p.add_argument("--max-occupancy", type=float, default=1.0,
                    help="staff so that occupancy stays at or below this (1 = no limit)")
+    p.add_argument("--max-abandonment", type=float, default=0.05,
+                   help="Erlang A: staff so that at most this share of contacts leave (0.05; "
+                   "1 = no limit)")
     p.add_argument("--what-if", type=int, default=5, metavar="POINTS",
                    help="containment from POINTS points below to POINTS above the assumed "
                    "(5)")
@@ -133,6 +136,7 @@ def _check_args(args: argparse.Namespace) -> None:
         (args.concurrency >= 1, "--concurrency must be >= 1"),
         (0 <= args.shrinkage < 1, "--shrinkage must be in [0, 1)"),
         (0 < args.max_occupancy <= 1, "--max-occupancy must be in (0, 1]"),
+        (0 < args.max_abandonment <= 1, "--max-abandonment must be in (0, 1]"),
         (args.scale > 0 and args.hours > 0, "--scale and --hours must be > 0"),
         (args.interval_min >= 0, "--interval-min must be >= 0"),
     ]
@@ -257,7 +261,8 @@ def _assumptions(args: argparse.Namespace, settings: Settings, history: History 
                        env_name("sla_objective_ratio")),
         formula=settings.sla_formula, short_abandon_s=settings.short_abandon_s,
         concurrency=args.concurrency, shrinkage=args.shrinkage,
-        max_occupancy=args.max_occupancy, sources=tuple(sources.items()))
+        max_occupancy=args.max_occupancy, max_abandonment=args.max_abandonment,
+        sources=tuple(sources.items()))
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -322,7 +327,8 @@ def render(a: Assumptions, rows: list[Row], what_if: ContainmentWhatIf | None,
         f"{a.containment * 100:.1f}%"
         + (f", {a.concurrency} contacts per agent" if a.concurrency > 1 else "")
         + (f", shrinkage {a.shrinkage * 100:g}%" if a.shrinkage else "")
-        + (f", occupancy <= {a.max_occupancy * 100:g}%" if a.max_occupancy < 1 else ""))]
+        + (f", occupancy <= {a.max_occupancy * 100:g}%" if a.max_occupancy < 1 else "")
+        + (f", abandonment <= {a.max_abandonment * 100:g}%" if a.max_abandonment < 1 else ""))]
     parts += [Text(f"  {name}: {source}", style="dim") for name, source in a.sources]
     parts.append(table)
     if dropped:
@@ -343,10 +349,28 @@ def render(a: Assumptions, rows: list[Row], what_if: ContainmentWhatIf | None,
             ("bot containment at the peak: ", "bold"),
             f"each point saves {what_if.saved_per_point_c:g} agents (Erlang C), "
             f"{what_if.saved_per_point_a:g} (Erlang A)"))
-        parts.append(Text("  " + "  ".join(
-            f"{p.containment * 100:.0f}%: {p.agents_c}/{p.agents_a}" for p in what_if.points)
-            + "   (containment: agents C/A)", style="dim"))
+        parts.append(what_if_table(what_if, a, width))
     return Group(*parts)
+
+
+def what_if_table(w: ContainmentWhatIf, a: Assumptions, width: int) -> Any:
+    """One row per containment level: agents at the peak, and the change from the plan's."""
+    base = next((p for p in w.points if round(p.containment * 100)
+                 == round(a.containment * 100)), w.points[0])
+
+    def delta(v: int) -> str:
+        return f"{v:+d}" if v else "0"
+
+    mark = [Text(f"{p.containment * 100:.0f}%", style="bold" if p is base else "")
+            for p in w.points]
+    table, _ = fit([
+        Column("bot\ncontainment", list(mark), 100),
+        Column("C\nagents", [str(p.agents_c) for p in w.points], 90),
+        Column("C\nchange", [delta(p.agents_c - base.agents_c) for p in w.points], 80),
+        Column("A\nagents", [str(p.agents_a) for p in w.points], 70),
+        Column("A\nchange", [delta(p.agents_a - base.agents_a) for p in w.points], 60),
+    ], width)
+    return table
 
 
 def plot(path: Path, rows: list[Row], a: Assumptions) -> None:
@@ -368,10 +392,10 @@ def plot(path: Path, rows: list[Row], a: Assumptions) -> None:
            label="contacts to humans")
     ax.set_ylabel("contacts to humans per interval")
     ax2 = ax.twinx()
-    ax2.step(starts, [r.agents_c for r in rows], where="post", color="#c0392b",
-             label="agents, Erlang C")
-    ax2.step(starts, [r.agents_a for r in rows], where="post", color="#2471a3",
-             label="agents, Erlang A")
+    edges = [*starts, starts[-1] + width / 0.9] if rows else []  # the last interval's end
+    for values, colour, label in (([r.agents_c for r in rows], "#c0392b", "agents, Erlang C"),
+                                  ([r.agents_a for r in rows], "#2471a3", "agents, Erlang A")):
+        ax2.step(edges, [*values, *values[-1:]], where="post", color=colour, label=label)
     ax2.set_ylabel("agents to schedule")
     ax2.set_ylim(bottom=0)
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]

@@ -108,17 +108,20 @@ def erlang_c_asa(agents: int, rate: float, aht_s: float) -> float:
 @dataclass(frozen=True, slots=True)
 class Goal:
     """What the staffing must achieve: service level at least ``objective`` (under
-    ``formula``), and optionally occupancy at most ``max_occupancy`` and ASA at most
-    ``max_asa_s``."""
+    ``formula``), and optionally occupancy at most ``max_occupancy``, ASA at most
+    ``max_asa_s`` and (Erlang A) abandonment at most ``max_abandonment``. With abandons
+    counted only past the short-abandon time, or not at all, a heavily understaffed queue can
+    meet the service level by losing customers: the abandonment cap keeps it honest."""
 
     objective: float
     formula: str = "short_abandons_excluded"
     max_occupancy: float = 1.0
     max_asa_s: float = math.inf
+    max_abandonment: float = 1.0
 
     def met(self, f: Figures) -> bool:
         return (f.service_level >= self.objective and f.occupancy <= self.max_occupancy
-                and f.asa_s <= self.max_asa_s)
+                and f.asa_s <= self.max_asa_s and f.abandonment <= self.max_abandonment)
 
 
 def staff_erlang_c(rate: float, aht_s: float, target_s: float, goal: Goal) -> Figures:

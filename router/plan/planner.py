@@ -35,10 +35,12 @@ class Assumptions:
     concurrency: int = 1  # contacts an agent handles at once (each counts as a server)
     shrinkage: float = 0.0  # share of paid time agents are not available (breaks, training)
     max_occupancy: float = 1.0
+    max_abandonment: float = 1.0  # Erlang A: share of contacts allowed to leave
     sources: tuple[tuple[str, str], ...] = ()
 
     def goal(self) -> Goal:
-        return Goal(self.objective, self.formula, self.max_occupancy)
+        return Goal(self.objective, self.formula, self.max_occupancy,
+                    max_abandonment=self.max_abandonment)
 
     def as_dict(self) -> dict[str, Any]:
         return {"containment": self.containment, "aht_s": self.aht_s,
@@ -46,7 +48,7 @@ class Assumptions:
                 "objective": self.objective, "formula": self.formula,
                 "short_abandon_s": self.short_abandon_s, "concurrency": self.concurrency,
                 "shrinkage": self.shrinkage, "max_occupancy": self.max_occupancy,
-                "sources": dict(self.sources)}
+                "max_abandonment": self.max_abandonment, "sources": dict(self.sources)}
 
 
 @dataclass(frozen=True, slots=True)
