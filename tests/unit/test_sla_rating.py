@@ -11,9 +11,9 @@ from router.sla.rating import (
     UNRATED,
     components,
     parse_tiers,
+    ranked,
     rate,
     rate_figures,
-    ranked,
     tier_names,
     tier_of,
 )
