@@ -190,11 +190,12 @@ class BucketCache:
 
 
 async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings: Settings,
-                      cache: BucketCache | None = None
+                      cache: BucketCache | None = None, with_agents: bool = True
                       ) -> tuple[DomainFigures, list[QueueFigures]]:
     """One domain's figures. Its keys share one hash tag, so the reads run as one MULTI: every
     figure comes from the same instant, whatever scripts run meanwhile (finished buckets from
-    ``cache`` cannot change any more)."""
+    ``cache`` cannot change any more). ``with_agents=False`` skips the agent tally (agents by state,
+    occupancy, ready per queue are then zero), for readers that need only the counts."""
     cache = cache if cache is not None else BucketCache()
     p = prefix(domain)
     tz = timezone(settings.sla_timezone)
@@ -256,7 +257,9 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
     stats.update({_text(k): int(v) for k, v in next(results).items()})
     # Agents are tallied apart from the MULTI: their counts need not share the queues' instant.
     tally = cache.agents.get(p)
-    if tally is None or time.monotonic() - tally[0] > BucketCache.AGENTS_MAX_AGE_S:
+    if not with_agents:
+        tally = (0.0, _AgentTally(dict.fromkeys(AGENT_STATES, 0)))
+    elif tally is None or time.monotonic() - tally[0] > BucketCache.AGENTS_MAX_AGE_S:
         async with client.pipeline(transaction=False) as pipe:
             for a in agents:
                 pipe.hmget(f"{p}a:{a}", AGENT_FIELDS)
