@@ -64,11 +64,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return await _loop(client, args, settings)
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise PeakrouteError(f"cannot read Redis at {_safe_url(settings.redis_url)} ({exc}); "
-                             "start the stack (peakroute stack up) or set "
-                             "PEAKROUTE_REDIS_URL") from None
+        raise _unreachable(settings, exc) from None
     finally:
         await client.aclose()
+
+
+def _unreachable(settings: Settings, exc: Exception) -> PeakrouteError:
+    return PeakrouteError(f"cannot read Redis at {_safe_url(settings.redis_url)} ({exc}); start "
+                          "the stack (peakroute stack up) or set PEAKROUTE_REDIS_URL")
 
 
 async def _loop(client: aioredis.Redis, args: argparse.Namespace, settings: Settings) -> int:
@@ -167,7 +170,7 @@ def queue_columns(queues: list[QueueFigures], objective: float, at_risk_share: f
 
 def _rating_text(r: Rating | None) -> Text:
     if r is None or r.score is None:
-        return Text("rating: unrated", style="dim")
+        return Text("rating unrated", style="dim")
     return Text.assemble("rating ", (r.tier, f"bold {TIER_STYLE.get(r.tier, 'cyan')}"),
                          f" {r.score:.1f}")
 
@@ -211,7 +214,8 @@ def render(snap: Snapshot, at_risk_share: float = 2 / 3, width: int = 200) -> Gr
                       "not yet answered; oldest = its longest wait; at risk = waited past 2/3 of "
                       "target; est. wait = for a contact arriving now (? = nothing answered in 5 "
                       "min); ready = ready agents serving the queue; ans./abd. = answered and "
-                      "abandoned today; rating: peakroute rating", style="dim"))
+                      "abandoned today; rating = the domain's service rating (peakroute "
+                      "rating)", style="dim"))
     if hidden:
         parts.append(Text("hidden at this width: " + ", ".join(c.short for c in hidden)
                           + " (widen the terminal or use --json)", style="dim"))
@@ -244,9 +248,7 @@ async def _run_rating(args: argparse.Namespace, settings: Settings) -> int:
     try:
         snap = await read_snapshot(client, settings, only=args.domain)
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise PeakrouteError(f"cannot read Redis at {_safe_url(settings.redis_url)} ({exc}); "
-                             "start the stack (peakroute stack up) or set "
-                             "PEAKROUTE_REDIS_URL") from None
+        raise _unreachable(settings, exc) from None
     finally:
         await client.aclose()
     ratings = ranked(snap.ratings)
