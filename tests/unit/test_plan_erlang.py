@@ -95,10 +95,11 @@ def _chain(agents: int, rate: float, aht_s: float, patience_s: float, target_s: 
         if k > 0:
             q[k, k - 1] = min(k, agents) * mu + max(k - agents, 0) * theta
         q[k, k] = -q[k].sum()
-    lhs = np.vstack([q.T, np.ones(k_max + 1)])
-    rhs = np.zeros(k_max + 2)
+    lhs = q.T.copy()
+    lhs[-1] = 1.0  # pi Q = 0 with one balance equation replaced by sum(pi) = 1
+    rhs = np.zeros(k_max + 1)
     rhs[-1] = 1.0
-    pi = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+    pi = np.linalg.solve(lhs, rhs)
     assert pi[-1] < 1e-12  # the truncation holds nothing
     ahead, answered, left = queue_states, queue_states, queue_states + 1
     g = np.zeros((queue_states + 2, queue_states + 2))
