@@ -37,6 +37,7 @@ from router.sla.history import History, per_interval, read_history
 from router.sla.windows import timezone
 from router.termtable import Column, fit
 
+MAX_CONTAINMENT = 0.99  # a bot that closed everything so far still leaves people something
 MATPLOTLIB_HINT = ("--plot needs matplotlib: .venv/bin/pip install 'peakroute[load]' (or "
                    "pip install matplotlib)")
 
@@ -211,7 +212,7 @@ async def _from_history(args: argparse.Namespace, settings: Settings, tz: dt.tzi
                                                              if args.domain else ""))
     # Buckets count the contacts that reached a queue: back to arrivals with the books'
     # containment, so that another --containment applies to the same contacts.
-    kept = history.containment if history.containment is not None else 0.0
+    kept = min(history.containment or 0.0, MAX_CONTAINMENT)
     intervals = [
         Interval(dt.datetime.fromtimestamp(ms / 1000, tz), float(interval_s),
                  counts.offered / (1 - kept) * args.scale)
@@ -244,7 +245,7 @@ def _assumptions(args: argparse.Namespace, settings: Settings, history: History 
     if args.containment is not None:
         containment = pick("containment", args.containment, 0.0, "")
     elif history is not None and history.containment is not None:
-        containment = min(history.containment, 0.99)
+        containment = min(history.containment, MAX_CONTAINMENT)
         sources["containment"] = (f"history: the books' contained / arrived, {where} "
                                   f"({history.contained} / {history.arrived})")
     else:
