@@ -121,6 +121,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.replications < 2:
         ap.error("--replications must be at least 2 (the standard error needs them)")
+    if args.target < 1:
+        ap.error("--target must be at least 1 s (the routing policy's minimum)")
     return args
 
 
