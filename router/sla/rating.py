@@ -79,12 +79,6 @@ def tier_of(score: float, tiers: Sequence[tuple[str, float]]) -> str:
     return next((name for name, lowest in tiers if score >= lowest), BELOW)
 
 
-def tier_names(tiers: Sequence[tuple[str, float]]) -> list[str]:
-    """Every tier a domain may have (the bounded values of the metric's tier label)."""
-    names = [name for name, _ in tiers]
-    return [*names, *([BELOW] if tiers[-1][1] > 0 else []), UNRATED]
-
-
 @dataclass(frozen=True, slots=True)
 class Rating:
     domain: str

@@ -14,7 +14,6 @@ from router.sla.rating import (
     ranked,
     rate,
     rate_figures,
-    tier_names,
     tier_of,
 )
 from router.sla.snapshot import DomainFigures, QueueFigures, WindowFigures
@@ -79,8 +78,6 @@ def test_tiers_take_the_first_threshold_reached() -> None:
     assert [tier_of(s, TIERS) for s in (100, 85, 84.9, 70, 55, 54.9, 0)] == [
         "gold", "gold", "silver", "silver", "bronze", "basic", "basic"]
     assert tier_of(40, parse_tiers("top=90,ok=50")) == "none"
-    assert tier_names(parse_tiers("top=90,ok=50")) == ["top", "ok", "none", "unrated"]
-    assert tier_names(TIERS) == ["gold", "silver", "bronze", "basic", "unrated"]
 
 
 @pytest.mark.parametrize("text", ["", "gold", "gold=x", "gold=120", "b=50,a=60", "a=5,a=1",
