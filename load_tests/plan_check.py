@@ -107,14 +107,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Plan one interval (Erlang C staffing for the objective), rehearse it "
                     "through the router with that staffing several times, and compare the "
                     "measured service level with the planned one.")
-    ap.add_argument("--rate", type=float, default=4.0, help="contacts per second (4)")
-    ap.add_argument("--aht", type=float, default=6.0, help="handle time, seconds (6)")
-    ap.add_argument("--target", type=float, default=2.0, help="answer target, seconds (2)")
+    # Defaults: many handle times per run (60) and a quarter of it as warm-up, so that a run
+    # that starts empty is near the steady state the plan describes (docs/REHEARSAL.md).
+    ap.add_argument("--rate", type=float, default=10.0, help="contacts per second (10)")
+    ap.add_argument("--aht", type=float, default=2.0, help="handle time, seconds (2)")
+    ap.add_argument("--target", type=float, default=1.0,
+                    help="answer target, seconds, at least 1 (1)")
     ap.add_argument("--objective", type=float, default=0.8, help="service-level objective (0.8)")
     ap.add_argument("--duration", type=float, default=120.0, help="seconds per run (120)")
-    ap.add_argument("--replications", type=int, default=8, help="runs through the router (8)")
-    ap.add_argument("--warmup", type=float, default=0.1, help="share of each run left out (0.1)")
-    ap.add_argument("--seed", type=int, default=100, help="first run's seed (then +1 each)")
+    ap.add_argument("--replications", type=int, default=10, help="runs through the router (10)")
+    ap.add_argument("--warmup", type=float, default=0.25,
+                    help="share of each run left out (0.25)")
+    ap.add_argument("--seed", type=int, default=200, help="first run's seed (then +1 each)")
     ap.add_argument("--sim-replications", type=int, default=50,
                     help="simulated runs behind load_tests.erlang's own Erlang C tolerance (50)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")

@@ -152,3 +152,21 @@ def test_the_table_fits_the_terminal(tmp_path: Path, width: int) -> None:
     assert header.count("agents") == 2  # Erlang C and A agents are kept at any width
     assert ("hidden at this width" in text) == (width == 80)
     assert "each point saves 60 agents (Erlang C)" in " ".join(text.split())
+
+
+def test_plan_check_staffs_by_the_plan_and_judges_by_standard_errors() -> None:
+    from load_tests.plan_check import parse_args, planned, summarise
+
+    plan_ = planned(parse_args([]))  # 10/s x 2 s = 20 erlangs, 80 % within 1 s
+    assert plan_["agents"] == staff_erlang_c(10, 2, 1, Goal(0.8)).agents == 23
+    near = [{"measured_sl": v, "ideal_sl": v, "measured_asa_s": 0.1}
+            for v in (0.80, 0.95, 1.0, 0.85, 0.90)]
+    s = summarise({"service_level": 0.97, "asa_s": 0.1}, near)
+    # mean 0.90, sd 0.0791, standard error 0.0354: 0.07 below is 1.98 standard errors
+    assert (s["measured_sl_mean"], s["standard_error"]) == (0.9, 0.0354)
+    assert s["gap_in_standard_errors"] == -1.98
+    assert s["within_3_standard_errors"] is True
+    far = summarise({"service_level": 0.97, "asa_s": 0.1},
+                    [{**r, "measured_sl": v} for r, v in zip(near, (0.8, 0.82, 0.78, 0.8, 0.8),
+                                                             strict=True)])
+    assert far["within_3_standard_errors"] is False
