@@ -30,7 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-FORMULAS = ("short_abandons_excluded", "all_abandons", "answered_only")
+from router.sla.windows import FORMULAS as SLA_FORMULAS
+
+FORMULAS = tuple(SLA_FORMULAS)  # the router's service-level formulas (router/sla/windows.py)
 MAX_AGENTS = 1_000_000  # a staffing search gives up beyond this
 _LOG_RANGE = 60.0  # integrate where exp(g) is within e^-60 of its peak
 _PANELS = 48
