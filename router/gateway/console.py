@@ -17,6 +17,9 @@ import redis.asyncio as aioredis
 from router.events import AssignmentOffered, Channel, Decision, RoutingDecision
 from router.routing import state
 from router.routing.config import DomainPolicy
+from router.settings import Settings
+from router.sla.rating import rate_figures
+from router.sla.snapshot import BucketCache, read_domain
 from router.stage import now_ms
 
 AT_RISK_SHARE = 2 / 3  # a contact that waited past 2/3 of its target is at risk
@@ -176,6 +179,28 @@ async def queue_figures(client: aioredis.Redis, domain: str, policy: DomainPolic
                     "answered": tally.answered, "within_target": tally.within_target,
                     "abandoned": tally.abandoned, "service_level": tally.service_level()})
     return out
+
+
+class Ratings:
+    """The domain's merchant service rating for the console (router/sla/rating.py), read from
+    the SLA counts (not the agents) at most every REFRESH_S per domain: it moves slowly."""
+
+    REFRESH_S = 10.0
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self._cache = BucketCache()
+        self._last: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def of(self, domain: str, now_ms: int) -> dict[str, Any]:
+        kept = self._last.get(domain)
+        if kept is None or time.monotonic() - kept[0] > self.REFRESH_S:
+            d, queues = await read_domain(self.redis, domain, now_ms, self.settings,
+                                          self._cache, with_agents=False)
+            kept = (time.monotonic(), rate_figures(d, queues, self.settings).as_dict())
+            self._last[domain] = kept
+        return kept[1]
 
 
 # --- reads from Redis --------------------------------------------------------------------

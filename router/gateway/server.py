@@ -102,6 +102,7 @@ class Gateway:
             socket_timeout=10))
         self.roster = Roster(self.redis)
         self.levels = console.ServiceLevels(int(settings.short_abandon_s * 1000))
+        self.ratings = console.Ratings(self.redis, settings)
         self.agents: dict[tuple[str, str], set[Session]] = defaultdict(set)
         self.supervisors: set[Session] = set()
         self.offer_owner: dict[tuple[str, str], str] = {}  # (domain, offer id) -> agent
@@ -659,7 +660,8 @@ class Gateway:
                    "roster_skills": p.skills, "queues": served_queues(
                        views[p.agent_id].skills or p.skills, policy)} for p in profiles]
         return {"type": "console", "ts_ms": now, "domain": domain, "queues": queues,
-                "agents": agents, "since_ms": self.levels.since_ms}
+                "agents": agents, "since_ms": self.levels.since_ms,
+                "rating": await self.ratings.of(domain, now)}
 
 
 def _eid() -> str:

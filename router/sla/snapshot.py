@@ -16,6 +16,7 @@ from router.routing import state
 from router.routing.state import AgentView, domains
 from router.settings import Settings
 from router.sla import buckets
+from router.sla.rating import Rating, rate_figures
 from router.sla.windows import (
     MINUTE_MS,
     TODAY,
@@ -104,11 +105,16 @@ class Snapshot:
     objective: float
     domains: list[DomainFigures] = field(default_factory=list)
     queues: list[QueueFigures] = field(default_factory=list)
+    ratings: list[Rating] = field(default_factory=list)  # per domain (router/sla/rating.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {"taken_at_ms": self.taken_at_ms, "formula": self.formula,
                 "objective": self.objective, "domains": [d.as_dict() for d in self.domains],
-                "queues": [q.as_dict() for q in self.queues]}
+                "queues": [q.as_dict() for q in self.queues],
+                "ratings": [r.as_dict() for r in self.ratings]}
+
+    def rating(self, domain: str) -> Rating | None:
+        return next((r for r in self.ratings if r.domain == domain), None)
 
 
 def _text(v: Any) -> str:
@@ -182,11 +188,12 @@ class BucketCache:
 
 
 async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings: Settings,
-                      cache: BucketCache | None = None
+                      cache: BucketCache | None = None, with_agents: bool = True
                       ) -> tuple[DomainFigures, list[QueueFigures]]:
     """One domain's figures. Its keys share one hash tag, so the reads run as one MULTI: every
     figure comes from the same instant, whatever scripts run meanwhile (finished buckets from
-    ``cache`` cannot change any more)."""
+    ``cache`` cannot change any more). ``with_agents=False`` skips the agent tally (agents by state,
+    occupancy, ready per queue are then zero), for readers that need only the counts."""
     cache = cache if cache is not None else BucketCache()
     p = state.prefix(domain)
     tz = timezone(settings.sla_timezone)
@@ -235,7 +242,9 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
     stats.update({_text(k): int(v) for k, v in next(results).items()})
     # Agents are tallied apart from the MULTI: their counts need not share the queues' instant.
     tally = cache.agents.get(p)
-    if tally is None or time.monotonic() - tally[0] > BucketCache.AGENTS_MAX_AGE_S:
+    if not with_agents:
+        tally = (0.0, _AgentTally(dict.fromkeys(AGENT_STATES, 0)))
+    elif tally is None or time.monotonic() - tally[0] > BucketCache.AGENTS_MAX_AGE_S:
         tally = (time.monotonic(),
                  _tally_agents((await state.read_agents(client, domain)).values()))
         cache.agents[p] = tally
@@ -283,6 +292,7 @@ async def read_snapshot(client: aioredis.Redis, settings: Settings,
         d, qs = await read_domain(client, domain, now, settings, cache)
         snap.domains.append(d)
         snap.queues.extend(qs)
+        snap.ratings.append(rate_figures(d, qs, settings))
     return snap
 
 

@@ -36,8 +36,9 @@ async def _send(prod: AIOKafkaProducer, topic: str, domain: str, *events: Event)
         await prod.send_and_wait(topic, e.to_json(), key=domain.encode())
 
 
-def _status(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings.as_env(), "COLUMNS": "200"}
+def _status(settings: Settings, *args: str, columns: int = 200
+            ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **settings.as_env(), "COLUMNS": str(columns)}
     return subprocess.run([sys.executable, "-m", "router.cli", "status", *args], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
@@ -123,6 +124,18 @@ async def test_status_figures_equal_redis_and_metrics_at_the_same_moment(
     row = next(line for line in view.stdout.splitlines() if line.strip().startswith("general"))
     assert row.split()[1:5] == ["100.0"] * 4  # SL% over 5m, 15m, 1h, today
     assert f"{domain}  agents: 1 ready" in view.stdout
+    assert len(row.split()) == 13  # the queue and its 12 figures
+    # 80 columns: the least important columns go, the others keep whole figures
+    narrow = _status(stack, "--once", "--domain", domain, columns=80)
+    assert narrow.returncode == 0, narrow.stderr
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines())
+    row = next(line for line in narrow.stdout.splitlines() if line.strip().startswith("general"))
+    assert "…" not in row
+    cells = row.split()
+    assert cells[1] == "100.0"  # SL% 5m stays
+    assert 8 <= len(cells) < 13
+    assert "hidden at this width: " in narrow.stdout
+    assert f"{domain}  1 ready, 0 not ready" in narrow.stdout
 
 
 async def test_status_without_redis_says_what_to_do(stack: Settings) -> None:
