@@ -17,6 +17,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from router import logs, metrics, transient
 from router.bot.conversation import ConversationStore
@@ -53,8 +55,11 @@ class Runtime:
 
     def _store(self) -> RoutingStore:
         if self._redis is None:
-            self._redis = redis_client(self.settings, socket_timeout=10,
-                                       health_check_interval=30)
+            # No retry inside redis-py (it retried 10 times, hiding resets and timeouts):
+            # the transport retries the batch, counts the failure and says not ready.
+            self._redis = redis_client(self.settings,
+                                       socket_timeout=self.settings.redis_socket_timeout_s,
+                                       health_check_interval=30, retry=Retry(NoBackoff(), 0))
         return RoutingStore(self._redis, self.settings, self.policy)
 
     def decoder(self) -> Decoder:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,22 @@ class WorkerProcess:
             return body
 
     def ready(self) -> bool:
+        return bool(self.readiness().get("ready"))
+
+    def readiness(self) -> dict[str, Any]:
+        """/readyz's answer, 503 included (``failing``: the Redis or Kafka failure met last);
+        empty while the worker does not answer."""
         try:
-            return bool(orjson.loads(self.get("/readyz")).get("ready"))
-        except (OSError, ValueError):
-            return False
+            body = self.get("/readyz")
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+        except OSError:
+            return {}
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
