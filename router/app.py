@@ -17,15 +17,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from router import logs, metrics, transient
 from router.bot.conversation import ConversationStore
 from router.bot.loader import BrainHolder
 from router.bot.stage import BotStage
 from router.decode import Decoder, Limits
-from router.redis_client import redis_client
+from router.redis_client import redis_client, without_retry
 from router.routing.config import policy_from_settings
 from router.routing.stage import RoutingStage
 from router.routing.store import RoutingStore
@@ -55,11 +53,10 @@ class Runtime:
 
     def _store(self) -> RoutingStore:
         if self._redis is None:
-            # No retry inside redis-py (it retried 10 times, hiding resets and timeouts):
-            # the transport retries the batch, counts the failure and says not ready.
+            # The transport retries the batch, counts the failure and says not ready.
             self._redis = redis_client(self.settings,
                                        socket_timeout=self.settings.redis_socket_timeout_s,
-                                       health_check_interval=30, retry=Retry(NoBackoff(), 0))
+                                       health_check_interval=30, retry=without_retry())
         return RoutingStore(self._redis, self.settings, self.policy)
 
     def decoder(self) -> Decoder:

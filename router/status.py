@@ -7,12 +7,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import sys
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich import box
 from rich.console import Console, Group
 from rich.live import Live
@@ -20,12 +19,14 @@ from rich.table import Table
 from rich.text import Text
 
 from router.errors import PeakrouteError
-from router.redis_client import redis_client
+from router.redis_client import redis_client, without_retry
+from router.redis_reads import RedisRefusing, Refusals, read_through
 from router.settings import Settings
 from router.sla.snapshot import BucketCache, QueueFigures, Snapshot, read_snapshot
 from router.sla.windows import WINDOW_NAMES
 
 WARN_MARGIN = 0.05  # service level within this of the objective shows amber
+FIRST_READ_S = 5.0  # how long the first read rides out Redis refusing before giving up
 
 
 def add_parser(sub: Any) -> None:
@@ -52,10 +53,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    client = redis_client(settings, socket_timeout=5)
+    client = redis_client(settings, socket_timeout=5, retry=without_retry())
     try:
         return await _loop(client, args, settings)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except RedisRefusing as exc:  # the first read: Redis never answered
         raise PeakrouteError(f"cannot read Redis at {_safe_url(settings.redis_url)} ({exc}); "
                              "start the stack (peakroute stack up) or set "
                              "PEAKROUTE_REDIS_URL") from None
@@ -65,25 +66,47 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _loop(client: aioredis.Redis, args: argparse.Namespace, settings: Settings) -> int:
     cache = BucketCache()  # finished buckets are read once, not every second
+    refusals = Refusals()  # resets and refusals are retried (router/redis_reads.py)
 
-    async def take() -> Snapshot:
-        return await read_snapshot(client, settings, only=args.domain, cache=cache)
+    async def take(within_s: float = FIRST_READ_S) -> Snapshot:
+        return await read_through(
+            lambda: read_snapshot(client, settings, only=args.domain, cache=cache), refusals,
+            within_s)
+
+    async def next_snap() -> Snapshot | None:
+        """After the first: None while Redis refuses (said on stderr, or under the table)."""
+        await asyncio.sleep(args.interval)
+        try:
+            return await take(max(args.interval, 1.0))
+        except RedisRefusing:
+            if args.json:
+                print(f"peakroute status: Redis refusing ({refusals.describe()}); retrying",
+                      file=sys.stderr, flush=True)
+            return None
 
     if args.json:
+        snap: Snapshot | None = await take()
         while True:
-            print(orjson.dumps((await take()).as_dict()).decode(), flush=True)
+            if snap is not None:
+                print(orjson.dumps(snap.as_dict()).decode(), flush=True)
             if args.once:
                 return 0
-            await asyncio.sleep(args.interval)
+            snap = await next_snap()
     console = Console()
     if args.once:
         console.print(render(await take(), settings.sla_at_risk_share))
         return 0
-    with Live(render(await take(), settings.sla_at_risk_share), console=console, auto_refresh=False,
+    shown = await take()
+    with Live(render(shown, settings.sla_at_risk_share), console=console, auto_refresh=False,
               screen=False) as live:
         while True:
-            await asyncio.sleep(args.interval)
-            live.update(render(await take(), settings.sla_at_risk_share), refresh=True)
+            fresh = await next_snap()
+            shown = fresh or shown
+            view = render(shown, settings.sla_at_risk_share)
+            if fresh is None:
+                view = Group(view, Text(f"Redis refusing ({refusals.describe()}): figures as "
+                                        "last read; retrying", style="bold red"))
+            live.update(view, refresh=True)
 
 
 def _safe_url(url: str) -> str:

@@ -10,6 +10,7 @@ RELOAD) and the worker's socket timeout is 1 s (PEAKROUTE_REDIS_SOCKET_TIMEOUT_S
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import re
@@ -26,9 +27,12 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.exceptions import ResponseError
 
-from router.demo import WorkerProcess, wait_ready
+from router import status as status_cli
+from router.books import Books, read_books
+from router.demo import WorkerProcess, books_client, wait_ready
 from router.events import ContactArrived, Language, Tier
 from router.kafka import client_kwargs, consumer, producer
+from router.redis_reads import Refusals, read_through
 from router.settings import Settings
 from router.stack import debug_command_args, free_port, redis_binary, standalone_redis
 from router.stage import now_ms
@@ -284,3 +288,46 @@ async def test_the_worker_rides_out_the_refusal(rig: Rig, fault: Fault, kind: st
     assert letters == []
     assert redis_errors(worker, kind) > errors_before
     assert worker.proc.poll() is None
+
+
+async def test_the_books_and_status_ride_out_resets_and_a_busy_server(
+        rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the demo's progress line and `peakroute status` read goes on through resets of
+    every connection (and refused reconnections) and a BUSY server: they retry, say so, and
+    never raise."""
+    refusals = Refusals()
+    books: list[Books] = []
+    args = argparse.Namespace(json=True, once=False, domain="", interval=0.2)
+    status = asyncio.create_task(status_cli._run(args, rig.settings))
+    async with books_client(rig.settings) as client:
+
+        async def read_books_often() -> None:
+            while True:
+                books.append(await read_through(lambda: read_books(client), refusals, 10))
+                await asyncio.sleep(0.05)
+
+        reader = asyncio.create_task(read_books_often())
+        await asyncio.sleep(0.5)
+        for fault in (resets, busy_script):
+            async with fault(rig.url):
+                await asyncio.sleep(1.5)
+        before = len(books)
+        for _ in range(40):  # the readers' backoff reached ~2 s while the faults lasted
+            if len(books) > before:
+                break
+            await asyncio.sleep(0.1)
+        assert not reader.done()
+        assert not status.done()
+        assert len(books) > before  # reading again after the faults
+        reader.cancel()
+        status.cancel()
+        for task in (reader, status):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert {"connection", "busy"} <= set(refusals.counts), refusals.counts
+    out, err = capsys.readouterr()
+    snapshots = [orjson.loads(line) for line in out.splitlines()]
+    assert len(snapshots) >= 5
+    assert all("queues" in s for s in snapshots)
+    assert "Redis refusing (connection for" in err
+    assert "Redis refusing (busy for" in err
