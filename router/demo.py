@@ -219,16 +219,17 @@ class Watch:
             return None
         return self.last
 
-    def refusing(self) -> str:
+    async def refusing(self) -> str:
         """What Redis refuses now, by kind: to the demo's reads, and to the workers (the
-        failure /readyz names)."""
+        failure /readyz names; asked in a thread, so a hung worker never stalls publishing)."""
         parts = []
         if self.refusals.kind is not None:
             parts.append(f"{self.refusals.describe()} (books)")
-        for i, worker in enumerate(self.supervisor.workers):
-            failing = worker.readiness().get("failing")
-            if failing:
-                parts.append(f"{failing} (worker {i})")
+        answers = await asyncio.gather(*(asyncio.to_thread(w.readiness)
+                                         for w in self.supervisor.workers))
+        for i, answer in enumerate(answers):
+            if answer.get("failing"):
+                parts.append(f"{answer['failing']} (worker {i})")
         return ", ".join(parts)
 
     async def show(self) -> None:
@@ -236,7 +237,7 @@ class Watch:
         self.supervisor.check()
         books = await self.books(self.opts.interval_s)
         shown = books or self.last or Books()
-        refusing = self.refusing()
+        refusing = await self.refusing()
         stats = self.gateway.stats
         elapsed = time.monotonic() - self.started
         if self.opts.json_progress:
