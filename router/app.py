@@ -23,7 +23,7 @@ from router.bot.conversation import ConversationStore
 from router.bot.loader import BrainHolder
 from router.bot.stage import BotStage
 from router.decode import Decoder, Limits
-from router.redis_client import redis_client
+from router.redis_client import redis_client, without_retry
 from router.routing.config import policy_from_settings
 from router.routing.stage import RoutingStage
 from router.routing.store import RoutingStore
@@ -53,8 +53,10 @@ class Runtime:
 
     def _store(self) -> RoutingStore:
         if self._redis is None:
-            self._redis = redis_client(self.settings, socket_timeout=10,
-                                       health_check_interval=30)
+            # The transport retries the batch, counts the failure and says not ready.
+            self._redis = redis_client(self.settings,
+                                       socket_timeout=self.settings.redis_socket_timeout_s,
+                                       health_check_interval=30, retry=without_retry())
         return RoutingStore(self._redis, self.settings, self.policy)
 
     def decoder(self) -> Decoder:

@@ -45,6 +45,7 @@ class Settings:
     app_id: str = "peakroute"  # consumer group of the router workers
     # Redis
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    redis_socket_timeout_s: float = 10.0  # a worker's Redis reply later than this is a timeout
     # Topics (names and partition count)
     topic_contacts_inbound: str = "contacts.inbound"
     topic_bot_replies: str = "bot.replies"

@@ -7,18 +7,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import sys
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
 from router.errors import PeakrouteError
-from router.redis_client import redis_client
+from router.redis_client import redis_client, without_retry
+from router.redis_reads import RedisRefusing, Refusals, read_through
 from router.settings import Settings
 from router.sla.rating import WEIGHTS, Rating, parse_tiers, ranked
 from router.sla.snapshot import (
@@ -34,6 +34,7 @@ from router.termtable import Column, fit
 WARN_MARGIN = 0.05  # service level within this of the objective shows amber
 TIER_STYLE = {"gold": "yellow", "silver": "white", "bronze": "dark_orange", "unrated": "dim",
               "none": "red"}
+FIRST_READ_S = 5.0  # how long the first read rides out Redis refusing before giving up
 
 
 def add_parser(sub: Any) -> None:
@@ -60,10 +61,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    client = redis_client(settings, socket_timeout=5)
+    client = redis_client(settings, socket_timeout=5, retry=without_retry())
     try:
         return await _loop(client, args, settings)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except RedisRefusing as exc:  # the first read: Redis never answered
         raise _unreachable(settings, exc) from None
     finally:
         await client.aclose()
@@ -76,28 +77,48 @@ def _unreachable(settings: Settings, exc: Exception) -> PeakrouteError:
 
 async def _loop(client: aioredis.Redis, args: argparse.Namespace, settings: Settings) -> int:
     cache = BucketCache()  # finished buckets are read once, not every second
+    refusals = Refusals()  # resets and refusals are retried (router/redis_reads.py)
 
-    async def take() -> Snapshot:
-        return await read_snapshot(client, settings, only=args.domain, cache=cache)
+    async def take(within_s: float = FIRST_READ_S) -> Snapshot:
+        return await read_through(
+            lambda: read_snapshot(client, settings, only=args.domain, cache=cache), refusals,
+            within_s)
+
+    async def next_snap() -> Snapshot | None:
+        """After the first: None while Redis refuses (said on stderr, or under the table)."""
+        await asyncio.sleep(args.interval)
+        try:
+            return await take(max(args.interval, 1.0))
+        except RedisRefusing:
+            if args.json:
+                print(f"peakroute status: Redis refusing ({refusals.describe()}); retrying",
+                      file=sys.stderr, flush=True)
+            return None
 
     if args.json:
+        snap: Snapshot | None = await take()
         while True:
-            print(orjson.dumps((await take()).as_dict()).decode(), flush=True)
+            if snap is not None:
+                print(orjson.dumps(snap.as_dict()).decode(), flush=True)
             if args.once:
                 return 0
-            await asyncio.sleep(args.interval)
+            snap = await next_snap()
     console = Console()
 
-    async def view() -> Group:  # at the terminal's width now (it may be resized)
-        return render(await take(), settings.sla_at_risk_share, console.width)
-
-    if args.once:
-        console.print(await view())
+    if args.once:  # at the terminal's width now (it may be resized between refreshes)
+        console.print(render(await take(), settings.sla_at_risk_share, console.width))
         return 0
-    with Live(await view(), console=console, auto_refresh=False, screen=False) as live:
+    shown = await take()
+    with Live(render(shown, settings.sla_at_risk_share, console.width), console=console,
+              auto_refresh=False, screen=False) as live:
         while True:
-            await asyncio.sleep(args.interval)
-            live.update(await view(), refresh=True)
+            fresh = await next_snap()
+            shown = fresh or shown
+            view = render(shown, settings.sla_at_risk_share, console.width)
+            if fresh is None:
+                view = Group(view, Text(f"Redis refusing ({refusals.describe()}): figures as "
+                                        "last read; retrying", style="bold red"))
+            live.update(view, refresh=True)
 
 
 def _safe_url(url: str) -> str:
@@ -244,10 +265,11 @@ def run_rating(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run_rating(args: argparse.Namespace, settings: Settings) -> int:
-    client = redis_client(settings, socket_timeout=5)
+    client = redis_client(settings, socket_timeout=5, retry=without_retry())
     try:
-        snap = await read_snapshot(client, settings, only=args.domain)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+        snap = await read_through(lambda: read_snapshot(client, settings, only=args.domain),
+                                  Refusals(), FIRST_READ_S)
+    except RedisRefusing as exc:
         raise _unreachable(settings, exc) from None
     finally:
         await client.aclose()
