@@ -27,8 +27,8 @@ from tests.conftest import eventually
 
 PASSWORD = "acl-Pa55-" + uuid.uuid4().hex[:8]
 # The ACL docs/DEPLOY.md recommends for the router's Redis user: its own keys, no more.
-ROUTER_ACL = ["resetkeys", "~pr:*", "resetchannels", "-@all", "+@read", "+@write", "+@scripting",
-              "+@connection", "+info"]
+ROUTER_ACL = ["resetkeys", "~pr:*", "~pb:*", "resetchannels", "-@all", "+@read", "+@write",
+              "+@scripting", "+@connection", "+info"]
 
 
 @dataclass(frozen=True)
