@@ -24,6 +24,7 @@ from router.events import (
     OfferAccepted,
     RoutingRequested,
 )
+from router.routing import state as routing_state
 from router.routing.config import policy_from_settings
 from router.routing.store import RoutingStore
 from router.settings import Settings
@@ -42,7 +43,8 @@ class Scenario:
     async def step(self, event: Event, at_ms: int) -> list[Any]:
         [result] = await self.store.apply([event], at_ms)
         assert not isinstance(result, Exception), result
-        return list(result)
+        self.store.ack_entries(result)  # as the stage does once Kafka has the outputs
+        return routing_state.rows(result)
 
     async def login(self) -> None:
         await self.step(AgentLoggedIn(event_id=f"{self.domain}-l", ts_ms=self.t, agent_id="a1",

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import TopicPartition
@@ -83,8 +84,11 @@ class ClusterRedis(aioredis.Redis):
             self.answered.append(["refused"])
             return [refusal(self.text) if c == "evalsha" else 1 for c in calls]
         self.answered.append(["queued"])
-        row = [b"queued", b"c1", b"", b"", b"chat", b"general.zh", 1, 0, 1, 0, b""]
-        return [[row] if c == "evalsha" else 1 for c in calls]
+        # What request.lua returns: its outbox entry with one transition (MessagePack).
+        entry = msgspec.msgpack.encode([["e1", [{
+            "k": "queued", "contact_id": "c1", "channel": "chat", "lane": "general.zh",
+            "ring": 0, "waited_ms": 0, "priority": 0, "seq": 1}]]])
+        return [entry if c == "evalsha" else 1 for c in calls]
 
 
 def errors_of(kind: str) -> float:
