@@ -33,7 +33,8 @@ from load_tests.cluster import DOMAIN, Cluster, ClusterOptions, sleep_until
 from router.decode import Decoder
 from router.events import Decision, RoutingDecision
 from router.kafka import assign_all, consumer
-from router.routing.store import domain_live, domain_stats, prefix
+from router.routing import state
+from router.routing.store import domain_live, domain_stats
 from router.settings import Settings
 
 TERMINAL = frozenset({"contained", "answered", "done", "abandoned"})
@@ -63,17 +64,7 @@ def contact_ids(run_id: str, published: int) -> list[str]:
 
 
 async def contact_states(client: aioredis.Redis, ids: list[str]) -> dict[str, str | None]:
-    p = prefix(DOMAIN)
-    states: dict[str, str | None] = {}
-    for start in range(0, len(ids), 5000):
-        chunk = ids[start:start + 5000]
-        async with client.pipeline(transaction=False) as pipe:
-            for cid in chunk:
-                pipe.hget(p + "c:" + cid, "st")
-            values = await pipe.execute()
-        for cid, value in zip(chunk, values, strict=True):
-            states[cid] = value.decode() if value is not None else None
-    return states
+    return await state.contact_states(client, DOMAIN, ids)
 
 
 def state_intact(before: dict[str, str | None], after: dict[str, str | None],

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,15 @@ def redis_binary() -> str:
     )
 
 
+def debug_command_args(binary: str) -> list[str]:
+    """What lets a local client send DEBUG (SLEEP, RELOAD) to ``binary``: Redis 7 refuses it
+    unless started with ``--enable-debug-command local``; older ones (6.2) allow it always."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    version = out.stdout.partition(" v=")[2].split(" ", 1)[0]
+    major = int(version.split(".", 1)[0]) if version[:1].isdigit() else 0
+    return ["--enable-debug-command", "local"] if major >= 7 else []
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -128,12 +137,13 @@ class StackProcess:
 
 
 @contextlib.contextmanager
-def standalone_redis(state_dir: Path) -> Iterator[str]:
-    """A redis-server of its own on a free port (benchmarks): yields its URL, then stops it."""
+def standalone_redis(state_dir: Path, extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """A redis-server of its own on a free port (benchmarks, fault tests; ``extra_args`` are
+    added to its command line): yields its URL, then stops it."""
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(state_dir)]
+            "--appendonly", "no", "--dir", str(state_dir), *extra_args]
     with (state_dir / "redis.log").open("ab") as out:
         popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL,
