@@ -30,9 +30,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from router import kafka, logs, metrics
 from router.settings import Settings
 from router.stage import Output, Record
+from router.watchdog import OffsetProbe, StallWatchdog, grace_s
 
 log = logs.get("transport")
 RETRY_MAX_S = 5.0
+REJOIN_STOP_S = 10.0  # how long a rejoin waits for the old consumer to leave the group
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError, asyncio.TimeoutError)
 
 Handler = Callable[[Sequence[Record]], Awaitable[list[Output]]]
@@ -64,15 +66,7 @@ class Transport:
         self.settings = settings
         self.routes = routes  # topic name -> route
         self.producer: AIOKafkaProducer = kafka.producer(settings)
-        self.consumer: AIOKafkaConsumer = kafka.consumer(
-            settings,
-            group_id=settings.app_id,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.batch_max,
-            session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
-            rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, settings.kafka_session_timeout_s / 3) * 1000),
-        )
+        self.consumer: AIOKafkaConsumer = self._new_consumer()
         self.rebalancing = True  # until the group hands this worker its first partitions
         self._batch = asyncio.Lock()  # held while a poll is handled, produced and committed
         self._next: dict[TopicPartition, int] = {}  # next offset to process, per partition
@@ -80,6 +74,12 @@ class Transport:
         self._committer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
+        # The stall watchdog (router/watchdog.py): rejoins when the group leaves this worker
+        # without partitions while records wait; the rejoin itself runs in the poll loop.
+        self._probe = OffsetProbe(settings, list(routes))
+        self.watchdog = StallWatchdog(grace_s(settings), lambda: len(self.consumer.assignment()),
+                                      self._probe, self._request_rejoin)
+        self._rejoin_requested = False
 
     async def start(self) -> None:
         await self.producer.start()
@@ -124,15 +124,69 @@ class Transport:
     async def run(self) -> None:
         """Poll and handle until ``stop``; what arrives within ``batch_within_s`` is one poll."""
         within_ms = max(int(self.settings.batch_within_s * 1000), 1)
+        watching = asyncio.create_task(self._watch(), name="stall-watchdog")
         try:
             while not self._stopping.is_set():
+                if self._rejoin_requested:
+                    await self._rejoin()
                 polled = await self.consumer.getmany(timeout_ms=within_ms,
                                                      max_records=self.settings.batch_max)
                 if polled:
                     async with self._batch:
                         await self._handle(polled)
         finally:
+            watching.cancel()
             self._stopped.set()
+
+    # -- the stall watchdog ---------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.watchdog.interval_s)
+            try:
+                await self.watchdog.check()
+            except Exception:  # the watchdog must outlive whatever one look met
+                log.exception("stall_check_failed")
+
+    async def _request_rejoin(self) -> None:
+        self._rejoin_requested = True
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        """The worker's consumer in the router's group (at start, and again on a rejoin)."""
+        settings = self.settings
+        return kafka.consumer(
+            settings,
+            group_id=settings.app_id,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.batch_max,
+            session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
+            rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.kafka_session_timeout_s / 3) * 1000),
+        )
+
+    async def _rejoin(self) -> None:
+        """Join the group again as a new member, on a new consumer: new connections, a new
+        member id, none of the old one's coordination state. Runs between polls, so no batch is
+        in hand (and this worker owns no partitions). The old consumer leaves first (LeaveGroup
+        where aiokafka sends one); if it cannot within REJOIN_STOP_S it is abandoned, and the
+        group drops it at the session timeout."""
+        self._rejoin_requested = False
+        old, self.consumer = self.consumer, self._new_consumer()
+        self._next.clear()
+        try:
+            await asyncio.wait_for(old.stop(), REJOIN_STOP_S)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("rejoin_old_consumer_abandoned", extra=logs.fields(
+                error=type(exc).__name__))
+        try:
+            await self.consumer.start()
+        except (KafkaError, OSError) as exc:  # the broker is away: try again next poll
+            log.warning("rejoin_failed", extra=logs.fields(error=type(exc).__name__))
+            self.consumer = self._new_consumer()
+            self._rejoin_requested = True
+            await asyncio.sleep(RETRY_MAX_S)
+            return
+        self.consumer.subscribe(list(self.routes), listener=_Listener(self))
 
     async def _handle(self, polled: dict[TopicPartition, list[Any]]) -> None:
         by_topic: dict[str, list[Record]] = {}
@@ -234,4 +288,5 @@ class Transport:
     async def close(self) -> None:
         """Leave the group (LeaveGroup: the partitions move at once), flush the producer."""
         await self.consumer.stop()
+        await self._probe.close()
         await self.producer.stop()
