@@ -30,11 +30,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from router import kafka, logs, metrics
 from router.settings import Settings
 from router.stage import Output, Record
-from router.watchdog import OffsetProbe, StallWatchdog, grace_s
+from router.watchdog import REJOIN_STOP_S, OffsetProbe, StallWatchdog, grace_s
 
 log = logs.get("transport")
 RETRY_MAX_S = 5.0
-REJOIN_STOP_S = 10.0  # how long a rejoin waits for the old consumer to leave the group
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError, asyncio.TimeoutError)
 
 Handler = Callable[[Sequence[Record]], Awaitable[list[Output]]]

@@ -33,6 +33,7 @@ from router.settings import Settings
 log = logs.get("watchdog")
 BACKOFF_STEPS = 3  # the wait doubles after each rejoin that brought nothing: at most 8 x grace
 PROBE_TIMEOUT_S = 10.0
+REJOIN_STOP_S = 10.0  # how long a rejoin waits for the old consumer to leave the group
 
 
 def grace_s(settings: Settings) -> float:
