@@ -17,6 +17,7 @@ that per-record path cost ~40 % of the worker's CPU at a few hundred contacts/s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -76,9 +77,10 @@ class Transport:
         # The stall watchdog (router/watchdog.py): rejoins when the group leaves this worker
         # without partitions while records wait; the rejoin itself runs in the poll loop.
         self._probe = OffsetProbe(settings, list(routes))
-        self.watchdog = StallWatchdog(grace_s(settings), lambda: len(self.consumer.assignment()),
-                                      self._probe, self._request_rejoin)
+        self.watchdog = StallWatchdog(grace_s(settings), self._owned, self._probe,
+                                      self._request_rejoin)
         self._rejoin_requested = False
+        self._wake = asyncio.Event()  # a rejoin or a stop cuts a poll that waits on a rebalance
 
     async def start(self) -> None:
         await self.producer.start()
@@ -128,8 +130,7 @@ class Transport:
             while not self._stopping.is_set():
                 if self._rejoin_requested:
                     await self._rejoin()
-                polled = await self.consumer.getmany(timeout_ms=within_ms,
-                                                     max_records=self.settings.batch_max)
+                polled = await self._poll(within_ms)
                 if polled:
                     async with self._batch:
                         await self._handle(polled)
@@ -138,6 +139,30 @@ class Transport:
             self._stopped.set()
 
     # -- the stall watchdog ---------------------------------------------------------------
+
+    async def _poll(self, within_ms: int) -> dict[TopicPartition, list[Any]]:
+        """``getmany``. While a rebalance is under way aiokafka's getmany waits for the new
+        assignment whatever its timeout, possibly for ever (a group that never forms); then a
+        rejoin request or a stop cuts the wait."""
+        polling = self.consumer.getmany(timeout_ms=within_ms, max_records=self.settings.batch_max)
+        if not self.rebalancing:
+            result: dict[TopicPartition, list[Any]] = await polling
+            return result
+        getting = asyncio.ensure_future(polling)
+        woken = asyncio.ensure_future(self._wake.wait())
+        await asyncio.wait({getting, woken}, return_when=asyncio.FIRST_COMPLETED)
+        woken.cancel()
+        if getting.done():
+            result = getting.result()
+            return result
+        getting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await getting
+        return {}
+
+    def _owned(self) -> int:
+        """Partitions this worker consumes now (none while a rebalance is under way)."""
+        return 0 if self.rebalancing else len(self.consumer.assignment())
 
     async def _watch(self) -> None:
         while not self._stopping.is_set():
@@ -149,6 +174,7 @@ class Transport:
 
     async def _request_rejoin(self) -> None:
         self._rejoin_requested = True
+        self._wake.set()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         """The worker's consumer in the router's group (at start, and again on a rejoin)."""
@@ -170,10 +196,11 @@ class Transport:
         where aiokafka sends one); if it cannot within REJOIN_STOP_S it is abandoned, and the
         group drops it at the session timeout."""
         self._rejoin_requested = False
+        self._wake.clear()
         old, self.consumer = self.consumer, self._new_consumer()
         self._next.clear()
         try:
-            await asyncio.wait_for(old.stop(), REJOIN_STOP_S)
+            await asyncio.wait_for(self._stop_consumer(old), REJOIN_STOP_S)
         except (TimeoutError, KafkaError, OSError) as exc:
             log.warning("rejoin_old_consumer_abandoned", extra=logs.fields(
                 error=type(exc).__name__))
@@ -186,6 +213,15 @@ class Transport:
             await asyncio.sleep(RETRY_MAX_S)
             return
         self.consumer.subscribe(list(self.routes), listener=_Listener(self))
+
+    async def _stop_consumer(self, consumer: AIOKafkaConsumer) -> None:
+        """Stop a consumer of the group; without LeaveGroup when kafka_leave_group_on_stop is
+        off (the embedded broker, docs/ARCHITECTURE.md "Embedded stack"): aiokafka sends one
+        only from a generation above 0, so the consumer stops from none, and the group drops
+        the member at its session timeout as it does for a crashed worker."""
+        if not self.settings.kafka_leave_group_on_stop and consumer._coordinator is not None:
+            consumer._coordinator.generation = -1  # OffsetCommitRequest.DEFAULT_GENERATION_ID
+        await consumer.stop()
 
     async def _handle(self, polled: dict[TopicPartition, list[Any]]) -> None:
         by_topic: dict[str, list[Record]] = {}
@@ -275,6 +311,7 @@ class Transport:
         """Stop polling; let the batch in hand finish and its commit go out, within
         ``timeout_s`` (a batch not finished by then is not committed: it is re-delivered)."""
         self._stopping.set()
+        self._wake.set()
 
         async def finished() -> None:
             await self._stopped.wait()
@@ -285,7 +322,8 @@ class Transport:
             log.warning("batch_unfinished_at_stop")
 
     async def close(self) -> None:
-        """Leave the group (LeaveGroup: the partitions move at once), flush the producer."""
-        await self.consumer.stop()
+        """Leave the group (LeaveGroup: the partitions move at once; unless
+        kafka_leave_group_on_stop is off), flush the producer."""
+        await self._stop_consumer(self.consumer)
         await self._probe.close()
         await self.producer.stop()

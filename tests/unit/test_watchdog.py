@@ -57,8 +57,8 @@ def test_no_commit_yet_means_the_log_start_and_records_gone_from_the_log_do_not_
 
 def test_grace_is_longer_than_a_rebalance() -> None:
     embedded = Settings(kafka_session_timeout_s=10.0, kafka_rebalance_timeout_s=5.0)
-    assert grace_s(embedded) == 20.0
-    assert grace_s(Settings()) == 90.0  # 30 s session + 2 x 30 s rebalance
+    assert grace_s(embedded) == 25.0
+    assert grace_s(Settings()) == 120.0  # 30 s session + 3 x 30 s rebalance
 
 
 @dataclass
