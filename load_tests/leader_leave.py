@@ -8,11 +8,10 @@ Consumer A joins first (the group's leader), B joins (a second generation, so A'
 above 0 and aiokafka will send LeaveGroup), then C joins and, one second into the rebalance C
 starts, A stops. With LeaveGroup, Tansu removes A from the members but keeps naming it as the
 group's leader: every JoinGroup answer names A, B's and C's SyncGroup wait ~8 s for A's
-assignment and end in REBALANCE_IN_PROGRESS, they join again, for ever (fresh consumers too).
-A fresh consumer D that joins half way is
-stuck the same way. Without LeaveGroup, A is dropped at its session timeout like a crashed
-member, the leadership with it, and B, C and D are assigned. The last line is one JSON object (docs/ARCHITECTURE.md,
-"Embedded stack").
+assignment and end in REBALANCE_IN_PROGRESS, they join again, for ever. A fresh consumer D that
+joins half way is stuck the same way. Without LeaveGroup, A is dropped at its session timeout
+like a crashed member, the leadership with it, and B, C and D are assigned. The last line is
+one JSON object (docs/ARCHITECTURE.md, "Embedded stack").
 """
 
 from __future__ import annotations
