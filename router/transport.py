@@ -49,14 +49,17 @@ class Route:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, consumer: AIOKafkaConsumer) -> None:
         self.transport = transport
+        self.consumer = consumer  # a consumer the watchdog replaced no longer speaks for it
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.transport.revoked(revoked)
+        if self.consumer is self.transport.consumer:
+            await self.transport.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.transport.assigned(assigned)
+        if self.consumer is self.transport.consumer:
+            self.transport.assigned(assigned)
 
 
 class Transport:
@@ -81,11 +84,12 @@ class Transport:
                                       self._request_rejoin)
         self._rejoin_requested = False
         self._wake = asyncio.Event()  # a rejoin or a stop cuts a poll that waits on a rebalance
+        self._woken: asyncio.Future[Any] | None = None  # waits on _wake across polls
 
     async def start(self) -> None:
         await self.producer.start()
         await self.consumer.start()
-        self.consumer.subscribe(list(self.routes), listener=_Listener(self))
+        self.consumer.subscribe(list(self.routes), listener=_Listener(self, self.consumer))
 
     # -- the group ------------------------------------------------------------------------
 
@@ -136,24 +140,23 @@ class Transport:
                         await self._handle(polled)
         finally:
             watching.cancel()
+            if self._woken is not None:
+                self._woken.cancel()
             self._stopped.set()
 
     # -- the stall watchdog ---------------------------------------------------------------
 
     async def _poll(self, within_ms: int) -> dict[TopicPartition, list[Any]]:
-        """``getmany``. While a rebalance is under way aiokafka's getmany waits for the new
-        assignment whatever its timeout, possibly for ever (a group that never forms); then a
-        rejoin request or a stop cuts the wait."""
-        polling = self.consumer.getmany(timeout_ms=within_ms, max_records=self.settings.batch_max)
-        if not self.rebalancing:
-            result: dict[TopicPartition, list[Any]] = await polling
-            return result
-        getting = asyncio.ensure_future(polling)
-        woken = asyncio.ensure_future(self._wake.wait())
-        await asyncio.wait({getting, woken}, return_when=asyncio.FIRST_COMPLETED)
-        woken.cancel()
+        """``getmany``, which a rejoin request or a stop can cut: while a rebalance is under way
+        aiokafka's getmany waits for the new assignment whatever its timeout, possibly for ever
+        (a group that never forms)."""
+        getting = asyncio.ensure_future(self.consumer.getmany(
+            timeout_ms=within_ms, max_records=self.settings.batch_max))
+        if self._woken is None or self._woken.done():
+            self._woken = asyncio.ensure_future(self._wake.wait())
+        await asyncio.wait({getting, self._woken}, return_when=asyncio.FIRST_COMPLETED)
         if getting.done():
-            result = getting.result()
+            result: dict[TopicPartition, list[Any]] = getting.result()
             return result
         getting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -192,12 +195,13 @@ class Transport:
     async def _rejoin(self) -> None:
         """Join the group again as a new member, on a new consumer: new connections, a new
         member id, none of the old one's coordination state. Runs between polls, so no batch is
-        in hand (and this worker owns no partitions). The old consumer leaves first (LeaveGroup
-        where aiokafka sends one); if it cannot within REJOIN_STOP_S it is abandoned, and the
-        group drops it at the session timeout."""
+        in hand (and this worker owns no partitions). The old consumer is stopped first, as on a
+        clean stop; if it cannot stop within REJOIN_STOP_S it is abandoned, and the group drops
+        it at the session timeout."""
         self._rejoin_requested = False
         self._wake.clear()
         old, self.consumer = self.consumer, self._new_consumer()
+        self.rebalancing = True  # until the new member's first assignment
         self._next.clear()
         try:
             await asyncio.wait_for(self._stop_consumer(old), REJOIN_STOP_S)
@@ -212,7 +216,7 @@ class Transport:
             self._rejoin_requested = True
             await asyncio.sleep(RETRY_MAX_S)
             return
-        self.consumer.subscribe(list(self.routes), listener=_Listener(self))
+        self.consumer.subscribe(list(self.routes), listener=_Listener(self, self.consumer))
 
     async def _stop_consumer(self, consumer: AIOKafkaConsumer) -> None:
         """Stop a consumer of the group; without LeaveGroup when kafka_leave_group_on_stop is

@@ -1,14 +1,18 @@
 """The stall watchdog's decision, pure, and its state between looks with a stub consumer and
-probe (router/watchdog.py). The integration test drives it on a real worker."""
+probe (router/watchdog.py); the transport's side of it: a stop or a rejoin cuts a poll that
+waits on a rebalance that never ends. The integration tests drive it on a real worker."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import TopicPartition
 
 from router import metrics
 from router.settings import Settings
+from router.transport import Route, Transport
 from router.watchdog import Offsets, StallWatchdog, grace_s, stalled
 
 A, B = TopicPartition("contacts.inbound", 0), TopicPartition("contacts.inbound", 1)
@@ -115,3 +119,71 @@ async def test_partitions_back_or_progress_elsewhere_reset_the_watch() -> None:
     assert await dog.check() is None
     assert group.rejoins == 0
     assert dog.stalls == 0
+
+
+@dataclass
+class BlockedConsumer:
+    """A consumer in a rebalance that never ends: getmany waits for an assignment for ever (as
+    aiokafka's does, whatever its timeout)."""
+
+    subscribed: list[str] = field(default_factory=list)
+    stopped: bool = False
+    _coordinator: Any = None
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, Any]:
+        await asyncio.Event().wait()
+        return {}  # pragma: no cover
+
+    def assignment(self) -> set[TopicPartition]:
+        return set()
+
+    async def start(self) -> None:
+        pass
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.subscribed = topics
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def _blocked_transport() -> Transport:
+    topic = "contacts.inbound"
+
+    async def handle(records: Any) -> list[Any]:
+        return []  # pragma: no cover
+
+    transport = Transport(Settings(), {topic: Route("bot", handle)})
+    await transport.consumer.stop()  # never started: the stubs stand in for it
+    await transport.producer.stop()
+    transport.consumer = BlockedConsumer()
+    return transport
+
+
+async def test_a_stop_cuts_a_poll_that_waits_on_a_rebalance() -> None:
+    transport = await _blocked_transport()
+    running = asyncio.create_task(transport.run())
+    await asyncio.sleep(0.05)  # the loop waits in getmany
+    assert not running.done()
+    await asyncio.wait_for(transport.finish(5.0), 1.0)  # not the 5 s budget
+    await asyncio.wait_for(running, 1.0)
+
+
+async def test_a_rejoin_request_replaces_a_consumer_stuck_in_a_rebalance() -> None:
+    transport = await _blocked_transport()
+    old = transport.consumer
+    new = BlockedConsumer()
+    transport._new_consumer = lambda: new  # type: ignore[method-assign]
+    running = asyncio.create_task(transport.run())
+    await asyncio.sleep(0.05)
+    await transport.watchdog._rejoin()  # what the watchdog calls on a stall
+    for _ in range(100):
+        if transport.consumer is new and new.subscribed:
+            break
+        await asyncio.sleep(0.01)
+    assert old.stopped
+    assert transport.consumer is new
+    assert new.subscribed == ["contacts.inbound"]
+    assert transport.rebalancing  # until the new member's first assignment
+    await asyncio.wait_for(transport.finish(5.0), 1.0)
+    await running
