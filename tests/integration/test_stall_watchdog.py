@@ -127,7 +127,7 @@ async def test_a_worker_left_without_partitions_while_contacts_wait_rejoins_and_
         assert entry["waiting_records"] >= 1
         assert entry["idle_s"] >= 15 - 4  # not before the grace (measured from its own look)
         assert "where is my parcel" not in worker.log_path.read_text()  # no customer text
-        assert time.monotonic() - starved_at >= 12
+        assert time.monotonic() - starved_at >= 10  # the grace counts from its first look
         assert metric(worker.get("/metrics").decode(), "peakroute_consumer_stalls_total") >= 1
 
         # the rejoin is a new member: it gets its share and consumes the contacts waiting there
