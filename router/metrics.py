@@ -101,6 +101,12 @@ DECISION_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
     registry=REGISTRY,
 )
+CONSUMER_STALLS = Counter(
+    "peakroute_consumer_stalls_total",
+    "Times this worker owned no partitions longer than a rebalance takes while records of its "
+    "topics waited unconsumed by the group, and rejoined the group (router/watchdog.py).",
+    registry=REGISTRY,
+)
 
 REDIS_ERRORS = Counter(
     "peakroute_redis_errors_total",

@@ -39,6 +39,11 @@ class Settings:
     kafka_rebalance_timeout_s: float = 30.0
     kafka_session_timeout_s: float = 30.0
     kafka_fetch_max_wait_ms: int = 500  # consumers' long-poll wait (the embedded stack uses 20)
+    # LeaveGroup when a worker stops cleanly: its partitions move at once. The embedded Tansu
+    # broker records false (a leader leaving mid-rebalance wedges its group for good:
+    # docs/ARCHITECTURE.md, "Embedded stack"); the group then drops the member at its session
+    # timeout, as for a crash.
+    kafka_leave_group_on_stop: bool = True
     # Producers' linger (issue 6): stages send a whole batch at once, so 0 costs little
     # throughput; each hop waits up to this long before its records leave.
     kafka_linger_ms: int = 5

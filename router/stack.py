@@ -35,11 +35,15 @@ from router.redis_client import redacted_url, sync_redis_client
 from router.settings import STACK_FILE, Settings
 
 # Tansu holds a new consumer group's join for the whole rebalance timeout, and answers a fetch
-# only when its wait ends (not when data arrives): keep both short on the embedded stack.
+# only when its wait ends (not when data arrives): keep both short on the embedded stack. A
+# LeaveGroup from the group's leader while a rebalance is under way leaves Tansu naming the
+# departed member as leader for good, and the group never forms again: no LeaveGroup here
+# (docs/ARCHITECTURE.md, "Embedded stack", has the reproduction).
 EMBEDDED_TUNING: dict[str, Any] = {
     "kafka_rebalance_timeout_s": 5.0,
     "kafka_session_timeout_s": 10.0,
     "kafka_fetch_max_wait_ms": 20,
+    "kafka_leave_group_on_stop": False,
 }
 READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0

@@ -17,6 +17,7 @@ that per-record path cost ~40 % of the worker's CPU at a few hundred contacts/s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from router import kafka, logs, metrics, transient
 from router.settings import Settings
 from router.stage import Output, Record
+from router.watchdog import REJOIN_STOP_S, OffsetProbe, StallWatchdog, grace_s
 
 log = logs.get("transport")
 RETRY_MAX_S = 5.0
@@ -47,14 +49,17 @@ class Route:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, consumer: AIOKafkaConsumer) -> None:
         self.transport = transport
+        self.consumer = consumer  # a consumer the watchdog replaced no longer speaks for it
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.transport.revoked(revoked)
+        if self.consumer is self.transport.consumer:
+            await self.transport.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.transport.assigned(assigned)
+        if self.consumer is self.transport.consumer:
+            self.transport.assigned(assigned)
 
 
 class Transport:
@@ -64,15 +69,7 @@ class Transport:
         self.settings = settings
         self.routes = routes  # topic name -> route
         self.producer: AIOKafkaProducer = kafka.producer(settings)
-        self.consumer: AIOKafkaConsumer = kafka.consumer(
-            settings,
-            group_id=settings.app_id,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.batch_max,
-            session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
-            rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, settings.kafka_session_timeout_s / 3) * 1000),
-        )
+        self.consumer: AIOKafkaConsumer = self._new_consumer()
         self.rebalancing = True  # until the group hands this worker its first partitions
         self._batch = asyncio.Lock()  # held while a poll is handled, produced and committed
         self._next: dict[TopicPartition, int] = {}  # next offset to process, per partition
@@ -80,11 +77,19 @@ class Transport:
         self._committer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
+        # The stall watchdog (router/watchdog.py): rejoins when the group leaves this worker
+        # without partitions while records wait; the rejoin itself runs in the poll loop.
+        self._probe = OffsetProbe(settings, list(routes))
+        self.watchdog = StallWatchdog(grace_s(settings), self._owned, self._probe,
+                                      self._request_rejoin)
+        self._rejoin_requested = False
+        self._wake = asyncio.Event()  # a rejoin or a stop cuts a poll that waits on a rebalance
+        self._woken: asyncio.Future[Any] | None = None  # waits on _wake across polls
 
     async def start(self) -> None:
         await self.producer.start()
         await self.consumer.start()
-        self.consumer.subscribe(list(self.routes), listener=_Listener(self))
+        self.consumer.subscribe(list(self.routes), listener=_Listener(self, self.consumer))
 
     # -- the group ------------------------------------------------------------------------
 
@@ -124,15 +129,103 @@ class Transport:
     async def run(self) -> None:
         """Poll and handle until ``stop``; what arrives within ``batch_within_s`` is one poll."""
         within_ms = max(int(self.settings.batch_within_s * 1000), 1)
+        watching = asyncio.create_task(self._watch(), name="stall-watchdog")
         try:
             while not self._stopping.is_set():
-                polled = await self.consumer.getmany(timeout_ms=within_ms,
-                                                     max_records=self.settings.batch_max)
+                if self._rejoin_requested:
+                    await self._rejoin()
+                polled = await self._poll(within_ms)
                 if polled:
                     async with self._batch:
                         await self._handle(polled)
         finally:
+            watching.cancel()
+            if self._woken is not None:
+                self._woken.cancel()
             self._stopped.set()
+
+    # -- the stall watchdog ---------------------------------------------------------------
+
+    async def _poll(self, within_ms: int) -> dict[TopicPartition, list[Any]]:
+        """``getmany``, which a rejoin request or a stop can cut: while a rebalance is under way
+        aiokafka's getmany waits for the new assignment whatever its timeout, possibly for ever
+        (a group that never forms)."""
+        getting = asyncio.ensure_future(self.consumer.getmany(
+            timeout_ms=within_ms, max_records=self.settings.batch_max))
+        if self._woken is None or self._woken.done():
+            self._woken = asyncio.ensure_future(self._wake.wait())
+        await asyncio.wait({getting, self._woken}, return_when=asyncio.FIRST_COMPLETED)
+        if getting.done():
+            result: dict[TopicPartition, list[Any]] = getting.result()
+            return result
+        getting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await getting
+        return {}
+
+    def _owned(self) -> int:
+        """Partitions this worker consumes now (none while a rebalance is under way)."""
+        return 0 if self.rebalancing else len(self.consumer.assignment())
+
+    async def _watch(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.watchdog.interval_s)
+            try:
+                await self.watchdog.check()
+            except Exception:  # the watchdog must outlive whatever one look met
+                log.exception("stall_check_failed")
+
+    async def _request_rejoin(self) -> None:
+        self._rejoin_requested = True
+        self._wake.set()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        """The worker's consumer in the router's group (at start, and again on a rejoin)."""
+        settings = self.settings
+        return kafka.consumer(
+            settings,
+            group_id=settings.app_id,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.batch_max,
+            session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
+            rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.kafka_session_timeout_s / 3) * 1000),
+        )
+
+    async def _rejoin(self) -> None:
+        """Join the group again as a new member, on a new consumer: new connections, a new
+        member id, none of the old one's coordination state. Runs between polls, so no batch is
+        in hand (and this worker owns no partitions). The old consumer is stopped first, as on a
+        clean stop; if it cannot stop within REJOIN_STOP_S it is abandoned, and the group drops
+        it at the session timeout."""
+        self._rejoin_requested = False
+        self._wake.clear()
+        old, self.consumer = self.consumer, self._new_consumer()
+        self.rebalancing = True  # until the new member's first assignment
+        self._next.clear()
+        try:
+            await asyncio.wait_for(self._stop_consumer(old), REJOIN_STOP_S)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("rejoin_old_consumer_abandoned", extra=logs.fields(
+                error=type(exc).__name__))
+        try:
+            await self.consumer.start()
+        except (KafkaError, OSError) as exc:  # the broker is away: try again next poll
+            log.warning("rejoin_failed", extra=logs.fields(error=type(exc).__name__))
+            self.consumer = self._new_consumer()
+            self._rejoin_requested = True
+            await asyncio.sleep(RETRY_MAX_S)
+            return
+        self.consumer.subscribe(list(self.routes), listener=_Listener(self, self.consumer))
+
+    async def _stop_consumer(self, consumer: AIOKafkaConsumer) -> None:
+        """Stop a consumer of the group; without LeaveGroup when kafka_leave_group_on_stop is
+        off (the embedded broker, docs/ARCHITECTURE.md "Embedded stack"): aiokafka sends one
+        only from a generation above 0, so the consumer stops from none, and the group drops
+        the member at its session timeout as it does for a crashed worker."""
+        if not self.settings.kafka_leave_group_on_stop and consumer._coordinator is not None:
+            consumer._coordinator.generation = -1  # OffsetCommitRequest.DEFAULT_GENERATION_ID
+        await consumer.stop()
 
     async def _handle(self, polled: dict[TopicPartition, list[Any]]) -> None:
         by_topic: dict[str, list[Record]] = {}
@@ -231,6 +324,7 @@ class Transport:
         """Stop polling; let the batch in hand finish and its commit go out, within
         ``timeout_s`` (a batch not finished by then is not committed: it is re-delivered)."""
         self._stopping.set()
+        self._wake.set()
 
         async def finished() -> None:
             await self._stopped.wait()
@@ -241,6 +335,8 @@ class Transport:
             log.warning("batch_unfinished_at_stop")
 
     async def close(self) -> None:
-        """Leave the group (LeaveGroup: the partitions move at once), flush the producer."""
-        await self.consumer.stop()
+        """Leave the group (LeaveGroup: the partitions move at once; unless
+        kafka_leave_group_on_stop is off), flush the producer."""
+        await self._stop_consumer(self.consumer)
+        await self._probe.close()
         await self.producer.stop()
