@@ -7,6 +7,7 @@ and for the SLA figures domain, queue, window, outcome and agent state (docs/MET
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,7 +19,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from router.sla.snapshot import Snapshot
+if TYPE_CHECKING:  # router.sla.snapshot imports the store, which imports this module
+    from router.sla.snapshot import Snapshot
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the exposition and nobody graphs them
 

@@ -81,6 +81,15 @@ def redis_binary() -> str:
     )
 
 
+def debug_command_args(binary: str) -> list[str]:
+    """What lets a local client send DEBUG (SLEEP, RELOAD) to ``binary``: Redis 7 refuses it
+    unless started with ``--enable-debug-command local``; older ones (6.2) allow it always."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    version = out.stdout.partition(" v=")[2].split(" ", 1)[0]
+    major = int(version.split(".", 1)[0]) if version[:1].isdigit() else 0
+    return ["--enable-debug-command", "local"] if major >= 7 else []
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -201,8 +210,8 @@ class EmbeddedStack:
             persistence = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.redis_aof
                            else ["--appendonly", "no"])
             self._redis_argv = [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
-                                "--save", "", *persistence, "--dir", str(redis_dir),
-                                "--daemonize", "no"]
+                                "--save", "", *persistence, *debug_command_args(redis_server),
+                                "--dir", str(redis_dir), "--daemonize", "no"]
             self._spawn("redis", self._redis_argv, logs / "redis.log")
             settings = Settings.from_env({}).replace(
                 kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
