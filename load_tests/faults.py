@@ -108,12 +108,18 @@ def parse_counts(text: str) -> Counter[str]:
     return counts
 
 
-def delta(before: Scrape, after: Scrape) -> Counter[str]:
-    """What the workers alive at ``after`` counted since ``before`` (a worker started in
-    between counts from zero; a killed one's counters are gone)."""
+def delta(before: Scrape, after: Scrape, started: set[int]) -> Counter[str]:
+    """What the workers alive at ``after`` counted since ``before``: a worker ``started`` in
+    between counts from zero, one that did not answer the first reading is left out (its
+    counts since then are unknown), a killed one's counters are gone."""
     out: Counter[str] = Counter()
     for pid, counts in after.items():
-        base = before.get(pid, Counter())
+        if pid in before:
+            base = before[pid]
+        elif pid in started:
+            base = Counter()
+        else:
+            continue
         for kind, n in counts.items():
             if n > base[kind]:
                 out[kind] += n - base[kind]
@@ -299,6 +305,7 @@ class Proof:
             # --ready-timeout passed.
             fault.detail["workers_ready_before_s"] = await self.up_again(
                 list(range(len(self.cluster.workers))))
+        running = {w.proc.pid for w in self.cluster.workers}
         before = await self.scrape()
         replies_before = await self.server_errors() if name != "redis_aof_restart" else Counter()
         step: Callable[[Fault], Awaitable[None]] = getattr(self, name)
@@ -310,7 +317,12 @@ class Proof:
         self.windows.append(Window(name, start, time.monotonic()))
         await asyncio.sleep(self.args.settle)  # errors met as it ended are counted by now
         await self.check_workers()
-        fault.errors.update(delta(before, await self.scrape()))
+        after = await self.scrape()
+        fault.errors.update(delta(before, after, {w.proc.pid for w in self.cluster.workers}
+                                  - running))
+        unread = {w.proc.pid for w in self.cluster.workers} - set(after) - set(before)
+        if unread:
+            fault.detail["workers_not_read"] = len(unread)
         replies = await self.server_errors() - replies_before
         if replies:
             fault.detail["redis_error_replies"] = dict(replies)
