@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from load_tests import accounting
 from load_tests.accounting import Window
 from load_tests.cluster import DOMAIN, Cluster, ClusterOptions, sleep_until
@@ -240,19 +238,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds every worker stays down while contacts pile up (0: skip)")
     parser.add_argument("--no-redis-restart", dest="redis_restart", action="store_false",
                         help="skip the Redis restart")
-    parser.add_argument("--agents", type=int, default=40, help="simulated agents")
-    parser.add_argument("--handle-time", type=float, default=3.0,
-                        help="mean seconds an agent spends on a contact")
-    parser.add_argument("--patience", type=float, default=15.0,
-                        help="mean seconds a customer waits for a person before leaving")
-    parser.add_argument("--offer-timeout", type=float, default=5.0,
-                        help="seconds before an unanswered offer lapses")
-    parser.add_argument("--partitions", type=int, default=8, help="partitions per topic")
-    parser.add_argument("--drain", type=float, default=120.0,
-                        help="at most this many seconds for open contacts to finish")
-    parser.add_argument("--state-dir", help="where the stack keeps logs (default: a temp dir)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the result as one JSON object on the last line")
+    accounting.proof_arguments(parser, agents=40)
     args = parser.parse_args(argv)
     if args.workers < 1 or args.rate <= 0 or args.duration <= 0 or args.kills < 0:
         parser.error("--workers >= 1, --rate > 0, --duration > 0 and --kills >= 0")
@@ -261,12 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = asyncio.run(run(args))
-    if args.json:
-        print(orjson.dumps(result).decode(), flush=True)
-    else:
-        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    return 0 if result["ok"] else 1
+    return accounting.print_result(asyncio.run(run(args)), args.json)
 
 
 if __name__ == "__main__":

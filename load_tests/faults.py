@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -440,19 +439,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sleep", type=float, default=12.0,
                         help="redis_debug_sleep: seconds of DEBUG SLEEP (more than the "
                         f"workers' {WORKER_SOCKET_TIMEOUT_S:g} s socket timeout)")
-    parser.add_argument("--agents", type=int, default=120, help="simulated agents")
-    parser.add_argument("--handle-time", type=float, default=3.0,
-                        help="mean seconds an agent spends on a contact")
-    parser.add_argument("--patience", type=float, default=15.0,
-                        help="mean seconds a customer waits for a person before leaving")
-    parser.add_argument("--offer-timeout", type=float, default=5.0,
-                        help="seconds before an unanswered offer lapses")
-    parser.add_argument("--partitions", type=int, default=8, help="partitions per topic")
-    parser.add_argument("--drain", type=float, default=120.0,
-                        help="at most this many seconds for open contacts to finish")
-    parser.add_argument("--state-dir", help="where the stack keeps logs (default: a temp dir)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the result as one JSON object on the last line")
+    accounting.proof_arguments(parser, agents=120)
     args = parser.parse_args(argv)
     if args.workers < 1 or args.rate <= 0 or args.duration <= 0 or args.resets < 1:
         parser.error("--workers >= 1, --rate > 0, --duration > 0 and --resets >= 1")
@@ -468,12 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    result = asyncio.run(Proof(args, say).run())
-    if args.json:
-        print(orjson.dumps(result).decode(), flush=True)
-    else:
-        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    return 0 if result["ok"] else 1
+    return accounting.print_result(asyncio.run(Proof(args, say).run()), args.json)
 
 
 if __name__ == "__main__":
