@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from redis._parsers.base import BaseParser
@@ -62,7 +60,7 @@ def test_a_scripts_own_error_is_not_transient(text: str) -> None:
 def test_connection_level_failures_are_transient() -> None:
     assert kind_of(RedisConnectionError("Connection reset by peer")) == Kind.CONNECTION
     assert kind_of(RedisTimeoutError("Timeout reading from socket")) == Kind.TIMEOUT
-    assert kind_of(asyncio.TimeoutError()) == Kind.TIMEOUT
+    assert kind_of(TimeoutError()) == Kind.TIMEOUT
     assert kind_of(ConnectionResetError()) == Kind.CONNECTION
     assert kind_of(KafkaTimeoutError()) == Kind.KAFKA
 
