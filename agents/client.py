@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 
 from router import logs
@@ -32,6 +33,7 @@ from router.stage import now_ms
 
 log = logs.get("agents")
 Notice = AssignmentOffered | AssignmentRescinded
+SEEN_IDS = 100_000  # assignment event ids remembered: the router may send a record again
 
 
 def new_event_id() -> str:
@@ -49,6 +51,8 @@ class AgentBus:
         self._reader: asyncio.Task[None] | None = None
         self._decoder = Decoder()
         self.ignored = 0  # assignment records this bus could not read
+        self.dropped: Counter[str] = Counter()  # records dropped, by reason
+        self._seen: OrderedDict[str, None] = OrderedDict()
 
     async def start(self) -> None:
         await self._producer.start()
@@ -83,9 +87,18 @@ class AgentBus:
             for records in batches.values():
                 for rec in records:
                     notice = self._decoder.decode(rec.value)
-                    if isinstance(notice, Rejection) or not isinstance(notice, Notice):
-                        self.ignored += 1
+                    if isinstance(notice, Rejection):
+                        self._drop(notice.reason.value, rec.partition, rec.offset)
                         continue
+                    if not isinstance(notice, Notice):
+                        self.ignored += 1  # another record type on the topic: not ours
+                        continue
+                    if notice.event_id in self._seen:  # the router sent it again (outbox)
+                        self._drop("duplicate", rec.partition, rec.offset)
+                        continue
+                    self._seen[notice.event_id] = None
+                    if len(self._seen) > SEEN_IDS:
+                        self._seen.popitem(last=False)
                     desk = self._desktops.get(notice.agent_id)
                     if desk is not None:
                         desk.deliver(notice)
@@ -101,6 +114,14 @@ class AgentBus:
                 return False
             await asyncio.sleep(0.05)
         return True
+
+    def _drop(self, reason: str, partition: int, offset: int) -> None:
+        """Count (and log the first of each reason, then every 1000th) what is not delivered."""
+        self.ignored += reason != "duplicate"
+        self.dropped[reason] += 1
+        if self.dropped[reason] % 1000 == 1:
+            log.warning("assignment_dropped", extra=logs.fields(
+                reason=reason, partition=partition, offset=offset, count=self.dropped[reason]))
 
 
 class AgentDesktop:

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +43,11 @@ from router.events import (
     RoutingRequested,
     Tier,
 )
+from router.routing import state
 from router.routing.config import RoutingPolicy, parse_policy
 from router.routing.stage import DECISIONS
-from router.routing.store import RoutingStore, Transition
+from router.routing.state import Entry
+from router.routing.store import RoutingStore
 from router.settings import Settings
 from router.stack import standalone_redis
 
@@ -85,7 +87,7 @@ class Driver:
     queues: int
     agents: list[str]
     rng: random.Random
-    offers: deque[Transition] = field(default_factory=deque)
+    offers: deque[state.Offered] = field(default_factory=deque)
     answered: deque[tuple[str, str]] = field(default_factory=deque)  # (contact, agent)
     waiting: deque[str] = field(default_factory=deque)  # contacts that may still leave
     on_break: set[str] = field(default_factory=set)
@@ -148,16 +150,16 @@ class Driver:
                 self.waiting.append(cid)
         return out
 
-    def follow(self, results: list[list[Transition] | Exception]) -> int:
+    def follow(self, results: Sequence[list[Entry] | Exception]) -> int:
         """Take in what the router did; returns the decisions it made (audited transitions)."""
         made = 0
         for result in results:
             if isinstance(result, Exception):
                 self.errors += 1
                 continue
-            for t in result:
-                made += t.kind in DECISIONS
-                if t.kind == "offered":
+            for t in state.rows(result):
+                made += type(t) in DECISIONS
+                if isinstance(t, state.Offered):
                     self.offers.append(t)
                 elif t.kind == "answered":
                     self.answered.append((t.contact_id, t.agent_id))
@@ -226,25 +228,30 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         now = int(time.time() * 1000)
         events = drivers[worker].batch(args.batch, now)
         results = await store.apply(events, now)  # (no += across an await: tasks interleave)
+        for r in results:  # Kafka has them (the stage's deletes ride with the next batch)
+            if not isinstance(r, Exception):
+                store.ack_entries(r)
         made = drivers[worker].follow(results)
         if worker == 0 and time.perf_counter() - last_tick >= 0.5:  # the worker's timer
             last_tick = time.perf_counter()
             ticked = await store.tick(now)
+            store.ack_entries(ticked)
             for driver in drivers:  # each domain's transitions to its own driver
-                made += driver.follow([[t for t in ticked if t.domain == driver.domain]])
+                made += driver.follow([[e for e in ticked
+                                        if e.rows and e.rows[0].domain == driver.domain]])
         decisions += made
         scripts += len(events)
         return made  # latency is counted per decision
 
     _, elapsed, lat = await drive(args.seconds, args.concurrency, routing_step)
     noop = client.register_script("return ARGV[1]")
-    await noop(keys=["pr:{d:noop}:"], args=[0])  # load it
+    await noop(keys=[state.prefix("noop")], args=[0])  # load it
 
     def noop_step(batch: int) -> Callable[[int], Awaitable[int]]:
         async def step(worker: int) -> int:
             pipe = client.pipeline(transaction=False)
             for i in range(batch):
-                pipe.evalsha(noop.sha, 1, f"pr:{{d:{domains[worker % len(domains)]}}}:", i)
+                pipe.evalsha(noop.sha, 1, state.prefix(domains[worker % len(domains)]), i)
             await pipe.execute()
             return batch
         return step
@@ -253,15 +260,14 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     noop_n, noop_elapsed, noop_lat = await drive(min(args.seconds, 5), args.concurrency,
                                                  noop_step(args.batch))
     best_n, best_elapsed, _ = await drive(min(args.seconds, 5), 4, noop_step(256))
-    stats = {}
+    stats: dict[str, int] = {}
     for d in domains:
-        raw = await client.hgetall(f"pr:{{d:{d}}}:stats")
-        for k, v in raw.items():
-            stats[k.decode()] = stats.get(k.decode(), 0) + int(v)
+        for k, v in (await state.stats(client, d)).items():
+            stats[k] = stats.get(k, 0) + v
     info = await client.info("memory")
     waiting_at_end = 0
     for d in domains:
-        waiting_at_end += sum(int(n) for n in await client.hvals(f"pr:{{d:{d}}}:wn"))
+        waiting_at_end += (await state.live(client, d))["waiting"]
     await client.aclose()
     rate, ceiling = decisions / elapsed, noop_n / noop_elapsed
     errors = sum(d.errors for d in drivers)
@@ -286,6 +292,81 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         "p50_ms": round(percentile(lat, 0.50), 3),
         "p99_ms": round(percentile(lat, 0.99), 3),
         "redis_noop_evalsha_per_s": round(ceiling),
+    }
+
+
+WORST_LISTS = 12  # queues whose waiting contacts all need the extra skill
+WORST_CONTACTS = 12_000
+WORST_SKILL = "vipcare"
+
+
+async def run_worst_case(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    """12,000 contacts wait across 12 lists at ring 0 for an extra skill (``vipcare``) that no
+    agent has (agents of those queues are ready, so no ring is skipped); then agents who lack
+    it go ready again and again. Each such event must cost Redis a bounded
+    amount of work (it may not scan contacts it cannot take): Redis's own measure of each
+    script call (SLOWLOG at threshold 0) gives ``agent_event_p99_ms``."""
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    rng = random.Random(args.seed)
+    store = RoutingStore(client, Settings(match_scan_limit=200), bench_policy(args.queues))
+    domain = "worst"
+    now = int(time.time() * 1000)
+    agents = [f"w-a{i}" for i in range(min(args.agents, 2000))]
+    for start in range(0, len(agents), 500):
+        await store.apply([AgentLoggedIn(event_id=f"login-{aid}", ts_ms=now, agent_id=aid,
+                                         domain=domain, skills={"zh": 2, **{
+                                             f"s{q}": 2 for q in range(WORST_LISTS)},
+                                             "general": 1}, capacity={"chat": 3}, ready=True)
+                           for aid in agents[start:start + 500]], now)
+    for start in range(0, WORST_CONTACTS, 500):
+        await store.apply([RoutingRequested(
+            event_id=f"r{n}", ts_ms=now, contact_id=f"c{n}", domain=domain,
+            queue=f"q{n % WORST_LISTS}", skills={WORST_SKILL: 1}, language=Language.ZH)
+            for n in range(start, min(start + 500, WORST_CONTACTS))], now)
+    waiting = (await state.live(client, domain))["waiting"]
+    state_sha = store._scripts["state"].sha.encode()  # the agent event measured
+    noop = client.register_script("return ARGV[1]")  # the control: Redis's own noise
+    await noop(keys=[state.prefix(domain)], args=[0])
+    await client.config_set("slowlog-log-slower-than", 0)
+    await client.config_set("slowlog-max-len", 100_000)
+    await client.slowlog_reset()
+    log: list[Any] = []  # drained after every batch: commands inside scripts are logged too
+    events = 0
+    deadline = time.perf_counter() + args.seconds
+    while time.perf_counter() < deadline:
+        batch = []
+        for _ in range(args.batch):
+            aid = rng.choice(agents)
+            for st in (AgentState.READY, AgentState.NOT_READY):
+                batch.append(AgentStateChanged(event_id=f"s{events}", ts_ms=now, agent_id=aid,
+                                               domain=domain, state=st))
+                events += 1
+        for r in await store.apply(batch, now):
+            if not isinstance(r, Exception):
+                store.ack_entries(r)
+        await noop(keys=[state.prefix(domain)], args=[events])
+        got: Any = await client.slowlog_get(100_000)
+        await client.slowlog_reset()
+        log += [e for e in got if e["command"].startswith(b"EVALSHA")]
+    await client.config_set("slowlog-log-slower-than", 10_000)
+
+    def durations(sha: bytes) -> list[int]:
+        return sorted(int(e["duration"]) for e in log
+                      if e["command"].split()[:2] == [b"EVALSHA", sha])
+    script_us = durations(state_sha)
+    noop_us = durations(noop.sha.encode())
+    await client.aclose()
+    return {
+        "mode": "worst_case", "agents": len(agents), "waiting": waiting,
+        "lists": WORST_LISTS, "extra_skill": WORST_SKILL, "agent_events": events,
+        "agent_events_measured": len(script_us),
+        "agent_event_p50_ms": round(percentile(script_us, 0.5) / 1000, 3),
+        "agent_event_p99_ms": round(percentile(script_us, 0.99) / 1000, 3),
+        "agent_event_max_ms": round(script_us[-1] / 1000, 3) if script_us else 0.0,
+        # The same measure of a no-op script in the same run: what the machine adds.
+        "noop_script_p50_ms": round(percentile(noop_us, 0.5) / 1000, 3),
+        "noop_script_p99_ms": round(percentile(noop_us, 0.99) / 1000, 3),
     }
 
 
@@ -314,7 +395,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", action="store_true",
                         help="through Kafka and a router worker (its routing stage) on the "
                              "embedded stack, instead of driving the store directly")
+    parser.add_argument("--worst-case", action="store_true",
+                        help="12,000 contacts wait for an extra skill no agent has, agents "
+                             "without it go ready: the p99 of each agent event's script time "
+                             "in Redis (agent_event_p99_ms, from SLOWLOG)")
     args = parser.parse_args(argv)
+    if args.worst_case:
+        with tempfile.TemporaryDirectory(prefix="bench-routing-") as tmp, \
+                standalone_redis(Path(tmp)) as url:
+            result = asyncio.run(run_worst_case(args, url))
+        print(f"{result['agent_events_measured']:,} agent events with {result['waiting']:,} "
+              f"contacts waiting for {WORST_SKILL}: script time p50 "
+              f"{result['agent_event_p50_ms']} ms, p99 {result['agent_event_p99_ms']} ms",
+              file=sys.stderr)
+        print(orjson.dumps(result).decode())
+        return 0
     if args.stage:
         from load_tests.bench_routing_stage import run_stage
 

@@ -25,7 +25,8 @@ from load_tests.bench_routing import Driver, agent_profile, bench_policy_text, p
 from router.demo import WorkerProcess, wait_ready
 from router.events import AgentLoggedIn, CustomerLeft, RoutingRequested
 from router.kafka import assign_all, consumer, producer
-from router.routing.store import Transition
+from router.routing import state
+from router.routing.state import Entry
 from router.stack import EmbeddedStack
 
 
@@ -95,7 +96,7 @@ async def _drive(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
                 await prod.send(topic, event.to_json(), key=d.encode())  # queued, not awaited
         batch = await cons.getmany(timeout_ms=20, max_records=20_000)
         seen = time.perf_counter()
-        results: dict[str, list[Transition]] = {d: [] for d in drivers}
+        results: dict[str, list[state.Transition]] = {d: [] for d in drivers}
         for records in batch.values():
             for record in records:
                 event = orjson.loads(record.value)
@@ -111,15 +112,19 @@ async def _drive(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
                     sent = published_at.pop(event["contact_id"], None)
                     if sent is not None and measuring:
                         latencies.append((seen - sent) * 1000)
-                    if event["decision"] in {"accepted", "abandoned"}:
-                        results[d].append(Transition(
-                            "answered" if event["decision"] == "accepted" else "abandoned", d,
-                            event["contact_id"], event.get("agent_id") or ""))
+                    if event["decision"] == "accepted":
+                        results[d].append(state.Answered(
+                            contact_id=event["contact_id"], agent_id=event.get("agent_id") or "",
+                            domain=d))
+                    elif event["decision"] == "abandoned":
+                        results[d].append(state.Abandoned(contact_id=event["contact_id"],
+                                                          domain=d))
                 elif kind == "assignment.offered.v1":
-                    results[d].append(Transition("offered", d, event["contact_id"],
-                                                 event["agent_id"], event["offer_id"]))
+                    results[d].append(state.Offered(
+                        contact_id=event["contact_id"], agent_id=event["agent_id"], domain=d,
+                        offer_id=event["offer_id"]))
         for d, transitions in results.items():
-            drivers[d].follow([transitions])
+            drivers[d].follow([[Entry("", transitions)]])
     elapsed = time.perf_counter() - start
     await prod.stop()
     await cons.stop()

@@ -10,9 +10,10 @@ client). Two comparisons:
   go through a zero-latency FIFO M/M/N simulation (``mmn_fifo_waits``). Contact by contact, the
   router's wait (escalation to acceptance, as its ``accepted`` decision reports it) minus the
   ideal wait is the waiting the router added. Same sample path, so almost no sampling noise.
-* **Erlang C** (``erlang_c``): the steady-state formulas, against the measured figures, with a
-  tolerance derived from the run: ``z`` standard deviations of the service level (and ASA) over
-  ``--replications`` independent simulated runs of the same length, rate, agents and warm-up.
+* **Erlang C** (``router.plan.erlang``): the steady-state formulas, against the measured
+  figures, with a tolerance derived from the run: ``z`` standard deviations of the service
+  level (and ASA) over ``--replications`` independent simulated runs of the same length, rate,
+  agents and warm-up.
 
 Contacts that arrive during the warm-up (default 10 % of the run) feed the queue but are left out
 of every figure: the run starts empty, Erlang C describes the steady state.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import heapq
-import math
 import os
 import random
 import statistics
@@ -50,6 +50,7 @@ from load_tests.sim import (
 )
 from router.demo import WorkerProcess, wait_ready
 from router.events import Event, RoutingRequested
+from router.plan.erlang import erlang_c, erlang_c_asa, erlang_c_service_level
 from router.stack import EmbeddedStack
 from router.stage import now_ms
 
@@ -61,41 +62,7 @@ SL_GOAL_POINTS = 0.01  # measured and ideal service level within 1 point
 EXTRA_WAIT_P99_GOAL_MS = 50.0
 
 
-# --- Queueing theory (pure) ---------------------------------------------------------------
-
-def erlang_b(agents: int, load: float) -> float:
-    """Erlang B blocking probability, by the stable recursion B(k) = A B(k-1) / (k + A B(k-1))."""
-    b = 1.0
-    for k in range(1, agents + 1):
-        b = load * b / (k + load * b)
-    return b
-
-
-def erlang_c(agents: int, load: float) -> float:
-    """Erlang C: the probability that an arrival waits, for ``load`` = rate x AHT erlangs
-    offered to ``agents`` servers (1 when load >= agents: the queue grows without bound).
-    C = N B / (N - A (1 - B)), with B the Erlang B probability."""
-    if load >= agents:
-        return 1.0
-    b = erlang_b(agents, load)
-    return agents * b / (agents - load * (1 - b))
-
-
-def erlang_c_service_level(agents: int, rate: float, aht_s: float, target_s: float) -> float:
-    """P(wait <= target) = 1 - C exp(-(N - A) target / AHT)."""
-    load = rate * aht_s
-    if load >= agents:
-        return 0.0
-    return 1.0 - erlang_c(agents, load) * math.exp(-(agents - load) * target_s / aht_s)
-
-
-def erlang_c_asa(agents: int, rate: float, aht_s: float) -> float:
-    """Average speed of answer: E[wait] = C AHT / (N - A)."""
-    load = rate * aht_s
-    if load >= agents:
-        return math.inf
-    return erlang_c(agents, load) * aht_s / (agents - load)
-
+# --- Queueing theory (pure; the Erlang C formulas are router/plan/erlang.py's) -------------
 
 def mmn_fifo_waits(arrivals_s: Sequence[float], handles_s: Sequence[float],
                    agents: int) -> list[float]:

@@ -9,6 +9,9 @@ simulated agents on the agents client accept after a delay, handle contacts for 
 sometimes let an offer lapse and take breaks. Every contact-centre time (service targets, ring
 delays, offer timeout, handle times, patience, breaks) is multiplied by ``--time-scale`` so that
 a rehearsal fits in a minute. DIR gets report.json and PNG plots; stdout a short summary.
+With ``--domains N`` the contacts are spread over N routing domains (merchants) with their own
+agents, staffed unevenly with ``--domain-staffing``; the summary then ranks them by their service
+rating (`peakroute rating`), and ``--keep-stack`` leaves the embedded stack running to ask it.
 """
 
 from __future__ import annotations
@@ -51,10 +54,12 @@ from router.events import ContactArrived, CustomerLeft, Event, Language, Tier
 from router.redis_client import redis_client
 from router.routing.config import DEFAULT_POLICY
 from router.settings import Settings
+from router.sla.rating import ranked
+from router.sla.snapshot import read_snapshot
 from router.stack import EmbeddedStack
 from router.stage import now_ms
 
-DOMAIN = "shop-1"
+DOMAIN = "shop-1"  # the first routing domain (with --domains N: shop-1 .. shop-N)
 POLICY_FILE = "policy.scaled.yaml"  # the routing policy the rehearsal's worker serves
 # Policy keys that are durations: scaled with the run (the policy wants targets >= 1 s).
 SCALED_POLICY_KEYS = ("service_target_s", "offer_timeout_s", "after_s", "priority_step_s")
@@ -88,6 +93,20 @@ class Options:
     seed: int = 11
     external: bool = False
     json_line: bool = False
+    domains: int = 1
+    domain_staffing: tuple[float, ...] = ()  # relative staffing per domain (default equal)
+    keep_stack: bool = False
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [DOMAIN] if self.domains == 1 else [f"shop-{i + 1}" for i in range(self.domains)]
+
+    def agents_per_domain(self) -> list[int]:
+        """The staffed agents split over the domains: an equal share of the load each, times
+        the domain's relative staffing."""
+        weights = list(self.domain_staffing) or [1.0] * self.domains
+        share = self.staffed_agents() / self.domains
+        return [max(1, round(share * w)) for w in weights]
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale
@@ -157,6 +176,8 @@ class Customers:
         self.malformed = 0
         self.left = 0
         self._leaving: list[tuple[float, str]] = []
+        self.domains = opts.domain_names
+        self.domain_of: dict[str, str] = {}
         self._seen_escalations = 0
 
     def patience_s(self) -> float:
@@ -173,9 +194,11 @@ class Customers:
             return topic, f"bad-{self.run_id}-{i}", MALFORMED[i % len(MALFORMED)]
         language, text = self.rng.choices(self._questions, self._weights)[0]
         contact_id = f"pk-{self.run_id}-{i:07d}"
+        domain = self.domains[i % len(self.domains)]
+        self.domain_of[contact_id] = domain
         tier = Tier.VIP if self.rng.random() < self.opts.vip_ratio else Tier.NORMAL
         return topic, contact_id, ContactArrived(
-            event_id=uuid.uuid4().hex, ts_ms=now_ms(), contact_id=contact_id, domain=DOMAIN,
+            event_id=uuid.uuid4().hex, ts_ms=now_ms(), contact_id=contact_id, domain=domain,
             customer_id=f"cust-{self.rng.randrange(10**8)}", language=language, text=text,
             tier=tier)
 
@@ -197,7 +220,8 @@ class Customers:
                 if c is None or c.answered_ms or c.abandoned_ms:
                     continue
                 event = CustomerLeft(event_id=uuid.uuid4().hex, ts_ms=now_ms(),
-                                     contact_id=contact_id, domain=DOMAIN)
+                                     contact_id=contact_id,
+                                     domain=self.domain_of.get(contact_id, DOMAIN))
                 await self.publisher.producer.send(self.settings.topic_contacts_inbound,
                                                    event.to_json(), key=contact_id.encode())
                 self.left += 1
@@ -210,12 +234,14 @@ async def rehearse(opts: Options, say: Any = print) -> dict[str, Any]:
     policy_file = write_scaled_policy(base, opts)
     stack: EmbeddedStack | None = None
     workers: list[WorkerProcess] = []
+    keep = False
     try:
         if opts.external:
             settings = base
             say(f"against kafka {settings.kafka_bootstrap_servers} (your workers, your policy)")
         else:
-            stack = EmbeddedStack(opts.out / "stack", partitions=base.topic_partitions)
+            stack = EmbeddedStack(opts.out / "stack", partitions=base.topic_partitions,
+                                  detach=opts.keep_stack)
             say("starting the embedded stack and the router worker(s) ...")
             settings = run_settings((await stack.start()).replace(
                 **{k: getattr(base, k) for k in ("bot_kb_path", "bot_model_dir")}), opts,
@@ -223,19 +249,23 @@ async def rehearse(opts: Options, say: Any = print) -> dict[str, Any]:
             workers = [WorkerProcess(settings, i, stack.state_dir / "logs")
                        for i in range(opts.workers)]
             await wait_ready(workers)
-        return await _drive(opts, settings, workers)
+        report = await _drive(opts, settings, workers)
+        keep = opts.keep_stack
+        return report
     finally:
         for w in workers:
             w.stop()
-        if stack is not None:
+        if stack is not None and not keep:
             stack.stop()
 
 
 async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
                  ) -> dict[str, Any]:
     rng = random.Random(opts.seed)
-    agents = opts.staffed_agents()
-    profiles = roster(agents, DOMAIN, seed=opts.seed)
+    staffing = dict(zip(opts.domain_names, opts.agents_per_domain(), strict=True))
+    agents = sum(staffing.values())
+    rosters = {d: roster(n, d, seed=opts.seed + i) for i, (d, n) in enumerate(staffing.items())}
+    profiles = [p for r in rosters.values() for p in r]
     behaviour = Behaviour(
         accept_delay_s=(opts.scaled(opts.accept_delay_s[0]), opts.scaled(opts.accept_delay_s[1])),
         handle_mean_s=opts.scaled(opts.handle_mean_s), handle_dist=opts.handle_dist,
@@ -243,7 +273,8 @@ async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
         break_every_s=opts.scaled(opts.break_every_s), break_s=opts.scaled(opts.break_s))
     ledger = Ledger()
     bus = AgentBus(settings)
-    pool = AgentPool(bus, profiles, DOMAIN, behaviour, seed=opts.seed)
+    pools = [AgentPool(bus, r, d, behaviour, seed=opts.seed + i)
+             for i, (d, r) in enumerate(rosters.items())]
     recorder = Recorder(settings, ledger)
     customers = Customers(settings, opts, ledger)
     client = redis_client(settings)
@@ -256,8 +287,10 @@ async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
           flush=True)
     try:
         await bus.start()
-        await pool.start()
-        await wait_agents_known(settings, DOMAIN, agents)
+        for pool in pools:
+            await pool.start()
+        for d, n in staffing.items():
+            await wait_agents_known(settings, d, n)
         await recorder.start()
         await customers.publisher.start()
         start_ms = now_ms()
@@ -282,6 +315,7 @@ async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
         end_ms = now_ms()
         await asyncio.sleep(1.0)  # the last completions and dead letters
         books = (await read_books(client)).as_dict()
+        snapshot = await read_snapshot(client, settings)
     finally:
         for task in tasks:
             task.cancel()
@@ -291,7 +325,8 @@ async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
         with contextlib.suppress(Exception):
             await customers.publisher.stop()
         with contextlib.suppress(Exception):
-            await pool.stop()
+            for pool in pools:
+                await pool.stop()
             await bus.stop()
         await client.aclose()
 
@@ -330,13 +365,18 @@ async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
             "drained_s": round((end_ms - publish_end_ms) / 1000, 1),
         },
         **result,
-        "agents_sim": {"offers": pool.stats.offers, "accepted": pool.stats.accepted,
-                       "completed": pool.stats.completed, "let_lapse": pool.stats.unanswered,
-                       "rescinded": pool.stats.rescinded, "breaks": pool.stats.breaks},
+        "agents_sim": {name: sum(getattr(p.stats, field) for p in pools)
+                       for name, field in (("offers", "offers"), ("accepted", "accepted"),
+                                           ("completed", "completed"),
+                                           ("let_lapse", "unanswered"),
+                                           ("rescinded", "rescinded"), ("breaks", "breaks"))},
+        "domains": {"agents": staffing,
+                    "ratings": [r.as_dict() for r in ranked(snapshot.ratings)]},
         "customers_left": customers.left,
         "redirects": ledger.redirects,
         "plots": plots,
         "out_dir": str(opts.out),
+        "stack_kept": str(opts.out / "stack") if opts.keep_stack and not opts.external else None,
     }
     (opts.out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return report
@@ -396,10 +436,27 @@ def parse_args(argv: list[str] | None = None) -> Options:
     ap.add_argument("--external", action="store_true",
                     help="use the Kafka and Redis of the PEAKROUTE_* settings and the workers "
                          "already serving them (their policy is not scaled)")
+    ap.add_argument("--domains", type=int, default=1,
+                    help="routing domains (merchants) the contacts are spread over, each with "
+                         "its own agents: shop-1 .. shop-N (1)")
+    ap.add_argument("--domain-staffing", default="",
+                    help="relative staffing per domain, e.g. 1.2,0.8,0.5 (default equal)")
+    ap.add_argument("--keep-stack", action="store_true",
+                    help="leave the embedded stack (broker, Redis) running afterwards, for "
+                         "`peakroute rating` and `peakroute status` (PEAKROUTE_STATE_DIR="
+                         "DIR/stack); `peakroute stack down` stops it")
     ap.add_argument("--json", action="store_true", help="end with report.json on one line")
     a = ap.parse_args(argv)
     if a.duration <= 0 or a.rate <= 0 or not 0 < a.time_scale <= 1:
         ap.error("--duration and --rate must be > 0, --time-scale in (0, 1]")
+    try:
+        staffing = tuple(float(x) for x in a.domain_staffing.split(",") if x.strip())
+    except ValueError:
+        ap.error("--domain-staffing: numbers separated by commas")
+    if a.domains < 1 or (staffing and (len(staffing) != a.domains
+                                       or min(staffing) <= 0)):
+        ap.error("--domains must be >= 1 and --domain-staffing give one positive number per "
+                 "domain")
     opts = Options(profile=a.profile, duration_s=a.duration, out=a.out, rate=a.rate,
                    time_scale=a.time_scale, agents=a.agents, workers=a.workers,
                    handle_dist=a.handle_dist, handle_mean_s=a.handle_mean,
@@ -407,14 +464,40 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    no_answer_ratio=a.no_answer, break_every_s=a.break_every,
                    break_s=a.break_length, vip_ratio=a.vip_ratio, bad_ratio=a.bad_ratio,
                    sl_objective=a.sl_objective, drain_s=a.drain, seed=a.seed,
-                   external=a.external, json_line=a.json)
+                   external=a.external, json_line=a.json, domains=a.domains,
+                   domain_staffing=staffing, keep_stack=a.keep_stack)
     return opts
+
+
+def render_domains(report: dict[str, Any]) -> str:
+    """The domains ranked by their service rating (as `peakroute rating` shows them)."""
+    lines = ["  domains by service rating (window "
+             + (report["domains"]["ratings"][0]["window"] if report["domains"]["ratings"]
+                else "-") + "):"]
+    for i, r in enumerate(report["domains"]["ratings"]):
+        c = r["components"]
+
+        def pct(name: str, parts: dict[str, Any] = c) -> str:
+            return "-" if parts.get(name) is None else f"{parts[name] * 100:.0f}"
+
+        score = "-" if r["score"] is None else f"{r['score']:.1f}"
+        lines.append(f"    {i + 1}. {r['domain']:<8} {r['tier']:<8} {score:>5}  agents "
+                     f"{report['domains']['agents'].get(r['domain'], 0):3d}  contacts "
+                     f"{r['contacts']:5d}  SL/obj {pct('service_level')} within "
+                     f"{pct('within_target')} speed {pct('answer_speed')} kept "
+                     f"{pct('retention')} bot {pct('bot_containment')}")
+    if report.get("stack_kept"):
+        lines.append(f"  stack kept running: PEAKROUTE_STATE_DIR={report['stack_kept']} "
+                     ".venv/bin/peakroute rating (then ... peakroute stack down)")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     report = asyncio.run(rehearse(opts))
     print(rpt.render(report), flush=True)
+    if opts.domains > 1 or opts.keep_stack:
+        print(render_domains(report), flush=True)
     if opts.json_line:
         sys.stdout.write(orjson.dumps(report).decode() + "\n")
     return 0 if report["balanced"] else 1

@@ -30,6 +30,7 @@ from router.events import (
     Speaker,
     Turn,
 )
+from router.routing import state
 from router.routing.config import load_policy
 from router.routing.store import RoutingStore
 from router.settings import Settings
@@ -92,7 +93,9 @@ async def measure(url: str, agents: int, contacts: int, turns: int) -> dict[str,
         results = await store.apply([RoutingRequested(
             event_id=f"dr-{i}", ts_ms=now, contact_id=cid, domain="done",
             language=Language.ZH, intent="order_status")], now)
-        offers = [t for t in results[0] if t.kind == "offered"]
+        first = results[0]
+        offers = [t for t in state.rows(first) if isinstance(t, state.Offered)] \
+            if not isinstance(first, Exception) else []
         if not offers:
             break
         await store.apply([OfferAccepted(event_id=f"da-{i}", ts_ms=now, agent_id="solo",

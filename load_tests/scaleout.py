@@ -25,7 +25,9 @@ import orjson
 
 from load_tests.cluster import DOMAIN, Cluster, ClusterOptions
 from load_tests.gateway import percentile
-from router.routing.store import domain_stats, prefix
+from router.bot.conversation import conversation_pattern
+from router.routing import state
+from router.routing.store import domain_stats
 
 
 async def key_bytes(client: Any, pattern: str, sample: int = 300) -> int | None:
@@ -71,9 +73,11 @@ async def measure(workers: int, args: argparse.Namespace, say: Any) -> dict[str,
         per_1000 = {role: round(cpu / arrived * 1000, 2) if arrived else None
                     for role, cpu in sorted(used.items())}
         per_1000["workers_total"] = round(worker_cpu / arrived * 1000, 2) if arrived else None
-        p = prefix(DOMAIN)
-        memory = {"contact_hash_bytes": await key_bytes(cluster.redis, p + "c:*"),
-                  "bot_conversation_bytes": await key_bytes(cluster.redis, p + "bot:*"),
+        contacts_key = state.key(DOMAIN, state.Key.CONTACTS)
+        memory = {"contact_hash_bytes": int(await cluster.redis.memory_usage(contacts_key)
+                                            or 0),
+                  "bot_conversation_bytes": await key_bytes(cluster.redis,
+                                                            conversation_pattern(DOMAIN)),
                   "used_memory_bytes": int((await cluster.redis.info("memory"))["used_memory"]),
                   "contacts": after["arrived"]}
         return {

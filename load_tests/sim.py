@@ -254,16 +254,15 @@ def quantiles(values: Sequence[float], digits: int = 1) -> dict[str, float]:
 
 async def wait_agents_known(settings: Settings, domain: str, agents: int,
                             timeout_s: float = 30.0) -> None:
-    """Until the routing stage has seen ``agents`` logins in ``domain`` (their Redis hashes)."""
+    """Until the routing stage has seen ``agents`` logins in ``domain``."""
     from router.redis_client import redis_client
+    from router.routing import state
 
     client = redis_client(settings)
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            known = 0
-            async for _ in client.scan_iter(match=f"pr:{{d:{domain}}}:a:*", count=1000):
-                known += 1
+            known = len(await state.seated_agents(client, domain))
             if known >= agents:
                 return
             await asyncio.sleep(0.2)

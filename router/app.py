@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -23,7 +23,7 @@ from router.bot.conversation import ConversationStore
 from router.bot.loader import BrainHolder
 from router.bot.stage import BotStage
 from router.decode import Decoder, Limits
-from router.redis_client import redis_client
+from router.redis_client import redis_client, without_retry
 from router.routing.config import policy_from_settings
 from router.routing.stage import RoutingStage
 from router.routing.store import RoutingStore
@@ -53,8 +53,10 @@ class Runtime:
 
     def _store(self) -> RoutingStore:
         if self._redis is None:
-            self._redis = redis_client(self.settings, socket_timeout=10,
-                                       health_check_interval=30)
+            # The transport retries the batch, counts the failure and says not ready.
+            self._redis = redis_client(self.settings,
+                                       socket_timeout=self.settings.redis_socket_timeout_s,
+                                       health_check_interval=30, retry=without_retry())
         return RoutingStore(self._redis, self.settings, self.policy)
 
     def decoder(self) -> Decoder:
@@ -107,10 +109,12 @@ class Worker:
         runtime = self.runtime
         topics = settings.topics
         self.transport = Transport(settings, {
-            topics["contacts_inbound"]: Route("bot", lambda records: runtime.bot.handle(records)),
+            topics["contacts_inbound"]: Route("bot", lambda records: runtime.bot.handle(records),
+                                              lambda outputs: runtime.bot.delivered(outputs)),
             topics["routing_requests"]: Route(
-                "routing", partial(self._routing, "routing_requests")),
-            topics["agents_events"]: Route("agents", partial(self._routing, "agents_events")),
+                "routing", partial(self._routing, "routing_requests"), self._delivered),
+            topics["agents_events"]: Route("agents", partial(self._routing, "agents_events"),
+                                           self._delivered),
         })
         self._tasks: list[asyncio.Task[None]] = []
         self._web: web.AppRunner | None = None
@@ -119,6 +123,9 @@ class Worker:
     def _routing(self, role: str, records: Any) -> Awaitable[list[Output]]:
         return self.runtime.routing.handle(role, records)
 
+    def _delivered(self, outputs: Sequence[Output]) -> None:
+        self.runtime.routing.delivered(outputs)
+
     async def start(self) -> None:
         await self.transport.start()
         metrics.LAG.source = self.transport.lag
@@ -126,11 +133,11 @@ class Worker:
         runtime = self.runtime
         self._tasks = [
             # offers that lapsed, rings that open, re-seating
-            self._every(s.timer_interval_s, "timer", lambda: self._tick("timer",
-                                                                         runtime.routing.tick)),
+            self._every(s.timer_interval_s, "timer", lambda: self._tick(
+                "timer", runtime.routing.tick, self._delivered)),
             # silence closes contacts the bot answered
-            self._every(s.timer_interval_s, "bot_timer", lambda: self._tick("bot_timer",
-                                                                             runtime.bot.tick)),
+            self._every(s.timer_interval_s, "bot_timer", lambda: self._tick(
+                "bot_timer", runtime.bot.tick, runtime.bot.delivered)),
             self._every(s.bot_reload_interval_s, "bot_reload", self._reload_bot),
             # one worker exports the SLA figures (docs/METRICS.md)
             self._every(s.metrics_lease_s / 3, "sla_export_lease", runtime.exporter.renew),
@@ -168,8 +175,9 @@ class Worker:
         if await self.runtime.brains.reload_if_changed():
             freeze_heap()  # the old model is garbage now; the new one is long-lived
 
-    async def _tick(self, name: str, step: Callable[[], Awaitable[list[Output]]]) -> None:
-        await self.transport.run_batch(name, lambda _records: step(), ())
+    async def _tick(self, name: str, step: Callable[[], Awaitable[list[Output]]],
+                    delivered: Callable[[Sequence[Output]], None]) -> None:
+        await self.transport.run_batch(name, lambda _records: step(), (), delivered)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         try:

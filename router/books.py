@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import redis.asyncio as aioredis
 
-from router.routing.store import domain_live, domain_stats, domains
+from router.routing.state import domains, live, stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +36,8 @@ class Books:
 async def read_books(client: aioredis.Redis) -> Books:
     totals: dict[str, int] = dict.fromkeys(Books.__dataclass_fields__, 0)
     for domain in await domains(client):
-        stats = await domain_stats(client, domain)
-        stats.update(await domain_live(client, domain))
+        figures = await stats(client, domain)
+        figures.update(await live(client, domain))
         for name in totals:
-            totals[name] += stats.get(name, 0)
+            totals[name] += figures.get(name, 0)
     return Books(**totals)

@@ -1,5 +1,5 @@
 """`peakroute`: one entry point with subcommands (demo, stack, worker, topics, bot, routing,
-status)."""
+status, plan, rating)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from router import status as status_cli
 from router.bot import cli as bot_cli
 from router.errors import PeakrouteError
 from router.gateway import cli as gateway_cli
+from router.plan import cli as plan_cli
 from router.routing import cli as routing_cli
 from router.settings import ENV_PREFIX, Settings
 
@@ -84,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     bot_cli.add_parser(sub)
     routing_cli.add_parser(sub)
     status_cli.add_parser(sub)
+    plan_cli.add_parser(sub)
+    status_cli.add_rating_parser(sub)
     gateway_cli.add_parser(sub)
     return parser
 
@@ -105,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             return routing_cli.run(args, settings)
         if args.command == "status":
             return status_cli.run(args, settings)
+        if args.command == "plan":
+            return plan_cli.run(args, settings)
+        if args.command == "rating":
+            return status_cli.run_rating(args, settings)
         if args.command == "gateway":
             return gateway_cli.run_gateway(args, settings)
         if args.command == "agents":

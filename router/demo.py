@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,11 +29,14 @@ from agents.simulated import AgentPool, Behaviour, roster
 from load_tests.gateway import SimulatedGateway, percentile
 from router.books import Books, read_books
 from router.errors import StackError
-from router.redis_client import redacted_url, redis_client
+from router.redis_client import redacted_url, redis_client, without_retry
+from router.redis_reads import RedisRefusing, Refusals, read_through
 from router.settings import Settings
 from router.stack import EmbeddedStack, _die_with_parent, free_port
 
 READY_TIMEOUT_S = 90.0
+READ_TIMEOUT_S = 2.0  # the demo's own Redis reads
+FINAL_READ_S = 60.0  # how long the final books may wait for a Redis that refuses
 DOMAIN = "shop-1"
 
 
@@ -50,6 +55,9 @@ class DemoOptions:
     json_progress: bool = False
     interval_s: float = 2.0
     desktop_port: int | None = None  # issue 9: a gateway with a human agent and a supervisor
+    # Run beside the publishing (load_tests.demo_faults injects Redis faults with it); the
+    # drain starts once both are done.
+    during: Callable[[DemoRun], Coroutine[Any, Any, Any]] | None = None
 
 
 class WorkerProcess:
@@ -72,10 +80,22 @@ class WorkerProcess:
             return body
 
     def ready(self) -> bool:
+        return bool(self.readiness().get("ready"))
+
+    def readiness(self) -> dict[str, Any]:
+        """/readyz's answer, 503 included (``failing``: the Redis or Kafka failure met last);
+        empty while the worker does not answer."""
         try:
-            return bool(orjson.loads(self.get("/readyz")).get("ready"))
-        except (OSError, ValueError):
-            return False
+            body = self.get("/readyz")
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+        except OSError:
+            return {}
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -99,6 +119,139 @@ async def wait_ready(workers: list[WorkerProcess]) -> None:
             raise StackError(f"the router worker was not ready within {READY_TIMEOUT_S:.0f} s; "
                              f"see {workers[0].log_path}")
         await asyncio.sleep(0.25)
+
+
+def books_client(settings: Settings) -> aioredis.Redis:
+    """The demo's Redis client: its reads retry (router/redis_reads.py), and a stalled Redis
+    must not freeze them."""
+    return redis_client(settings, socket_timeout=READ_TIMEOUT_S,
+                        socket_connect_timeout=READ_TIMEOUT_S, retry=without_retry())
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The last lines of a worker's log (structured lines: no customer text)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"({path} unreadable: {exc})"
+    return "\n".join(text.splitlines()[-lines:])[-2500:]
+
+
+def exit_status(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"code {code}, {signal.Signals(-code).name}"
+    return f"code {code}"
+
+
+class Supervisor:
+    """Notices a worker process that exited: says so (exit code, the tail of its log) and
+    starts it again; a worker that died ``MAX_DEATHS`` times within ``WINDOW_S`` stops the
+    demo with an error instead (something is wrong that a restart will not fix)."""
+
+    MAX_DEATHS = 3
+    WINDOW_S = 60.0
+
+    def __init__(self, settings: Settings, workers: list[WorkerProcess], log_dir: Path,
+                 say: Callable[[str], None],
+                 start: Callable[[Settings, int, Path], WorkerProcess] = WorkerProcess) -> None:
+        self.settings = settings
+        self.workers = workers  # replaced in place: the demo and its hook see the new ones
+        self.log_dir = log_dir
+        self.say = say
+        self.start = start
+        self.deaths: dict[int, list[float]] = {}
+        self.restarts = 0
+
+    def check(self) -> None:
+        for i, worker in enumerate(self.workers):
+            code = worker.proc.poll()
+            if code is None:
+                continue
+            now = time.monotonic()
+            deaths = [t for t in self.deaths.get(i, []) if now - t < self.WINDOW_S] + [now]
+            self.deaths[i] = deaths
+            tail = log_tail(worker.log_path)
+            if len(deaths) >= self.MAX_DEATHS:
+                raise StackError(
+                    f"router worker {i} died {len(deaths)} times within "
+                    f"{self.WINDOW_S:.0f} s (last: {exit_status(code)}); stopping the demo. "
+                    f"{worker.log_path} ends with:\n{tail}")
+            self.say(f"router worker {i} exited ({exit_status(code)}); {worker.log_path} "
+                     f"ends with:\n{tail}")
+            self.workers[i] = self.start(self.settings, i, self.log_dir)
+            self.restarts += 1
+            self.say(f"  restarted router worker {i} (pid {self.workers[i].proc.pid}, "
+                     f"metrics on http://127.0.0.1:{self.workers[i].port}/metrics)")
+
+
+@dataclass
+class DemoRun:
+    """What a ``DemoOptions.during`` hook gets: the stack's settings and the live workers."""
+
+    settings: Settings
+    workers: list[WorkerProcess]
+    say: Callable[[str], None]
+
+
+class Watch:
+    """The demo's view of the run: the books read through Redis refusals (router/redis_reads),
+    the workers' own failures (/readyz), and the progress line."""
+
+    def __init__(self, client: aioredis.Redis, supervisor: Supervisor, gateway: SimulatedGateway,
+                 opts: DemoOptions, say: Callable[[str], None]) -> None:
+        self.client = client
+        self.supervisor = supervisor
+        self.gateway = gateway
+        self.opts = opts
+        self.say = say
+        self.refusals = Refusals()
+        self.last: Books | None = None  # the last books Redis gave
+        self.started = time.monotonic()
+
+    async def books(self, within_s: float) -> Books | None:
+        """The books, retrying Redis's failures for up to ``within_s``; None if it still
+        refuses (the refusal is in ``self.refusals``)."""
+        try:
+            self.last = await read_through(lambda: read_books(self.client), self.refusals,
+                                           within_s)
+        except RedisRefusing:
+            return None
+        return self.last
+
+    async def refusing(self) -> str:
+        """What Redis refuses now, by kind: to the demo's reads, and to the workers (the
+        failure /readyz names; asked in a thread, so a hung worker never stalls publishing)."""
+        parts = []
+        if self.refusals.kind is not None:
+            parts.append(f"{self.refusals.describe()} (books)")
+        answers = await asyncio.gather(*(asyncio.to_thread(w.readiness)
+                                         for w in self.supervisor.workers))
+        for i, answer in enumerate(answers):
+            if answer.get("failing"):
+                parts.append(f"{answer['failing']} (worker {i})")
+        return ", ".join(parts)
+
+    async def show(self) -> None:
+        """Check the workers, read the books (for at most one interval) and print a line."""
+        self.supervisor.check()
+        books = await self.books(self.opts.interval_s)
+        shown = books or self.last or Books()
+        refusing = await self.refusing()
+        stats = self.gateway.stats
+        elapsed = time.monotonic() - self.started
+        if self.opts.json_progress:
+            self.say(orjson.dumps({"t_s": round(elapsed, 1), "published": stats.published,
+                                   **shown.as_dict(), "redis_refusing": refusing or None,
+                                   "stale": books is None}).decode())
+            return
+        p99 = percentile(stats.reply_latencies_ms[-5000:], 0.99)
+        line = progress_line(elapsed, stats.published, shown, stats.deadlettered, p99)
+        if refusing:
+            line += f"  REDIS REFUSING: {refusing}"
+        if books is None:
+            line += "; books as last read"
+        self.say(line)
 
 
 def progress_line(elapsed: float, published: int, books: Books, deadlettered: int,
@@ -171,7 +324,8 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any
         await wait_ready(workers)
         say(f"  ready; metrics on http://127.0.0.1:{workers[0].port}/metrics")
         say(f"  live SLA view: PEAKROUTE_STATE_DIR={stack.state_dir} peakroute status")
-        client = redis_client(settings)
+        client = books_client(settings)
+        supervisor = Supervisor(settings, workers, stack.state_dir / "logs", say)
         bus = AgentBus(settings)
         await bus.start()
         pool = AgentPool(bus, roster(opts.agents, DOMAIN), DOMAIN,
@@ -191,25 +345,44 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any
         await gateway.start()
         say(f"{opts.agents} agents logged in; publishing ~{opts.rate:g} contacts/s for "
             f"{opts.duration_s:g} s")
-        started = time.monotonic()
-        publishing = asyncio.create_task(gateway.run(opts.duration_s))
-        while not publishing.done():
-            await asyncio.wait([publishing], timeout=opts.interval_s)
-            await _show(say, started, gateway, client, opts)
-        await publishing
+        watch = Watch(client, supervisor, gateway, opts, say)
+        running = [asyncio.create_task(gateway.run(opts.duration_s), name="publishing")]
+        if opts.during is not None:
+            running.append(asyncio.create_task(
+                opts.during(DemoRun(settings, workers, say)), name="during"))
+        try:
+            while not all(task.done() for task in running):
+                await asyncio.wait(running, timeout=opts.interval_s,
+                                   return_when=asyncio.FIRST_EXCEPTION)
+                for task in running:  # a failed task ends the demo with its error
+                    if task.done() and task.exception() is not None:
+                        await task
+                await watch.show()
+        finally:
+            for task in running:
+                task.cancel()
         await gateway.flush()
-        publish_s = time.monotonic() - started
+        publish_s = time.monotonic() - watch.started
         say("draining: no new contacts; agents finish, waiting customers are answered or leave")
         drain_until = time.monotonic() + opts.drain_s
         while time.monotonic() < drain_until:
-            books = await read_books(client)
-            accounted = books.arrived + gateway.stats.deadlettered
-            if accounted >= gateway.stats.published and books.open == 0:
+            supervisor.check()
+            books = await watch.books(opts.interval_s)
+            if books is not None and books.open == 0 and (
+                    books.arrived + gateway.stats.deadlettered >= gateway.stats.published):
                 break
             await asyncio.sleep(opts.interval_s)
-            await _show(say, started, gateway, client, opts)
-        books = await read_books(client)
-        result = summary(opts, books, gateway, time.monotonic() - started, publish_s)
+            await watch.show()
+        supervisor.check()
+        try:
+            books = await read_through(lambda: read_books(client), watch.refusals,
+                                       FINAL_READ_S)
+        except RedisRefusing as exc:
+            raise StackError(f"cannot read the books: {exc}; the stack is stopped, "
+                             f"{stack.state_dir / 'logs'} has its logs") from exc
+        result = summary(opts, books, gateway, time.monotonic() - watch.started, publish_s)
+        result["run"]["worker_restarts"] = supervisor.restarts
+        result["run"]["redis_refusals_met"] = dict(watch.refusals.counts)
         if opts.metrics_out is not None:
             opts.metrics_out.write_bytes(exporting_exposition(workers))
         return result
@@ -238,18 +411,6 @@ def exporting_exposition(workers: list[WorkerProcess]) -> bytes:
     return next((page for page in pages if b"\npeakroute_sla_exporter 1.0" in page), pages[0])
 
 
-async def _show(say: Any, started: float, gateway: SimulatedGateway, client: aioredis.Redis,
-                opts: DemoOptions) -> None:
-    books = await read_books(client)
-    p99 = percentile(gateway.stats.reply_latencies_ms[-5000:], 0.99)
-    if opts.json_progress:
-        say(orjson.dumps({"t_s": round(time.monotonic() - started, 1),
-                          "published": gateway.stats.published, **books.as_dict()}).decode())
-    else:
-        say(progress_line(time.monotonic() - started, gateway.stats.published, books,
-                          gateway.stats.deadlettered, p99))
-
-
 def render_summary(result: dict[str, Any]) -> str:
     t = result["totals"]
     lines = [
@@ -266,6 +427,11 @@ def render_summary(result: dict[str, Any]) -> str:
         f"p50 {result['throughput']['bot_reply_latency_ms']['p50']} ms, "
         f"p99 {result['throughput']['bot_reply_latency_ms']['p99']} ms",
     ]
+    run = result["run"]
+    if run.get("worker_restarts") or run.get("redis_refusals_met"):
+        met = ", ".join(f"{kind} {n}" for kind, n in sorted(run["redis_refusals_met"].items()))
+        lines.append(f"  router workers restarted {run['worker_restarts']}; Redis failures the "
+                     f"books' reads rode out: {met or 'none'}")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:  # router.sla.snapshot imports the store, which imports this module
+if TYPE_CHECKING:  # annotations only: router.sla.snapshot imports the store, which counts here
     from router.sla.snapshot import Snapshot
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the exposition and nobody graphs them
@@ -108,6 +108,12 @@ REDIS_ERRORS = Counter(
     "loading, masterdown, noreplicas, tryagain, clusterdown, moved, ask, timeout, connection "
     "(router/transient.py).",
     ["kind"], registry=REGISTRY,
+)
+REQUESTS_CLAMPED = Counter(
+    "peakroute_requests_clamped_total",
+    "Routing requests whose escalation time was outside [now - contact retention, now] and "
+    "was clamped to that range (docs/EVENTS.md), by side (future, too_old).",
+    ["side"], registry=REGISTRY,
 )
 KAFKA_ERRORS = Counter(
     "peakroute_kafka_errors_total",
@@ -228,7 +234,29 @@ def cluster_families(snap: Snapshot) -> list[Metric]:
         if d.occupancy is not None:
             occupancy.add_metric([d.domain], d.occupancy)
     return [sl, objective, target, asa, wmax, window, *totals.values(), wait_total, waiting,
-            oldest, risk, ewt, ready, agents, occupancy]
+            oldest, risk, ewt, ready, agents, occupancy, *rating_families(snap)]
+
+
+def rating_families(snap: Snapshot) -> list[Metric]:
+    """The merchant service rating per domain (router/sla/rating.py, docs/METRICS.md)."""
+    score = GaugeMetricFamily(
+        "peakroute_domain_rating_score", "The domain's service rating, 0-100, over "
+        "PEAKROUTE_RATING_WINDOW (docs/METRICS.md); absent while unrated.", labels=["domain"])
+    tier = GaugeMetricFamily(
+        "peakroute_domain_rating_tier", "1 for the domain's tier (PEAKROUTE_RATING_TIERS; "
+        "unrated: too few contacts in the window).", labels=["domain", "tier"])
+    part = GaugeMetricFamily(
+        "peakroute_domain_rating_component_ratio", "A component of the rating, 0-1 "
+        "(service_level, within_target, answer_speed, retention, bot_containment); absent "
+        "while undefined.", labels=["domain", "component"])
+    for r in snap.ratings:
+        if r.score is not None:
+            score.add_metric([r.domain], r.score)
+        tier.add_metric([r.domain, r.tier], 1)
+        for name, value in r.components.items():
+            if value is not None:
+                part.add_metric([r.domain, name], value)
+    return [score, tier, part]
 
 
 LAG = LagCollector()

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from router.settings import Settings
 
@@ -45,6 +47,14 @@ def client_url(settings: Settings) -> str:
     password = "" if settings.redis_password else password
     kept = user + (":" + password if password else "")
     return urlunsplit(parts._replace(netloc=f"{kept}@{host}" if kept else host))
+
+
+def without_retry() -> Retry:
+    """For a client whose caller retries (the worker's transport; the demo's and status's
+    reads, router/redis_reads.py), so the caller sees, counts and reports each failure:
+    redis-py's own 10 retries would hide resets and make a 1 s socket timeout surface after
+    ~15 s."""
+    return Retry(NoBackoff(), 0)
 
 
 def redis_client(settings: Settings, **extra: Any) -> aioredis.Redis:

@@ -45,6 +45,7 @@ class Settings:
     app_id: str = "peakroute"  # consumer group of the router workers
     # Redis
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    redis_socket_timeout_s: float = 10.0  # a worker's Redis reply later than this is a timeout
     # Topics (names and partition count)
     topic_contacts_inbound: str = "contacts.inbound"
     topic_bot_replies: str = "bot.replies"
@@ -66,6 +67,12 @@ class Settings:
     sla_timezone: str = "UTC"  # where "today" starts (IANA name, e.g. Asia/Shanghai)
     sla_bucket_ttl_s: int = 172_800  # minute and hour buckets expire (longer than "today")
     metrics_lease_s: float = 15.0  # the worker holding this Redis lease exports SLA gauges
+    # Capacity plan and merchant service rating (issue 22; docs/OPERATIONS.md, docs/METRICS.md)
+    plan_aht_s: float = 90.0  # `peakroute plan`'s handle time (the router does not measure it)
+    plan_patience_s: float = 60.0  # customers' mean patience for a person (Erlang A)
+    rating_window: str = "today"  # the SLA window a domain's rating is computed over
+    rating_tiers: str = "gold=85,silver=70,bronze=55,basic=0"  # tier=lowest score, best first
+    rating_min_contacts: int = 20  # fewer answered + abandoned in the window: unrated
     # Routing
     routing_policy: str = ""  # YAML file (docs/ROUTING.md); "" = the shipped e-commerce default
     match_scan_limit: int = 200  # how many candidates one match looks at before queueing
@@ -201,6 +208,19 @@ class Settings:
             raise SettingsError(f"{env_name('sla_bucket_ttl_s')} must be at least 90000 (longer "
                                 f"than a day) and {env_name('metrics_lease_s')} > 0")
         timezone(self.sla_timezone)  # raises SettingsError naming the fix
+        self._validate_plan_rating()
+
+    def _validate_plan_rating(self) -> None:
+        from router.sla.rating import parse_tiers
+        from router.sla.windows import WINDOW_NAMES
+
+        for name in ("plan_aht_s", "plan_patience_s", "rating_min_contacts"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")
+        if self.rating_window not in WINDOW_NAMES:
+            raise SettingsError(f"{env_name('rating_window')}={self.rating_window!r}: use "
+                                + ", ".join(WINDOW_NAMES))
+        parse_tiers(self.rating_tiers)  # raises SettingsError naming the fix
 
     def _validate_security(self) -> None:
         """Connection security that cannot work is refused at start, naming the fix."""

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,12 +137,13 @@ class StackProcess:
 
 
 @contextlib.contextmanager
-def standalone_redis(state_dir: Path) -> Iterator[str]:
-    """A redis-server of its own on a free port (benchmarks): yields its URL, then stops it."""
+def standalone_redis(state_dir: Path, extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """A redis-server of its own on a free port (benchmarks, fault tests; ``extra_args`` are
+    added to its command line): yields its URL, then stops it."""
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(state_dir)]
+            "--appendonly", "no", "--dir", str(state_dir), *extra_args]
     with (state_dir / "redis.log").open("ab") as out:
         popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL,

@@ -25,11 +25,18 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record to produce: a logical topic role (see Settings.topics), a key and an event."""
+    """One record to produce: a logical topic role (see Settings.topics), a key and an event;
+    ``outbox``: the (domain, entry id) of the outbox entry it came from, deleted once Kafka
+    has every record of the batch (router/routing/state.py)."""
 
     role: str
     key: str
     event: Event
+    outbox: tuple[str, str] | None = None
+
+
+def outbox_entries(outputs: Iterable[Output]) -> set[tuple[str, str]]:
+    return {o.outbox for o in outputs if o.outbox is not None}
 
 
 def now_ms() -> int:

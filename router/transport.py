@@ -33,14 +33,17 @@ log = logs.get("transport")
 RETRY_MAX_S = 5.0
 
 Handler = Callable[[Sequence[Record]], Awaitable[list[Output]]]
+Delivered = Callable[[Sequence[Output]], None]
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """What consumes one input topic: the stage's name (a metrics label) and its batch handler."""
+    """What consumes one input topic: the stage's name (a metrics label), its batch handler,
+    and what it does once Kafka has a batch's outputs (the outbox's deletes)."""
 
     stage: str
     handle: Handler
+    delivered: Delivered | None = None
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -142,7 +145,8 @@ class Transport:
             # The records in hand still count as lag, also while a batch waits on Redis.
             self._next[tp] = messages[0].offset
         await asyncio.gather(*(self.run_batch(self.routes[topic].stage,
-                                              self.routes[topic].handle, records)
+                                              self.routes[topic].handle, records,
+                                              self.routes[topic].delivered)
                                for topic, records in by_topic.items()))
         self._next.update(offsets)
         self._commit_soon(offsets)
@@ -164,7 +168,8 @@ class Transport:
         if self._committer is not None:
             await self._committer
 
-    async def run_batch(self, stage: str, handle: Handler, records: Sequence[Record]) -> None:
+    async def run_batch(self, stage: str, handle: Handler, records: Sequence[Record],
+                        delivered: Delivered | None = None) -> None:
         """Handle and produce one batch; retry dependency failures (router/transient.py: Redis
         refusing or unreachable, Kafka errors) until they pass, with capped backoff. Anything
         else is a bug and propagates."""
@@ -176,6 +181,8 @@ class Transport:
                 if outputs is None:
                     outputs = await handle(records)
                 await self.produce(outputs)
+                if delivered is not None:
+                    delivered(outputs)
                 break
             except Exception as exc:
                 kind = transient.count(exc)

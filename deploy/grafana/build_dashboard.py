@@ -3,7 +3,8 @@
     python deploy/grafana/build_dashboard.py    # after changing a panel; commit both files
 
 Top row: service level vs objective per queue, waiting, oldest wait, at risk; then bot
-containment, throughput, routing latency; then agents by state, occupancy, lag, deadletters.
+containment, throughput, routing latency; then agents by state, occupancy, lag, deadletters;
+the queues now; Redis and Kafka errors by kind.
 tests/unit/test_grafana_dashboard.py checks that every query uses series the code exports.
 """
 
@@ -141,6 +142,16 @@ def build() -> dict[str, Any]:
     ]
     for t in third[-1]["targets"]:
         t.update({"instant": True, "format": "table"})
+    fourth = [
+        panel("timeseries", "Redis and Kafka errors by kind (retried)", 0, 32, 12, 8,
+              [target("sum by (kind) (rate(peakroute_redis_errors_total[1m]))", "redis {{kind}}"),
+               target("sum by (error) (rate(peakroute_kafka_errors_total[1m]))",
+                      "kafka {{error}}")],
+              "reqps", "Failures of a dependency the workers retried, per second: Redis by "
+              "kind (oom, readonly, busy, loading, timeout, connection, cluster codes), Kafka by "
+              "error class. Nothing of a retried batch is committed or dead-lettered, but its "
+              "partitions wait (alert PeakrouteRedisRefusing; docs/OPERATIONS.md)."),
+    ]
     return {
         "uid": "peakroute-sale-night", "title": "peakroute: the night of the sale",
         "description": "Service level against the answer target, queues, bot, routing, agents "
@@ -157,7 +168,7 @@ def build() -> dict[str, Any]:
              "query": 'label_values(peakroute_queue_waiting_contacts{domain=~"$domain"}, queue)',
              "refresh": 2, "multi": True, "includeAll": True, "current": {}},
         ]},
-        "panels": top + second + third,
+        "panels": top + second + third + fourth,
     }
 
 

@@ -1,11 +1,16 @@
-"""Conversation state of the bot in Redis: one hash per contact under the domain's hash tag,
-``pr:{d:<domain>}:bot:<contact_id>`` (language, tier, channel, phase, last intent and
-confidence, turn count, a capped transcript as JSON, last activity, recently handled event ids,
-the escalation), with a TTL; plus a per-domain zset of silence deadlines,
-``pr:{d:<domain>}:botdue``, that the time-driven tick scans.
+"""Conversation state of the bot in Redis, and its outbox.
+
+One hash per contact, ``pb:{<domain>/<contact_id>}`` (its own hash tag: conversations spread
+over a Redis Cluster's slots): language, tier, channel, phase, last intent and confidence, turn
+count, a capped transcript as JSON, last activity, the escalation, every event id handled
+(``ids``), and the outbox: the records an event produced (``ob:<event id>``) or the silence
+close (``ob:close``), kept until Kafka has them. It expires ``bot_conversation_ttl_s`` after the
+last message. Per domain, a zset of silence deadlines (``pb:{d:<domain>}:due``) that the timer
+scans, and the set of domains (``pb:domains``).
 
 The pure half (``Conversation``, ``advance``, field encoding) computes the next state; the
-store writes it with one script call per event (idempotent by event id) in one pipeline.
+store writes it with one script call per event (idempotent by event id: a handled event gets
+its kept records back, or nothing once Kafka has them), in one pipeline.
 """
 
 from __future__ import annotations
@@ -20,30 +25,25 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from router.bot.policy import BotDecision, Context, Phase
-from router.events import BotAction, Channel, Language, Speaker, Tier, Turn
+from router.events import Channel, Language, Speaker, Tier, Turn
 
-DOMAINS_KEY = "pr:bot:domains"  # set of domains with bot conversations (for the tick)
-SEEN_CAP = 16  # event ids remembered per conversation: Kafka re-delivers a recent suffix
+DOMAINS_KEY = "pb:domains"  # set of domains with bot conversations (for the tick)
 CLOSE_BATCH = 500  # silence closes per domain per tick
+OUTBOX_FIELD = "ob:"  # + event id: the records the event produced, until Kafka has them
+CLOSE_FIELD = "ob:close"  # the silence close, until Kafka has it
 
 
-def conversation_prefix(domain: str) -> str:
-    return f"pr:{{d:{domain}}}:bot:"
+def conversation_key(domain: str, contact_id: str) -> str:
+    return f"pb:{{{domain}/{contact_id}}}"
+
+
+def conversation_pattern(domain: str) -> str:
+    """A SCAN pattern for every conversation of a domain (tools)."""
+    return f"pb:{{{domain}/*"
 
 
 def due_key(domain: str) -> str:
-    return f"pr:{{d:{domain}}}:botdue"
-
-
-@dataclass(frozen=True, slots=True)
-class Handled:
-    """What the bot did with one event: enough to send the same reply again on a repeat."""
-
-    event_id: str
-    action: BotAction
-    intent: str
-    reason: str
-    escalated: bool  # this event escalated the contact (re-send the routing request)
+    return f"pb:{{d:{domain}}}:due"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +71,10 @@ class Conversation:
     turns: int = 0  # customer messages handled
     transcript: tuple[Turn, ...] = ()
     last_ms: int = 0
-    seen: tuple[Handled, ...] = ()
     escalation: Escalated | None = None
 
     def context(self) -> Context:
         return Context(self.phase, self.intent, self.confidence, self.rephrases, self.tier)
-
-    def handled(self, event_id: str) -> Handled | None:
-        return next((h for h in self.seen if h.event_id == event_id), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +85,7 @@ class Caps:
     turn_chars: int
 
 
-def advance(conv: Conversation, event_id: str, decision: BotDecision, customer_text: str | None,
+def advance(conv: Conversation, decision: BotDecision, customer_text: str | None,
             now_ms: int, caps: Caps) -> Conversation:
     """The conversation after the bot's decision on one event (``customer_text`` None for a
     button press such as "talk to a person")."""
@@ -101,8 +97,6 @@ def advance(conv: Conversation, event_id: str, decision: BotDecision, customer_t
     if decision.new_escalation:
         escalation = Escalated(decision.queue, dict(decision.skills), decision.priority,
                                decision.intent, decision.reason, decision.confidence, now_ms)
-    handled = Handled(event_id, decision.action, decision.intent, decision.reason,
-                      decision.new_escalation)
     return replace(
         conv,
         phase=decision.phase,
@@ -112,7 +106,6 @@ def advance(conv: Conversation, event_id: str, decision: BotDecision, customer_t
         turns=conv.turns + (customer_text is not None),
         transcript=tuple(turns[-caps.turns:]),
         last_ms=now_ms,
-        seen=(*conv.seen, handled)[-SEEN_CAP:],
         escalation=escalation,
     )
 
@@ -131,11 +124,7 @@ def encode(conv: Conversation) -> dict[str, str]:
         "phase": conv.phase.value, "intent": conv.intent, "conf": repr(conv.confidence),
         "reph": str(conv.rephrases), "turns": str(conv.turns), "last": str(conv.last_ms),
         "tx": orjson.dumps(conv.transcript).decode(),
-        "seen": orjson.dumps([[h.event_id, h.action.value, h.intent, h.reason, h.escalated]
-                              for h in conv.seen]).decode(),
         "esc": orjson.dumps(conv.escalation).decode() if conv.escalation else "",
-        # The same ids, space-delimited, for turn.lua's exact match (ids have no spaces).
-        "ids": " " + " ".join(h.event_id for h in conv.seen) + " ",
     }
 
 
@@ -157,8 +146,6 @@ def decode_fields(raw: Mapping[Any, Any]) -> Conversation | None:
         transcript=tuple(Turn(Speaker(t["speaker"]), t["text"], int(t["ts_ms"]))
                          for t in orjson.loads(f.get("tx", "[]"))),
         last_ms=int(f.get("last", "0")),
-        seen=tuple(Handled(e, BotAction(a), i, r, bool(x))
-                   for e, a, i, r, x in orjson.loads(f.get("seen", "[]"))),
         escalation=Escalated(**esc) if esc else None,
     )
 
@@ -168,14 +155,45 @@ def _text(value: Any) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Loaded:
+    """A conversation as the batch finds it: its state, the event ids it handled, and the
+    records still kept in its outbox (event id -> the records, as ``Kept`` encodes them)."""
+
+    conversation: Conversation | None
+    handled: frozenset[str] = frozenset()
+    kept: Mapping[str, bytes] = field(default_factory=dict)
+
+
+def load_fields(raw: Mapping[Any, Any]) -> Loaded:
+    f = {_text(k): v for k, v in raw.items()}
+    # Silence closed it: the next message starts a new conversation (event ids stay).
+    conv = None if CLOSE_FIELD in f else decode_fields(raw)
+    ids = frozenset(_text(f.get("ids", b"")).split())
+    kept = {k[len(OUTBOX_FIELD):]: v if isinstance(v, bytes) else str(v).encode()
+            for k, v in f.items() if k.startswith(OUTBOX_FIELD) and k != CLOSE_FIELD}
+    return Loaded(conv, ids, kept)
+
+
+@dataclass(frozen=True, slots=True)
 class Write:
-    """One event's effect on one conversation."""
+    """One event's effect on one conversation, and the records it produced (kept until
+    Kafka has them)."""
 
     domain: str
     contact_id: str
     event_id: str
     conversation: Conversation
     deadline_ms: int | None
+    records: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What writing one event did: applied, or the event was handled before (``kept``: its
+    records if they are still in the outbox, None if Kafka has them)."""
+
+    applied: bool
+    kept: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +214,7 @@ class ConversationStore:
     redis: aioredis.Redis
     ttl_s: int
     _scripts: dict[str, AsyncScript] = field(default_factory=dict)
-    _known_domains: set[str] = field(default_factory=set)
+    _acks: set[tuple[str, str]] = field(default_factory=set)  # (conversation key, field)
 
     def __post_init__(self) -> None:
         self._scripts = {name: self.redis.register_script(_read_script(name))
@@ -207,56 +225,112 @@ class ConversationStore:
         pipe.scripts.add(script)  # the pipeline loads it first if Redis lost it (restart)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-    async def load(self, contacts: Iterable[tuple[str, str]]
-                   ) -> dict[tuple[str, str], Conversation | None]:
-        """(domain, contact_id) -> its conversation, or None if it has none."""
+    def ack(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Kafka has these records ((conversation key, outbox field)): delete them with the
+        next write (or the next tick)."""
+        self._acks.update(entries)
+
+    def _send_acks(self, pipe: Any) -> set[tuple[str, str]]:
+        acks, self._acks = self._acks, set()
+        for conv_key, name in sorted(acks):
+            if name == CLOSE_FIELD:  # the conversation ended: it goes, its deadline too
+                domain, _, cid = conv_key[len("pb:{"):-1].partition("/")
+                self._call(pipe, "close", [conv_key], "ack", 0, 0)
+                pipe.zrem(due_key(domain), cid)
+            else:
+                pipe.hdel(conv_key, name)
+        return acks
+
+    async def load(self, contacts: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Loaded]:
+        """(domain, contact_id) -> its conversation, handled ids and kept records."""
         keys = list(dict.fromkeys(contacts))
         if not keys:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         for domain, cid in keys:
-            pipe.hgetall(conversation_prefix(domain) + cid)
+            pipe.hgetall(conversation_key(domain, cid))
         rows = await pipe.execute()
-        return {k: decode_fields(row) for k, row in zip(keys, rows, strict=True)}
+        return {k: load_fields(row) for k, row in zip(keys, rows, strict=True)}
 
     async def save(self, writes: Sequence[Write], clears: Sequence[tuple[str, str]] = ()
-                   ) -> list[bool]:
-        """Apply the writes in order (True where new, False for a repeated event id), then
-        delete the cleared conversations (customer left)."""
-        if not writes and not clears:
-            return []
+                   ) -> list[Saved]:
+        """Apply the writes in order, then delete the cleared conversations (customer left).
+        Beside the scripts: the domains are registered (Redis may have lost them), the silence
+        deadlines set, and outbox records Kafka has deleted."""
         pipe = self.redis.pipeline(transaction=False)
-        new_domains = {w.domain for w in writes} - self._known_domains
-        if new_domains:
-            pipe.sadd(DOMAINS_KEY, *new_domains)
+        acks = self._send_acks(pipe)
+        head = len(pipe.command_stack)
+        domains = sorted({w.domain for w in writes})
+        if domains:
+            pipe.sadd(DOMAINS_KEY, *domains)
+            head += 1
         for w in writes:
             fields = [x for kv in encode(w.conversation).items() for x in kv]
-            deadline = "" if w.deadline_ms is None else str(w.deadline_ms)
-            self._call(pipe, "turn", [conversation_prefix(w.domain) + w.contact_id,
-                                      due_key(w.domain)],
-                       w.event_id, w.contact_id, self.ttl_s, deadline, *fields)
+            self._call(pipe, "turn", [conversation_key(w.domain, w.contact_id)],
+                       w.event_id, self.ttl_s, w.records, *fields)
+        for w in writes:  # beside the turn, not inside: another key (and Cluster slot)
+            if w.deadline_ms is None:
+                pipe.zrem(due_key(w.domain), w.contact_id)
+            else:
+                pipe.zadd(due_key(w.domain), {w.contact_id: w.deadline_ms})
         for domain, cid in clears:
-            pipe.delete(conversation_prefix(domain) + cid)
+            pipe.delete(conversation_key(domain, cid))
             pipe.zrem(due_key(domain), cid)
-        results = await pipe.execute()
-        self._known_domains |= new_domains
-        start = 1 if new_domains else 0
-        return [bool(r) for r in results[start:start + len(writes)]]
+        if not pipe.command_stack:
+            return []
+        try:
+            results = await pipe.execute()
+        except Exception:
+            self._acks |= acks
+            raise
+        out = []
+        for r in results[head:head + len(writes)]:
+            applied = int(r[0]) == 1
+            kept = r[1] if len(r) > 1 and not applied else None
+            out.append(Saved(applied, kept))
+        return out
 
-    async def close_due(self, now_ms: int) -> list[Closed]:
-        """Take every conversation whose silence deadline passed (at most CLOSE_BATCH per
-        domain per call) out of Redis, atomically per domain."""
+    async def close_due(self, now_ms: int, silence_ms: int) -> list[Closed]:
+        """Close every conversation whose silence deadline passed (at most CLOSE_BATCH per
+        domain per call): each is marked closed with its close kept in its outbox, in one step
+        per conversation, so a close whose record never reached Kafka is found again (and the
+        conversation goes once Kafka has it: ``ack``)."""
+        pipe = self.redis.pipeline(transaction=False)
+        acks = self._send_acks(pipe)
+        try:
+            if pipe.command_stack:
+                await pipe.execute()
+        except Exception:
+            self._acks |= acks
+            raise
         domains = sorted(_text(d) for d in await self.redis.smembers(DOMAINS_KEY))
         if not domains:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for domain in domains:
-            self._call(pipe, "close", [due_key(domain)], conversation_prefix(domain), now_ms,
-                       CLOSE_BATCH)
+            pipe.zrangebyscore(due_key(domain), "-inf", now_ms, start=0, num=CLOSE_BATCH)
+        due = [(d, _text(c)) for d, cids in zip(domains, await pipe.execute(), strict=True)
+               for c in cids]
+        if not due:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for domain, cid in due:
+            self._call(pipe, "close", [conversation_key(domain, cid)], "close", now_ms,
+                       silence_ms)
         results = await pipe.execute()
-        return [Closed(domain, _text(row[0]), Language(_text(row[1])), _text(row[2]),
-                       int(_text(row[3])))
-                for domain, rows in zip(domains, results, strict=True) for row in rows]
+        out: list[Closed] = []
+        pipe = self.redis.pipeline(transaction=False)
+        for (domain, cid), row in zip(due, results, strict=True):
+            if not row:  # gone, or a person has it now: not the bot's to close
+                pipe.zrem(due_key(domain), cid)
+            elif _text(row[0]) == "wait":  # it spoke again: the deadline moved
+                pipe.zadd(due_key(domain), {cid: int(_text(row[1]))})
+            else:
+                out.append(Closed(domain, cid, Language(_text(row[1])), _text(row[2]),
+                                  int(_text(row[3]))))
+        if pipe.command_stack:
+            await pipe.execute()
+        return out
 
 
 def _read_script(name: str) -> str:

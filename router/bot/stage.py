@@ -3,8 +3,9 @@ closings) and routing.requests (escalations, forwarded customer.left) out.
 
 A batch is one conversation read (pipeline), one classifier call for every text in it, the
 pure policy per event in order, and one conversation write (pipeline, a script call per event,
-idempotent by event id). A re-delivered event changes no state and counts nothing; its reply
-(and, if it escalated, its routing request) is sent again with the same derived ids.
+idempotent by event id) that keeps each event's records in the conversation's outbox until
+Kafka has them. A re-delivered or retried event changes no state and counts nothing: while its
+records are kept they are sent again as they were (same ids), after that nothing is.
 """
 
 from __future__ import annotations
@@ -13,21 +14,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import orjson
+
 from router import metrics
 from router.bot.conversation import (
+    CLOSE_FIELD,
+    OUTBOX_FIELD,
     Caps,
     Conversation,
     ConversationStore,
-    Handled,
+    Loaded,
     Write,
     advance,
+    conversation_key,
     silence_deadline,
 )
 from router.bot.kb import Message
 from router.bot.loader import Brain, BrainHolder
-from router.bot.policy import BotDecision, decide, human_requested, reply_for
+from router.bot.policy import BotDecision, decide, human_requested
 from router.bot.scoring import Prediction
-from router.decode import Decoder
+from router.decode import Decoder, Limits, Rejection
 from router.events import (
     BotAction,
     BotReplied,
@@ -41,10 +47,12 @@ from router.events import (
 )
 from router.routing.store import RoutingStore
 from router.settings import Settings
-from router.stage import Output, Record, decode_batch, derived_id, now_ms
+from router.stage import Output, Record, decode_batch, derived_id, now_ms, outbox_entries
 
 ROLE = "contacts_inbound"
 NO_TEXT = Prediction("", 0.0)  # an arrival without text: nothing to classify
+# Kept records are the stage's own outputs: read back without the input limits.
+_KEPT = Decoder(Limits(max_record_bytes=2**31, max_text_chars=2**31))
 
 Spoken = ContactArrived | CustomerMessage | HumanRequested
 Key = tuple[str, str]  # (domain, contact_id)
@@ -77,13 +85,15 @@ class BotStage:
         now = self.clock()
         brain = self.brains.brain
         events = [event for _, event in decoded]
-        state: dict[Key, Conversation | None] = dict(await self.conversations.load(
-            (e.domain, e.contact_id) for e in events if isinstance(e, Spoken)))
+        loaded = await self.conversations.load(
+            (e.domain, e.contact_id) for e in events if isinstance(e, Spoken))
+        state: dict[Key, Conversation | None] = {k: v.conversation for k, v in loaded.items()}
         predictions = iter(self._classify(brain, events))
         writes: list[Write] = []
-        effects: list[_Effect] = []
+        pending: list[tuple[_Effect, list[Output], Spoken]] = []
         clears: list[Key] = []
         arrivals: list[tuple[str, str, str]] = []
+        seen: set[str] = set()
         for event in events:
             if isinstance(event, CustomerLeft):
                 key = (event.domain, event.contact_id)
@@ -94,17 +104,18 @@ class BotStage:
             if not isinstance(event, Spoken):
                 continue
             key = (event.domain, event.contact_id)
-            conv = state.get(key)
             text = getattr(event, "text", "")
             prediction = (next(predictions) if isinstance(event, ContactArrived | CustomerMessage)
                           and text.strip() else NO_TEXT)
-            handled = conv.handled(event.event_id) if conv else None
-            if conv is not None and handled is not None:  # re-delivered: say it again
-                outputs.extend(self._repeat(event, conv, handled, brain))
-                if isinstance(event, ContactArrived):
-                    arrivals.append((event.domain, event.contact_id, _outcome(handled.action)))
+            done = loaded.get(key, Loaded(None))
+            if event.event_id in done.handled or event.event_id in seen:
+                # Handled before: its kept records again, or nothing once Kafka has them.
+                kept = done.kept.get(event.event_id)
+                if kept is not None:
+                    outputs.extend(self._replay(event, kept, arrivals))
                 continue
-            conv = self._before(event, conv)
+            seen.add(event.event_id)
+            conv = self._before(event, state.get(key))
             if isinstance(event, HumanRequested):
                 decision = human_requested(event.language, conv.context(), brain.kb,
                                            brain.config)
@@ -113,39 +124,61 @@ class BotStage:
                 decision = decide(hits, prediction, event.language, conv.context(), brain.kb,
                                   brain.config)
             customer_text = None if isinstance(event, HumanRequested) else text
-            conv = advance(conv, event.event_id, decision, customer_text, now, self.caps)
+            conv = advance(conv, decision, customer_text, now, self.caps)
             state[key] = conv
+            produced = self._outputs(event, decision, conv, now)
             writes.append(Write(event.domain, event.contact_id, event.event_id, conv,
-                                silence_deadline(conv, self.silence_ms)))
-            effects.append(_Effect(decision, event.language.value,
-                                   isinstance(event, ContactArrived),
-                                   not isinstance(event, HumanRequested)))
-            outputs.extend(self._outputs(event, decision, conv, now))
+                                silence_deadline(conv, self.silence_ms), _keep(produced)))
+            pending.append((_Effect(decision, event.language.value,
+                                    isinstance(event, ContactArrived),
+                                    not isinstance(event, HumanRequested)), produced, event))
             if isinstance(event, ContactArrived):
                 arrivals.append((event.domain, event.contact_id, _outcome(decision.action)))
-        applied = await self.conversations.save(writes, clears)
+        saved = await self.conversations.save(writes, clears)
+        for (effect, produced, event), result in zip(pending, saved, strict=True):
+            if result.applied:
+                _count(effect)
+                outputs.extend(_boxed(produced, event))
+            elif result.kept is not None:  # another worker handled it meanwhile
+                outputs.extend(self._replay(event, result.kept, []))
         if arrivals:
             # Counted once per contact even when Kafka re-delivers (the script checks).
             await self.store.record_bot_outcomes(arrivals, now)
-        for effect, new in zip(effects, applied, strict=True):
-            if new:
-                _count(effect)
         return outputs
+
+    def delivered(self, outputs: Sequence[Output]) -> None:
+        """Kafka has these records: their outbox entries can go."""
+        self.conversations.ack(outbox_entries(outputs))
+
+    def _replay(self, event: Spoken, kept: bytes,
+                arrivals: list[tuple[str, str, str]]) -> list[Output]:
+        """The kept records of an event handled before, as they were."""
+        out = []
+        box = (conversation_key(event.domain, event.contact_id), OUTBOX_FIELD + event.event_id)
+        for role, key, raw in orjson.loads(kept):
+            decoded = _KEPT.decode(raw.encode())
+            if isinstance(decoded, Rejection):  # cannot happen: the stage wrote it
+                continue
+            out.append(Output(role, key, decoded, box))
+            if isinstance(event, ContactArrived) and isinstance(decoded, BotReplied):
+                arrivals.append((event.domain, event.contact_id, _outcome(decoded.action)))
+        return out
 
     async def tick(self) -> list[Output]:
         """Time-driven step: close the contacts whose customers stayed silent after an answer
-        (contained: the books already count them so), telling the gateway."""
+        (contained: the books already count them so), telling the gateway. A close is kept
+        until Kafka has it, so one whose record was lost is sent again."""
         now = self.clock()
         kb = self.brains.brain.kb
         out = []
-        for c in await self.conversations.close_due(now):
+        for c in await self.conversations.close_due(now, self.silence_ms):
             metrics.BOT_CONTAINED.labels(c.language.value).inc()
             out.append(Output("bot_replies", c.contact_id, ContactClosed(
                 event_id=derived_id(f"{c.domain}/{c.contact_id}/{c.last_ms}", "closed"),
                 ts_ms=now, contact_id=c.contact_id, domain=c.domain,
                 text=kb.message(Message.CLOSED, c.language), intent=c.intent,
                 language=kb.language(c.language),
-            )))
+            ), (conversation_key(c.domain, c.contact_id), CLOSE_FIELD)))
         return out
 
     def _classify(self, brain: Brain, events: Sequence[Event]) -> list[Prediction]:
@@ -196,19 +229,15 @@ class BotStage:
         )
         return Output("routing_requests", event.domain, request)
 
-    def _repeat(self, event: Spoken, conv: Conversation, handled: Handled,
-                brain: Brain) -> list[Output]:
-        """The outputs of an event handled before, again, with the same ids."""
-        text = reply_for(handled.action, handled.intent, handled.reason, event.language,
-                         brain.kb)
-        out = [Output("bot_replies", event.contact_id, BotReplied(
-            event_id=derived_id(event.event_id, "reply"), ts_ms=conv.last_ms,
-            contact_id=event.contact_id, domain=event.domain, text=text, intent=handled.intent,
-            action=handled.action, language=brain.kb.language(event.language),
-        ))]
-        if handled.escalated and conv.escalation is not None:
-            out.append(self._request(event, conv))
-        return out
+
+def _keep(outputs: Sequence[Output]) -> bytes:
+    """An event's records as its outbox keeps them: [role, key, event JSON] each."""
+    return orjson.dumps([[o.role, o.key, o.event.to_json().decode()] for o in outputs])
+
+
+def _boxed(outputs: Sequence[Output], event: Spoken) -> list[Output]:
+    box = (conversation_key(event.domain, event.contact_id), OUTBOX_FIELD + event.event_id)
+    return [Output(o.role, o.key, o.event, box) for o in outputs]
 
 
 def _outcome(action: BotAction) -> str:

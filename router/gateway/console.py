@@ -1,7 +1,7 @@
-"""What the desktop and the supervisor console show, read from Redis: agents' routing state
-and load, queues' live figures, an agent's figures today, an offer's context, and the service
-level per queue tallied from routing.decisions. The routing keys read here are the layout
-docs/ROUTING.md documents (``pr:{d:<domain>}:a:<agent>``, ``c:<contact>``, ``wn``, ``q:...``)."""
+"""What the desktop and the supervisor console show: agents' routing state and load, queues'
+live figures, an agent's figures today, an offer's context, and the service level per queue
+tallied from routing.decisions. Routing state is read through its owner's readers
+(router/routing/state.py), never by raw key."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from router.bot.conversation import ConversationStore
 from router.events import AssignmentOffered, Channel, Decision, RoutingDecision
+from router.routing import state
 from router.routing.config import DomainPolicy
-from router.routing.store import prefix
+from router.settings import Settings
+from router.sla.rating import rate_figures
+from router.sla.snapshot import BucketCache, read_domain
 from router.stage import now_ms
 
 AT_RISK_SHARE = 2 / 3  # a contact that waited past 2/3 of its target is at risk
@@ -46,17 +48,17 @@ def today(now_s: float | None = None) -> str:
 
 
 def day_key(domain: str, agent_id: str, day: str) -> str:
-    return f"{prefix(domain)}gw:day:{day}:{agent_id}"
+    return state.gateway_day_key(domain, day, agent_id)
 
 
 def active_key(domain: str, agent_id: str) -> str:
     """Contacts the agent accepted through a desktop (checked against routing on read)."""
-    return f"{prefix(domain)}gw:act:{agent_id}"
+    return state.gateway_active_key(domain, agent_id)
 
 
 def online_key(domain: str) -> str:
     """zset: agent id -> the last time a gateway saw its desktop connected (ms)."""
-    return f"{prefix(domain)}gw:online"
+    return state.gateway_online_key(domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,37 +74,16 @@ class AgentView:
                 "capacity": self.capacity, "load": self.load}
 
 
-def _levels(text: str) -> dict[str, int]:
-    out = {}
-    for part in text.split(","):
-        name, _, level = part.partition("=")
-        if name and level.isdigit():
-            out[name] = int(level)
-    return out
-
-
 async def agent_views(client: aioredis.Redis, domain: str, agent_ids: Iterable[str]
                       ) -> dict[str, AgentView]:
-    """Routing state of these agents (one round trip); offline when not logged in."""
+    """Routing state of these agents; offline when not logged in."""
     ids = list(agent_ids)
     if not ids:
         return {}
-    p = prefix(domain)
-    pipe = client.pipeline(transaction=False)
-    for aid in ids:
-        pipe.hgetall(p + "a:" + aid)
-        pipe.sismember(p + "agents", aid)
-    rows = await pipe.execute()
-    out = {}
-    for i, aid in enumerate(ids):
-        raw = {_s(k): _s(v) for k, v in rows[2 * i].items()}
-        seated = bool(rows[2 * i + 1])
-        caps = {k[4:]: int(v) for k, v in raw.items() if k.startswith("cap:")}
-        load = {k[5:]: int(v) for k, v in raw.items() if k.startswith("load:")}
-        out[aid] = AgentView(aid, raw.get("st", "offline") if seated else "offline",
-                             _levels(raw.get("sk", "")), caps,
-                             {ch: load.get(ch, 0) for ch in caps})
-    return out
+    views = await state.read_agents(client, domain, ids)
+    return {aid: AgentView(aid, v.state, v.skills, v.capacity,
+                           {ch: v.load.get(ch, 0) for ch in v.capacity})
+            for aid, v in views.items()}
 
 
 async def figures_today(client: aioredis.Redis, domain: str, agent_ids: Iterable[str]
@@ -128,29 +109,22 @@ class OfferContext:
     transcript: list[dict[str, Any]]
 
 
-async def offer_contexts(client: aioredis.Redis, conversations: ConversationStore,
-                         items: Iterable[tuple[str, str]]) -> dict[tuple[str, str], OfferContext]:
-    """(domain, contact) -> what the agent should see before accepting: the bot conversation
-    (intent, language, VIP, transcript) and the routing record (lane, priority, class)."""
+async def offer_contexts(client: aioredis.Redis, items: Iterable[tuple[str, str]]
+                         ) -> dict[tuple[str, str], OfferContext]:
+    """(domain, contact) -> what the agent should see before accepting, from the routing
+    state: the context its request carried (intent, language, transcript) and its record
+    (priority, service class)."""
     keys = list(dict.fromkeys(items))
-    if not keys:
-        return {}
-    convs = await conversations.load(keys)
-    pipe = client.pipeline(transaction=False)
-    for domain, cid in keys:
-        pipe.hmget(prefix(domain) + "c:" + cid, "ln", "pri", "cls")
-    rows = await pipe.execute()
     out = {}
-    for key, (ln, pri, cls) in zip(keys, rows, strict=True):
-        conv = convs.get(key)
-        lane = _s(ln)
-        language = conv.language.value if conv else lane.partition(".")[2]
-        out[key] = OfferContext(
-            intent=conv.intent if conv else "", language=language,
-            priority=int(_s(pri) or 0),
-            vip=(conv.tier.value == "vip") if conv else _s(cls) == "vip",
-            transcript=[{"speaker": t.speaker.value, "text": t.text, "ts_ms": t.ts_ms}
-                        for t in (conv.transcript if conv else ())])
+    for domain, cid in keys:
+        contact = (await state.read_contacts(client, domain, [cid])).get(cid)
+        ctx = await state.read_context(client, domain, cid)
+        lane = contact.lane if contact else ""
+        out[(domain, cid)] = OfferContext(
+            intent=ctx.intent, language=ctx.language or lane.partition(".")[2],
+            priority=contact.priority if contact else 0,
+            vip=contact.vip if contact else ctx.tier == "vip",
+            transcript=[dict(t) for t in ctx.transcript])
     return out
 
 
@@ -190,33 +164,13 @@ class ServiceLevels:
 async def queue_figures(client: aioredis.Redis, domain: str, policy: DomainPolicy,
                         levels: ServiceLevels, now_ms: int) -> list[dict[str, Any]]:
     """Per queue of the policy: target, waiting, oldest wait, at risk, service level."""
-    p = prefix(domain)
-    lists = {_s(k): int(v) for k, v in (await client.hgetall(p + "wn")).items()}
-    targets = {_s(k): int(_s(v).partition("|")[0] or 0)
-               for k, v in (await client.hgetall(p + "qw")).items()}
-    names = list(lists)
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        lane, _ch, cls, _ring = [*name.split(":"), "", "", ""][:4]
-        target = targets.get(f"{lane}:{cls}", 0)
-        pipe.zrange(p + "q:" + name, 0, 0)
-        # The place in line is the escalation time less any priority boost, so a boosted
-        # contact may count as at risk a little early: the side to err on.
-        pipe.zcount(p + "q:" + name, "-inf", now_ms - int(target * AT_RISK_SHARE))
-    rows = await pipe.execute() if names else []
-    heads = [_s(rows[2 * i][0]) if rows[2 * i] else "" for i in range(len(names))]
-    pipe = client.pipeline(transaction=False)
-    for cid in heads:
-        pipe.hget(p + "c:" + cid, "esc")
-    escs = await pipe.execute() if heads else []
     per: dict[str, dict[str, int]] = {}
-    for i, name in enumerate(names):
-        queue = name.partition(":")[0].partition(".")[0]
-        q = per.setdefault(queue, {"waiting": 0, "at_risk": 0, "oldest_wait_ms": 0})
-        q["waiting"] += lists[name]
-        q["at_risk"] += int(rows[2 * i + 1])
-        if escs[i] is not None:
-            q["oldest_wait_ms"] = max(q["oldest_wait_ms"], now_ms - int(_s(escs[i])))
+    for u in await state.unanswered(client, domain, now_ms, AT_RISK_SHARE):
+        q = per.setdefault(u.queue, {"waiting": 0, "at_risk": 0, "oldest_wait_ms": 0})
+        q["waiting"] += u.waiting
+        q["at_risk"] += u.at_risk
+        if u.oldest_escalated_ms is not None:
+            q["oldest_wait_ms"] = max(q["oldest_wait_ms"], now_ms - u.oldest_escalated_ms)
     out = []
     for q_policy in policy.queues.values():
         live = per.get(q_policy.name, {"waiting": 0, "at_risk": 0, "oldest_wait_ms": 0})
@@ -227,32 +181,44 @@ async def queue_figures(client: aioredis.Redis, domain: str, policy: DomainPolic
     return out
 
 
+class Ratings:
+    """The domain's merchant service rating for the console (router/sla/rating.py), read from
+    the SLA counts (not the agents) at most every REFRESH_S per domain: it moves slowly."""
+
+    REFRESH_S = 10.0
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self._cache = BucketCache()
+        self._last: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def of(self, domain: str, now_ms: int) -> dict[str, Any]:
+        kept = self._last.get(domain)
+        if kept is None or time.monotonic() - kept[0] > self.REFRESH_S:
+            d, queues = await read_domain(self.redis, domain, now_ms, self.settings,
+                                          self._cache, with_agents=False)
+            kept = (time.monotonic(), rate_figures(d, queues, self.settings).as_dict())
+            self._last[domain] = kept
+        return kept[1]
+
+
 # --- reads from Redis --------------------------------------------------------------------
 
 async def outstanding_offers(client: aioredis.Redis, domain: str, agent_id: str
                              ) -> list[AssignmentOffered]:
     """The agent's open offers, from the routing state (a reconnecting desktop)."""
-    p = prefix(domain)
-    cids = [_s(c) for c in await client.smembers(p + "ao:" + agent_id)]
-    if not cids:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for cid in cids:
-        pipe.hmget(p + "c:" + cid, "st", "ag", "of", "ch", "ln", "pri", "esc")
-        pipe.zscore(p + "ox", cid)
-    rows = await pipe.execute()
     out, now = [], now_ms()
-    for i, cid in enumerate(cids):
-        st, ag, of, ch, ln, pri, esc = (_s(v) for v in rows[2 * i])
-        expires = rows[2 * i + 1]
-        if st != "offered" or ag != agent_id or expires is None or int(expires) <= now:
+    for c, expires in await state.offers_of(client, domain, agent_id):
+        if expires <= now:
             continue
         out.append(AssignmentOffered(
-            event_id=uuid.uuid4().hex, ts_ms=now, offer_id=of, contact_id=cid, agent_id=agent_id,
-            domain=domain, channel=Channel(ch or "chat"),
-            expires_at_ms=int(expires), waited_ms=max(now - int(esc or now), 0),
-            priority=int(pri or 0), queue=ln.partition(".")[0]))
+            event_id=uuid.uuid4().hex, ts_ms=now, offer_id=c.offer_id, contact_id=c.contact_id,
+            agent_id=agent_id, domain=domain, channel=Channel(c.channel or "chat"),
+            expires_at_ms=expires, waited_ms=max(now - (c.escalated_at_ms or now), 0),
+            priority=c.priority, queue=c.queue))
     return out
+
 
 async def active_contacts(client: aioredis.Redis, domain: str, agent_id: str
                           ) -> dict[str, dict[str, Any]]:
@@ -262,16 +228,13 @@ async def active_contacts(client: aioredis.Redis, domain: str, agent_id: str
     cids = [_s(c) for c in await client.smembers(key)]
     if not cids:
         return {}
-    pipe = client.pipeline(transaction=False)
-    for cid in cids:
-        pipe.hmget(prefix(domain) + "c:" + cid, "st", "ag", "ln", "ch", "of", "ans")
-    rows = await pipe.execute()
+    contacts = await state.read_contacts(client, domain, cids)
     out, stale = {}, []
-    for cid, row in zip(cids, rows, strict=True):
-        st, ag, ln, ch, of, ans = (_s(v) for v in row)
-        if st == "answered" and ag == agent_id:
-            out[cid] = {"contact_id": cid, "offer_id": of, "queue": ln.partition(".")[0],
-                        "channel": ch, "since": int(ans or 0)}
+    for cid in cids:
+        c = contacts.get(cid)
+        if c is not None and c.state == state.ContactState.ANSWERED and c.agent_id == agent_id:
+            out[cid] = {"contact_id": cid, "offer_id": c.offer_id, "queue": c.queue,
+                        "channel": c.channel, "since": c.answered_at_ms}
         else:
             stale.append(cid)
     if stale:

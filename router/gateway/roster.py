@@ -1,5 +1,6 @@
 """The agent roster: each agent's routing profile (skills with levels, capacity per channel)
-kept in Redis, one hash per routing domain (``pr:{d:<domain>}:roster``: agent id -> JSON).
+kept in Redis, one hash per routing domain (the routing state's ``roster`` key: agent id ->
+JSON, router/routing/state.py).
 
 The gateway logs an agent in with its roster profile. A change (``peakroute agents set``, the
 supervisor console) is written here and published as ``agent.profile_changed.v1`` on
@@ -23,6 +24,7 @@ import yaml
 from router.decode import Decoder, Rejection
 from router.errors import PeakrouteError
 from router.events import AgentLoggedIn, AgentProfileChanged, Event
+from router.routing import state
 from router.routing.config import DomainPolicy
 from router.routing.policy import memberships
 from router.stage import now_ms
@@ -135,7 +137,7 @@ def _from_csv(text: str, path: Path) -> list[Profile]:
 
 
 def roster_key(domain: str) -> str:
-    return f"pr:{{d:{domain}}}:roster"
+    return state.roster_key(domain)
 
 
 def served_queues(skills: Mapping[str, int], policy: DomainPolicy) -> list[str]:

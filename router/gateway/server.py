@@ -27,7 +27,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from router import logs
-from router.bot.conversation import ConversationStore
 from router.decode import Decoder, Limits, Rejection
 from router.events import (
     AgentLoggedIn,
@@ -70,8 +69,8 @@ from router.gateway.session import (
     offer_frame,
 )
 from router.kafka import assign_all, consumer, ensure_topics, producer
+from router.routing import state
 from router.routing.config import DomainPolicy, RoutingPolicy, policy_from_settings
-from router.routing.store import prefix
 from router.settings import Settings
 from router.stage import now_ms
 
@@ -102,8 +101,8 @@ class Gateway:
             settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=30,
             socket_timeout=10))
         self.roster = Roster(self.redis)
-        self.conversations = ConversationStore(self.redis, settings.bot_conversation_ttl_s)
         self.levels = console.ServiceLevels(int(settings.short_abandon_s * 1000))
+        self.ratings = console.Ratings(self.redis, settings)
         self.agents: dict[tuple[str, str], set[Session]] = defaultdict(set)
         self.supervisors: set[Session] = set()
         self.offer_owner: dict[tuple[str, str], str] = {}  # (domain, offer id) -> agent
@@ -576,7 +575,7 @@ class Gateway:
     async def _push_offers(self, offers: list[AssignmentOffered]) -> None:
         try:
             contexts = await console.offer_contexts(
-                self.redis, self.conversations, [(o.domain, o.contact_id) for o in offers])
+                self.redis, [(o.domain, o.contact_id) for o in offers])
         except RedisError:  # an offer without its context beats no offer
             contexts = {}
         now = now_ms()
@@ -592,7 +591,7 @@ class Gateway:
         pipe = self.redis.pipeline(transaction=False)
         for domain, aid, figure, eid in counts:
             await self._count_once(keys=[console.day_key(domain, aid, day),
-                                         f"{prefix(domain)}gw:seen:{eid}"],
+                                         state.gateway_seen_key(domain, eid)],
                                    args=[figure, 1, console.DAY_TTL_S], client=pipe)
         await pipe.execute()
 
@@ -661,7 +660,8 @@ class Gateway:
                    "roster_skills": p.skills, "queues": served_queues(
                        views[p.agent_id].skills or p.skills, policy)} for p in profiles]
         return {"type": "console", "ts_ms": now, "domain": domain, "queues": queues,
-                "agents": agents, "since_ms": self.levels.since_ms}
+                "agents": agents, "since_ms": self.levels.since_ms,
+                "rating": await self.ratings.of(domain, now)}
 
 
 def _eid() -> str:

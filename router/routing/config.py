@@ -78,6 +78,9 @@ class DomainPolicy:
     on_decline: AgentOutcome
     language_skill: bool
     capacity: dict[str, int]
+    # What router/routing/policy.py works out once per policy (lane rings, request plans):
+    # kept on the policy itself, so it lives and goes with it.
+    derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

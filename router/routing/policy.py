@@ -1,27 +1,26 @@
-"""Pure routing policy (no I/O): who may take a contact, who is best, what is most urgent, when
-the next ring opens.
+"""Pure routing policy (no I/O): which lanes and pools an agent serves, and where a request
+goes (queue, lane, service class, target, rings, place in line).
 
-The Redis scripts execute these decisions with indexes (scripts/common.lua): an agent's
-*memberships* (computed here at login) say which free-agent index it sits in for each queue and
-language (a *lane*) and at which ring; the sort keys below are the scores of those indexes. The
-reference functions at the end (:func:`best_agent`, :func:`next_contact`) decide the same over
-plain data; the property tests check that Redis and this module agree.
+The Redis scripts execute the choices with indexes (scripts/common.lua): an agent's
+*memberships* (computed here at login) say which lanes it serves from which ring, its *seats*
+which free-agent pools it sits in; a request's *plan* says which lane, rings and pools it uses.
+The reference choices the property tests hold the scripts to are the tests' oracle
+(tests/oracle.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from router.events import Language, RoutingRequested, Tier
 from router.routing.config import DomainPolicy, Queue, Ring, Strategy
+from router.routing.state import ServiceClass
 
-RANK_SCALE = 1e13  # one rank step outweighs any epoch-millisecond tie-breaker (< 4e12)
-MAX_RANK = 100
-OCCUPANCY_STEPS = 1000
+MAX_RANK = 100  # an agent's rank in a pool is capped here (common.lua scores with it)
 LANGUAGES = tuple(lang.value for lang in Language)
-VIP, NORMAL = "v", "n"  # service classes: VIP contacts are served against their own target
+VIP, NORMAL = ServiceClass.VIP.value, ServiceClass.NORMAL.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,15 +116,12 @@ class _LaneRing:
     strategy: Strategy
 
 
-_COMPILED: dict[int, tuple[DomainPolicy, list[list[_LaneRing]]]] = {}
-
-
 def _lane_rings(policy: DomainPolicy) -> list[list[_LaneRing]]:
-    """Every lane's rings with requirement and pool worked out once per policy object (logins
-    of a whole shift go through this)."""
-    hit = _COMPILED.get(id(policy))
-    if hit is not None and hit[0] is policy:
-        return hit[1]
+    """Every lane's rings with requirement and pool, worked out once per policy (logins of a
+    whole shift go through this) and kept on it."""
+    hit: list[list[_LaneRing]] | None = policy.derived.get("lane_rings")
+    if hit is not None:
+        return hit
     compiled = []
     for lane, queue, language in lanes(policy):
         rings = []
@@ -135,7 +131,7 @@ def _lane_rings(policy: DomainPolicy) -> list[list[_LaneRing]]:
                                    tuple(ring.skills), pool_id(need, queue.strategy),
                                    queue.strategy))
         compiled.append(rings)
-    _COMPILED[id(policy)] = (policy, compiled)
+    policy.derived["lane_rings"] = compiled
     return compiled
 
 
@@ -205,9 +201,6 @@ def resolve_queue(policy: DomainPolicy, requested: str, skills: Mapping[str, int
     return policy.queues[policy.default_queue], reason[:64]
 
 
-_PLANS: dict[tuple[int, str, str, bool], tuple[DomainPolicy, RequestPlan]] = {}
-
-
 def plan_request(event: RoutingRequested, policy: DomainPolicy) -> RequestPlan:
     queue, reason = resolve_queue(policy, event.queue, event.skills)
     vip = event.tier == Tier.VIP
@@ -215,12 +208,12 @@ def plan_request(event: RoutingRequested, policy: DomainPolicy) -> RequestPlan:
     own = event.language.value if policy.language_skill else None
     extra = {name: level for name, level in event.skills.items()
              if level > queue.skills.get(name, 1 if name == own else 0)}
-    key = (id(policy), queue.name, event.language.value, vip)
-    hit = _PLANS.get(key)
-    if hit is None or hit[0] is not policy:  # the part every contact of a lane shares
+    key = ("plan", queue.name, event.language.value, vip)
+    shared: RequestPlan | None = policy.derived.get(key)
+    if shared is None:  # the part every contact of a lane shares, kept on the policy
         language = event.language.value if policy.language_skill else ""
         service = queue.vip if vip else queue.normal
-        hit = _PLANS[key] = (policy, RequestPlan(
+        shared = policy.derived[key] = RequestPlan(
             queue=queue.name,
             lane=lane_name(queue.name, language, policy.language_skill),
             service_class=VIP if vip else NORMAL,
@@ -230,136 +223,15 @@ def plan_request(event: RoutingRequested, policy: DomainPolicy) -> RequestPlan:
             ring_delays_ms=tuple(int(ring.after_s * 1000) for ring in queue.rings),
             ring_pools=ring_pools(queue, language),
             strategy=queue.strategy,
-        ))
+        )
     step_ms = int(policy.priority_step_s * 1000)
-    return dataclasses.replace(hit[1], score=queue_score(event.ts_ms, event.priority, step_ms),
+    return dataclasses.replace(shared, score=queue_score(event.ts_ms, event.priority, step_ms),
                                extra_skills=extra, reason=reason)
 
 
 def queue_score(escalated_at_ms: int, priority: int, step_ms: int) -> int:
     """Position in a waiting list: each priority point counts as ``step_ms`` of extra waiting."""
     return escalated_at_ms - priority * step_ms
-
-
-def ring_for_wait(ring_delays_ms: Sequence[int], waited_ms: int) -> int:
-    """The outermost ring open after this much waiting."""
-    return max(i for i, delay in enumerate(ring_delays_ms) if delay <= max(waited_ms, 0))
-
-
-def open_ring(ring_delays_ms: Sequence[int], waited_ms: int,
-              ready_by_ring: Sequence[int]) -> tuple[int, bool]:
-    """The ring a contact is at: the one its wait opened, then further out while nobody is
-    logged in and ready in any ring up to it (TaskRouter's ``skip_if``: an empty ring does not
-    make the customer wait). Returns the ring and whether a ring was skipped."""
-    ring = ring_for_wait(ring_delays_ms, waited_ms)
-    skipped = False
-    while ring < len(ring_delays_ms) - 1 and sum(ready_by_ring[: ring + 1]) == 0:
-        ring += 1
-        skipped = True
-    return ring, skipped
-
-
-def next_ring_at(ring_delays_ms: Sequence[int], escalated_at_ms: int, ring: int) -> int | None:
-    """When the ring after ``ring`` opens (epoch ms), or None if it is the last."""
-    if ring + 1 >= len(ring_delays_ms):
-        return None
-    return escalated_at_ms + ring_delays_ms[ring + 1]
-
-
-def urgency(now_ms: int, score: int, target_ms: int, weight: float) -> float:
-    """Earliest deadline first: effective wait / target x weight. Mirrored in common.lua."""
-    return (now_ms - score) / target_ms * weight
-
-
-# --- agents --------------------------------------------------------------------------------
-
-
-def agent_sort_key(strategy: Strategy, rank_: int, last_ms: int, load: int, capacity: int,
-                   last_from_pool_ms: int) -> float:
-    """Score of an agent in a free index (lower is offered first). Mirrored in common.lua."""
-    if strategy == Strategy.LEAST_OCCUPIED:
-        occupied = load * OCCUPANCY_STEPS // max(capacity, 1)
-        return occupied * RANK_SCALE + last_ms
-    if strategy == Strategy.ROUND_ROBIN:
-        return float(last_from_pool_ms)
-    return (MAX_RANK - rank_) * RANK_SCALE + last_ms
-
-
-# --- reference selection over plain data -----------------------------------------------------
-
-
-@dataclass(slots=True)
-class AgentView:
-    agent_id: str
-    ready: bool
-    capacity: dict[str, int]
-    load: dict[str, int]
-    last_ms: int
-    memberships: list[Membership]
-    seats: list[Seat]
-    skills: dict[str, int] = field(default_factory=dict)
-    last_from_pool_ms: dict[str, int] = field(default_factory=dict)
-
-    def has_room(self, channel: str) -> bool:
-        return self.ready and self.load.get(channel, 0) < self.capacity.get(channel, 0)
-
-
-@dataclass(slots=True)
-class WaitingView:
-    contact_id: str
-    lane: str
-    channel: str
-    service_class: str
-    ring: int
-    score: int
-    target_ms: int
-    weight: float
-    ring_pools: tuple[str, ...] = ()
-    extra_skills: dict[str, int] = field(default_factory=dict)
-
-
-def best_agent(contact: WaitingView, agents: Iterable[AgentView],
-               exclude: str = "") -> str | None:
-    """Contact-driven choice: the innermost open ring whose pool has a free eligible agent, and
-    in it the agent with the lowest sort key (ties: agent id). Extra skills bind at ring 0."""
-    candidates = [a for a in agents if a.agent_id != exclude and a.has_room(contact.channel)]
-    for ring in range(contact.ring + 1):
-        pool = contact.ring_pools[ring]
-        best: tuple[float, str] | None = None
-        for agent in candidates:
-            seat = next((s for s in agent.seats if s.pool == pool), None)
-            if seat is None or (ring == 0 and not meets(agent.skills, contact.extra_skills)):
-                continue
-            key = (agent_sort_key(seat.strategy, seat.rank, agent.last_ms,
-                                  agent.load.get(contact.channel, 0),
-                                  agent.capacity.get(contact.channel, 0),
-                                  agent.last_from_pool_ms.get(pool, 0)), agent.agent_id)
-            if best is None or key < best:
-                best = key
-        if best is not None:
-            return best[1]
-    return None
-
-
-def next_contact(agent: AgentView, waiting: Iterable[WaitingView], now_ms: int,
-                 exclude: str = "") -> str | None:
-    """Agent-driven choice: the most urgent contact visible to the agent, on a channel where it
-    has room (ties: VIP first, then the earlier place in line, then contact id)."""
-    by_lane = {m.lane: m for m in agent.memberships}
-    best: tuple[float, int, int, str] | None = None
-    for c in waiting:
-        m = by_lane.get(c.lane)
-        if m is None or c.ring < m.ring or c.contact_id == exclude:
-            continue
-        if not agent.has_room(c.channel):
-            continue
-        if c.ring == 0 and not meets(agent.skills, c.extra_skills):
-            continue
-        key = (-urgency(now_ms, c.score, c.target_ms, c.weight),
-               0 if c.service_class == VIP else 1, c.score, c.contact_id)
-        if best is None or key < best:
-            best = key
-    return None if best is None else best[3]
 
 
 def format_levels(levels: Mapping[str, int]) -> str:

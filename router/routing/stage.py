@@ -19,68 +19,85 @@ from router.events import (
     Event,
     RoutingDecision,
 )
+from router.routing import state
 from router.routing.policy import lane_skills
-from router.routing.store import RoutingStore, Transition
-from router.stage import Output, Record, decode_batch, derived_id, now_ms, to_deadletter
+from router.routing.state import Entry, Transition
+from router.routing.store import RoutingStore
+from router.stage import (
+    Output,
+    Record,
+    decode_batch,
+    derived_id,
+    now_ms,
+    outbox_entries,
+    to_deadletter,
+)
 
-# Script transition kind -> audit decision (kinds not listed change no contact: no audit).
-DECISIONS = {
-    "queued": Decision.QUEUED,
-    "offered": Decision.OFFERED,
-    "answered": Decision.ACCEPTED,
-    "declined": Decision.DECLINED,
-    "expired": Decision.EXPIRED,
-    "rescinded": Decision.RESCINDED,
-    "relaxed": Decision.RELAXED,
-    "abandoned": Decision.ABANDONED,
-    "completed": Decision.COMPLETED,
+# Transition kind -> audit decision (kinds not listed change no contact: no audit).
+DECISIONS: dict[type[state.T], Decision] = {
+    state.Queued: Decision.QUEUED,
+    state.Offered: Decision.OFFERED,
+    state.Answered: Decision.ACCEPTED,
+    state.Declined: Decision.DECLINED,
+    state.Expired: Decision.EXPIRED,
+    state.Rescinded: Decision.RESCINDED,
+    state.Relaxed: Decision.RELAXED,
+    state.Abandoned: Decision.ABANDONED,
+    state.Completed: Decision.COMPLETED,
 }
-RESCIND_REASONS = {"declined": "declined", "expired": "no_answer", "rescinded": "withdrawn"}
+RESCIND_REASONS: dict[type[state.T], str] = {
+    state.Declined: "declined", state.Expired: "no_answer", state.Rescinded: "withdrawn"}
+MAX_WAITED_MS = 2**31 - 1  # the contract's range for waited_ms
 
 
-def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = None
-                       ) -> list[Output]:
+def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = None,
+                       outbox: tuple[str, str] | None = None) -> list[Output]:
     """The events one transition publishes: an audit record, and what the agent must hear
-    (``skills``: what the contact's lane asks for, named in an offer)."""
+    (``skills``: what the contact's lane asks for, named in an offer). Their ids derive from
+    the transition, so a transition sent again (outbox) makes the same events."""
     metrics.TRANSITIONS.labels(t.kind).inc()
-    decision = DECISIONS.get(t.kind)
-    if decision is None:
+    decision = DECISIONS.get(type(t))
+    if decision is None or not isinstance(t, state.Placed):
         return []
-    base = f"{t.domain}/{t.contact_id}/{t.offer_id}"
-    if t.kind in {"relaxed", "queued"}:  # a contact may relax and re-queue several times
+    offer_id = getattr(t, "offer_id", "")
+    base = f"{t.domain}/{t.contact_id}/{offer_id}"
+    if isinstance(t, state.Queued | state.Relaxed):  # a contact may relax and re-queue
         base = f"{base}/{t.seq}"
+    waited = min(max(t.waited_ms, 0), MAX_WAITED_MS)
     out = [Output("routing_decisions", t.domain, RoutingDecision(
         event_id=derived_id(base, t.kind), ts_ms=now, domain=t.domain, contact_id=t.contact_id,
-        decision=decision, agent_id=t.agent_id or None, offer_id=t.offer_id or None,
-        waited_ms=max(t.waited_ms, 0), within_target=t.within_target, reason=t.reason,
-        queue=t.queue, lane=t.lane, ring=t.ring,
-    ))]
-    if t.kind == "answered":
-        metrics.ANSWER_WAIT.labels(t.domain, t.queue).observe(max(t.waited_ms, 0) / 1000)
-    elif t.kind == "offered":
+        decision=decision, agent_id=t.agent_id or None, offer_id=offer_id or None,
+        waited_ms=waited, within_target=isinstance(t, state.Answered) and t.within_target,
+        reason=getattr(t, "reason", ""), queue=t.queue, lane=t.lane, ring=t.ring,
+    ), outbox)]
+    if isinstance(t, state.Answered):
+        metrics.ANSWER_WAIT.labels(t.domain, t.queue).observe(waited / 1000)
+    elif isinstance(t, state.Offered):
         out.append(Output("assignments", t.domain, AssignmentOffered(
             event_id=derived_id(base, "offer"), ts_ms=now, offer_id=t.offer_id,
             contact_id=t.contact_id, agent_id=t.agent_id, domain=t.domain,
             channel=Channel(t.channel), expires_at_ms=t.expires_at_ms,
-            waited_ms=max(t.waited_ms, 0), priority=t.priority, queue=t.queue,
+            waited_ms=waited, priority=t.priority, queue=t.queue,
             skills=skills or {},
-        )))
-    elif t.kind in RESCIND_REASONS:
+        ), outbox))
+    elif type(t) in RESCIND_REASONS:
         out.append(Output("assignments", t.domain, AssignmentRescinded(
-            event_id=derived_id(base, "rescind"), ts_ms=now, offer_id=t.offer_id,
+            event_id=derived_id(base, "rescind"), ts_ms=now, offer_id=offer_id,
             contact_id=t.contact_id, agent_id=t.agent_id, domain=t.domain,
-            reason=t.reason or RESCIND_REASONS[t.kind],
-        )))
+            reason=getattr(t, "reason", "") or RESCIND_REASONS[type(t)],
+        ), outbox))
     return out
 
 
-def profile_audit(event: AgentProfileChanged, result: Sequence[Transition], now: int) -> Output:
+def profile_audit(event: AgentProfileChanged, result: Sequence[Transition], now: int
+                  ) -> Output:
     """The audit record of a profile change (who, what, and whether it changed a live seat)."""
     e: Event = AgentProfileApplied(
         event_id=derived_id(event.event_id, "profile"), ts_ms=now, agent_id=event.agent_id,
         domain=event.domain, skills=event.skills, capacity=event.capacity,
         changed_by=event.changed_by, reason=event.reason,
-        logged_in=any(t.kind == "logged_in" for t in result), source_event_id=event.event_id)
+        logged_in=any(isinstance(t, state.LoggedIn) for t in result),
+        source_event_id=event.event_id)
     return Output("routing_decisions", event.domain, e)
 
 
@@ -101,19 +118,31 @@ class RoutingStage:
             metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
         for (record, event), result in zip(decoded, results, strict=True):
             if isinstance(result, Exception):
-                # A script refused this event (a bug or a state we did not foresee): keep the
-                # record with the error instead of stopping the partition.
+                # A script refused this event's data (a bug or a state we did not foresee):
+                # keep the record with the error instead of stopping the partition.
                 rejection = Rejection(Reason.PROCESSING_FAILED, str(result)[:300])
                 outputs.append(to_deadletter(record, rejection, now))
                 continue
-            for t in result:
-                outputs.extend(transition_outputs(t, now, self._skills(t)))
+            outputs.extend(self._outputs(result, now))
             if isinstance(event, AgentProfileChanged):
-                outputs.append(profile_audit(event, result, now))
+                outputs.append(profile_audit(event, [t for e in result for t in e.rows], now))
         return outputs
 
+    def _outputs(self, entries: Sequence[Entry], now: int) -> list[Output]:
+        out = []
+        for entry in entries:
+            box = None
+            for t in entry.rows:
+                box = (t.domain, entry.id) if entry.id else None
+                out.extend(transition_outputs(t, now, self._skills(t), box))
+        return out
+
+    def delivered(self, outputs: Sequence[Output]) -> None:
+        """Kafka has these records: their outbox entries can go."""
+        self.store.ack(outbox_entries(outputs))
+
     def _skills(self, t: Transition) -> dict[str, int] | None:
-        if t.kind != "offered":
+        if not isinstance(t, state.Offered):
             return None
         try:
             return lane_skills(self.store.policy.for_domain(t.domain), t.lane)
@@ -121,7 +150,7 @@ class RoutingStage:
             return None
 
     async def tick(self) -> list[Output]:
-        """Time-driven step: expire unanswered offers, open due rings, re-route."""
+        """Time-driven step: expire unanswered offers, open due rings, re-route, re-send what
+        the outbox kept too long."""
         now = self.clock()
-        return [o for t in await self.store.tick(now)
-                for o in transition_outputs(t, now, self._skills(t))]
+        return self._outputs(await self.store.tick(now), now)

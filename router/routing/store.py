@@ -1,24 +1,27 @@
-"""Routing state in Redis: atomic Lua scripts per transition, called in pipelined batches.
+"""Routing state in Redis: one atomic Lua script per transition, called in pipelined batches.
 
-Keys of a routing domain share the hash tag ``{d:<domain>}`` (one Redis Cluster slot). Each
-script is ``scripts/common.lua`` + its own body, called with EVALSHA (Redis >= 6.2 and Cluster)
-in one pipeline per batch; a script Redis lost is loaded and its calls re-sent (NOSCRIPT). The
-scripts only do what must be atomic; the parameters (time, policy, timeouts) come from Python.
+The layout, the scripts' arguments and their results belong to router/routing/state.py; this
+module decides which script an event calls with which arguments (from the routing policy), runs
+them (one EVALSHA each, one round trip per batch; a script Redis lost is loaded and its calls
+re-sent), and keeps the outbox moving: the entries a batch's transitions were kept under are
+deleted once Kafka has their records (``ack``; the deletes ride along with the next batch).
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import time
+import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from importlib import resources
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from router import logs, transient
+from router import logs, metrics, transient
 from router.errors import PeakrouteError, PolicyError, RoutingStoreError
 from router.events import (
     AgentLoggedIn,
@@ -33,79 +36,68 @@ from router.events import (
     OfferDeclined,
     RoutingRequested,
 )
+from router.routing import state
 from router.routing.config import DomainPolicy, RoutingPolicy
-from router.routing.policy import (
-    effective_capacity,
-    format_levels,
-    memberships,
-    parse_levels,
-    plan_request,
-    seats,
+from router.routing.policy import effective_capacity, memberships, plan_request, seats
+from router.routing.state import (
+    DOMAINS_KEY,
+    STAT_FIELDS,
+    Args,
+    CompleteArgs,
+    DeclineArgs,
+    Entry,
+    Key,
+    LeftArgs,
+    LoginArgs,
+    LoginMode,
+    LogoutArgs,
+    RequestArgs,
+    StateArgs,
+    TickArgs,
+    Transition,
 )
 from router.settings import Settings
 
 log = logs.get("routing")
-DOMAINS_KEY = "pr:domains"  # set of routing domains seen (outside any hash tag: plain set)
-TICK_BATCH = 500  # offers and ring openings one tick handles per domain
-SCRIPTS = ("request", "accept", "decline", "tick", "complete", "login", "state", "logout",
-           "left", "bot", "profile")
-# Scripts made of another's body behind a prelude of their own: profile = profile + login.
-PRELUDES = {"profile": "login"}
-STAT_FIELDS = (
-    "arrived", "contained", "escalating", "escalated", "offered", "answered",
-    "answered_within_target", "wait_sum_ms", "abandoned", "short_abandoned", "completed",
-    "declined", "expired", "relaxed", "rescinded", "invariant_violations",
-)
+TICK_BATCH = 500  # offers, ring openings and pending matches one tick handles per domain
+PURGE_BATCH = 2000  # finished contacts one tick forgets per domain
+RESEAT_BATCH = 500  # agents one tick looks at for re-seating, per domain
+OUTBOX_LEASE_MS = 10_000  # an outbox entry older than this is re-sent by the timer
 
-
-_Call = tuple[str, str, tuple[Any, ...]]  # script name, domain prefix (KEYS[1]), ARGV
-
-
-def prefix(domain: str) -> str:
-    return f"pr:{{d:{domain}}}:"
+# Re-exported readers (callers that only need the books).
+domain_stats = state.stats
+domain_live = state.live
+domains = state.domains
+prefix = state.prefix
+__all__ = ["DOMAINS_KEY", "STAT_FIELDS", "RoutingStore", "Transition", "domain_live",
+           "domain_stats", "domains", "prefix"]
 
 
 @dataclass(frozen=True, slots=True)
-class Transition:
-    """One thing a script did, as Python sees it (becomes audit and assignment events)."""
-
-    kind: str  # queued offered answered declined expired rescinded relaxed abandoned completed...
+class _Call:
     domain: str
-    contact_id: str = ""
-    agent_id: str = ""
-    offer_id: str = ""
-    channel: str = ""
-    lane: str = ""  # queue.language
-    ring: int = 0
-    waited_ms: int = 0
-    expires_at_ms: int = 0  # offered: when the offer lapses
-    within_target: bool = False  # answered: inside the contact's service target
-    priority: int = 0
-    reason: str = ""  # stale / duplicate: the state the contact was in
-    seq: int = 0  # queued / relaxed: the contact's own count of these (distinct event ids)
-
-    @property
-    def queue(self) -> str:
-        return self.lane.partition(".")[0]
+    args: Args
+    entry: str  # the outbox entry id: the input event's id, or the timer step's
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
+@dataclass(slots=True)
+class _Reseat:
+    """A domain's re-seating pass: where its scan of the agents stands."""
+
+    cursor: int = 0
+    stale_seen: bool = False
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) else int(_text(value) or 0)
+@dataclass(slots=True)
+class _Pending:
+    acks: dict[str, set[str]] = field(default_factory=dict)  # domain -> outbox entries
 
+    def add(self, domain: str, entry: str) -> None:
+        self.acks.setdefault(domain, set()).add(entry)
 
-def _transition(domain: str, row: Sequence[Any], queued_reason: str = "") -> Transition:
-    """A script row: kind, cid, aid, oid, channel, lane, ring, waited, n2, priority, reason."""
-    kind, cid, aid, oid, ch, lane = (_text(v) for v in row[:6])
-    ring, waited, n2, pri = (_int(v) for v in row[6:10])
-    reason = _text(row[10]) or (queued_reason if kind == "queued" else "")
-    return Transition(kind, domain, cid, aid, oid, ch, lane, ring, waited,
-                      expires_at_ms=n2 if kind == "offered" else 0,
-                      within_target=kind == "answered" and n2 == 1, priority=pri,
-                      reason=reason, seq=n2 if kind in {"queued", "relaxed"} else 0)
+    def take(self) -> dict[str, set[str]]:
+        acks, self.acks = self.acks, {}
+        return acks
 
 
 class RoutingStore:
@@ -116,250 +108,355 @@ class RoutingStore:
         self.redis = client
         self.settings = settings
         self.policy = policy
-        common = _read_script("common")
+        self.policy_loaded_ms = time.time_ns() // 1_000_000
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(common + "\n" + _read_script(name) + (
-                "\n" + _read_script(PRELUDES[name]) if name in PRELUDES else ""))
-            for name in SCRIPTS
-        }
+            name: client.register_script(state.script_source(name)) for name in state.SCRIPTS}
+        self._claim = client.register_script(state.POLICY_CLAIM_SCRIPT)
         self._limit = settings.match_scan_limit
         self._retention = settings.contact_retention_s
         self._short_ms = int(settings.short_abandon_s * 1000)
-        # SLA buckets' expiry: every call carries it as its last ARGV (common.lua SLA_TTL).
         self._sla_ttl = settings.sla_bucket_ttl_s
-        self._known_domains: set[str] = set()
         self._loaded = False  # scripts loaded into this Redis by this process
-        self._seated: set[str] = set()  # domains whose agents this process re-seated
+        self._pending = _Pending()
+        self._reseat: dict[str, _Reseat] = {}
+        self._tick_ids = f"t:{uuid.uuid4().hex[:12]}:"
+        self._ticks = 0
 
-    def _call(self, calls: list[_Call], name: str, domain: str, *args: Any) -> None:
-        calls.append((name, prefix(domain), args))
+    # -- running scripts ------------------------------------------------------------------
 
     async def _load_scripts(self) -> None:
         """All scripts at once, so a Redis has either every one of them or (restarted,
         flushed) none: a batch's calls then all run, or none does."""
         pipe = self.redis.pipeline(transaction=False)
-        for script in self._scripts.values():
+        for script in (*self._scripts.values(), self._claim):
             pipe.script_load(script.script)
         await pipe.execute()
         self._loaded = True
 
-    async def _run(self, calls: list[_Call], domains: Iterable[str] = ()) -> list[Any]:
-        """EVALSHA each call in one pipeline (one round trip; noting new domains rides along).
-        A Redis that lost the scripts answers NOSCRIPT: they are loaded and the calls from the
-        first refused one on are sent again, in order (any that did run, after a flush in the
-        middle of the batch, comes back duplicate or stale and keeps its first result). Per
-        call: its result, or the error its script raised."""
+    def _evalsha(self, pipe: Any, call: _Call, now_ms: int) -> None:
+        name = call.args.SCRIPT
+        keys = state.script_keys(name, call.domain, now_ms)
+        pipe.evalsha(self._scripts[name].sha, len(keys), *keys, call.entry, now_ms,
+                     self._sla_ttl, state.encode_args(call.args))
+
+    async def _run(self, calls: Sequence[_Call], now_ms: int) -> list[Any]:
+        """EVALSHA each call in one pipeline (one round trip). Beside them, not inside: the
+        domains are registered (an idempotent SADD: Redis may have lost them) and the outbox
+        entries Kafka has are deleted. A Redis that lost the scripts answers NOSCRIPT: they are
+        loaded and the calls from the first refused one on are sent again, in order (any that
+        did run keeps its result: the outbox gives it back). Per call: its raw result, or the
+        error its script raised. Dependency failures (router/transient.py) raise."""
         if not self._loaded:
             await self._load_scripts()
-        new = set(domains) - self._known_domains
+        acks = self._pending.take()
+        domains_ = {c.domain for c in calls if c.domain}
         pipe = self.redis.pipeline(transaction=False)
-        if new:
-            pipe.sadd(DOMAINS_KEY, *new)
-        for name, key, args in calls:
-            pipe.evalsha(self._scripts[name].sha, 1, key, *args, self._sla_ttl)
-        results = list(await pipe.execute(raise_on_error=False))[1 if new else 0:]
-        self._known_domains |= new
+        head = 0
+        if domains_:
+            pipe.sadd(DOMAINS_KEY, *sorted(domains_))
+            head += 1
+        for domain, entries in acks.items():
+            pipe.hdel(state.key(domain, Key.OUTBOX), *entries)
+            pipe.zrem(state.key(domain, Key.OUTBOX_TIMES), *entries)
+            head += 2
+        for call in calls:
+            self._evalsha(pipe, call, now_ms)
+        try:
+            raw = list(await pipe.execute(raise_on_error=False))
+        except Exception:
+            for domain, entries in acks.items():  # not sent: keep them for the next batch
+                for e in entries:
+                    self._pending.add(domain, e)
+            raise
+        transient.raise_transient(raw[:head])
+        results = raw[head:]
         first = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)), None)
         if first is not None:
             await self._load_scripts()
             pipe = self.redis.pipeline(transaction=False)
-            for name, key, args in calls[first:]:
-                pipe.evalsha(self._scripts[name].sha, 1, key, *args, self._sla_ttl)
+            for call in calls[first:]:
+                self._evalsha(pipe, call, now_ms)
             again = await pipe.execute(raise_on_error=False)
             for i, result in enumerate(again, start=first):
                 if isinstance(results[i], NoScriptError):
                     results[i] = result
         # Redis refusing (OOM, READONLY, BUSY, ...) is not the data's fault: the batch is
-        # retried (scripts that did run replay their outputs), nothing is dead-lettered.
+        # retried (scripts that did run give their kept transitions back), nothing is
+        # dead-lettered.
         transient.raise_transient(results)
         return results
 
-    def _login(self, calls: list[_Call], domain: str, policy: DomainPolicy, agent_id: str,
-               skills: dict[str, int], asked: dict[str, int], ready: bool, now_ms: int,
-               script: str = "login") -> None:
-        """The login script for an agent profile under this policy: its lanes and pools, its
-        capacity capped by the policy, and the policy's digest (see reseat). ``script``
-        "profile": only for an agent logged in, keeping its state (see profile.lua)."""
-        self._call(calls, script, domain, agent_id, format_levels(skills),
-                   format_levels(effective_capacity(asked, policy)), int(ready),
-                   ";".join(m.encode() for m in memberships(skills, policy)),
-                   ";".join(s.encode() for s in seats(skills, policy)), now_ms,
-                   int(policy.offer_timeout_s * 1000), self._limit, format_levels(asked),
-                   self.policy.digest)
+    def ack(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Kafka has the records of these outbox entries (domain, entry id): delete them with
+        the next batch (or the next timer step)."""
+        for domain, entry in entries:
+            if entry:
+                self._pending.add(domain, entry)
 
-    def _queue(self, calls: list[_Call], event: Event, now_ms: int) -> str:
-        """Queue the script for one event, with the policy's parameters for it. Returns the
-        reason a ``queued`` transition of a request carries."""
+    def ack_entries(self, entries: Iterable[Entry]) -> None:
+        """As ``ack``, for entries as ``apply`` and ``tick`` return them."""
+        self.ack((t.domain, e.id) for e in entries if e.id for t in e.rows[:1])
+
+    async def flush_acks(self) -> None:
+        acks = self._pending.take()
+        if not acks:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for domain, entries in acks.items():
+            pipe.hdel(state.key(domain, Key.OUTBOX), *entries)
+            pipe.zrem(state.key(domain, Key.OUTBOX_TIMES), *entries)
+        try:
+            await pipe.execute()
+        except Exception:
+            for domain, entries in acks.items():
+                for e in entries:
+                    self._pending.add(domain, e)
+            raise
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _login(self, domain: str, policy: DomainPolicy, agent_id: str, skills: dict[str, int],
+               asked: dict[str, int], ready: bool, mode: LoginMode,
+               expect: state.AgentView | None = None) -> LoginArgs:
+        """The login script's arguments for an agent profile under this policy: its lanes and
+        pools, its capacity capped by the policy, and the policy's digest."""
+        return LoginArgs(
+            agent_id=agent_id, mode=mode.value, skills=dict(skills),
+            capacity=effective_capacity(asked, policy), asked=dict(asked), ready=ready,
+            serves={m.lane: m.ring for m in memberships(skills, policy)},
+            seats=state.seat_rows((s.pool, s.rank, s.strategy.value)
+                                  for s in seats(skills, policy)),
+            digest=self.policy.digest, offer_timeout_ms=int(policy.offer_timeout_s * 1000),
+            scan_limit=self._limit,
+            expect_skills=dict(expect.skills) if expect else {},
+            expect_asked=dict(expect.asked) if expect else {},
+            expect_digest=expect.digest if expect else "")
+
+    def escalated_at(self, event: RoutingRequested, now_ms: int) -> int:
+        """The escalation time a request is routed with: its own, kept inside [now - contact
+        retention, now] so that every wait the audit log reports stays inside the contract
+        (docs/EVENTS.md: clamped, counted in peakroute_requests_clamped_total)."""
+        oldest = now_ms - self._retention * 1000
+        if event.ts_ms > now_ms:
+            metrics.REQUESTS_CLAMPED.labels("future").inc()
+            return now_ms
+        if event.ts_ms < oldest:
+            metrics.REQUESTS_CLAMPED.labels("too_old").inc()
+            return oldest
+        return event.ts_ms
+
+    def _args(self, event: Event, now_ms: int) -> Args:
+        """The script call's arguments for one event, with the policy's parameters for it."""
         domain = getattr(event, "domain", "")
         policy = self.policy.for_domain(domain)
         t, limit = int(policy.offer_timeout_s * 1000), self._limit
         match event:
             case RoutingRequested():
+                esc = self.escalated_at(event, now_ms)
+                if esc != event.ts_ms:
+                    event = _with_ts(event, esc)
                 plan = plan_request(event, policy)
-                self._call(calls, "request", domain, event.contact_id, event.channel.value,
-                           plan.lane, plan.service_class, plan.score, event.ts_ms,
-                           event.priority, plan.target_ms, repr(plan.weight),
-                           ",".join(map(str, plan.ring_delays_ms)), ";".join(plan.ring_pools),
-                           format_levels(plan.extra_skills), plan.queue, plan.strategy.value,
-                           now_ms, t, limit)
-                return plan.reason or event.reason
+                context = orjson.dumps({
+                    "intent": event.intent, "tier": event.tier.value,
+                    "language": event.language.value, "confidence": event.confidence,
+                    "reason": event.reason,
+                    "transcript": [{"speaker": turn.speaker.value, "text": turn.text,
+                                    "ts_ms": turn.ts_ms} for turn in event.transcript],
+                }).decode()
+                return RequestArgs(
+                    contact_id=event.contact_id, channel=event.channel.value, lane=plan.lane,
+                    service_class=plan.service_class, score=plan.score, escalated_at=esc,
+                    priority=event.priority, target_ms=plan.target_ms, weight=plan.weight,
+                    ring_delays=list(plan.ring_delays_ms), ring_pools=list(plan.ring_pools),
+                    extra_skills=state.format_levels(plan.extra_skills), queue=plan.queue,
+                    strategy=plan.strategy.value, offer_timeout_ms=t, scan_limit=limit,
+                    context=context, reason=plan.reason or event.reason)
             case CustomerLeft():
-                self._call(calls, "left", domain, event.contact_id, now_ms, self._short_ms,
-                           t, limit, self._retention)
+                return LeftArgs(contact_id=event.contact_id, short_abandon_ms=self._short_ms,
+                                offer_timeout_ms=t, scan_limit=limit,
+                                retention_s=self._retention)
             case OfferAccepted():
-                self._call(calls, "accept", domain, event.agent_id, event.offer_id,
-                           event.contact_id, now_ms)
+                return state.AcceptArgs(agent_id=event.agent_id, offer_id=event.offer_id,
+                                        contact_id=event.contact_id)
             case OfferDeclined():
-                self._call(calls, "decline", domain, event.agent_id, event.offer_id,
-                           event.contact_id, now_ms, t, limit, policy.on_decline.value,
-                           event.reason or "declined")
+                return DeclineArgs(agent_id=event.agent_id, offer_id=event.offer_id,
+                                   contact_id=event.contact_id, offer_timeout_ms=t,
+                                   scan_limit=limit, on_decline=policy.on_decline.value,
+                                   reason=event.reason or "declined")
             case ContactCompleted():
-                self._call(calls, "complete", domain, event.agent_id, event.contact_id,
-                           now_ms, t, limit, self._retention)
+                return CompleteArgs(agent_id=event.agent_id, contact_id=event.contact_id,
+                                    offer_timeout_ms=t, scan_limit=limit,
+                                    retention_s=self._retention)
             case AgentLoggedIn():
-                self._login(calls, domain, policy, event.agent_id, event.skills,
-                            event.capacity, event.ready, now_ms)
+                return self._login(domain, policy, event.agent_id, event.skills,
+                                   event.capacity, event.ready, LoginMode.LOGIN)
             case AgentStateChanged() if event.state == AgentState.OFFLINE:
                 # Going offline is leaving: offers are withdrawn and re-routed, as on logout.
-                self._call(calls, "logout", domain, event.agent_id, now_ms, t, limit)
+                return LogoutArgs(agent_id=event.agent_id, offer_timeout_ms=t,
+                                  scan_limit=limit)
             case AgentStateChanged():
-                self._call(calls, "state", domain, event.agent_id, event.state.value, now_ms,
-                           t, limit)
+                return StateArgs(agent_id=event.agent_id, state=event.state.value,
+                                 offer_timeout_ms=t, scan_limit=limit)
             case AgentLoggedOut():
-                self._call(calls, "logout", domain, event.agent_id, now_ms, t, limit)
+                return LogoutArgs(agent_id=event.agent_id, offer_timeout_ms=t,
+                                  scan_limit=limit)
             case AgentProfileChanged():
-                self._login(calls, domain, policy, event.agent_id, event.skills,
-                            event.capacity, True, now_ms, script="profile")
+                return self._login(domain, policy, event.agent_id, event.skills,
+                                   event.capacity, True, LoginMode.PROFILE)
             case _:
                 raise RoutingStoreError(f"no routing script for {event.TYPE}")
-        return ""
 
-    async def apply(
-        self, events: Sequence[Event], now_ms: int
-    ) -> list[list[Transition] | Exception]:
+    async def apply(self, events: Sequence[Event], now_ms: int
+                    ) -> list[list[Entry] | Exception]:
         """Run one script per event, in order, in a single round trip.
 
-        Returns, per event, its transitions, or the error its script raised (or the policy
-        refused it with; the other events are unaffected: each script is atomic on its own).
-        Connection errors propagate.
+        Returns, per event, its outbox entries with their transitions (one entry, or a kept
+        one given back), or the error its script raised (or the policy refused it with; the
+        other events are unaffected: each script is atomic on its own). Dependency failures
+        raise (the caller retries the whole batch).
         """
         if not events:
             return []
         calls: list[_Call] = []
-        queued: list[tuple[int, str]] = []  # (event index, its queued reason) per script
-        out: list[list[Transition] | Exception] = []
+        placed: list[int] = []  # event index per call
+        out: list[list[Entry] | Exception] = []
         for i, event in enumerate(events):
             try:
-                queued.append((i, self._queue(calls, event, now_ms)))
+                args = self._args(event, now_ms)
             except PeakrouteError as exc:
                 out.append(exc)
                 continue
+            calls.append(_Call(getattr(event, "domain", ""), args, event.event_id))
+            placed.append(i)
             out.append([])
-        if not queued:
+        if not calls:
             return out
-        results = await self._run(calls, (getattr(events[i], "domain", "") for i, _ in queued))
-        for (i, reason), rows in zip(queued, results, strict=True):
-            domain = getattr(events[i], "domain", "")
-            out[i] = rows if isinstance(rows, Exception) else [_transition(domain, r, reason)
-                                                               for r in rows]
+        results = await self._run(calls, now_ms)
+        for i, call, raw in zip(placed, calls, results, strict=True):
+            if isinstance(raw, Exception):
+                out[i] = raw
+                continue
+            out[i] = state.decode_result(raw, call.domain)
         return out
 
-    async def reseat(self, domain: str, now_ms: int) -> list[Transition]:
-        """Agents logged in under another routing policy sit in pools this one does not use:
-        log them in again with their own skills and capacity under this policy (state and
-        idle time kept). Once per domain per process, from the timer."""
-        self._seated.add(domain)
-        p = prefix(domain)
-        agents = [_text(a) for a in await self.redis.smembers(p + "agents")]
-        if not agents:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for aid in agents:
-            pipe.hmget(p + "a:" + aid, "pd", "st", "sk", "rq")
-        stale = [(aid, *(_text(v) for v in row[1:]))
-                 for aid, row in zip(agents, await pipe.execute(), strict=True)
-                 if _text(row[0]) != self.policy.digest and row[1] is not None]
-        if not stale:
-            return []
-        policy = self.policy.for_domain(domain)
-        calls: list[_Call] = []
-        for aid, state, skills_text, asked_text in stale:
-            self._login(calls, domain, policy, aid, parse_levels(skills_text),
-                        parse_levels(asked_text), state == "ready", now_ms)
-        log.info("routing_agents_reseated",
-                 extra=logs.fields(domain=domain, agents=len(stale), policy=self.policy.digest))
-        return [_transition(domain, row) for rows in await self._run(calls)
-                if not isinstance(rows, Exception) for row in rows]
+    # -- time -------------------------------------------------------------------------------
 
-    async def tick(self, now_ms: int) -> list[Transition]:
-        """Time-driven step in every domain: lapse overdue offers, open due rings (and, the
-        first time this process sees a domain, re-seat agents from another policy)."""
-        domains = [_text(d) for d in await self.redis.smembers(DOMAINS_KEY)]
-        if not domains:
+    async def tick(self, now_ms: int) -> list[Entry]:
+        """Time-driven step in every domain: lapse overdue offers, open due rings, finish
+        matches cut short, forget finished contacts, re-send outbox entries left behind, and
+        re-seat agents seated under another routing policy."""
+        await self.flush_acks()
+        names = await state.domains(self.redis)
+        if not names:
             return []
-        reseated: list[Transition] = []
-        for domain in domains:
-            if domain not in self._seated:
-                with contextlib.suppress(PolicyError):
-                    reseated += await self.reseat(domain, now_ms)
+        out: list[Entry] = []
         calls: list[_Call] = []
-        ticked = []
-        for domain in domains:
+        for domain in names:
             try:
                 policy = self.policy.for_domain(domain)
             except PolicyError:
                 # Seen once (its events were dead-lettered) but the policy does not cover it:
                 # nothing of it can be waiting. Other domains keep their timer.
                 continue
-            self._call(calls, "tick", domain, now_ms, int(policy.offer_timeout_s * 1000),
-                       self._limit, TICK_BATCH, policy.on_no_answer.value)
-            ticked.append(domain)
-        if not ticked:
-            return reseated
-        out: list[Transition] = reseated
-        for domain, rows in zip(ticked, await self._run(calls), strict=True):
-            if isinstance(rows, Exception):  # one domain's failure leaves the others' steps
-                log.error("routing_tick_failed",
-                          extra=logs.fields(domain=domain, error=str(rows)[:300]))
+            self._ticks += 1
+            calls.append(_Call(domain, TickArgs(
+                offer_timeout_ms=int(policy.offer_timeout_s * 1000), scan_limit=self._limit,
+                max_per_step=TICK_BATCH, on_no_answer=policy.on_no_answer.value,
+                outbox_lease_ms=OUTBOX_LEASE_MS, pending_budget=self._limit * 10,
+                purge_max=PURGE_BATCH), f"{self._tick_ids}{self._ticks}"))
+        if calls:
+            for call, raw in zip(calls, await self._run(calls, now_ms), strict=True):
+                if isinstance(raw, Exception):  # one domain's failure leaves the others'
+                    log.error("routing_tick_failed",
+                              extra=logs.fields(domain=call.domain, error=str(raw)[:300]))
+                    continue
+                out.extend(state.decode_result(raw, call.domain))
+        for domain in await self._needs_reseat([c.domain for c in calls]):
+            try:
+                out.extend(await self.reseat(domain, now_ms))
+            except PolicyError:
                 continue
-            out.extend(_transition(domain, row) for row in rows)
         return out
+
+    async def _needs_reseat(self, names: Sequence[str]) -> list[str]:
+        """The domains where this worker's routing policy is current (the policy loaded last
+        by any worker wins, a rollback too: a worker still on an older one does not re-seat)
+        and not every agent is seated under it yet. One round trip for all."""
+        if not names:
+            return []
+        if not self._loaded:
+            await self._load_scripts()
+        pipe = self.redis.pipeline(transaction=False)
+        for domain in names:
+            meta = state.key(domain, Key.META)
+            pipe.evalsha(self._claim.sha, 1, meta, self.policy.digest, self.policy_loaded_ms)
+            pipe.hget(meta, state.META_RESEATED)
+        got = await pipe.execute(raise_on_error=False)
+        if any(isinstance(r, NoScriptError) for r in got):
+            self._loaded = False  # Redis lost its scripts: the next step loads them
+            return []
+        transient.raise_transient(got)
+        return [d for i, d in enumerate(names)
+                if got[2 * i] is not None and not isinstance(got[2 * i], Exception)
+                and int(got[2 * i]) and _text(got[2 * i + 1]) != self.policy.digest]
+
+    async def reseat(self, domain: str, now_ms: int) -> list[Entry]:
+        """(For a domain ``_needs_reseat`` names.) Agents logged in under another routing
+        policy sit in pools this one does not use:
+        log them in again with their own skills and capacity under this policy, state and idle
+        time kept, each atomically and only if its profile is still the one read (a change in
+        between wins). Every worker on the current policy converges the domain: a pass scans
+        the agents a batch per step, and a domain all seated under it is marked so."""
+        meta_key = state.key(domain, Key.META)
+        policy = self.policy.for_domain(domain)
+        progress = self._reseat.setdefault(domain, _Reseat())
+        scanned: Any = await self.redis.hscan(state.key(domain, Key.AGENTS), progress.cursor,
+                                              count=RESEAT_BATCH)
+        cursor, raw = scanned
+        seated = set(await state.seated_agents(self.redis, domain))
+        calls: list[_Call] = []
+        for aid_raw, rec_raw in raw.items():
+            aid = _text(aid_raw)
+            rec = state.decode_agent(rec_raw)
+            if rec is None or aid not in seated or rec.pd == self.policy.digest:
+                continue
+            view = state.AgentView.of(aid, rec, True)
+            calls.append(_Call(domain, self._login(
+                domain, policy, aid, view.skills, view.asked, view.ready, LoginMode.RESEAT,
+                expect=view), f"reseat:{aid}:{self.policy.digest}:{now_ms}"))
+        progress.cursor = int(cursor)
+        progress.stale_seen |= bool(calls)
+        entries: list[Entry] = []
+        if calls:
+            for result in await self._run(calls, now_ms):
+                if not isinstance(result, Exception):
+                    entries.extend(state.decode_result(result, domain))
+            log.info("routing_agents_reseated", extra=logs.fields(
+                domain=domain, agents=len(calls), policy=self.policy.digest))
+        if progress.cursor == 0:  # a pass ended: seated all, unless it found some
+            if not progress.stale_seen:
+                await self.redis.hset(meta_key, state.META_RESEATED, self.policy.digest)
+            progress.stale_seen = False
+        return entries
 
     async def record_bot_outcomes(
         self, outcomes: Iterable[tuple[str, str, str]], now_ms: int
     ) -> list[bool]:
         """(domain, contact_id, 'contained' | 'escalating') per new contact; True where new."""
         items = list(outcomes)
-        calls: list[_Call] = []
-        for domain, cid, outcome in items:
-            self._call(calls, "bot", domain, cid, outcome, now_ms, self._retention)
-        results = await self._run(calls, (domain for domain, _, _ in items))
+        calls = [_Call(domain, state.BotArgs(contact_id=cid, outcome=outcome,
+                                             retention_s=self._retention), "")
+                 for domain, cid, outcome in items]
+        results = await self._run(calls, now_ms)
         for result in results:
             if isinstance(result, Exception):
                 raise result
         return [bool(r) for r in results]
 
 
-async def domain_stats(client: aioredis.Redis, domain: str) -> dict[str, int]:
-    raw = await client.hgetall(prefix(domain) + "stats")
-    stats = dict.fromkeys(STAT_FIELDS, 0)
-    stats.update({_text(k): int(v) for k, v in raw.items()})
-    return stats
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
-async def domain_live(client: aioredis.Redis, domain: str) -> dict[str, int]:
-    """Contacts waiting for an agent and contacts with an outstanding offer, right now."""
-    p = prefix(domain)
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.zcard(p + "ox")
-        pipe.hvals(p + "wn")
-        offered, waiting = await pipe.execute()
-    return {"waiting": sum(int(n) for n in waiting), "offered": int(offered)}
-
-
-async def domains(client: aioredis.Redis) -> list[str]:
-    return sorted(_text(d) for d in await client.smembers(DOMAINS_KEY))
-
-
-def _read_script(name: str) -> str:
-    return (resources.files("router.routing") / "scripts" / f"{name}.lua").read_text()
+def _with_ts(event: RoutingRequested, ts_ms: int) -> RoutingRequested:
+    return dataclasses.replace(event, ts_ms=ts_ms)

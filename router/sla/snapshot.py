@@ -6,14 +6,17 @@ risk, estimated wait, agents ready); per domain the agents by state and occupanc
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from router.events import Channel
-from router.routing.store import STAT_FIELDS, domains, prefix
+from router.routing import state
+from router.routing.state import AgentView, domains
 from router.settings import Settings
+from router.sla import buckets
+from router.sla.rating import Rating, rate_figures
 from router.sla.windows import (
     MINUTE_MS,
     TODAY,
@@ -21,7 +24,6 @@ from router.sla.windows import (
     Counts,
     WindowPlan,
     active_span_s,
-    at_risk_before_ms,
     average_wait_s,
     estimated_wait_s,
     plan,
@@ -103,11 +105,16 @@ class Snapshot:
     objective: float
     domains: list[DomainFigures] = field(default_factory=list)
     queues: list[QueueFigures] = field(default_factory=list)
+    ratings: list[Rating] = field(default_factory=list)  # per domain (router/sla/rating.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {"taken_at_ms": self.taken_at_ms, "formula": self.formula,
                 "objective": self.objective, "domains": [d.as_dict() for d in self.domains],
-                "queues": [q.as_dict() for q in self.queues]}
+                "queues": [q.as_dict() for q in self.queues],
+                "ratings": [r.as_dict() for r in self.ratings]}
+
+    def rating(self, domain: str) -> Rating | None:
+        return next((r for r in self.ratings if r.domain == domain), None)
 
 
 def _text(v: Any) -> str:
@@ -123,30 +130,27 @@ class _AgentTally:
     free_primary: set[str] = field(default_factory=set)  # queues with a ready agent with room
 
 
-# Per agent, only what the tally needs (an agent's hash holds dozens of fields).
-AGENT_FIELDS = ("st", "m", *(f"{kind}:{ch.value}" for ch in Channel for kind in ("cap", "load")))
-
-
-def _tally_agents(rows: list[list[Any]]) -> _AgentTally:
-    """Agents' AGENT_FIELDS -> counts by state, slots used and free, ready agents per queue."""
+def _tally_agents(agents: Iterable[AgentView]) -> _AgentTally:
+    """Agents -> counts by state, slots used and free, ready agents per queue."""
     tally = _AgentTally(dict.fromkeys(AGENT_STATES, 0))
-    for row in rows:
-        st = _text(row[0]) if row[0] is not None else ""
-        if not st or st == "offline":
+    for a in agents:
+        if not a.logged_in or a.state == "offline":
             continue
-        tally.states[st] = tally.states.get(st, 0) + 1
+        tally.states[a.state] = tally.states.get(a.state, 0) + 1
         room = 0
-        for i in range(2, len(AGENT_FIELDS), 2):
-            cap, load = int(row[i] or 0), max(int(row[i + 1] or 0), 0)
+        for ch, cap in a.capacity.items():
+            load = max(a.load.get(ch, 0), 0)
             tally.used += load
             room += max(cap - load, 0)
-        if st != "ready":
+        for ch, load in a.load.items():  # work on a channel it no longer has capacity for
+            if ch not in a.capacity:
+                tally.used += max(load, 0)
+        if a.state != "ready":
             continue
         tally.free += room
         queues: dict[str, int] = {}  # queue -> the innermost ring the agent serves it from
-        for item in filter(None, _text(row[1] or b"").split(";")):  # lane|ring|rings
-            lane, ring_text, _ = item.split("|", 2)
-            q, ring = lane.partition(".")[0], int(ring_text or 0)
+        for lane, ring in a.serves.items():
+            q = lane.partition(".")[0]
             queues[q] = min(ring, queues.get(q, ring))
         for q, ring in queues.items():
             tally.ready_by_queue[q] = tally.ready_by_queue.get(q, 0) + 1
@@ -169,7 +173,7 @@ class BucketCache:
     AGENTS_MAX_AGE_S = 5.0
 
     def __init__(self) -> None:
-        self.done: dict[str, Counts] = {}
+        self.done: dict[str, dict[str, Counts]] = {}  # bucket key -> queue -> counts
         self.agents: dict[str, tuple[float, _AgentTally]] = {}  # prefix -> (when, tally)
 
     @classmethod
@@ -184,82 +188,70 @@ class BucketCache:
 
 
 async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings: Settings,
-                      cache: BucketCache | None = None
+                      cache: BucketCache | None = None, with_agents: bool = True
                       ) -> tuple[DomainFigures, list[QueueFigures]]:
     """One domain's figures. Its keys share one hash tag, so the reads run as one MULTI: every
     figure comes from the same instant, whatever scripts run meanwhile (finished buckets from
-    ``cache`` cannot change any more)."""
+    ``cache`` cannot change any more). ``with_agents=False`` skips the agent tally (agents by state,
+    occupancy, ready per queue are then zero), for readers that need only the counts."""
     cache = cache if cache is not None else BucketCache()
-    p = prefix(domain)
+    p = state.prefix(domain)
     tz = timezone(settings.sla_timezone)
     plans: dict[str, WindowPlan] = {w: plan(w, now_ms, tz) for w in WINDOW_NAMES}
     minutes = sorted({m for pl in plans.values() for m in pl.minutes})
     hours = sorted({h for pl in plans.values() for h in pl.hours})
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.smembers(p + "slaq")
-        pipe.hgetall(p + "ut")
-        pipe.smembers(p + "agents")
-        queues_raw, ut_raw, agents_raw = await pipe.execute()
-    queues = sorted(_text(q) for q in queues_raw)
-    agents = sorted(_text(a) for a in agents_raw)
-    classes = sorted((_text(k).rpartition(":")[0], _text(k).rpartition(":")[2], int(v))
-                     for k, v in ut_raw.items())
-    bucket_keys = {q: ([f"{p}sm:{q}:{m}" for m in minutes], [f"{p}sh:{q}:{h}" for h in hours])
-                   for q in queues}
+    queues = sorted(_text(q) for q in await client.smembers(state.key(domain,
+                                                                       state.Key.SLA_QUEUES)))
+    minute_keys = [buckets.minute_key_of(p, m) for m in minutes]
+    hour_keys = [buckets.hour_key_of(p, h) for h in hours]
     ends: dict[str, int] = {}  # bucket key -> the epoch minute its time ends at
-    for mk, hk in bucket_keys.values():
-        ends.update(zip(mk, (m + 1 for m in minutes), strict=True))
-        ends.update(zip(hk, ((h + 1) * 60 for h in hours), strict=True))
+    ends.update(zip(minute_keys, (m + 1 for m in minutes), strict=True))
+    ends.update(zip(hour_keys, ((h + 1) * 60 for h in hours), strict=True))
     needed = set(ends)
     cache.keep(p, needed)
     to_read = sorted(k for k in needed if k not in cache.done)
     async with client.pipeline(transaction=True) as pipe:
-        for q in queues:
-            pipe.hgetall(f"{p}sq:{q}")
-        for key in to_read:
-            pipe.hgetall(key)
-        for q, cls, tg in classes:
-            key = f"{p}uw:{q}:{cls}"
-            pipe.zcard(key)
-            pipe.zrange(key, 0, 0, withscores=True)
-            pipe.zcount(key, "-inf", at_risk_before_ms(now_ms, tg, settings.sla_at_risk_share))
-        pipe.hgetall(p + "wn")
-        pipe.hgetall(p + "stats")
+        pipe.hgetall(state.key(domain, state.Key.SLA_TOTALS))
+        for k in to_read:
+            pipe.hgetall(k)
+        pipe.hgetall(state.key(domain, state.Key.WAITING_COUNTS))
+        pipe.hgetall(state.key(domain, state.Key.STATS))
         results = iter(await pipe.execute())
-    totals_of = {q: Counts.from_hash(next(results)) for q in queues}
-    fresh = {key: Counts.from_hash(next(results)) for key in to_read}
-    buckets = {**cache.done, **fresh}
+    totals_of = buckets.per_queue(next(results))
+    fresh = {k: buckets.per_queue(next(results)) for k in to_read}
+    all_buckets = {**cache.done, **fresh}
     cache.done.update((k, c) for k, c in fresh.items() if BucketCache.finished(ends[k], now_ms))
     per_queue: dict[str, tuple[Counts, dict[int, Counts], dict[int, Counts]]] = {}
     for q in queues:
-        mk, hk = bucket_keys[q]
-        per_queue[q] = (totals_of[q], {m: buckets[k] for m, k in zip(minutes, mk, strict=True)},
-                        {h: buckets[k] for h, k in zip(hours, hk, strict=True)})
+        per_queue[q] = (totals_of.get(q, Counts()),
+                        {m: all_buckets[k].get(q, Counts())
+                         for m, k in zip(minutes, minute_keys, strict=True)},
+                        {h: all_buckets[k].get(q, Counts())
+                         for h, k in zip(hours, hour_keys, strict=True)})
     live: dict[str, list[int | float]] = {}  # queue -> [waiting, oldest escalation, at risk]
     targets: dict[str, int] = {}
-    for q, _cls, tg in classes:
-        n, head, risk = next(results), next(results), next(results)
-        cur = live.setdefault(q, [0, float("inf"), 0])
-        cur[0] += int(n)
-        if head:
-            cur[1] = min(cur[1], float(head[0][1]))
-        cur[2] += int(risk)
-        targets[q] = max(targets.get(q, 0), tg)
+    for u in await state.unanswered(client, domain, now_ms, settings.sla_at_risk_share):
+        cur = live.setdefault(u.queue, [0, float("inf"), 0])
+        cur[0] += u.waiting
+        if u.oldest_escalated_ms is not None:
+            cur[1] = min(cur[1], float(u.oldest_escalated_ms))
+        cur[2] += u.at_risk
+        targets[u.queue] = max(targets.get(u.queue, 0), u.target_ms)
     wn = {_text(k): int(v) for k, v in next(results).items()}
-    stats = dict.fromkeys(STAT_FIELDS, 0)
+    stats = dict.fromkeys(state.STAT_FIELDS, 0)
     stats.update({_text(k): int(v) for k, v in next(results).items()})
     # Agents are tallied apart from the MULTI: their counts need not share the queues' instant.
     tally = cache.agents.get(p)
-    if tally is None or time.monotonic() - tally[0] > BucketCache.AGENTS_MAX_AGE_S:
-        async with client.pipeline(transaction=False) as pipe:
-            for a in agents:
-                pipe.hmget(f"{p}a:{a}", AGENT_FIELDS)
-            tally = (time.monotonic(), _tally_agents(await pipe.execute()))
+    if not with_agents:
+        tally = (0.0, _AgentTally(dict.fromkeys(AGENT_STATES, 0)))
+    elif tally is None or time.monotonic() - tally[0] > BucketCache.AGENTS_MAX_AGE_S:
+        tally = (time.monotonic(),
+                 _tally_agents((await state.read_agents(client, domain)).values()))
         cache.agents[p] = tally
     _, agent_tally = tally
     queued: dict[str, int] = {}
-    for list_id, n in wn.items():  # "<queue>.<language>:<channel>:<class>:<ring>"
-        q = list_id.partition(":")[0].partition(".")[0]
+    for list_id, n in wn.items():
+        q = state.ListId.parse(list_id).queue
         queued[q] = queued.get(q, 0) + n
     out = []
     for q in sorted(set(queues) | set(live)):
@@ -300,6 +292,7 @@ async def read_snapshot(client: aioredis.Redis, settings: Settings,
         d, qs = await read_domain(client, domain, now, settings, cache)
         snap.domains.append(d)
         snap.queues.extend(qs)
+        snap.ratings.append(rate_figures(d, qs, settings))
     return snap
 
 

@@ -7,6 +7,7 @@ import redis.asyncio as aioredis
 
 from router.events import AgentLoggedIn, AgentState, AgentStateChanged, RoutingRequested
 from router.routing.config import policy_from_settings
+from router.routing.state import rows
 from router.routing.store import RoutingStore, domain_live, domain_stats
 from router.settings import Settings
 from router.stage import now_ms
@@ -26,7 +27,7 @@ async def test_going_offline_rescinds_the_offer_and_requeues_the_contact(
     offline = AgentStateChanged(event_id="e3", ts_ms=now, agent_id="a1", domain=domain,
                                 state=AgentState.OFFLINE)
     results = await store.apply([login, request, offline], now)
-    kinds = [t.kind for r in results if not isinstance(r, Exception) for t in r]
+    kinds = [t.kind for r in results if not isinstance(r, Exception) for t in rows(r)]
     assert kinds == ["logged_in", "offered", "rescinded", "queued", "logged_out"]
     assert await domain_live(store_redis, domain) == {"waiting": 1, "offered": 0}
 
@@ -44,6 +45,8 @@ async def test_a_redis_that_lost_its_scripts_gets_them_again_in_the_same_batch(
     await store_redis.script_flush()
     request = RoutingRequested(event_id="e2", ts_ms=now, contact_id="c1", domain=domain,
                                queue="general")
-    [[offered]] = await store.apply([request], now)  # type: ignore[misc]
+    [result] = await store.apply([request], now)
+    assert not isinstance(result, Exception)
+    [offered] = rows(result)
     assert (offered.kind, offered.agent_id) == ("offered", "a1")
     assert (await domain_stats(store_redis, domain))["offered"] == 1

@@ -98,6 +98,8 @@ async def test_the_supervisor_changes_skills_and_the_next_contact_of_that_skill_
     await expect(row).to_contain_text("Ready", timeout=10_000)
     await expect(page.locator("#queues tr")).to_have_count(7)  # the shipped policy's queues
     await expect(page.locator('#queues tr[data-queue="security"]')).to_contain_text("45 s")
+    await expect(page.get_by_test_id("rating")).to_have_text(
+        "Service rating: unrated, too few contacts (0 contacts, today)")
     skills = page.get_by_test_id("skills-a-sec")
     await skills.fill("zh=1,orders=1,security=2")
     await page.get_by_test_id("save-a-sec").click()

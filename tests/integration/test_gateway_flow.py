@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from router.events import AgentProfileApplied
 from router.gateway.auth import Verifier
+from router.routing import state as routing_state
 from router.routing.store import domain_stats
 from router.settings import Settings
 
@@ -81,7 +82,7 @@ async def test_a_reconnecting_desktop_gets_its_offer_and_active_contacts_back(
 
 
 async def _offered(gw: GatewayUnderTest, domain: str, agent_id: str) -> bool:
-    return bool(await gw.gateway.redis.scard(f"pr:{{d:{domain}}}:ao:{agent_id}"))
+    return bool(await routing_state.offers_of(gw.gateway.redis, domain, agent_id))
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -216,6 +216,8 @@ async def test_a_supervisor_profile_change_reaches_the_next_match_and_is_audited
     await sup.until("welcome")
     console = await sup.until("console")
     assert {q["queue"] for q in console["queues"]} >= {"security", "refunds"}
+    assert console["rating"]["domain"] == domain  # nothing answered yet: unrated
+    assert (console["rating"]["tier"], console["rating"]["score"]) == ("unrated", None)
     await sup.send({"type": "set_profile", "agent_id": "a-1",
                     "skills": {"zh": 1, "orders": 1, "security": 2}, "reason": "peak", "id": "p"})
     await sup.until("ack", ref="p")

@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.demo import WorkerProcess
-from router.routing.store import domain_stats, prefix
+from router.routing import state as routing_state
+from router.routing.store import domain_stats
 from router.settings import Settings
 from tests.conftest import eventually, repo_root
 
@@ -88,5 +89,5 @@ async def test_contact_sent_with_kcat_from_the_docs_is_answered_and_routed(
     offers = await eventually(offered)
     assert offers, "no offer for the contact"
     assert offers[0]["agent_id"] == login["agent_id"]
-    state = await redis_client.hget(prefix(domain) + f"c:{contact_id}", "st")
-    assert state == b"offered"
+    state = await routing_state.contact_state(redis_client, domain, contact_id)
+    assert state == "offered"

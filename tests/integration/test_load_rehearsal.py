@@ -56,8 +56,13 @@ def test_an_mmn_queue_through_the_router_matches_its_ideal_replay_and_erlang_c()
 def test_a_short_rehearsal_writes_its_report_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "rehearsal"
     r = run_module("load_tests.peak", "--profile", "steady", "--duration", "10", "--rate", "10",
-                   "--agents", "12", "--drain", "10", "--out", str(out), "--json")
+                   "--agents", "12", "--drain", "10", "--out", str(out), "--json",
+                   "--domains", "2", "--domain-staffing", "1.5,0.5")
     assert r["balanced"] is True
+    domains = r["domains"]
+    assert isinstance(domains, dict)
+    assert domains["agents"] == {"shop-1": 9, "shop-2": 3}
+    assert {x["domain"] for x in domains["ratings"]} == {"shop-1", "shop-2"}
     totals = r["totals"]
     assert isinstance(totals, dict)
     assert totals["published"] > 50

@@ -11,7 +11,8 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from router.routing.store import domain_stats, prefix
+from router.routing import state as routing_state
+from router.routing.store import domain_stats
 from router.settings import Settings
 from tests.conftest import eventually, repo_root
 
@@ -33,8 +34,9 @@ async def test_simulated_agents_log_in_and_the_gateway_publishes_until_stopped(
     domain = f"sim-{uuid.uuid4().hex[:8]}"
     agents = start(stack, "agents", "--count", "3", "--domain", domain)
     try:
-        agent_key = prefix(domain) + f"a:{domain}-agent-0000"
-        state = await eventually(lambda: redis_client.hget(agent_key, "st"), timeout_s=60)
+        agent_id = f"{domain}-agent-0000"
+        state = await eventually(
+            lambda: routing_state.agent_state(redis_client, domain, agent_id), timeout_s=60)
         assert state is not None, "the simulated agents never logged in"
         gateway = start(stack, "gateway", "--rate", "20", "--domain", domain)
         try:
@@ -49,7 +51,7 @@ async def test_simulated_agents_log_in_and_the_gateway_publishes_until_stopped(
         code, out = stop(agents)
     assert code == 0, out
     assert await eventually(
-        lambda: _state_is(redis_client, agent_key, b"offline"), timeout_s=30), \
+        lambda: _state_is(redis_client, domain, agent_id, "offline"), timeout_s=30), \
         "the agents were not logged out on SIGTERM"
 
 
@@ -57,6 +59,6 @@ async def _arrived_at_least(client: aioredis.Redis, domain: str, n: int) -> bool
     return (await domain_stats(client, domain))["arrived"] >= n
 
 
-async def _state_is(client: aioredis.Redis, key: str, state: bytes) -> bool:
-    return bool(await client.hget(key, "st") == state)
+async def _state_is(client: aioredis.Redis, domain: str, agent_id: str, state: str) -> bool:
+    return await routing_state.agent_state(client, domain, agent_id) == state
 

@@ -23,7 +23,7 @@ from router.events import (
     OfferAccepted,
     RoutingRequested,
 )
-from router.routing.store import prefix
+from router.routing import state as routing_state
 from router.settings import Settings
 from router.stage import now_ms
 from tests.conftest import eventually, read_topic
@@ -36,8 +36,9 @@ async def _send(prod: AIOKafkaProducer, topic: str, domain: str, *events: Event)
         await prod.send_and_wait(topic, e.to_json(), key=domain.encode())
 
 
-def _status(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings.as_env(), "COLUMNS": "200"}
+def _status(settings: Settings, *args: str, columns: int = 200
+            ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **settings.as_env(), "COLUMNS": str(columns)}
     return subprocess.run([sys.executable, "-m", "router.cli", "status", *args], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
@@ -74,11 +75,9 @@ async def test_status_figures_equal_redis_and_metrics_at_the_same_moment(
         offer_id=offer["offer_id"], contact_id=f"{domain}-c0"))
     await _send(kafka_producer, stack.topic_routing_requests, domain, CustomerLeft(
         event_id=f"{domain}-x", ts_ms=now_ms(), contact_id=f"{domain}-c3", domain=domain))
-    totals_key = prefix(domain) + "sq:general"
-
     async def settled() -> bool:
-        raw = await redis_client.hgetall(totals_key)
-        return raw.get(b"answered") == b"1" and raw.get(b"abandoned") == b"1"
+        raw = (await routing_state.sla_totals(redis_client, domain)).get("general", {})
+        return raw.get("answered") == 1 and raw.get("abandoned") == 1
 
     assert await eventually(settled, timeout_s=30)
 
@@ -86,13 +85,13 @@ async def test_status_figures_equal_redis_and_metrics_at_the_same_moment(
     # but the clock: waits are compared within the time the three reads take).
     page_task = asyncio.to_thread(worker.get, "/metrics")
     status_task = asyncio.to_thread(_status, stack, "--once", "--json", "--domain", domain)
-    redis_task = redis_client.hgetall(totals_key)
+    redis_task = routing_state.sla_totals(redis_client, domain)
     page, proc, raw = await asyncio.gather(page_task, status_task, redis_task)
     assert proc.returncode == 0, proc.stderr
     status: dict[str, Any] = orjson.loads(proc.stdout)
     [q] = status["queues"]
     metrics = _samples(page, domain)
-    redis_totals = {k.decode(): int(v) for k, v in raw.items()}
+    redis_totals = raw["general"]
 
     assert q["queue"] == "general"
     expected = {"offered": 4, "answered": 1, "answered_within_target": 1, "abandoned": 1,
@@ -106,8 +105,8 @@ async def test_status_figures_equal_redis_and_metrics_at_the_same_moment(
     # a1 holds c0 in its only slot: c1 and c2 wait in line (c3 left).
     assert q["waiting"] == 2 == metrics[("peakroute_queue_waiting_contacts", "general", "")]
     assert q["queued"] == 2
-    unanswered = sum([await redis_client.zcard(prefix(domain) + f"uw:general:{cls}")
-                      for cls in ("n", "v")])
+    unanswered = sum(u.waiting for u in await routing_state.unanswered(
+        redis_client, domain, now_ms(), 0.5) if u.queue == "general")
     assert unanswered == 2
     assert q["at_risk"] == metrics[("peakroute_queue_at_risk_contacts", "general", "")] == 0
     assert q["agents_ready"] == metrics[("peakroute_queue_agents_ready", "general", "")] == 1
@@ -125,6 +124,18 @@ async def test_status_figures_equal_redis_and_metrics_at_the_same_moment(
     row = next(line for line in view.stdout.splitlines() if line.strip().startswith("general"))
     assert row.split()[1:5] == ["100.0"] * 4  # SL% over 5m, 15m, 1h, today
     assert f"{domain}  agents: 1 ready" in view.stdout
+    assert len(row.split()) == 13  # the queue and its 12 figures
+    # 80 columns: the least important columns go, the others keep whole figures
+    narrow = _status(stack, "--once", "--domain", domain, columns=80)
+    assert narrow.returncode == 0, narrow.stderr
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines())
+    row = next(line for line in narrow.stdout.splitlines() if line.strip().startswith("general"))
+    assert "…" not in row
+    cells = row.split()
+    assert cells[1] == "100.0"  # SL% 5m stays
+    assert 8 <= len(cells) < 13
+    assert "hidden at this width: " in narrow.stdout
+    assert f"{domain}  1 ready, 0 not ready" in narrow.stdout
 
 
 async def test_status_without_redis_says_what_to_do(stack: Settings) -> None:

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 from router import metrics
+from router.settings import Settings
+from router.sla.rating import rate_figures
 from router.sla.snapshot import DomainFigures, QueueFigures, Snapshot, WindowFigures
 from router.sla.windows import WINDOW_NAMES, Counts
 
@@ -22,8 +24,10 @@ def sample_snapshot() -> Snapshot:
     q = QueueFigures(domain="shop-1", queue="refunds", target_s=30.0, windows=windows, totals=c,
                      waiting=3, queued=2, oldest_wait_s=21.0, at_risk=1, agents_ready=4,
                      estimated_wait_s=12.0)
-    d = DomainFigures("shop-1", {"ready": 4, "not_ready": 1}, 0.5, {"arrived": 20})
-    return Snapshot(1_800_000_000_000, "short_abandons_excluded", 0.8, [d], [q])
+    d = DomainFigures("shop-1", {"ready": 4, "not_ready": 1}, 0.5,
+                      {"arrived": 20, "contained": 10})
+    rating = rate_figures(d, [q], Settings(rating_min_contacts=5))
+    return Snapshot(1_800_000_000_000, "short_abandons_excluded", 0.8, [d], [q], [rating])
 
 
 def exposition() -> str:

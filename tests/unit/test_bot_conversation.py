@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from router.bot.conversation import (
-    SEEN_CAP,
     Caps,
     Conversation,
     advance,
@@ -35,7 +34,7 @@ def rephrase() -> BotDecision:
 
 
 def test_a_message_adds_the_customer_and_bot_turns_and_counts_one_turn() -> None:
-    conv = advance(Conversation(), "e1", answer(), "where?", T, CAPS)
+    conv = advance(Conversation(), answer(), "where?", T, CAPS)
     assert [(t.speaker, t.text) for t in conv.transcript] == [
         (Speaker.CUSTOMER, "where?"), (Speaker.BOT, "the answer")]
     assert conv.turns == 1
@@ -44,7 +43,7 @@ def test_a_message_adds_the_customer_and_bot_turns_and_counts_one_turn() -> None
 
 
 def test_a_button_press_adds_only_the_bot_turn() -> None:
-    conv = advance(Conversation(), "e1", escalation(), None, T, CAPS)
+    conv = advance(Conversation(), escalation(), None, T, CAPS)
     assert [t.speaker for t in conv.transcript] == [Speaker.BOT]
     assert conv.turns == 0
 
@@ -52,58 +51,47 @@ def test_a_button_press_adds_only_the_bot_turn() -> None:
 def test_the_transcript_keeps_the_last_turns_each_cut_to_the_limit() -> None:
     conv = Conversation()
     for i in range(5):
-        conv = advance(conv, f"e{i}", answer(), f"question number {i}", T + i, CAPS)
+        conv = advance(conv, answer(), f"question number {i}", T + i, CAPS)
     assert len(conv.transcript) == CAPS.turns
     assert conv.transcript[-2].text == "question n"  # cut to 10 characters
     assert conv.turns == 5
 
 
 def test_an_escalation_is_recorded_with_its_route_and_time() -> None:
-    conv = advance(Conversation(), "e1", escalation(), "退款", T, CAPS)
+    conv = advance(Conversation(), escalation(), "退款", T, CAPS)
     assert conv.escalation is not None
     assert (conv.escalation.queue, conv.escalation.priority, conv.escalation.ts_ms) == (
         "refunds", 4, T)
-    assert conv.handled("e1") is not None
-    assert conv.handled("e1").escalated  # type: ignore[union-attr]
 
 
 def test_later_decisions_keep_the_first_escalation() -> None:
-    conv = advance(Conversation(), "e1", escalation(), "退款", T, CAPS)
+    conv = advance(Conversation(), escalation(), "退款", T, CAPS)
     still = BotDecision(BotAction.ESCALATED, Phase.ESCALATED, "refund", 0.8, "wait",
                         Language.ZH)
-    later = advance(conv, "e2", still, "hello?", T + 5, CAPS)
+    later = advance(conv, still, "hello?", T + 5, CAPS)
     assert later.escalation == conv.escalation
 
 
 def test_rephrasing_counts_and_keeps_the_last_subject() -> None:
-    conv = advance(Conversation(), "e1", answer("coupon"), "q", T, CAPS)
-    conv = advance(conv, "e2", rephrase(), "??", T + 1, CAPS)
+    conv = advance(Conversation(), answer("coupon"), "q", T, CAPS)
+    conv = advance(conv, rephrase(), "??", T + 1, CAPS)
     assert conv.rephrases == 1
     assert conv.intent == "coupon"
     assert conv.phase is Phase.REPHRASE
 
 
-def test_only_the_last_event_ids_are_remembered() -> None:
-    conv = Conversation()
-    for i in range(SEEN_CAP + 3):
-        conv = advance(conv, f"e{i}", answer(), "q", T, CAPS)
-    assert conv.handled("e0") is None
-    assert conv.handled(f"e{SEEN_CAP + 2}") is not None
-    assert len(conv.seen) == SEEN_CAP
-
-
 def test_silence_closes_only_while_the_bot_holds_the_contact() -> None:
-    assert silence_deadline(advance(Conversation(), "e", answer(), "q", T, CAPS), 5000) == \
+    assert silence_deadline(advance(Conversation(), answer(), "q", T, CAPS), 5000) == \
         T + 5000
-    assert silence_deadline(advance(Conversation(), "e", rephrase(), "q", T, CAPS), 5000) == \
+    assert silence_deadline(advance(Conversation(), rephrase(), "q", T, CAPS), 5000) == \
         T + 5000
-    assert silence_deadline(advance(Conversation(), "e", escalation(), "q", T, CAPS),
+    assert silence_deadline(advance(Conversation(), escalation(), "q", T, CAPS),
                             5000) is None
     assert silence_deadline(Conversation(), 5000) is None
 
 
 def test_encode_and_decode_round_trip() -> None:
-    conv = advance(Conversation(Language.EN, Tier.VIP, Channel.EMAIL), "e1", escalation(),
+    conv = advance(Conversation(Language.EN, Tier.VIP, Channel.EMAIL), escalation(),
                    "I want a refund", T, CAPS)
     raw = {k.encode(): v.encode() for k, v in encode(conv).items()}
     assert decode_fields(raw) == conv
@@ -114,6 +102,6 @@ def test_an_empty_hash_is_no_conversation() -> None:
 
 
 def test_context_carries_phase_subject_and_tier() -> None:
-    conv = advance(Conversation(tier=Tier.VIP), "e1", answer("coupon"), "q", T, CAPS)
+    conv = advance(Conversation(tier=Tier.VIP), answer("coupon"), "q", T, CAPS)
     ctx = conv.context()
     assert (ctx.phase, ctx.last_intent, ctx.tier) == (Phase.ANSWERED, "coupon", Tier.VIP)

@@ -163,3 +163,14 @@ def test_default_staffing_follows_the_peak() -> None:
     peak = Options(profile="double11", duration_s=60, out=Path("x"), rate=100)
     assert peak.staffed_agents() > 5 * steady.staffed_agents()
     assert Options(profile="steady", duration_s=1, out=Path("x"), agents=7).staffed_agents() == 7
+
+
+def test_several_domains_share_the_staffing_by_their_weights() -> None:
+    one = Options(profile="steady", duration_s=60, out=Path("x"), agents=30)
+    assert (one.domain_names, one.agents_per_domain()) == (["shop-1"], [30])
+    three = Options(profile="steady", duration_s=60, out=Path("x"), agents=30, domains=3,
+                    domain_staffing=(1.3, 0.9, 0.55))
+    assert three.domain_names == ["shop-1", "shop-2", "shop-3"]
+    assert three.agents_per_domain() == [13, 9, 6]  # 10 each, times the weights
+    assert Options(profile="steady", duration_s=60, out=Path("x"), agents=2,
+                   domains=3).agents_per_domain() == [1, 1, 1]  # at least one each

@@ -57,7 +57,9 @@ def test_promtool_accepts_the_full_exposition() -> None:
 
 def test_labels_are_bounded_never_ids() -> None:
     allowed = {"domain", "queue", "window", "outcome", "state", "topic", "reason", "stage",
-               "type", "kind", "action", "intent", "language", "result", "le"}
+               "type", "kind", "action", "intent", "language", "result", "le",
+               "tier", "component",  # rating: tiers from settings, five components
+               "side", "error"}  # clamped requests: future, too_old; Kafka error classes
     for line in exposition().splitlines():
         if line.startswith("#") or "{" not in line:
             continue

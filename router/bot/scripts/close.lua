@@ -1,16 +1,22 @@
--- Close the conversations whose silence deadline has passed. KEYS[1] the silence zset;
--- ARGV: the conversation key prefix, now_ms, limit. Each due contact is taken out of the zset
--- and its conversation deleted in this one step, so two workers never close it twice.
--- Returns {contact_id, language, intent, last activity ms} per closed contact.
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, cid in ipairs(due) do
-  redis.call('ZREM', KEYS[1], cid)
-  local key = ARGV[1] .. cid
-  local f = redis.call('HMGET', key, 'lang', 'intent', 'phase', 'last')
-  if f[1] and f[3] ~= 'escalated' then
-    redis.call('DEL', key)
-    out[#out + 1] = {cid, f[1], f[2] or '', f[4] or '0'}
-  end
+-- Close a conversation whose silence deadline has passed, or forget it once Kafka has the
+-- close. KEYS[1] the conversation hash; ARGV: mode ('close' | 'ack'), now_ms, silence_ms.
+-- close: a conversation the bot still holds (answered, rephrase) and silent for silence_ms
+-- is marked closed, its close kept in the outbox (`ob:close`) until Kafka has it; a close
+-- already kept is returned again (its record may not have reached Kafka). Returns {'closed',
+-- language, intent, last activity ms}, {'wait', deadline} if it spoke since, or false (gone,
+-- or a person has it).
+-- ack: the conversation goes, unless the customer spoke again since (turn.lua dropped the
+-- close: a new conversation began).
+if ARGV[1] == 'ack' then
+  if redis.call('HEXISTS', KEYS[1], 'ob:close') == 1 then redis.call('DEL', KEYS[1]) end
+  return 1
 end
-return out
+local f = redis.call('HMGET', KEYS[1], 'lang', 'intent', 'phase', 'last', 'ob:close')
+if not f[1] then return false end
+if f[5] then return cmsgpack.unpack(f[5]) end
+if f[3] ~= 'answered' and f[3] ~= 'rephrase' then return false end
+local due = tonumber(f[4] or '0') + tonumber(ARGV[3])
+if due > tonumber(ARGV[2]) then return {'wait', due} end
+local closed = {'closed', f[1], f[2] or '', f[4] or '0'}
+redis.call('HSET', KEYS[1], 'ob:close', cmsgpack.pack(closed))
+return closed

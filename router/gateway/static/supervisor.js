@@ -24,6 +24,11 @@ function render() {
   applyText();
   if (!last) return;
   $("live").textContent = `● ${t("live")} · ${t("updated")} ${new Date(last.ts_ms).toLocaleTimeString()}`;
+  const r = last.rating; // the domain's service rating (peakroute rating)
+  $("rating").textContent = !r ? "" : r.score === null
+    ? `${t("rating")}: ${t("unrated")} (${r.contacts} ${t("contacts")}, ${r.window})`
+    : `${t("rating")}: ${r.tier} ${r.score.toFixed(1)} / 100 (${r.window})`;
+  $("rating").className = `rating tier-${r ? r.tier : ""}`;
   const qs = $("queues"); qs.replaceChildren();
   for (const q of last.queues) {
     const sl = q.service_level;

@@ -1,22 +1,26 @@
 -- An agent accepted an offer: the contact is answered (the 30-second clock stops).
--- ARGV: aid, oid, cid, now.
-local aid, oid, cid, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local c = ckey(cid)
-local st, ag, of, esc, tg, ch, ln, rg, pri, qn, cls = unpack(redis.call('HMGET', c, 'st', 'ag', 'of',
-                                                   'esc', 'tg', 'ch', 'ln', 'rg', 'pri', 'qn', 'cls'))
-if st ~= 'offered' or ag ~= aid or of ~= oid then
-  return {row('stale', cid, aid, oid, '', '', 0, 0, 0, 0, st or 'unknown')}
+-- Arguments: state.AcceptArgs.
+local aid, oid, cid = A.agent_id, A.offer_id, A.contact_id
+local c = contact(cid)
+if not c or c.st ~= CS_OFFERED or c.ag ~= aid or c.of ~= oid then
+  return {T_stale(cid, aid, oid, c and c.st or 'unknown')}
 end
-local waited = now - tonumber(esc)
-local within = 0
-if waited <= tonumber(tg) then within = 1 end
-redis.call('HSET', c, 'st', 'answered', 'ans', now)
-redis.call('ZREM', OX, cid)
-redis.call('SREM', offers_of(aid), cid)
-stat('answered')
-stat('answered_within_target', within)
-stat('wait_sum_ms', waited)
-unanswered_remove(cid, qn, cls)
+local waited = waited_of(c, NOW)
+local within = waited <= tonumber(c.tg)
+c.st, c.ans = CS_ANSWERED, NOW
+cdirty(cid)
+redis.call('ZREM', K_OFFERS, cid)
+local a = agent(aid)
+if a then
+  remove_offer_of(a, cid)
+  adirty(aid)
+end
 local w = math.max(waited, 0)
-sla_count(qn, now, {'answered', 1, 'answered_within_target', within, 'wait_sum_ms', w}, w)
-return {row('answered', cid, aid, oid, ch, ln, tonumber(rg), waited, within, tonumber(pri))}
+local w1 = 0
+if within then w1 = 1 end
+stat('answered')
+stat('answered_within_target', w1)
+stat('wait_sum_ms', w)
+unanswered_remove(cid, c)
+sla_count(c.qn, {'answered', 1, 'answered_within_target', w1, 'wait_sum_ms', w}, w)
+return {T_answered(cid, aid, c.ch, c.ln, tonumber(c.rg), waited, tonumber(c.pri), oid, within)}

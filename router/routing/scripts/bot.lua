@@ -1,10 +1,11 @@
--- The bot decided a new contact. ARGV: cid, outcome ('contained' | 'escalating'), now,
--- retention_s. Idempotent: a re-delivered arrival counts once. Returns 1 if new.
--- (Prepended with common.lua like every script, for the key layout.)
-local cid, outcome, now, retention = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-if redis.call('EXISTS', ckey(cid)) == 1 then return 0 end
-redis.call('HSET', ckey(cid), 'st', outcome, 'arr', now)
-if outcome == 'contained' then redis.call('EXPIRE', ckey(cid), retention) end
-stat('arrived')
-stat(outcome)
+-- The bot decided a new contact: the books count it once (a re-delivered arrival finds it).
+-- Arguments: state.BotArgs. Returns 1 if new.
+local cid = A.contact_id
+if redis.call('HEXISTS', K_CONTACTS, cid) == 1 then return 0 end
+redis.call('HSET', K_CONTACTS, cid, cmsgpack.pack({st = A.outcome, arr = tonumber(NOW)}))
+if A.outcome == CS_CONTAINED then
+  redis.call('ZADD', K_RETAINED, NOW + A.retention_s * 1000, cid)
+end
+redis.call('HINCRBY', K_STATS, 'arrived', 1)
+redis.call('HINCRBY', K_STATS, A.outcome, 1)
 return 1

@@ -1,76 +1,87 @@
--- Shared prelude of every routing script (prepended by store.py; Redis 6.2 has no FUNCTION).
--- KEYS[1] is the domain prefix "pr:{d:<domain>}:"; every key below shares its hash tag, so a
--- script touches one Redis Cluster slot. Time and policy come from Python (ARGV), never from
--- the server. The choices mirror router/routing/policy.py (agent_sort_key, urgency, best_agent,
--- next_contact); docs/ROUTING.md describes the key layout.
-local P = KEYS[1]
-local OX = P .. 'ox'        -- zset: outstanding offers by expiry, member = contact id
-local RX = P .. 'rx'        -- zset: waiting contacts by the time their next ring opens
-local RC = P .. 'rc'        -- hash: pool -> agents logged in and ready in it
-local STATS = P .. 'stats'  -- hash: the books and SLA counters of the domain
-local SEQ = P .. 'seq'      -- string: offer id sequence
-local WN = P .. 'wn'        -- hash: "<lane>:<ch>:<class>:<ring>" -> contacts waiting in that list,
-                            -- only non-empty ones (agent-driven matching reads just these)
-local QW = P .. 'qw'        -- hash: "<lane>:<class>" -> "target_ms|weight" (urgency of a list)
+-- Shared functions of every routing script. router/routing/state.py puts its generated prelude
+-- in front (the declared keys K_*, the arguments A, EID, NOW, SLA_TTL, the codes and one
+-- constructor T_<kind> per transition) and wraps the script's body in `outboxed`. Every key a
+-- script touches is one of its KEYS, all under the domain's hash tag. Time and policy come from
+-- Python (A), never from the server. The choices mirror the oracle the property tests hold the
+-- scripts to (tests/oracle.py); docs/ROUTING.md describes the layout.
 local RANK_SCALE, MAX_RANK, OCC_STEPS = 1e13, 100, 1000
+local MAX_PLACE = 9999999999999999
 
-local function ckey(cid) return P .. 'c:' .. cid end
-local function akey(aid) return P .. 'a:' .. aid end
-local function offers_of(aid) return P .. 'ao:' .. aid end  -- set: contacts offered to aid
--- A waiting list: a lane, channel, service class and ring (also its field in WN).
-local function list_id(lane, ch, cls, ring) return lane .. ':' .. ch .. ':' .. cls .. ':' .. ring end
--- zset: the contacts waiting in a list; score = place in line
-local function qkey(lane, ch, cls, ring) return P .. 'q:' .. list_id(lane, ch, cls, ring) end
--- zset: ready agents with room on a channel, per pool (a ring's skill requirement and the
--- queue's strategy, shared by every lane ring that asks for the same); score = the strategy
-local function fkey(pool, ch) return P .. 'f:' .. pool .. ':' .. ch end
+-- Records (contacts in K_CONTACTS, agents in K_AGENTS) are loaded once per call into these
+-- identity maps and written back once, at the end (flush): every function sees the same table.
+local CREC, AREC, CDIRTY, ADIRTY = {}, {}, {}, {}
 
-local function stat(field, by) redis.call('HINCRBY', STATS, field, by or 1) end
-
--- SLA accounting (docs/METRICS.md), counted in the same script as the transition that causes
--- it. Per queue: minute buckets 'sm:<queue>:<epoch minute>' and hour buckets
--- 'sh:<queue>:<epoch hour>' (hashes that expire after SLA_TTL seconds: windows up to "today"
--- are sums of them), and the running totals 'sq:<queue>' (never expire: Prometheus counters).
--- store.py appends the bucket expiry to every call's ARGV, so it is always the last one.
-local SLA_TTL = tonumber(ARGV[#ARGV])
-local SLAQ = P .. 'slaq'  -- set: queues with SLA figures
-local UT = P .. 'ut'      -- hash: "<queue>:<class>" -> target_ms of contacts waiting in it
--- zset: contacts of a queue and service class escalated and not yet answered nor abandoned
--- (queued or offered), score = escalation time: waiting, oldest wait and at risk are read here.
-local function unanswered_key(qn, cls) return P .. 'uw:' .. qn .. ':' .. cls end
-
--- counts: {field, by, field, by, ...}, the first a count of 1 (offered, answered or abandoned)
--- whose new value says whether the key is new: only then is it given its expiry (and the queue
--- recorded), which keeps the extra commands per transition few. wait_ms (answered): also
--- raises the buckets' wait_max_ms.
-local function sla_count(qn, now, counts, wait_ms)
-  if not qn or qn == '' then return end
-  local minute = math.floor(now / 60000)
-  local keys = {P .. 'sm:' .. qn .. ':' .. minute, P .. 'sh:' .. qn .. ':' .. math.floor(minute / 60),
-                P .. 'sq:' .. qn}
-  for i, k in ipairs(keys) do
-    local first = redis.call('HINCRBY', k, counts[1], counts[2])
-    for j = 3, #counts, 2 do  -- a zero (not within target, not short) needs no command
-      if counts[j + 1] ~= 0 then redis.call('HINCRBY', k, counts[j], counts[j + 1]) end
-    end
-    if i < 3 then
-      if first == counts[2] then redis.call('EXPIRE', k, SLA_TTL) end
-      if wait_ms and wait_ms > tonumber(redis.call('HGET', k, 'wait_max_ms') or '-1') then
-        redis.call('HSET', k, 'wait_max_ms', wait_ms)
-      end
-    elseif first == counts[2] then
-      redis.call('SADD', SLAQ, qn)
-    end
+local function contact(cid)
+  local r = CREC[cid]
+  if r == nil then
+    local raw = redis.call('HGET', K_CONTACTS, cid)
+    r = raw and cmsgpack.unpack(raw) or false
+    CREC[cid] = r
   end
+  return r or nil
 end
 
-local function unanswered_add(cid, qn, cls, esc, tg)
-  redis.call('ZADD', unanswered_key(qn, cls), esc, cid)
-  redis.call('HSET', UT, qn .. ':' .. cls, tg)
+local function new_contact(cid)
+  local r = {}
+  CREC[cid] = r
+  CDIRTY[cid] = true
+  return r
 end
 
-local function unanswered_remove(cid, qn, cls)
-  if qn and cls then redis.call('ZREM', unanswered_key(qn, cls), cid) end
+local function cdirty(cid) CDIRTY[cid] = true end
+
+local function agent(aid)
+  local r = AREC[aid]
+  if r == nil then
+    local raw = redis.call('HGET', K_AGENTS, aid)
+    r = raw and cmsgpack.unpack(raw) or false
+    if r then  -- maps Lua packed while empty come back as arrays: the same empty table
+      for _, f in ipairs({'sk', 'cap', 'load', 'rq', 'serves', 'rr', 'fx'}) do
+        r[f] = r[f] or {}
+      end
+      r.seats, r.chs, r.offers = r.seats or {}, r.chs or {}, r.offers or {}
+    end
+    AREC[aid] = r
+  end
+  return r or nil
+end
+
+local function new_agent(aid)
+  local r = {st = AS_OFFLINE, last = 0, sk = {}, cap = {}, load = {}, rq = {}, serves = {},
+             seats = {}, chs = {}, lo = false, pd = '', rr = {}, fx = {}, offers = {}}
+  AREC[aid] = r
+  ADIRTY[aid] = true
+  return r
+end
+
+local function adirty(aid) ADIRTY[aid] = true end
+
+local function forget_contact(cid)
+  redis.call('HDEL', K_CONTACTS, cid)
+  redis.call('HDEL', K_CONTEXT, cid)
+  CREC[cid] = false
+  CDIRTY[cid] = nil
+end
+
+local function flush()
+  for cid in pairs(CDIRTY) do
+    local r = CREC[cid]
+    if r then redis.call('HSET', K_CONTACTS, cid, cmsgpack.pack(r)) end
+  end
+  for aid in pairs(ADIRTY) do
+    local r = AREC[aid]
+    if r then redis.call('HSET', K_AGENTS, aid, cmsgpack.pack(r)) end
+  end
+  CDIRTY, ADIRTY = {}, {}
+end
+
+local function stat(field, by) redis.call('HINCRBY', K_STATS, field, by or 1) end
+
+-- A score as a fixed-width string: lexicographic order of members is score order.
+local function place(n)
+  n = math.floor(tonumber(n) or 0)
+  if n < 0 then n = 0 elseif n > MAX_PLACE then n = MAX_PLACE end
+  return string.format('%016d', n)
 end
 
 local function split(s, sep)
@@ -88,30 +99,49 @@ local function parse_skills(s)
   return out
 end
 
-local function agent_has_skills(aid, skills)
-  local k = akey(aid)
+local function has_skills(a, skills)
   for i = 1, #skills do
-    local level = tonumber(redis.call('HGET', k, 's:' .. skills[i][1]) or '0')
-    if level < skills[i][2] then return false end
+    if (tonumber(a.sk[skills[i][1]]) or 0) < skills[i][2] then return false end
   end
   return true
 end
 
--- "pool|rank|strategy;..." (policy.Seat.encode): the pools the agent sits in
-local function seats(aid)
-  local out = {}
-  for _, m in ipairs(split(redis.call('HGET', akey(aid), 'pl'), ';')) do
-    local f = split(m, '|')
-    out[#out + 1] = {pool = f[1], rank = tonumber(f[2]), strategy = f[3]}
+-- SLA accounting (docs/METRICS.md; the layout is router/sla/buckets.py's), counted in the same
+-- step as the transition that causes it: the call's minute and hour buckets (declared keys that
+-- expire) and the running totals, each a field `<queue>|<count>`. counts = {field, by, ...}, the
+-- first a count of 1 whose new value tells whether the bucket is new to this queue: only then
+-- is its expiry set (and the queue recorded). wait_ms (answered) also raises wait_max_ms.
+local function sla_count(qn, counts, wait_ms)
+  if not qn or qn == '' then return end
+  local head = qn .. SLA_FIELD_SEP
+  local keys = {K_SLA_MINUTE, K_SLA_HOUR, K_SLA_TOTALS}
+  for i, k in ipairs(keys) do
+    local first = redis.call('HINCRBY', k, head .. counts[1], counts[2])
+    for j = 3, #counts, 2 do  -- a zero (not within target, not short) needs no command
+      if counts[j + 1] ~= 0 then redis.call('HINCRBY', k, head .. counts[j], counts[j + 1]) end
+    end
+    if i < 3 then
+      if first == counts[2] then redis.call('EXPIRE', k, SLA_TTL) end
+      if wait_ms and wait_ms > tonumber(redis.call('HGET', k, head .. 'wait_max_ms') or '-1') then
+        redis.call('HSET', k, head .. 'wait_max_ms', wait_ms)
+      end
+    elseif first == counts[2] then
+      redis.call('SADD', K_SLA_QUEUES, qn)
+    end
   end
-  return out
 end
 
-local function agent_channels(aid) return split(redis.call('HGET', akey(aid), 'chs'), ',') end
+-- Escalated contacts not yet answered nor abandoned, per queue and class (waiting, oldest
+-- wait and at risk are read here): `<queue>:<class>|<escalated at>|<contact>`.
+local function unanswered_member(cid, c) return c.qn .. ':' .. c.cls .. '|' .. place(c.esc) .. '|' .. cid end
 
-local function agent_has_room(aid, ch)
-  local st, cap, load = unpack(redis.call('HMGET', akey(aid), 'st', 'cap:' .. ch, 'load:' .. ch))
-  return st == 'ready' and tonumber(load or '0') < tonumber(cap or '0')
+local function unanswered_add(cid, c)
+  redis.call('ZADD', K_UNANSWERED, 0, unanswered_member(cid, c))
+  redis.call('HSET', K_UNANSWERED_TARGETS, c.qn .. ':' .. c.cls, c.tg)
+end
+
+local function unanswered_remove(cid, c)
+  if c.qn and c.cls then redis.call('ZREM', K_UNANSWERED, unanswered_member(cid, c)) end
 end
 
 -- policy.agent_sort_key
@@ -124,112 +154,124 @@ local function agent_score(strategy, rank, last, load, cap, rr)
   return (MAX_RANK - rank) * RANK_SCALE + last
 end
 
+local function load_of(a, ch) return tonumber(a.load[ch]) or 0 end
+local function cap_of(a, ch) return tonumber(a.cap[ch]) or 0 end
+
+local function has_room(a, ch) return a.st == AS_READY and load_of(a, ch) < cap_of(a, ch) end
+
+-- The free-agent index K_FREE holds `<pool>:<channel>|<score>|<agent>`; the agent's record
+-- keeps the score it sits at per group (fx), so an entry can be moved or removed.
+local function index_put(aid, a, pool, ch, score)
+  local g = pool .. ':' .. ch
+  local new = place(score)
+  local old = a.fx[g]
+  if old == new then return end
+  if old then redis.call('ZREM', K_FREE, g .. '|' .. old .. '|' .. aid) end
+  redis.call('ZADD', K_FREE, 0, g .. '|' .. new .. '|' .. aid)
+  a.fx[g] = new
+  adirty(aid)
+end
+
+local function index_drop(aid, a, pool, ch)
+  local g = pool .. ':' .. ch
+  local old = a.fx[g]
+  if old then
+    redis.call('ZREM', K_FREE, g .. '|' .. old .. '|' .. aid)
+    a.fx[g] = nil
+    adirty(aid)
+  end
+end
+
 -- Free indexes are kept lazily: an offer makes the agent's scores rise everywhere (later idle
 -- time, more load, later turn) and may fill the agent up, and instead of rewriting every index
 -- the agent sits in, stale entries (too low, or an agent now full) are corrected when they
 -- reach the head (pick_agent). Scores never fall and room never returns without an eager
 -- update (give_back, set_state), so a fresh head is the true best. nil: no room (drop it).
 -- The rank is read back from the stored longest_idle score.
-local function fresh_score(strategy, stored, aid, ch, pool)
-  local st, last, load, cap, rr = unpack(redis.call('HMGET', akey(aid), 'st', 'last', 'load:' .. ch,
-                                                    'cap:' .. ch, 'rr:' .. pool))
-  last, load, cap, rr = tonumber(last or '0'), tonumber(load or '0'), tonumber(cap or '0'), tonumber(rr or '0')
-  if st ~= 'ready' or load >= cap then return nil end
+local function fresh_score(strategy, stored, a, ch, pool)
+  if not has_room(a, ch) then return nil end
+  local last = tonumber(a.last) or 0
   if strategy == 'longest_idle' then
     return math.floor(stored / RANK_SCALE) * RANK_SCALE + last
   end
-  return agent_score(strategy, 0, last, load, cap, rr)
+  return agent_score(strategy, 0, last, load_of(a, ch), cap_of(a, ch), tonumber(a.rr[pool]) or 0)
 end
 
 -- Eager: the agent enters every index of channel ch with its true scores, or leaves them all.
 -- only_least_occupied: just re-score the least_occupied ones (its load fell).
-local function index_channel(aid, ch, ss, only_least_occupied)
-  ss = ss or seats(aid)
-  local k = akey(aid)
-  local st, cap, load, last = unpack(redis.call('HMGET', k, 'st', 'cap:' .. ch, 'load:' .. ch, 'last'))
-  cap, load, last = tonumber(cap or '0'), tonumber(load or '0'), tonumber(last or '0')
-  local room = st == 'ready' and load < cap
-  for _, seat in ipairs(ss) do
+local function index_channel(aid, a, ch, only_least_occupied)
+  local room = has_room(a, ch)
+  local last = tonumber(a.last) or 0
+  for _, seat in ipairs(a.seats) do
+    local pool, rank, strategy = seat[1], tonumber(seat[2]), seat[3]
     if not room then
-      redis.call('ZREM', fkey(seat.pool, ch), aid)
-    elseif not only_least_occupied or seat.strategy == 'least_occupied' then
-      local rr = 0
-      if seat.strategy == 'round_robin' then
-        rr = tonumber(redis.call('HGET', k, 'rr:' .. seat.pool) or '0')
-      end
-      redis.call('ZADD', fkey(seat.pool, ch),
-                 agent_score(seat.strategy, seat.rank, last, load, cap, rr), aid)
+      index_drop(aid, a, pool, ch)
+    elseif not only_least_occupied or strategy == 'least_occupied' then
+      index_put(aid, a, pool, ch, agent_score(strategy, rank, last, load_of(a, ch),
+                                              cap_of(a, ch), tonumber(a.rr[pool]) or 0))
     end
   end
 end
 
-local function index_all(aid, ss)
-  ss = ss or seats(aid)
-  for _, ch in ipairs(agent_channels(aid)) do index_channel(aid, ch, ss) end
+local function index_all(aid, a)
+  for _, ch in ipairs(a.chs) do index_channel(aid, a, ch) end
+end
+
+-- Leave every index (whatever the seats say now: fx remembers where it sits).
+local function index_none(aid, a)
+  for g, old in pairs(a.fx) do redis.call('ZREM', K_FREE, g .. '|' .. old .. '|' .. aid) end
+  a.fx = {}
+  adirty(aid)
 end
 
 -- The agent's load on ch fell by one (an offer ended, a contact completed).
-local function give_back(aid, ch)
-  local k = akey(aid)
-  local load = redis.call('HINCRBY', k, 'load:' .. ch, -1)
-  if load < 0 then
-    redis.call('HSET', k, 'load:' .. ch, 0)
-    load = 0
-  end
-  local st, cap, lo = unpack(redis.call('HMGET', k, 'st', 'cap:' .. ch, 'lo'))
-  cap = tonumber(cap or '0')
-  if st ~= 'ready' or load >= cap then return end
+local function give_back(aid, a, ch)
+  local load = load_of(a, ch) - 1
+  if load < 0 then load = 0 end
+  a.load[ch] = load
+  adirty(aid)
+  local cap = cap_of(a, ch)
+  if a.st ~= AS_READY or load >= cap then return end
   if load == cap - 1 then
-    index_channel(aid, ch)  -- room again: back in every index (some may still hold it)
-  elseif lo == '1' then
-    index_channel(aid, ch, nil, true)  -- a least_occupied score fell: update it now
+    index_channel(aid, a, ch)  -- room again: back in every index (some may still hold it)
+  elseif a.lo then
+    index_channel(aid, a, ch, true)  -- a least_occupied score fell: update it now
   end
 end
 
 -- Count the agent in (by = 1) or out of (by = -1) the ready agents of each of its pools.
-local function count_ready(ss, by)
-  for _, seat in ipairs(ss) do redis.call('HINCRBY', RC, seat.pool, by) end
+local function count_ready(seats, by)
+  for _, seat in ipairs(seats) do redis.call('HINCRBY', K_READY_COUNTS, seat[1], by) end
 end
 
-local function touch(aid, now)  -- idle time only moves forward (workers' clocks may differ)
-  local k = akey(aid)
-  if now > tonumber(redis.call('HGET', k, 'last') or '0') then redis.call('HSET', k, 'last', now) end
+local function touch(aid, a, now)  -- idle time only moves forward (workers' clocks may differ)
+  if now > (tonumber(a.last) or 0) then
+    a.last = now
+    adirty(aid)
+  end
 end
 
 -- Change the agent's state, keeping the ready counts right and its indexes exact.
-local function set_state(aid, state, now)
-  local ss = seats(aid)
-  local k = akey(aid)
-  local old = redis.call('HGET', k, 'st')
-  if old == 'ready' and state ~= 'ready' then count_ready(ss, -1) end
-  if old ~= 'ready' and state == 'ready' then
-    count_ready(ss, 1)
-    touch(aid, now)
+local function set_state(aid, a, state, now)
+  local old = a.st
+  if old == AS_READY and state ~= AS_READY then count_ready(a.seats, -1) end
+  if old ~= AS_READY and state == AS_READY then
+    count_ready(a.seats, 1)
+    touch(aid, a, now)
   end
-  redis.call('HSET', k, 'st', state)
-  index_all(aid, ss)
+  a.st = state
+  adirty(aid)
+  index_all(aid, a)
 end
 
--- Transition rows: kind, cid, aid, oid, channel, lane, ring, waited_ms, n2, priority, reason
--- (n2: offered = expires_at_ms, answered = 1 if within target). See store.Transition.
-local function row(kind, cid, aid, oid, ch, lane, ring, waited, n2, pri, reason)
-  if kind == 'queued' or kind == 'relaxed' then  -- n2: the contact's own count (distinct ids)
-    n2 = redis.call('HINCRBY', ckey(cid), 'n', 1)
-  end
-  return {kind, cid or '', aid or '', oid or '', ch or '', lane or '', ring or 0, waited or 0,
-          n2 or 0, pri or 0, reason or ''}
+-- A contact's own count of queued and relaxed transitions (their event ids differ).
+local function next_seq(cid, c)
+  c.n = (tonumber(c.n) or 0) + 1
+  cdirty(cid)
+  return c.n
 end
 
--- "0,10000,20000" -> {0, 10000, 20000}
-local function parse_delays(rd)
-  local out = {}
-  for _, d in ipairs(split(rd, ',')) do out[#out + 1] = tonumber(d) end
-  return out
-end
-
-local function ring_delays(c) return parse_delays(redis.call('HGET', c, 'rd')) end
-
-local function ring_pools(c) return split(redis.call('HGET', c, 'rp'), ';') end
+local function waited_of(c, now) return now - (tonumber(c.esc) or now) end
 
 -- policy.open_ring: the ring the wait opened, then further out while no agent is logged in and
 -- ready in the pools of rings 0..rg (TaskRouter's skip_if). Returns the ring, whether skipped.
@@ -241,7 +283,9 @@ local function open_ring(pools, delays, waited)
   local skipped = false
   while rg < #delays - 1 do
     local ready = 0
-    for r = 0, rg do ready = ready + tonumber(redis.call('HGET', RC, pools[r + 1]) or '0') end
+    for r = 0, rg do
+      ready = ready + tonumber(redis.call('HGET', K_READY_COUNTS, pools[r + 1]) or '0')
+    end
     if ready > 0 then break end
     rg = rg + 1
     skipped = true
@@ -249,183 +293,175 @@ local function open_ring(pools, delays, waited)
   return rg, skipped
 end
 
--- Put a contact in its waiting list (at its place) and schedule its next ring.
-local function enqueue(cid)
-  local c = ckey(cid)
-  local ln, ch, cls, rg, score, esc, tg, wt = unpack(redis.call('HMGET', c, 'ln', 'ch', 'cls', 'rg',
-                                                                'score', 'esc', 'tg', 'wt'))
-  redis.call('HSET', c, 'st', 'queued', 'ag', '', 'of', '')
-  if redis.call('ZADD', qkey(ln, ch, cls, rg), tonumber(score), cid) == 1 then
-    if redis.call('HINCRBY', WN, list_id(ln, ch, cls, rg), 1) == 1 then
-      redis.call('HSET', QW, ln .. ':' .. cls, tg .. '|' .. wt)  -- a list came alive
-    end
-  end
-  local delays = ring_delays(c)
-  local nxt = delays[tonumber(rg) + 2]
-  if nxt then redis.call('ZADD', RX, tonumber(esc) + nxt, cid) else redis.call('ZREM', RX, cid) end
+-- The waiting list a contact belongs in: extra skills bind at ring 0 only, so they split the
+-- ring-0 lists (an agent event reads only lists whose contacts it may take).
+local function list_of(c)
+  local id = c.ln .. ':' .. c.ch .. ':' .. c.cls .. ':' .. c.rg
+  if tonumber(c.rg) == 0 and c.xs and c.xs ~= '' then id = id .. ':' .. c.xs end
+  return id
 end
 
-local function dequeue(cid)
-  local ln, ch, cls, rg = unpack(redis.call('HMGET', ckey(cid), 'ln', 'ch', 'cls', 'rg'))
-  if redis.call('ZREM', qkey(ln, ch, cls, rg), cid) == 1 then
-    local field = list_id(ln, ch, cls, rg)
-    if redis.call('HINCRBY', WN, field, -1) <= 0 then redis.call('HDEL', WN, field) end
+local function waiting_member(cid, c) return list_of(c) .. '|' .. place(c.score) .. '|' .. cid end
+
+-- Put a contact in its waiting list (at its place) and schedule its next ring.
+local function enqueue(cid, c)
+  c.st, c.ag, c.of = CS_QUEUED, '', ''
+  cdirty(cid)
+  local l = list_of(c)
+  if redis.call('ZADD', K_WAITING, 0, waiting_member(cid, c)) == 1 then
+    if redis.call('HINCRBY', K_WAITING_COUNTS, l, 1) == 1 then
+      redis.call('HSET', K_LIST_URGENCY, c.ln .. ':' .. c.cls, c.tg .. '|' .. c.wt)  -- alive
+    end
   end
-  redis.call('ZREM', RX, cid)
+  local nxt = c.rd[tonumber(c.rg) + 2]
+  if nxt then redis.call('ZADD', K_RINGS, c.esc + nxt, cid) else redis.call('ZREM', K_RINGS, cid) end
+end
+
+local function dequeue(cid, c)
+  if redis.call('ZREM', K_WAITING, waiting_member(cid, c)) == 1 then
+    local l = list_of(c)
+    if redis.call('HINCRBY', K_WAITING_COUNTS, l, -1) <= 0 then redis.call('HDEL', K_WAITING_COUNTS, l) end
+  end
+  redis.call('ZREM', K_RINGS, cid)
+  redis.call('ZREM', K_PENDING, cid)
+end
+
+-- An offer id that stays unique when Redis loses its data: derived from the contact and its
+-- attempt (a contact routed again after a loss gets the same ids for the same attempts).
+local function offer_id(cid, att)
+  return 'o' .. string.sub(redis.sha1hex(cid .. '#' .. att), 1, 15)
 end
 
 -- Reserve agent capacity and offer the contact (which is not in any waiting list). Callers
 -- only pick ready agents with room (pick_agent checks the index head, match_agent the agent);
 -- should one not (a bug), the offer is refused and counted (stats field
--- invariant_violations) instead of breaking the capacity invariant. f: the contact's {ch, ln, rg, pri, esc} if the caller read them.
--- Returns whether the offer was made.
-local function offer(cid, aid, now, timeout_ms, out, pool, f)
-  local c = ckey(cid)
-  f = f or redis.call('HMGET', c, 'ch', 'ln', 'rg', 'pri', 'esc')
-  local ch, ln, rg, pri, esc = f[1], f[2], f[3], f[4], f[5]
-  local k = akey(aid)
-  local st, cap, load, last, rr = unpack(redis.call('HMGET', k, 'st', 'cap:' .. ch, 'load:' .. ch,
-                                                   'last', 'rr:' .. pool))
-  cap, load = tonumber(cap or '0'), tonumber(load or '0')
-  if st ~= 'ready' or load >= cap then
+-- invariant_violations) instead of breaking the capacity invariant. Returns whether made.
+local function offer(cid, c, aid, a, now, out, pool)
+  local ch = c.ch
+  if not has_room(a, ch) then
     stat('invariant_violations')
-    index_channel(aid, ch)
+    index_channel(aid, a, ch)
     return false
   end
-  local oid = 'o' .. redis.call('INCR', SEQ)
-  local expires = now + timeout_ms
-  redis.call('HSET', c, 'st', 'offered', 'ag', aid, 'of', oid)
-  redis.call('ZADD', OX, expires, cid)
-  redis.call('SADD', offers_of(aid), cid)
-  load = load + 1
-  redis.call('HSET', k, 'load:' .. ch, load)
+  c.att = (tonumber(c.att) or 0) + 1
+  local oid = offer_id(cid, c.att)
+  local expires = now + A.offer_timeout_ms
+  c.st, c.ag, c.of = CS_OFFERED, aid, oid
+  cdirty(cid)
+  redis.call('ZADD', K_OFFERS, expires, cid)
+  a.offers[#a.offers + 1] = cid
+  a.load[ch] = load_of(a, ch) + 1
   -- Idle time and turns only move forward (workers' clocks may differ): scores never fall.
-  if now > tonumber(last or '0') then redis.call('HSET', k, 'last', now) end
-  if now > tonumber(rr or '0') then redis.call('HSET', k, 'rr:' .. pool, now) end
+  touch(aid, a, now)
+  if now > (tonumber(a.rr[pool]) or 0) then a.rr[pool] = now end
+  adirty(aid)
   -- Full or not, the agent's entries in its other pools stay as they are: pick_agent drops or
   -- re-scores them when they come up (see fresh_score).
   stat('offered')
-  out[#out + 1] = row('offered', cid, aid, oid, ch, ln, tonumber(rg), now - tonumber(esc),
-                      expires, tonumber(pri))
+  out[#out + 1] = T_offered(cid, aid, ch, c.ln, tonumber(c.rg), waited_of(c, now),
+                            tonumber(c.pri), oid, expires)
   return true
 end
 
--- The best agent of a free index who may take the contact: the head once its score is fresh
--- (see fresh_score), unless the contact needs extra skills (checked at ring 0 only: rings
--- relax them) or one agent is excluded.
-local function pick_agent(key, ring, extra, exclude, limit, ch, pool, strategy)
+-- The best agent of a free index group who may take the contact: the head once its score is
+-- fresh (see fresh_score), unless the contact needs extra skills (checked at ring 0 only: rings
+-- relax them) or one agent is excluded. Returns the agent (and its record), or nil and whether
+-- the scan budget ran out before the group did (the timer finishes such a match).
+local function pick_agent(pool, ch, ring, extra, exclude, limit, strategy)
+  local g = pool .. ':' .. ch
+  local lo, hi = '[' .. g .. '|', '(' .. g .. '}'
   local check = #extra > 0 and ring == 0
   local passed = 0  -- fresh entries at the head that may not take it (excluded, lacking skills)
   -- Each entry is re-scored or dropped at most once per call, so this ends; only candidates
-  -- that are fresh but lack extra skills count against the scan limit.
-  for _ = 0, redis.call('ZCARD', key) do
-    local got = redis.call('ZRANGE', key, passed, passed, 'WITHSCORES')
-    if #got == 0 then return nil end
-    local aid, stored = got[1], tonumber(got[2])
-    local fresh = fresh_score(strategy, stored, aid, ch, pool)
+  -- that are fresh but may not take it count against the scan limit.
+  for _ = 0, 2 * redis.call('ZLEXCOUNT', K_FREE, lo, hi) do
+    local got = redis.call('ZRANGEBYLEX', K_FREE, lo, hi, 'LIMIT', passed, 1)
+    if #got == 0 then return nil, false end
+    local stored_text, aid = string.match(got[1], '|(%d+)|(.+)$')
+    local stored = tonumber(stored_text)
+    local a = agent(aid)
+    local fresh = a and fresh_score(strategy, stored, a, ch, pool)
     if not fresh then
-      redis.call('ZREM', key, aid)  -- full or away since it was indexed: out, look again
+      redis.call('ZREM', K_FREE, got[1])  -- full or away since it was indexed: out, look again
+      if a and a.fx[g] == stored_text then
+        a.fx[g] = nil
+        adirty(aid)
+      end
     elseif fresh > stored then
-      redis.call('ZADD', key, fresh, aid)  -- it moves back; look at the new order
-    elseif aid == exclude or (check and not agent_has_skills(aid, extra)) then
+      index_put(aid, a, pool, ch, fresh)  -- it moves back; look at the new order
+    elseif aid == exclude or (check and not has_skills(a, extra)) then
       passed = passed + 1
-      if passed >= limit then return nil end
+      if passed >= limit then return nil, true end
     else
-      return aid
+      return aid, a
     end
+  end
+  return nil, false
+end
+
+-- Contact-driven: the innermost open ring with a free eligible agent. queued: whether the
+-- contact sits in its waiting list now (a new one does not yet). A match that ran out of its
+-- scan budget leaves the contact to the timer (K_PENDING): it finishes the look.
+local function match_contact(cid, c, now, limit, out, exclude, queued)
+  local extra = parse_skills(c.xs)
+  local exhausted = false
+  for r = 0, tonumber(c.rg) do
+    local pool = c.rp[r + 1]
+    local aid, a = pick_agent(pool, c.ch, r, extra, exclude or '', limit, c.sg)
+    if aid then
+      if queued then dequeue(cid, c) end
+      if offer(cid, c, aid, a, now, out, pool) then return true end
+      if queued then enqueue(cid, c) end
+    elseif a then
+      exhausted = true
+    end
+  end
+  if exhausted then redis.call('ZADD', K_PENDING, 'NX', now, cid) end
+  return false
+end
+
+-- The first contact of a waiting list (the second when the first is excluded).
+local function list_head(list, exclude)
+  local got = redis.call('ZRANGEBYLEX', K_WAITING, '[' .. list .. '|', '(' .. list .. '}',
+                         'LIMIT', 0, 2)
+  for _, member in ipairs(got) do
+    local at, cid = string.match(member, '|(%d+)|(.+)$')
+    if cid ~= exclude then return cid, tonumber(at) end
   end
   return nil
 end
 
--- Contact-driven (policy.best_agent): the innermost open ring with a free eligible agent.
--- queued: whether the contact sits in its waiting list now (a new one does not yet).
-local function match_contact(cid, now, timeout_ms, limit, out, exclude, queued)
-  local c = ckey(cid)
-  local f = redis.call('HMGET', c, 'ch', 'ln', 'rg', 'pri', 'esc', 'xs', 'sg', 'rp')
-  local ch, rg, extra, sg = f[1], tonumber(f[3]), parse_skills(f[6]), f[7]
-  local pools = split(f[8], ';')
-  for r = 0, rg do
-    local aid = pick_agent(fkey(pools[r + 1], ch), r, extra, exclude or '', limit, ch,
-                           pools[r + 1], sg)
-    if aid then
-      if queued then dequeue(cid) end
-      if offer(cid, aid, now, timeout_ms, out, pools[r + 1], f) then return true end
-      if queued then enqueue(cid) end
-    end
-  end
-  return false
-end
-
--- The first contact of a waiting list the agent may take (extra skills bind at ring 0, see
--- pick_agent). Reads the head (and one more, for the excluded contact); scans further only
--- when a head needs extra skills the agent lacks.
-local function pick_contact(aid, key, ring, exclude, limit)
-  local n = 2
-  while true do
-    local got = redis.call('ZRANGE', key, 0, n - 1, 'WITHSCORES')
-    for i = 1, #got, 2 do
-      local cid = got[i]
-      if cid ~= exclude then
-        local ok = ring > 0
-        if not ok then
-          local xs = redis.call('HGET', ckey(cid), 'xs')
-          ok = (not xs) or xs == '' or agent_has_skills(aid, parse_skills(xs))
-        end
-        if ok then return cid, tonumber(got[i + 1]) end
-      end
-    end
-    if #got < 2 * n or n >= limit then return nil end
-    n = limit
-  end
-end
-
--- Agent-driven (policy.next_contact): fill the agent's free capacity with the most urgent
--- visible contacts across its lanes (urgency = effective wait / target x weight; VIP first at
--- equal urgency). Lanes with nobody waiting are skipped without a look.
-local function match_agent(aid, now, timeout_ms, limit, out, exclude)
-  local waiting = redis.call('HGETALL', WN)
+-- Agent-driven: fill the agent's free capacity with the most urgent visible contacts across
+-- its lanes (urgency = effective wait / target x weight; VIP first at equal urgency). Only
+-- non-empty lists are read, each only if the agent may take its contacts (lane and ring it
+-- serves, the list's extra skills), and only its head: the work is bounded by the lists.
+local function match_agent(aid, a, now, limit, out, exclude)
+  local waiting = redis.call('HGETALL', K_WAITING_COUNTS)
   if #waiting == 0 then return end
-  local lists, lanes, seen = {}, {}, {}
-  for i = 1, #waiting, 2 do
-    local ln, ch, cls, r = string.match(waiting[i], '^(.+):([^:]+):([^:]+):(%d+)$')
-    lists[#lists + 1] = {key = P .. 'q:' .. waiting[i], ln = ln, ch = ch, cls = cls,
-                         ring = tonumber(r)}
-    if not seen[ln] then
-      seen[ln] = true
-      lanes[#lanes + 1] = ln
-    end
-  end
-  local names = {}
-  for i, ln in ipairs(lanes) do names[i] = 'r:' .. ln end
-  local serves = redis.call('HMGET', akey(aid), unpack(names))  -- 'ring|rings' per lane served
-  local from = {}
-  for i, ln in ipairs(lanes) do
-    if serves[i] then from[ln] = tonumber(string.match(serves[i], '^(%d+)')) end
-  end
   local visible, wnames = {}, {}
-  for _, q in ipairs(lists) do
-    if from[q.ln] and q.ring >= from[q.ln] then
-      visible[#visible + 1] = q
-      wnames[#wnames + 1] = q.ln .. ':' .. q.cls
+  for i = 1, #waiting, 2 do
+    local l = waiting[i]
+    local ln, ch, cls, r, xs = string.match(l, '^([^:]+):([^:]+):([^:]+):(%d+):?(.*)$')
+    local from = tonumber(a.serves[ln])
+    r = tonumber(r)
+    if from and r >= from and (xs == '' or has_skills(a, parse_skills(xs))) then
+      visible[#visible + 1] = {id = l, ln = ln, ch = ch, cls = cls, ring = r, from = from}
+      wnames[#wnames + 1] = ln .. ':' .. cls
     end
   end
   if #visible == 0 then return end
-  local weights = redis.call('HMGET', QW, unpack(wnames))
+  local weights = redis.call('HMGET', K_LIST_URGENCY, unpack(wnames))
   for i, q in ipairs(visible) do
     local tg, wt = string.match(weights[i] or '', '^([^|]+)|(.+)$')
     q.tg, q.wt = tonumber(tg or '30000'), tonumber(wt or '1')
     q.vip = 1
-    if q.cls == 'v' then q.vip = 0 end
+    if q.cls == SC_VIP then q.vip = 0 end
   end
   for _ = 1, 100 do  -- at most every slot of the agent (3 channels x 32)
-    local room = {}
-    for _, q in ipairs(visible) do
-      if room[q.ch] == nil then room[q.ch] = agent_has_room(aid, q.ch) end
-    end
     local best, best_key, best_q = nil, nil, nil
     for _, q in ipairs(visible) do
-      if room[q.ch] then
-        local cid, score = pick_contact(aid, q.key, q.ring, exclude or '', limit)
+      if has_room(a, q.ch) then
+        local cid, score = list_head(q.id, exclude or '')
         if cid then
           local u = (now - score) / q.tg * q.wt
           if not best or u > best_key[1]
@@ -438,60 +474,111 @@ local function match_agent(aid, now, timeout_ms, limit, out, exclude)
       end
     end
     if not best then return end
-    dequeue(best)
-    local pool = ring_pools(ckey(best))[from[best_q.ln] + 1]  -- the agent's pool for the lane
-    if not offer(best, aid, now, timeout_ms, out, pool) then
-      enqueue(best)
+    local c = contact(best)
+    dequeue(best, c)
+    local pool = c.rp[best_q.from + 1]  -- the agent's pool for the lane
+    if not offer(best, c, aid, a, now, out, pool) then
+      enqueue(best, c)
+      return
+    end
+  end
+end
+
+local function remove_offer_of(a, cid)
+  for i, x in ipairs(a.offers) do
+    if x == cid then
+      table.remove(a.offers, i)
       return
     end
   end
 end
 
 -- Free the agent's capacity held by an offer (the contact is placed by the caller).
-local function release_offer(cid, aid)
-  local ch = redis.call('HGET', ckey(cid), 'ch')
-  redis.call('ZREM', OX, cid)
-  redis.call('SREM', offers_of(aid), cid)
-  give_back(aid, ch)
-  return ch
-end
-
-local function finish(cid, state, retention_s)
-  redis.call('HSET', ckey(cid), 'st', state)
-  redis.call('EXPIRE', ckey(cid), retention_s)
-end
-
--- An offer ends without an answer (declined, expired, agent left): the agent's capacity frees,
--- the contact goes back to its place in line and is offered elsewhere at once if it can be.
-local function return_offer(cid, aid, oid, kind, reason, now, timeout_ms, limit, out)
-  local ln, rg, esc, ch, pri = unpack(redis.call('HMGET', ckey(cid), 'ln', 'rg', 'esc', 'ch', 'pri'))
-  release_offer(cid, aid)
-  if kind == 'rescinded' then stat('rescinded') end
-  out[#out + 1] = row(kind, cid, aid, oid, ch, ln, tonumber(rg), now - tonumber(esc), 0,
-                      tonumber(pri), reason)
-  enqueue(cid)
-  if not match_contact(cid, now, timeout_ms, limit, out, aid, true) then
-    out[#out + 1] = row('queued', cid, '', '', ch, ln, tonumber(rg), now - tonumber(esc), 0,
-                        tonumber(pri), 'requeued')
+local function release_offer(cid, c, aid, a)
+  redis.call('ZREM', K_OFFERS, cid)
+  if a then
+    remove_offer_of(a, cid)
+    give_back(aid, a, c.ch)
   end
+end
+
+local function finish(cid, c, state, retention_s, now)
+  c.st = state
+  cdirty(cid)
+  redis.call('ZADD', K_RETAINED, now + retention_s * 1000, cid)
+  redis.call('HDEL', K_CONTEXT, cid)  -- the offer's context is of no use any more
 end
 
 -- The contact's rings opened up to rg (it waited, or skip_if passed over empty ones): record
 -- and audit it. The caller moves it between waiting lists if it was queued.
-local function relax(cid, rg, skipped, ch, ln, waited, pri, out)
-  redis.call('HSET', ckey(cid), 'rg', rg)
+local function relax(cid, c, rg, skipped, waited, out)
+  c.rg = rg
+  cdirty(cid)
   stat('relaxed')
   local why = 'waited'
   if skipped then why = 'no_agent_ready' end
-  out[#out + 1] = row('relaxed', cid, '', '', ch, ln, rg, waited, 0, tonumber(pri), why)
+  out[#out + 1] = T_relaxed(cid, '', c.ch, c.ln, rg, waited, tonumber(c.pri), next_seq(cid, c), why)
+end
+
+-- An offer ends without an answer (declined, expired, agent left): the agent's capacity frees,
+-- the contact goes back to its place in line and is offered elsewhere at once if it can be.
+local function return_offer(cid, c, aid, a, oid, kind, reason, now, limit, out)
+  release_offer(cid, c, aid, a)
+  local waited = waited_of(c, now)
+  local pri, rg = tonumber(c.pri), tonumber(c.rg)
+  if kind == 'rescinded' then
+    stat('rescinded')
+    out[#out + 1] = T_rescinded(cid, aid, c.ch, c.ln, rg, waited, pri, oid, reason)
+  elseif kind == 'declined' then
+    out[#out + 1] = T_declined(cid, aid, c.ch, c.ln, rg, waited, pri, oid, reason)
+  else
+    out[#out + 1] = T_expired(cid, aid, c.ch, c.ln, rg, waited, pri, oid, reason)
+  end
+  enqueue(cid, c)
+  if not match_contact(cid, c, now, limit, out, aid, true) then
+    out[#out + 1] = T_queued(cid, '', c.ch, c.ln, rg, waited, pri, next_seq(cid, c), 'requeued')
+  end
 end
 
 -- An offer went unanswered (declined, or it lapsed): the agent becomes what the policy says
 -- (`after`: not_ready, or as it was), the contact goes back and is re-offered, and an agent
 -- still ready takes other work (not the contact it just let go).
-local function unanswered(cid, aid, oid, kind, reason, after, now, timeout_ms, limit, out)
+local function unanswered(cid, c, aid, oid, kind, reason, after, now, limit, out)
   stat(kind)
-  if after == 'not_ready' then set_state(aid, 'not_ready', now) end
-  return_offer(cid, aid, oid, kind, reason, now, timeout_ms, limit, out)
-  if after ~= 'not_ready' then match_agent(aid, now, timeout_ms, limit, out, cid) end
+  local a = agent(aid)
+  if a and after == 'not_ready' then set_state(aid, a, AS_NOT_READY, now) end
+  return_offer(cid, c, aid, a, oid, kind, reason, now, limit, out)
+  if a and after ~= 'not_ready' then match_agent(aid, a, now, limit, out, cid) end
+end
+
+-- The script's transitions, kept in the outbox under the call's entry id (the input event's
+-- id, or the timer step's) in the same atomic step, when any of them publishes something; a
+-- call that finds its entry kept (a retry after a lost reply, a re-delivery before Kafka had
+-- the outputs) returns the kept transitions and changes nothing. The stage deletes an entry
+-- once Kafka has its records (store.ack); the timer re-sends entries left behind (tick.lua).
+-- Returns MessagePack: a list of {entry id, transitions}.
+local EXTRA_ENTRIES = {}  -- the tick adds entries it re-sends
+local function outboxed(body)
+  if EID ~= '' then
+    local kept = redis.call('HGET', K_OUTBOX, EID)
+    if kept then return cmsgpack.pack({{EID, cmsgpack.unpack(kept)}}) end
+  end
+  local out = body()
+  flush()
+  local publish = false
+  for _, t in ipairs(out) do
+    if PUBLISHED[t.k] then
+      publish = true
+      break
+    end
+  end
+  local id = ''
+  if publish and EID ~= '' then
+    redis.call('HSET', K_OUTBOX, EID, cmsgpack.pack(out))
+    redis.call('ZADD', K_OUTBOX_TIMES, NOW, EID)
+    id = EID
+  end
+  local entries = {{id, out}}
+  for _, e in ipairs(EXTRA_ENTRIES) do entries[#entries + 1] = e end
+  return cmsgpack.pack(entries)
 end

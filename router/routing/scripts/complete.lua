@@ -1,14 +1,16 @@
 -- The agent finished a contact: capacity frees and the agent takes the most urgent visible
--- contact. ARGV: aid, cid, now, offer_timeout_ms, scan_limit, retention_s.
-local aid, cid = ARGV[1], ARGV[2]
-local now, timeout_ms, limit, retention = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local st, ag, ch, ln, rg, esc = unpack(redis.call('HMGET', ckey(cid), 'st', 'ag', 'ch', 'ln', 'rg', 'esc'))
-if st ~= 'answered' or ag ~= aid then
-  return {row('stale', cid, aid, '', '', '', 0, 0, 0, 0, st or 'unknown')}
+-- contact. Arguments: state.CompleteArgs.
+local aid, cid = A.agent_id, A.contact_id
+local c = contact(cid)
+if not c or c.st ~= CS_ANSWERED or c.ag ~= aid then
+  return {T_stale(cid, aid, '', c and c.st or 'unknown')}
 end
-finish(cid, 'done', retention)
-give_back(aid, ch)
+finish(cid, c, CS_DONE, A.retention_s, NOW)
+local a = agent(aid)
 stat('completed')
-local out = {row('completed', cid, aid, '', ch, ln, tonumber(rg), now - tonumber(esc))}
-match_agent(aid, now, timeout_ms, limit, out)
+local out = {T_completed(cid, aid, c.ch, c.ln, tonumber(c.rg), waited_of(c, NOW), tonumber(c.pri))}
+if a then
+  give_back(aid, a, c.ch)
+  match_agent(aid, a, NOW, A.scan_limit, out)
+end
 return out

@@ -1,42 +1,42 @@
 -- The customer left. Waiting or offered contacts are abandoned (an offer is rescinded and the
--- agent takes other work); answered or finished contacts ignore it. ARGV: cid, now,
--- short_abandon_ms, offer_timeout_ms, scan_limit, retention_s.
-local cid = ARGV[1]
-local now, short_ms, timeout_ms, limit, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local st, ag, of, esc, ch, ln, rg, pri, qn, cls = unpack(redis.call('HMGET', ckey(cid), 'st', 'ag',
-                                                          'of', 'esc', 'ch', 'ln', 'rg', 'pri',
-                                                          'qn', 'cls'))
+-- agent takes other work); answered or finished contacts ignore it. Arguments: state.LeftArgs.
+local cid = A.contact_id
+local c = contact(cid)
+local st = c and c.st
 local out = {}
-if st == 'escalating' then
+local ag = c and c.ag or ''
+if st == CS_ESCALATING then
   stat('escalating', -1)
-elseif st == 'queued' then
-  dequeue(cid)
-elseif st == 'offered' then
-  release_offer(cid, ag)
+elseif st == CS_QUEUED then
+  dequeue(cid, c)
+elseif st == CS_OFFERED then
+  local a = agent(ag)
+  release_offer(cid, c, ag, a)
   stat('rescinded')
-  out[#out + 1] = row('rescinded', cid, ag, of, ch, ln, tonumber(rg), now - tonumber(esc), 0,
-                      tonumber(pri), 'customer_left')
+  out[#out + 1] = T_rescinded(cid, ag, c.ch, c.ln, tonumber(c.rg), waited_of(c, NOW),
+                              tonumber(c.pri), c.of, 'customer_left')
 else
-  return {row('stale', cid, '', '', '', '', 0, 0, 0, 0, st or 'unknown')}
+  return {T_stale(cid, '', '', st or 'unknown')}
 end
 local waited = 0
-if esc then waited = now - tonumber(esc) end
-finish(cid, 'abandoned', retention)
+if c.esc then waited = waited_of(c, NOW) end
+finish(cid, c, CS_ABANDONED, A.retention_s, NOW)
 stat('abandoned')
 local short = 0
-if esc and waited <= short_ms then
+if c.esc and waited <= A.short_abandon_ms then
   stat('short_abandoned')
   short = 1
 end
 -- A contact that left while escalating never reached a queue (the routing stage had not seen
 -- its request): the domain's books count it, no queue's service level does.
-if st ~= 'escalating' then
-  unanswered_remove(cid, qn, cls)
-  sla_count(qn, now, {'abandoned', 1, 'short_abandoned', short})
+if st ~= CS_ESCALATING then
+  unanswered_remove(cid, c)
+  sla_count(c.qn, {'abandoned', 1, 'short_abandoned', short})
 end
-out[#out + 1] = row('abandoned', cid, '', '', ch, ln, tonumber(rg or '0'), waited, 0,
-                    tonumber(pri or '0'), 'customer_left')
-if st == 'offered' then
-  match_agent(ag, now, timeout_ms, limit, out)
+out[#out + 1] = T_abandoned(cid, '', c.ch or '', c.ln or '', tonumber(c.rg or 0), waited,
+                            tonumber(c.pri or 0), 'customer_left')
+if st == CS_OFFERED then
+  local a = agent(ag)
+  if a then match_agent(ag, a, NOW, A.scan_limit, out) end
 end
 return out

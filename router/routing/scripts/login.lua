@@ -1,49 +1,62 @@
--- An agent logged in (or re-sent its profile): skills, capacity, memberships and seats
--- (computed by policy.memberships and policy.seats) replace the old ones; loads of work in
--- progress are kept. ARGV: aid, skills "a=1,b=2", capacity "chat=3" (the policy's cap applied),
--- ready (1/0), memberships, seats, now, offer_timeout_ms, scan_limit, capacity asked for,
--- policy digest (a worker with another policy re-seats the agent: RoutingStore.reseat).
-local aid, sk, caps, ready, mem, pl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local now, timeout_ms, limit = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local asked, digest = ARGV[10], ARGV[11]
-local k = akey(aid)
-local old = seats(aid)
-local was = redis.call('HGET', k, 'st')
-if was == 'ready' then count_ready(old, -1) end
-for _, ch in ipairs(agent_channels(aid)) do
-  for _, seat in ipairs(old) do redis.call('ZREM', fkey(seat.pool, ch), aid) end
+-- An agent logged in, its profile changed, or a worker on another routing policy re-seats it:
+-- skills, capacity, lanes served and seats (computed by the policy in Python) replace the old
+-- ones; loads of work in progress and offers out are kept. Arguments: state.LoginArgs. Modes:
+--   login    the agent logs in (ready or not, as it asks);
+--   profile  only if logged in, keeping its state (else: profile_pending, the roster has it);
+--   reseat   only if still logged in with the profile and policy it was read with (else
+--            reseat_skipped: a change in between wins, the next step looks again).
+local aid = A.agent_id
+local a = agent(aid)
+local seated = redis.call('SISMEMBER', K_SEATED, aid) == 1
+local function same(x, y)
+  for k, v in pairs(x) do if tonumber(y[k]) ~= tonumber(v) then return false end end
+  for k, v in pairs(y) do if tonumber(x[k]) ~= tonumber(v) then return false end end
+  return true
 end
-local flat = redis.call('HGETALL', k)
-for i = 1, #flat, 2 do
-  local head = string.sub(flat[i], 1, 2)
-  if head == 's:' or head == 'r:' or string.sub(flat[i], 1, 4) == 'cap:' then
-    redis.call('HDEL', k, flat[i])
+if A.mode == 'profile' and not (seated and a) then return {T_profile_pending('', aid)} end
+if A.mode == 'reseat' then
+  if not (seated and a) or a.pd ~= A.expect_digest or not same(a.sk, A.expect_skills)
+      or not same(a.rq, A.expect_asked) then
+    return {T_reseat_skipped('', aid)}
   end
 end
-for _, pair in ipairs(parse_skills(sk)) do redis.call('HSET', k, 's:' .. pair[1], pair[2]) end
-for _, pair in ipairs(parse_skills(caps)) do redis.call('HSET', k, 'cap:' .. pair[1], pair[2]) end
-for _, m in ipairs(split(mem, ';')) do  -- lane|ring|rings -> r:<lane> = ring|rings
-  local lane, rest = string.match(m, '^([^|]+)|(.*)$')
-  redis.call('HSET', k, 'r:' .. lane, rest)
+if not a then a = new_agent(aid) end
+-- Seated by a worker on another policy than the domain's: the current ones look again.
+if redis.call('HGET', K_META, META_POLICY) ~= A.digest then redis.call('HDEL', K_META, META_RESEATED) end
+local was = a.st
+if not seated then was = AS_OFFLINE end
+if was == AS_READY then count_ready(a.seats, -1) end
+index_none(aid, a)
+local state = AS_NOT_READY
+if A.mode == 'login' then
+  if A.ready then state = AS_READY end
+elseif was == AS_READY then  -- profile and reseat keep the agent's state
+  state = AS_READY
 end
-local chs = {}
-for _, pair in ipairs(parse_skills(caps)) do chs[#chs + 1] = pair[1] end
-local lo = 0
-if string.find(pl, '|least_occupied', 1, true) then lo = 1 end
-redis.call('HSET', k, 'm', mem, 'pl', pl, 'chs', table.concat(chs, ','), 'lo', lo, 'sk', sk,
-           'rq', asked, 'pd', digest)
-redis.call('HSETNX', k, 'last', now)
-redis.call('SADD', P .. 'agents', aid)
-local state = 'not_ready'
-if ready == '1' then state = 'ready' end
+local chs, lo = {}, false
+for ch in pairs(A.capacity) do chs[#chs + 1] = ch end
+table.sort(chs)
+for _, seat in ipairs(A.seats) do
+  if seat[3] == 'least_occupied' then lo = true end
+end
+for ch in pairs(a.load) do  -- a channel it holds work on but no longer has: keep its load
+  if A.capacity[ch] == nil and (tonumber(a.load[ch]) or 0) > 0 then chs[#chs + 1] = ch end
+end
+a.sk, a.cap, a.rq, a.serves, a.seats, a.chs, a.lo, a.pd = A.skills, A.capacity, A.asked,
+    A.serves, A.seats, chs, lo, A.digest
+local rr = {}  -- turns are kept for the pools it still sits in
+for _, seat in ipairs(A.seats) do rr[seat[1]] = a.rr[seat[1]] end
+a.rr = rr
+if (tonumber(a.last) or 0) == 0 then a.last = NOW end
+redis.call('SADD', K_SEATED, aid)
 -- A profile re-sent while ready keeps the agent's idle time (a reconnect is not a new turn).
-redis.call('HSET', k, 'st', state)
-local new = seats(aid)
-if state == 'ready' then
-  count_ready(new, 1)
-  if was ~= 'ready' then touch(aid, now) end
+a.st = state
+adirty(aid)
+if state == AS_READY then
+  count_ready(a.seats, 1)
+  if was ~= AS_READY then touch(aid, a, NOW) end
 end
-index_all(aid, new)
-local out = {row('logged_in', '', aid)}
-if state == 'ready' then match_agent(aid, now, timeout_ms, limit, out) end
+index_all(aid, a)
+local out = {T_logged_in('', aid)}
+if state == AS_READY then match_agent(aid, a, NOW, A.scan_limit, out) end
 return out

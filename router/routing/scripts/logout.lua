@@ -1,15 +1,22 @@
 -- An agent logged out (or went offline): it leaves every index; its outstanding offers are
 -- rescinded and re-routed. Contacts it already answered stay with it until completed.
--- ARGV: aid, now, offer_timeout_ms, scan_limit.
-local aid = ARGV[1]
-local now, timeout_ms, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('SISMEMBER', P .. 'agents', aid) == 0 then return {row('unknown_agent', '', aid)} end
+-- Arguments: state.LogoutArgs.
+local aid = A.agent_id
+local a = agent(aid)
+if redis.call('SISMEMBER', K_SEATED, aid) == 0 or not a then return {T_unknown_agent('', aid)} end
 local out = {}
-set_state(aid, 'offline', now)
-redis.call('SREM', P .. 'agents', aid)
-for _, cid in ipairs(redis.call('SMEMBERS', offers_of(aid))) do
-  local oid = redis.call('HGET', ckey(cid), 'of')
-  return_offer(cid, aid, oid, 'rescinded', 'agent_logged_out', now, timeout_ms, limit, out)
+set_state(aid, a, AS_OFFLINE, NOW)
+index_none(aid, a)
+redis.call('SREM', K_SEATED, aid)
+local offered = {}
+for i, cid in ipairs(a.offers) do offered[i] = cid end
+for _, cid in ipairs(offered) do
+  local c = contact(cid)
+  if c and c.st == CS_OFFERED and c.ag == aid then
+    return_offer(cid, c, aid, a, c.of, 'rescinded', 'agent_logged_out', NOW, A.scan_limit, out)
+  else
+    remove_offer_of(a, cid)
+  end
 end
-out[#out + 1] = row('logged_out', '', aid)
+out[#out + 1] = T_logged_out('', aid)
 return out

@@ -1,8 +1,8 @@
--- An agent changed state (ready / not_ready). ARGV: aid, state, now, offer_timeout_ms, scan_limit.
-local aid, state = ARGV[1], ARGV[2]
-local now, timeout_ms, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-if redis.call('SISMEMBER', P .. 'agents', aid) == 0 then return {row('unknown_agent', '', aid)} end
-set_state(aid, state, now)
-local out = {row('state', '', aid)}
-if state == 'ready' then match_agent(aid, now, timeout_ms, limit, out) end
+-- An agent changed state (ready / not_ready). Arguments: state.StateArgs.
+local aid = A.agent_id
+local a = agent(aid)
+if redis.call('SISMEMBER', K_SEATED, aid) == 0 or not a then return {T_unknown_agent('', aid)} end
+set_state(aid, a, A.state, NOW)
+local out = {T_state('', aid, A.state)}
+if A.state == AS_READY then match_agent(aid, a, NOW, A.scan_limit, out) end
 return out

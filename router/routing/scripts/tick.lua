@@ -1,27 +1,58 @@
--- Time-driven step of one domain: offers whose answer time ran out are withdrawn (the agent
--- becomes what on_no_answer says; redirect on no answer), and waiting contacts whose next ring
--- opened are relaxed and offered to the wider pool.
--- ARGV: now, offer_timeout_ms, scan_limit, max per step, on_no_answer.
-local now, timeout_ms, limit, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local after = ARGV[5]
+-- Time-driven step of one domain, bounded per call: offers whose answer time ran out are
+-- withdrawn (the agent becomes what on_no_answer says; redirect on no answer); waiting
+-- contacts whose next ring opened are relaxed and offered to the wider pool; matches that ran
+-- out of their scan budget are finished; finished contacts past retention are forgotten; and
+-- outbox entries nobody deleted within the lease (the worker that made them died before Kafka
+-- had them) are returned to be sent again. Arguments: state.TickArgs.
 local out = {}
-for _, cid in ipairs(redis.call('ZRANGEBYSCORE', OX, '-inf', now, 'LIMIT', 0, max)) do
-  local aid, oid = unpack(redis.call('HMGET', ckey(cid), 'ag', 'of'))
-  unanswered(cid, aid, oid, 'expired', 'no_answer', after, now, timeout_ms, limit, out)
-end
-for _, cid in ipairs(redis.call('ZRANGEBYSCORE', RX, '-inf', now, 'LIMIT', 0, max)) do
-  local c = ckey(cid)
-  local st, ln, ch, rg, esc, pri = unpack(redis.call('HMGET', c, 'st', 'ln', 'ch', 'rg', 'esc',
-                                                    'pri'))
-  if st ~= 'queued' then
-    redis.call('ZREM', RX, cid)
+local max, limit = A.max_per_step, A.scan_limit
+for _, cid in ipairs(redis.call('ZRANGEBYSCORE', K_OFFERS, '-inf', NOW, 'LIMIT', 0, max)) do
+  local c = contact(cid)
+  if c and c.st == CS_OFFERED then
+    unanswered(cid, c, c.ag, c.of, 'expired', 'no_answer', A.on_no_answer, NOW, limit, out)
   else
-    local waited = now - tonumber(esc)
-    local nrg, skipped = open_ring(ring_pools(c), ring_delays(c), waited)
-    dequeue(cid)
-    if nrg > tonumber(rg) then relax(cid, nrg, skipped, ch, ln, waited, pri, out) end
-    enqueue(cid)
-    match_contact(cid, now, timeout_ms, limit, out, nil, true)
+    redis.call('ZREM', K_OFFERS, cid)
+  end
+end
+for _, cid in ipairs(redis.call('ZRANGEBYSCORE', K_RINGS, '-inf', NOW, 'LIMIT', 0, max)) do
+  local c = contact(cid)
+  if not c or c.st ~= CS_QUEUED then
+    redis.call('ZREM', K_RINGS, cid)
+  else
+    local waited = waited_of(c, NOW)
+    local nrg, skipped = open_ring(c.rp, c.rd, waited)
+    dequeue(cid, c)
+    if nrg > tonumber(c.rg) then relax(cid, c, nrg, skipped, waited, out) end
+    enqueue(cid, c)
+    match_contact(cid, c, NOW, limit, out, nil, true)
+  end
+end
+-- Matches cut short by the scan limit: look again with this step's budget.
+local budget = A.pending_budget
+for _, cid in ipairs(redis.call('ZRANGE', K_PENDING, 0, max - 1)) do
+  if budget <= 0 then break end
+  local c = contact(cid)
+  redis.call('ZREM', K_PENDING, cid)
+  if c and c.st == CS_QUEUED then
+    match_contact(cid, c, NOW, budget, out, nil, true)
+    budget = budget - limit
+  end
+end
+for _, cid in ipairs(redis.call('ZRANGEBYSCORE', K_RETAINED, '-inf', NOW, 'LIMIT', 0, A.purge_max)) do
+  redis.call('ZREM', K_RETAINED, cid)
+  local c = contact(cid)
+  if c and (c.st == CS_DONE or c.st == CS_ABANDONED or c.st == CS_CONTAINED) then
+    forget_contact(cid)
+  end
+end
+for _, eid in ipairs(redis.call('ZRANGEBYSCORE', K_OUTBOX_TIMES, '-inf', NOW - A.outbox_lease_ms,
+                                'LIMIT', 0, max)) do
+  local kept = redis.call('HGET', K_OUTBOX, eid)
+  if kept then
+    redis.call('ZADD', K_OUTBOX_TIMES, NOW, eid)  -- leased again: one worker re-sends it
+    EXTRA_ENTRIES[#EXTRA_ENTRIES + 1] = {eid, cmsgpack.unpack(kept)}
+  else
+    redis.call('ZREM', K_OUTBOX_TIMES, eid)
   end
 end
 return out

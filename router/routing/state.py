@@ -1,0 +1,1039 @@
+"""The routing state in Redis, and its one owner: everything that depends on its layout is here.
+
+Like h11's ``_state.py`` owns its state machine and arq's ``constants.py`` its keys, this module
+holds the routing state's keys, the records kept under them (field names and codes), the
+arguments each script takes and the transitions it returns (typed, one class per kind), the Lua
+prelude the scripts are built on (generated from these definitions), and the readers that every
+other module (the SLA snapshot, the books, the gateway's console, ``peakroute status``, the load
+tools and the tests) uses instead of raw Redis commands.
+
+Layout (docs/ROUTING.md, "Redis layout", is checked against :data:`KEY_DOCS` by a test). Every
+key of a routing domain is under the prefix ``pr:{d:<domain>}:``: one hash tag, one Redis
+Cluster slot. The set of keys is fixed per domain (contacts and agents are records in one hash
+each; waiting lists, free-agent indexes and unanswered contacts are lexicographic sorted sets
+whose members carry their list, place and id), so every script declares every key it touches
+in ``KEYS``, correct by the book on Redis Cluster and on stores that enforce declared keys.
+Records, script arguments and results are MessagePack (``cmsgpack`` in Lua, msgspec here).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, ClassVar
+
+import msgspec
+import redis.asyncio as aioredis
+
+from router.sla import buckets
+
+PREFIX_HEAD = "pr:{d:"
+DOMAINS_KEY = "pr:domains"  # set of routing domains seen: the timers walk it (no hash tag)
+
+
+def prefix(domain: str) -> str:
+    """The prefix of every routing key of a domain: ``pr:{d:<domain>}:``."""
+    return f"{PREFIX_HEAD}{domain}}}:"
+
+
+class Key(enum.StrEnum):
+    """The keys of one routing domain (after its prefix)."""
+
+    CONTACTS = "c"
+    CONTEXT = "cx"
+    AGENTS = "a"
+    SEATED = "agents"
+    WAITING = "q"
+    WAITING_COUNTS = "wn"
+    LIST_URGENCY = "qw"
+    FREE = "f"
+    READY_COUNTS = "rc"
+    OFFERS = "ox"
+    RINGS = "rx"
+    RETAINED = "fin"
+    PENDING = "pend"
+    STATS = "stats"
+    UNANSWERED = "uw"
+    UNANSWERED_TARGETS = "ut"
+    SLA_QUEUES = "slaq"
+    SLA_TOTALS = "sq"
+    OUTBOX = "ob"
+    OUTBOX_TIMES = "obz"
+    META = "meta"
+    ROSTER = "roster"
+
+
+# What each key holds: docs/ROUTING.md's layout table is checked against this (a test).
+KEY_DOCS: dict[str, tuple[str, str]] = {
+    Key.CONTACTS: ("hash", "contact id -> its record (ContactRecord, MessagePack)"),
+    Key.CONTEXT: ("hash", "contact id -> the offer's context as JSON (intent, tier, language, "
+                          "confidence, reason, transcript), until the contact is forgotten"),
+    Key.AGENTS: ("hash", "agent id -> its record (AgentRecord, MessagePack)"),
+    Key.SEATED: ("set", "agents logged in"),
+    Key.WAITING: ("zset (lex)", "waiting contacts: `<list>|<place>|<contact>`, list = "
+                                "`<lane>:<channel>:<class>:<ring>[:<extra skills>]`"),
+    Key.WAITING_COUNTS: ("hash", "list -> contacts waiting in it (only non-empty lists)"),
+    Key.LIST_URGENCY: ("hash", "`<lane>:<class>` -> `<target_ms>|<weight>`"),
+    Key.FREE: ("zset (lex)", "free agents: `<pool>:<channel>|<score>|<agent>`"),
+    Key.READY_COUNTS: ("hash", "pool -> agents logged in and ready in it"),
+    Key.OFFERS: ("zset", "contact -> when its outstanding offer lapses"),
+    Key.RINGS: ("zset", "waiting contact -> when its next ring opens"),
+    Key.RETAINED: ("zset", "finished contact -> when it is forgotten (contact retention)"),
+    Key.PENDING: ("zset", "waiting contacts whose match ran out of its scan budget -> since "
+                          "when (the timer finishes the match)"),
+    Key.STATS: ("hash", "the books and counters (STAT_FIELDS)"),
+    Key.UNANSWERED: ("zset (lex)", "escalated contacts not yet answered nor abandoned: "
+                                   "`<queue>:<class>|<escalated at>|<contact>`"),
+    Key.UNANSWERED_TARGETS: ("hash", "`<queue>:<class>` -> target_ms"),
+    Key.SLA_QUEUES: ("set", "queues with SLA figures"),
+    Key.SLA_TOTALS: ("hash", "`<queue>|<field>` -> running total (router/sla/buckets.py)"),
+    Key.OUTBOX: ("hash", "entry id (the input event's id, or a timer step's) -> the "
+                         "transitions it produced, until Kafka has them (MessagePack)"),
+    Key.OUTBOX_TIMES: ("zset", "outbox entry id -> when it was recorded or last re-sent"),
+    Key.META: ("hash", "policy digest and since when, for re-seating agents"),
+    Key.ROSTER: ("hash", "agent id -> profile JSON (the agent gateway's roster)"),
+}
+SLA_KEY_DOCS = buckets.KEY_DOCS
+
+
+def key(domain: str, k: Key) -> str:
+    return prefix(domain) + k.value
+
+
+def layout_markdown() -> str:
+    """The layout table of docs/ROUTING.md ("State in Redis"), as this module defines it (a
+    test checks the document holds it verbatim; ``python -m router.routing.state`` prints
+    it)."""
+    rows = ["| key | type | holds |", "| --- | --- | --- |"]
+    for k, (kind, holds) in [*KEY_DOCS.items(), *SLA_KEY_DOCS.items()]:
+        cell = holds.replace("|", "\\|")  # a pipe inside a table cell
+        rows.append(f"| `{k}` | {kind} | {cell} |")
+    return "\n".join(rows) + "\n"
+
+
+# Fields of the META hash.
+META_POLICY = "policy"  # digest of the routing policy loaded last by any worker
+META_POLICY_AT = "policy_at"  # when that worker loaded it (ms)
+META_RESEATED = "reseated"  # digest under which every logged-in agent is seated
+# Claims the domain for a worker's policy: its digest is current, or it was loaded later than
+# the current one (the last deployed wins, a rollback too). KEYS[1] META; ARGV digest, loaded ms.
+POLICY_CLAIM_SCRIPT = f"""
+local cur, at = unpack(redis.call('HMGET', KEYS[1], '{META_POLICY}', '{META_POLICY_AT}'))
+if cur == ARGV[1] then return 1 end
+if not at or tonumber(ARGV[2]) > tonumber(at) then
+  redis.call('HSET', KEYS[1], '{META_POLICY}', ARGV[1], '{META_POLICY_AT}', ARGV[2])
+  redis.call('HDEL', KEYS[1], '{META_RESEATED}')
+  return 1
+end
+return 0
+"""
+
+
+# --- the gateway's own keys (same hash tag: a reconnect is served from the same slot) -------
+
+
+def gateway_day_key(domain: str, day: str, agent_id: str) -> str:
+    """An agent's figures of one day, counted once per decision (the gateway's sync)."""
+    return f"{prefix(domain)}gw:day:{day}:{agent_id}"
+
+
+def gateway_active_key(domain: str, agent_id: str) -> str:
+    """Contacts an agent accepted and has not completed, as the gateway saw them."""
+    return f"{prefix(domain)}gw:act:{agent_id}"
+
+
+def gateway_online_key(domain: str) -> str:
+    """Agents with a desktop connected, by when a gateway last saw them."""
+    return f"{prefix(domain)}gw:online"
+
+
+def gateway_seen_key(domain: str, event_id: str) -> str:
+    """A decision the gateway counted already (dedupe across instances)."""
+    return f"{prefix(domain)}gw:seen:{event_id}"
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+class ContactState(enum.StrEnum):
+    CONTAINED = "contained"  # the bot closed it (books only)
+    ESCALATING = "escalating"  # handed off by the bot, the request not routed yet
+    QUEUED = "queued"
+    OFFERED = "offered"
+    ANSWERED = "answered"
+    DONE = "done"
+    ABANDONED = "abandoned"
+
+
+class ServiceClass(enum.StrEnum):
+    VIP = "v"
+    NORMAL = "n"
+
+
+class AgentStateCode(enum.StrEnum):
+    READY = "ready"
+    NOT_READY = "not_ready"
+    OFFLINE = "offline"
+
+
+class ContactRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """One contact, as the scripts keep it (field names are the record's keys in Lua)."""
+
+    st: str = ""  # ContactState
+    arr: int = 0  # the bot's first decision (ms)
+    esc: int = 0  # escalated at (ms): the 30-second clock
+    ch: str = ""  # channel
+    ln: str = ""  # lane (queue.language)
+    cls: str = ""  # ServiceClass
+    qn: str = ""  # queue
+    score: int = 0  # place in line (lower first)
+    pri: int = 0  # priority 0..9
+    tg: int = 0  # answer target (ms)
+    wt: float = 1.0  # urgency weight
+    rd: list[int] = []  # ring delays (ms)
+    rp: list[str] = []  # the free-agent pool of each ring
+    xs: str = ""  # extra skills "a=1,b=2" (bind at ring 0)
+    sg: str = ""  # the queue's strategy
+    rg: int = 0  # ring open now
+    ag: str = ""  # agent holding it (offered, answered, done)
+    of: str = ""  # current offer id
+    att: int = 0  # offers made (the offer id derives from it)
+    n: int = 0  # queued and relaxed transitions so far (distinct event ids)
+    ans: int = 0  # answered at (ms)
+
+
+class AgentRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """One agent, as the scripts keep it."""
+
+    st: str = "offline"  # AgentStateCode
+    last: int = 0  # idle since (ms): only moves forward
+    sk: dict[str, int] | list[Any] = {}  # skills (an empty map arrives as [] from Lua)
+    cap: dict[str, int] | list[Any] = {}  # capacity per channel (the policy's cap applied)
+    load: dict[str, int] | list[Any] = {}  # contacts held per channel (offered or answered)
+    rq: dict[str, int] | list[Any] = {}  # capacity asked for
+    serves: dict[str, int] | list[Any] = {}  # lane -> the ring it serves from
+    seats: list[list[Any]] = []  # [pool, rank, strategy] per pool it sits in
+    chs: list[str] = []  # channels with capacity
+    lo: bool = False  # sits in a least_occupied pool
+    pd: str = ""  # policy digest it was seated under
+    rr: dict[str, int] | list[Any] = {}  # pool -> last offer from it (round robin)
+    fx: dict[str, str] | list[Any] = {}  # "<pool>:<channel>" -> its score in the free index
+    offers: list[str] = []  # contacts offered to it, not yet answered
+
+
+def _map(value: Mapping[str, Any] | list[Any]) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+STAT_FIELDS = (
+    "arrived", "contained", "escalating", "escalated", "offered", "answered",
+    "answered_within_target", "wait_sum_ms", "abandoned", "short_abandoned", "completed",
+    "declined", "expired", "relaxed", "rescinded", "invariant_violations", "clamped",
+)
+
+
+# --- script arguments -----------------------------------------------------------------------
+
+
+class Args(msgspec.Struct):
+    """One script call's arguments (one MessagePack map: ARGV[4]); ARGV[1..3] are the outbox
+    entry id, the time and the SLA buckets' expiry, common to every call."""
+
+    SCRIPT: ClassVar[str]
+
+
+class RequestArgs(Args):
+    SCRIPT: ClassVar[str] = "request"
+    contact_id: str
+    channel: str
+    lane: str
+    service_class: str
+    score: int
+    escalated_at: int
+    priority: int
+    target_ms: int
+    weight: float
+    ring_delays: list[int]
+    ring_pools: list[str]
+    extra_skills: str
+    queue: str
+    strategy: str
+    offer_timeout_ms: int
+    scan_limit: int
+    context: str  # JSON: what the offer shows the agent
+    reason: str = ""  # why it queues (the queue differs from the one asked for), if it does
+
+
+class AcceptArgs(Args):
+    SCRIPT: ClassVar[str] = "accept"
+    agent_id: str
+    offer_id: str
+    contact_id: str
+
+
+class DeclineArgs(Args):
+    SCRIPT: ClassVar[str] = "decline"
+    agent_id: str
+    offer_id: str
+    contact_id: str
+    offer_timeout_ms: int
+    scan_limit: int
+    on_decline: str
+    reason: str
+
+
+class CompleteArgs(Args):
+    SCRIPT: ClassVar[str] = "complete"
+    agent_id: str
+    contact_id: str
+    offer_timeout_ms: int
+    scan_limit: int
+    retention_s: int
+
+
+class LeftArgs(Args):
+    SCRIPT: ClassVar[str] = "left"
+    contact_id: str
+    short_abandon_ms: int
+    offer_timeout_ms: int
+    scan_limit: int
+    retention_s: int
+
+
+class LoginMode(enum.StrEnum):
+    LOGIN = "login"  # an agent logs in (or re-sends its profile at login)
+    PROFILE = "profile"  # its profile changed: only if logged in, state kept
+    RESEAT = "reseat"  # another policy: only if its profile is still the one read
+
+
+class LoginArgs(Args):
+    SCRIPT: ClassVar[str] = "login"
+    agent_id: str
+    mode: str  # LoginMode
+    skills: dict[str, int]
+    capacity: dict[str, int]  # the policy's cap applied
+    asked: dict[str, int]
+    ready: bool
+    serves: dict[str, int]  # lane -> ring (policy.memberships)
+    seats: list[list[Any]]  # [pool, rank, strategy] (policy.seats)
+    digest: str
+    offer_timeout_ms: int
+    scan_limit: int
+    expect_skills: dict[str, int] = {}  # reseat: the profile it was read with
+    expect_asked: dict[str, int] = {}
+    expect_digest: str = ""
+
+
+class StateArgs(Args):
+    SCRIPT: ClassVar[str] = "state"
+    agent_id: str
+    state: str
+    offer_timeout_ms: int
+    scan_limit: int
+
+
+class LogoutArgs(Args):
+    SCRIPT: ClassVar[str] = "logout"
+    agent_id: str
+    offer_timeout_ms: int
+    scan_limit: int
+
+
+class TickArgs(Args):
+    SCRIPT: ClassVar[str] = "tick"
+    offer_timeout_ms: int
+    scan_limit: int
+    max_per_step: int
+    on_no_answer: str
+    outbox_lease_ms: int
+    pending_budget: int
+    purge_max: int
+
+
+class BotArgs(Args):
+    SCRIPT: ClassVar[str] = "bot"
+    contact_id: str
+    outcome: str  # contained | escalating
+    retention_s: int
+
+
+ARG_TYPES: tuple[type[Args], ...] = (RequestArgs, AcceptArgs, DeclineArgs, CompleteArgs,
+                                     LeftArgs, LoginArgs, StateArgs, LogoutArgs, TickArgs,
+                                     BotArgs)
+SCRIPTS = tuple(t.SCRIPT for t in ARG_TYPES)
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def encode_args(args: Args) -> bytes:
+    return _ENCODER.encode(args)
+
+
+# Keys each script declares (in this order: KEYS[1..n]). SLA minute and hour buckets are the
+# last two of the scripts that count service level (their names depend on the call's time).
+_ALL = (Key.CONTACTS, Key.CONTEXT, Key.AGENTS, Key.SEATED, Key.WAITING, Key.WAITING_COUNTS,
+        Key.LIST_URGENCY, Key.FREE, Key.READY_COUNTS, Key.OFFERS, Key.RINGS, Key.RETAINED,
+        Key.PENDING, Key.STATS, Key.UNANSWERED, Key.UNANSWERED_TARGETS, Key.SLA_QUEUES,
+        Key.SLA_TOTALS, Key.OUTBOX, Key.OUTBOX_TIMES, Key.META)
+SCRIPT_KEYS: dict[str, tuple[Key, ...]] = {
+    **{name: _ALL for name in SCRIPTS},
+    "bot": (Key.CONTACTS, Key.RETAINED, Key.STATS),
+}
+SLA_SCRIPTS = frozenset(n for n in SCRIPTS if n != "bot")
+
+
+def script_keys(name: str, domain: str, now_ms: int) -> list[str]:
+    p = prefix(domain)
+    keys = [p + k.value for k in SCRIPT_KEYS[name]]
+    if name in SLA_SCRIPTS:
+        keys += [buckets.minute_key(p, now_ms), buckets.hour_key(p, now_ms)]
+    return keys
+
+
+# --- transitions (what a script did) --------------------------------------------------------
+
+
+class T(msgspec.Struct, tag_field="k", frozen=True):
+    """One thing a script did. ``domain`` is filled in by the store."""
+
+    contact_id: str = ""
+    agent_id: str = ""
+    domain: str = ""
+
+    @property
+    def kind(self) -> str:
+        return str(self.__struct_config__.tag)
+
+
+class Placed(T, frozen=True):
+    """Transitions of a contact in a lane (they carry where it stands)."""
+
+    channel: str = ""
+    lane: str = ""
+    ring: int = 0
+    waited_ms: int = 0
+    priority: int = 0
+
+    @property
+    def queue(self) -> str:
+        return self.lane.partition(".")[0]
+
+
+class Queued(Placed, tag="queued", frozen=True):
+    seq: int = 0  # the contact's own count of queued/relaxed (distinct event ids)
+    reason: str = ""
+
+
+class Relaxed(Placed, tag="relaxed", frozen=True):
+    seq: int = 0
+    reason: str = ""  # waited | no_agent_ready
+
+
+class Offered(Placed, tag="offered", frozen=True):
+    offer_id: str = ""
+    expires_at_ms: int = 0
+
+
+class Answered(Placed, tag="answered", frozen=True):
+    offer_id: str = ""
+    within_target: bool = False
+
+
+class Declined(Placed, tag="declined", frozen=True):
+    offer_id: str = ""
+    reason: str = ""
+
+
+class Expired(Placed, tag="expired", frozen=True):
+    offer_id: str = ""
+    reason: str = ""
+
+
+class Rescinded(Placed, tag="rescinded", frozen=True):
+    offer_id: str = ""
+    reason: str = ""
+
+
+class Abandoned(Placed, tag="abandoned", frozen=True):
+    reason: str = ""
+
+
+class Completed(Placed, tag="completed", frozen=True):
+    pass
+
+
+class Duplicate(T, tag="duplicate", frozen=True):
+    state: str = ""  # the state the contact was in
+
+
+class Stale(T, tag="stale", frozen=True):
+    offer_id: str = ""
+    state: str = ""
+
+
+class LoggedIn(T, tag="logged_in", frozen=True):
+    pass
+
+
+class LoggedOut(T, tag="logged_out", frozen=True):
+    pass
+
+
+class StateSet(T, tag="state", frozen=True):
+    state: str = ""
+
+
+class ProfilePending(T, tag="profile_pending", frozen=True):
+    """A profile change for an agent not logged in: the roster has it for the next login."""
+
+
+class ReseatSkipped(T, tag="reseat_skipped", frozen=True):
+    """The agent's profile changed since it was read: re-seating waits for the next step."""
+
+
+class UnknownAgent(T, tag="unknown_agent", frozen=True):
+    pass
+
+
+Transition = (Queued | Relaxed | Offered | Answered | Declined | Expired | Rescinded | Abandoned
+              | Completed | Duplicate | Stale | LoggedIn | LoggedOut | StateSet | ProfilePending
+              | ReseatSkipped | UnknownAgent)
+TRANSITION_TYPES: tuple[type[T], ...] = (Queued, Relaxed, Offered, Answered, Declined, Expired,
+                                         Rescinded, Abandoned, Completed, Duplicate, Stale,
+                                         LoggedIn, LoggedOut, StateSet, ProfilePending,
+                                         ReseatSkipped, UnknownAgent)
+# Kinds that publish something: only these are kept in the outbox until Kafka has them.
+PUBLISHED = (Queued, Relaxed, Offered, Answered, Declined, Expired, Rescinded, Abandoned,
+             Completed)
+
+
+class Entry(msgspec.Struct, array_like=True, frozen=True):
+    """What one script call returns: the outbox entry its transitions are kept under ('' when
+    nothing was kept: none of them publishes anything) and the transitions."""
+
+    id: str
+    rows: list[Transition]
+
+
+_RESULT = msgspec.msgpack.Decoder(list[Entry])
+
+
+def decode_result(raw: bytes, domain: str) -> list[Entry]:
+    entries = _RESULT.decode(raw)
+    return [Entry(e.id, [msgspec.structs.replace(t, domain=domain) for t in e.rows])
+            for e in entries]
+
+
+# --- the Lua prelude, generated from the definitions above ----------------------------------
+
+
+def _lua_str(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _constructor(cls: type[T]) -> str:
+    """``local function T_offered(contact_id, ...) return {k='offered', ...} end``."""
+    names = [f for f in cls.__struct_fields__ if f != "domain"]
+    tag = str(cls.__struct_config__.tag)
+    body = ", ".join(f"{n}={n}" for n in names)
+    return (f"local function T_{tag}({', '.join(names)}) return {{k={_lua_str(tag)}, {body}}} "
+            "end")
+
+
+def lua_prelude(script: str) -> str:
+    """The generated head of one script: its declared keys by name, the common arguments and
+    its own (decoded), the codes, and one constructor per transition kind."""
+    lines = ["-- Generated by router/routing/state.py (lua_prelude): the layout's one owner.",
+             "local A = cmsgpack.unpack(ARGV[4])",
+             "local EID, NOW, SLA_TTL = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])"]
+    for i, k in enumerate(SCRIPT_KEYS[script], start=1):
+        lines.append(f"local K_{k.name} = KEYS[{i}]")
+    if script in SLA_SCRIPTS:
+        n = len(SCRIPT_KEYS[script])
+        lines.append(f"local K_SLA_MINUTE, K_SLA_HOUR = KEYS[{n + 1}], KEYS[{n + 2}]")
+    for enum_cls in (ContactState, ServiceClass, AgentStateCode):
+        prefix_ = {"ContactState": "CS", "ServiceClass": "SC", "AgentStateCode": "AS"}[
+            enum_cls.__name__]
+        for member in enum_cls:
+            lines.append(f"local {prefix_}_{member.name} = {_lua_str(member.value)}")
+    lines.append("local PUBLISHED = {" + ", ".join(
+        f"[{_lua_str(str(c.__struct_config__.tag))}]=true" for c in PUBLISHED) + "}")
+    lines.append(f"local SLA_FIELD_SEP = {_lua_str(buckets.FIELD_SEP)}")
+    lines.append(f"local META_POLICY, META_RESEATED = {_lua_str(META_POLICY)}, "
+                 f"{_lua_str(META_RESEATED)}")
+    lines.extend(_constructor(c) for c in TRANSITION_TYPES)
+    return "\n".join(lines) + "\n"
+
+
+def _read(name: str) -> str:
+    return (resources.files("router.routing") / "scripts" / f"{name}.lua").read_text()
+
+
+def script_source(name: str) -> str:
+    """A script as Redis runs it: the generated prelude, common.lua, the script's body wrapped
+    so that its transitions are kept in the outbox (and a call that finds its entry there gets
+    the kept transitions back instead of running again)."""
+    if name == "bot":  # books only: no outbox, no common functions
+        return lua_prelude(name) + _read(name)
+    return (lua_prelude(name) + _read("common") + "\nlocal function body()\n" + _read(name)
+            + "\nend\nreturn outboxed(body)\n")
+
+
+# --- lexicographic members ------------------------------------------------------------------
+
+SEP = "|"
+PLACE_DIGITS = 16
+
+
+def place(n: int) -> str:
+    """A score as a fixed-width string, so that member order is score order."""
+    return str(min(max(int(n), 0), 10**PLACE_DIGITS - 1)).zfill(PLACE_DIGITS)
+
+
+def split_member(member: Any) -> tuple[str, int, str]:
+    """``<group>|<place>|<id>`` -> (group, place, id)."""
+    text = member.decode() if isinstance(member, bytes) else member
+    group, at, ident = text.rsplit(SEP, 2)
+    return group, int(at), ident
+
+
+def list_id(lane: str, channel: str, service_class: str, ring: int, extra: str = "") -> str:
+    base = f"{lane}:{channel}:{service_class}:{ring}"
+    return f"{base}:{extra}" if extra and ring == 0 else base
+
+
+@dataclass(frozen=True, slots=True)
+class ListId:
+    lane: str
+    channel: str
+    service_class: str
+    ring: int
+    extra: str  # extra skills the list's contacts need (ring 0 only)
+
+    @property
+    def queue(self) -> str:
+        return self.lane.partition(".")[0]
+
+    @classmethod
+    def parse(cls, text: str) -> ListId:
+        parts = text.split(":")
+        lane, channel, service_class, ring = parts[:4]
+        return cls(lane, channel, service_class, int(ring), ":".join(parts[4:]))
+
+
+# --- readers ----------------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_CONTACT = msgspec.msgpack.Decoder(ContactRecord)
+_AGENT = msgspec.msgpack.Decoder(AgentRecord)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactView:
+    contact_id: str
+    state: str
+    channel: str
+    lane: str
+    queue: str
+    service_class: str
+    ring: int
+    priority: int
+    escalated_at_ms: int
+    target_ms: int
+    agent_id: str
+    offer_id: str
+    answered_at_ms: int
+    score: int
+    extra_skills: str
+    ring_pools: tuple[str, ...]
+    ring_delays_ms: tuple[int, ...]
+    weight: float
+
+    @property
+    def vip(self) -> bool:
+        return self.service_class == ServiceClass.VIP
+
+    @property
+    def waiting_list(self) -> str:
+        return list_id(self.lane, self.channel, self.service_class, self.ring,
+                       self.extra_skills)
+
+    @classmethod
+    def of(cls, contact_id: str, r: ContactRecord) -> ContactView:
+        return cls(contact_id, r.st, r.ch, r.ln, r.qn, r.cls, r.rg, r.pri, r.esc, r.tg, r.ag,
+                   r.of, r.ans, r.score, r.xs, tuple(r.rp), tuple(r.rd), r.wt)
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    pool: str
+    rank: int
+    strategy: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    agent_id: str
+    state: str  # offline when not logged in
+    logged_in: bool
+    skills: dict[str, int]
+    capacity: dict[str, int]
+    load: dict[str, int]
+    asked: dict[str, int]
+    serves: dict[str, int]  # lane -> ring
+    seats: tuple[Seat, ...]
+    last_ms: int
+    last_from_pool_ms: dict[str, int]
+    free_scores: dict[str, int]  # "<pool>:<channel>" -> score in the free index
+    offers: tuple[str, ...]
+    digest: str
+
+    @property
+    def ready(self) -> bool:
+        return self.state == AgentStateCode.READY
+
+    def has_room(self, channel: str) -> bool:
+        return self.ready and self.load.get(channel, 0) < self.capacity.get(channel, 0)
+
+    @classmethod
+    def of(cls, agent_id: str, r: AgentRecord | None, logged_in: bool) -> AgentView:
+        if r is None:
+            r = AgentRecord()
+        return cls(agent_id, r.st if logged_in else AgentStateCode.OFFLINE.value, logged_in,
+                   _map(r.sk), _map(r.cap), _map(r.load), _map(r.rq), _map(r.serves),
+                   tuple(Seat(str(s[0]), int(s[1]), str(s[2])) for s in r.seats), r.last,
+                   _map(r.rr), {k: int(v) for k, v in _map(r.fx).items()}, tuple(r.offers),
+                   r.pd)
+
+
+@dataclass(frozen=True, slots=True)
+class OfferContext:
+    """What the desktop shows with an offer (written by the request, read by the gateway)."""
+
+    intent: str = ""
+    tier: str = ""
+    language: str = ""
+    confidence: float = 0.0
+    reason: str = ""
+    transcript: tuple[dict[str, Any], ...] = ()
+
+
+def decode_contact(raw: Any) -> ContactRecord | None:
+    return None if raw is None else _CONTACT.decode(raw)
+
+
+def decode_agent(raw: Any) -> AgentRecord | None:
+    return None if raw is None else _AGENT.decode(raw)
+
+
+async def read_contacts(client: aioredis.Redis, domain: str, contact_ids: Sequence[str]
+                        ) -> dict[str, ContactView]:
+    """The contacts that exist (finished ones until they are forgotten)."""
+    if not contact_ids:
+        return {}
+    raw = await client.hmget(key(domain, Key.CONTACTS), list(contact_ids))
+    return {cid: ContactView.of(cid, rec) for cid, r in zip(contact_ids, raw, strict=True)
+            if (rec := decode_contact(r)) is not None}
+
+
+async def contact_states(client: aioredis.Redis, domain: str, contact_ids: Sequence[str],
+                         chunk: int = 5000) -> dict[str, str | None]:
+    """Each contact's state (None: unknown or forgotten)."""
+    out: dict[str, str | None] = {}
+    for start in range(0, len(contact_ids), chunk):
+        part = list(contact_ids[start:start + chunk])
+        raw = await client.hmget(key(domain, Key.CONTACTS), part)
+        for cid, r in zip(part, raw, strict=True):
+            rec = decode_contact(r)
+            out[cid] = rec.st if rec is not None else None
+    return out
+
+
+async def read_agents(client: aioredis.Redis, domain: str,
+                      agent_ids: Sequence[str] | None = None) -> dict[str, AgentView]:
+    """Agents by id (all logged in when ``agent_ids`` is None); one that never logged in is
+    offline with nothing."""
+    seated = {_text(a) for a in await client.smembers(key(domain, Key.SEATED))}
+    ids = sorted(seated) if agent_ids is None else list(agent_ids)
+    if not ids:
+        return {}
+    raw = await client.hmget(key(domain, Key.AGENTS), ids)
+    return {aid: AgentView.of(aid, decode_agent(r), aid in seated)
+            for aid, r in zip(ids, raw, strict=True)}
+
+
+async def seated_agents(client: aioredis.Redis, domain: str) -> list[str]:
+    return sorted(_text(a) for a in await client.smembers(key(domain, Key.SEATED)))
+
+
+async def read_context(client: aioredis.Redis, domain: str, contact_id: str) -> OfferContext:
+    raw = await client.hget(key(domain, Key.CONTEXT), contact_id)
+    if not raw:
+        return OfferContext()
+    data = msgspec.json.decode(raw)
+    return OfferContext(str(data.get("intent", "")), str(data.get("tier", "")),
+                        str(data.get("language", "")), float(data.get("confidence", 0.0)),
+                        str(data.get("reason", "")),
+                        tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
+
+
+async def offers_of(client: aioredis.Redis, domain: str, agent_id: str
+                    ) -> list[tuple[ContactView, int]]:
+    """The agent's outstanding offers: (contact, expires at ms)."""
+    agents = await read_agents(client, domain, [agent_id])
+    agent = agents.get(agent_id)
+    if agent is None or not agent.offers:
+        return []
+    contacts = await read_contacts(client, domain, agent.offers)
+    async with client.pipeline(transaction=False) as pipe:
+        for cid in agent.offers:
+            pipe.zscore(key(domain, Key.OFFERS), cid)
+        expiries = await pipe.execute()
+    return [(contacts[cid], int(exp)) for cid, exp in zip(agent.offers, expiries, strict=True)
+            if cid in contacts and exp is not None and contacts[cid].agent_id == agent_id
+            and contacts[cid].state == ContactState.OFFERED]
+
+
+@dataclass(frozen=True, slots=True)
+class ListFigures:
+    """One waiting list, live."""
+
+    list: ListId
+    waiting: int
+    oldest_place: int | None  # place in line of its head
+    head: str | None
+    at_risk: int  # contacts whose place is before the at-risk mark
+    target_ms: int
+    weight: float
+
+
+async def waiting_lists(client: aioredis.Redis, domain: str, now_ms: int,
+                        at_risk_share: float) -> list[ListFigures]:
+    """Every non-empty waiting list: size, head and at risk (a place earlier than now minus
+    the share of the list's target)."""
+    counts = {_text(k): int(v) for k, v in
+              (await client.hgetall(key(domain, Key.WAITING_COUNTS))).items()}
+    urgency = {_text(k): _text(v) for k, v in
+               (await client.hgetall(key(domain, Key.LIST_URGENCY))).items()}
+    names = sorted(n for n, c in counts.items() if c > 0)
+    wkey = key(domain, Key.WAITING)
+    out = []
+    for name in names:
+        lid = ListId.parse(name)
+        tg_text, _, wt_text = urgency.get(f"{lid.lane}:{lid.service_class}", "").partition("|")
+        target = int(float(tg_text or 30000))
+        mark = now_ms - int(target * at_risk_share)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zrangebylex(wkey, f"[{name}{SEP}", f"({name}}}", start=0, num=1)
+            pipe.zlexcount(wkey, f"[{name}{SEP}", f"({name}{SEP}{place(mark + 1)}")
+            head_raw, risk = await pipe.execute()
+        head = split_member(head_raw[0]) if head_raw else None
+        out.append(ListFigures(lid, counts[name], head[1] if head else None,
+                               head[2] if head else None, int(risk), target,
+                               float(wt_text or 1)))
+    return out
+
+
+async def waiting_members(client: aioredis.Redis, domain: str) -> dict[str, list[str]]:
+    """list -> its contacts in order (tests and tools: the whole set)."""
+    out: dict[str, list[str]] = {}
+    for member in await client.zrange(key(domain, Key.WAITING), 0, -1):
+        group, _, cid = split_member(member)
+        out.setdefault(group, []).append(cid)
+    return out
+
+
+async def free_index(client: aioredis.Redis, domain: str) -> dict[str, dict[str, int]]:
+    """"<pool>:<channel>" -> {agent: score} (tests and tools)."""
+    out: dict[str, dict[str, int]] = {}
+    for member in await client.zrange(key(domain, Key.FREE), 0, -1):
+        group, score, aid = split_member(member)
+        out.setdefault(group, {})[aid] = score
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class UnansweredFigures:
+    """Escalated, not yet answered nor abandoned, per queue and class."""
+
+    queue: str
+    service_class: str
+    target_ms: int
+    waiting: int
+    oldest_escalated_ms: int | None
+    at_risk: int
+
+
+async def unanswered(client: aioredis.Redis, domain: str, now_ms: int,
+                     at_risk_share: float) -> list[UnansweredFigures]:
+    targets = {_text(k): int(v) for k, v in
+               (await client.hgetall(key(domain, Key.UNANSWERED_TARGETS))).items()}
+    ukey = key(domain, Key.UNANSWERED)
+    names = sorted(targets)
+    async with client.pipeline(transaction=True) as pipe:
+        for name in names:
+            mark = now_ms - int(targets[name] * at_risk_share)
+            pipe.zlexcount(ukey, f"[{name}{SEP}", f"({name}}}")
+            pipe.zrangebylex(ukey, f"[{name}{SEP}", f"({name}}}", start=0, num=1)
+            pipe.zlexcount(ukey, f"[{name}{SEP}", f"({name}{SEP}{place(mark)}")
+        res = iter(await pipe.execute()) if names else iter(())
+    out = []
+    for name in names:
+        n, head, risk = next(res), next(res), next(res)
+        q, _, cls = name.rpartition(":")
+        out.append(UnansweredFigures(q, cls, targets[name], int(n),
+                                     split_member(head[0])[1] if head else None, int(risk)))
+    return out
+
+
+async def stats(client: aioredis.Redis, domain: str) -> dict[str, int]:
+    raw = await client.hgetall(key(domain, Key.STATS))
+    out = dict.fromkeys(STAT_FIELDS, 0)
+    out.update({_text(k): int(v) for k, v in raw.items()})
+    return out
+
+
+async def live(client: aioredis.Redis, domain: str) -> dict[str, int]:
+    """Contacts waiting for an agent and contacts with an outstanding offer, right now."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.zcard(key(domain, Key.OFFERS))
+        pipe.hvals(key(domain, Key.WAITING_COUNTS))
+        offered, waiting = await pipe.execute()
+    return {"waiting": sum(int(n) for n in waiting), "offered": int(offered)}
+
+
+async def domains(client: aioredis.Redis) -> list[str]:
+    return sorted(_text(d) for d in await client.smembers(DOMAINS_KEY))
+
+
+async def outbox_size(client: aioredis.Redis, domain: str) -> int:
+    return int(await client.zcard(key(domain, Key.OUTBOX_TIMES)))
+
+
+async def roster_get(client: aioredis.Redis, domain: str, agent_id: str) -> bytes | None:
+    raw: Any = await client.hget(key(domain, Key.ROSTER), agent_id)
+    return None if raw is None else bytes(raw)
+
+
+async def roster_all(client: aioredis.Redis, domain: str) -> dict[str, bytes]:
+    raw: Any = await client.hgetall(key(domain, Key.ROSTER))
+    return {_text(k): bytes(v) for k, v in raw.items()}
+
+
+def roster_key(domain: str) -> str:
+    return key(domain, Key.ROSTER)
+
+
+def levels(text: str) -> dict[str, int]:
+    """``"refund=2,zh=1"`` -> ``{"refund": 2, "zh": 1}``."""
+    out: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        name, _, level = part.partition("=")
+        out[name] = int(level)
+    return out
+
+
+def format_levels(values: Mapping[str, int]) -> str:
+    """``{"zh": 1, "refund": 2}`` -> ``"refund=2,zh=1"`` (sorted: one list per requirement)."""
+    return ",".join(f"{name}={int(level)}" for name, level in sorted(values.items()))
+
+
+def seat_rows(seats: Iterable[tuple[str, int, str]]) -> list[list[Any]]:
+    return [[pool, int(rank), strategy] for pool, rank, strategy in seats]
+
+
+def rows(entries: Iterable[Entry]) -> list[Transition]:
+    """The transitions of some outbox entries, in order."""
+    return [t for e in entries for t in e.rows]
+
+
+@dataclass(frozen=True, slots=True)
+class DomainDump:
+    """The whole routing state of a domain (tests and tools; O(state))."""
+
+    contacts: dict[str, ContactView]
+    agents: dict[str, AgentView]
+    seated: frozenset[str]
+    offers: dict[str, int]  # contact -> offer expiry
+    waiting: dict[str, list[str]]  # list -> contacts in order
+    waiting_counts: dict[str, int]
+    free: dict[str, dict[str, int]]  # "<pool>:<channel>" -> agent -> score
+    ready_counts: dict[str, int]
+    pending: frozenset[str]
+    stats: dict[str, int]
+    outbox: frozenset[str]
+
+
+async def dump(client: aioredis.Redis, domain: str) -> DomainDump:
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hgetall(key(domain, Key.CONTACTS))
+        pipe.hgetall(key(domain, Key.AGENTS))
+        pipe.smembers(key(domain, Key.SEATED))
+        pipe.zrange(key(domain, Key.OFFERS), 0, -1, withscores=True)
+        pipe.zrange(key(domain, Key.WAITING), 0, -1)
+        pipe.hgetall(key(domain, Key.WAITING_COUNTS))
+        pipe.zrange(key(domain, Key.FREE), 0, -1)
+        pipe.hgetall(key(domain, Key.READY_COUNTS))
+        pipe.zrange(key(domain, Key.PENDING), 0, -1)
+        pipe.hgetall(key(domain, Key.STATS))
+        pipe.hkeys(key(domain, Key.OUTBOX))
+        (contacts, agents, seated, offers, waiting, counts, free, ready, pending, stats_,
+         outbox) = await pipe.execute()
+    seated_ids = frozenset(_text(a) for a in seated)
+    waiting_lists: dict[str, list[str]] = {}
+    for member in waiting:
+        group, _, cid = split_member(member)
+        waiting_lists.setdefault(group, []).append(cid)
+    free_index_: dict[str, dict[str, int]] = {}
+    for member in free:
+        group, score, aid = split_member(member)
+        free_index_.setdefault(group, {})[aid] = score
+    figures = dict.fromkeys(STAT_FIELDS, 0)
+    figures.update({_text(k): int(v) for k, v in stats_.items()})
+    return DomainDump(
+        contacts={_text(k): ContactView.of(_text(k), _CONTACT.decode(v))
+                  for k, v in contacts.items()},
+        agents={_text(k): AgentView.of(_text(k), _AGENT.decode(v), _text(k) in seated_ids)
+                for k, v in agents.items()},
+        seated=seated_ids,
+        offers={_text(k): int(v) for k, v in offers},
+        waiting=waiting_lists,
+        waiting_counts={_text(k): int(v) for k, v in counts.items()},
+        free=free_index_,
+        ready_counts={_text(k): int(v) for k, v in ready.items()},
+        pending=frozenset(_text(c) for c in pending),
+        stats=figures,
+        outbox=frozenset(_text(e) for e in outbox))
+
+
+async def contact_state(client: aioredis.Redis, domain: str, contact_id: str) -> str | None:
+    """One contact's state (None: unknown or forgotten)."""
+    return (await contact_states(client, domain, [contact_id]))[contact_id]
+
+
+async def agent_state(client: aioredis.Redis, domain: str, agent_id: str) -> str | None:
+    """One agent's state (None: never logged in; offline once logged out)."""
+    rec = decode_agent(await client.hget(key(domain, Key.AGENTS), agent_id))
+    if rec is None:
+        return None
+    seated = await client.sismember(key(domain, Key.SEATED), agent_id)
+    return rec.st if seated else AgentStateCode.OFFLINE.value
+
+
+async def sla_totals(client: aioredis.Redis, domain: str) -> dict[str, dict[str, int]]:
+    """Queue -> its running SLA totals (the Prometheus counters' source)."""
+    raw = await client.hgetall(key(domain, Key.SLA_TOTALS))
+    out: dict[str, dict[str, int]] = {}
+    for k, v in raw.items():
+        queue, _, count = _text(k).rpartition(buckets.FIELD_SEP)
+        out.setdefault(queue, {})[count] = int(v)
+    return out
+
+
+if __name__ == "__main__":
+    print(layout_markdown(), end="")
