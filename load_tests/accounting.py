@@ -232,6 +232,7 @@ async def account(cluster: Cluster, started: float, windows: Sequence[Window] = 
     cluster.cpu.sample()
     await asyncio.gather(*(asyncio.to_thread(w.stop) for w in cluster.workers))
     stats = await domain_stats(client, DOMAIN)
+    outbox = await state.outbox_size(client, DOMAIN)  # outputs recorded, not yet acknowledged
     desktops_caught_up = await pool.bus.caught_up()
     decisions = await read_decisions(settings)
     deadletters = [e for e in await read_topic(settings, settings.topic_deadletter)
@@ -328,6 +329,7 @@ async def account(cluster: Cluster, started: float, windows: Sequence[Window] = 
             "decisions": {"records": len(decisions), "distinct": len(unique)},
             "offers_received": sum(len(r) for r in received.values()),
             "desktops_caught_up": desktops_caught_up,
+            "outbox_pending": outbox,
             "invariant_violations": stats["invariant_violations"],
         },
         "counters": stats,
