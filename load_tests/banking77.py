@@ -7,11 +7,17 @@ Data: BANKING77 (CC BY 4.0), I. Casanueva, T. Temcinas, D. Gerz, M. Henderson, I
 go to --out, never into the repository.
 
 Protocol: every fourth intent of categories.json (indices 3, 7, 11, ...; 19 of 77) is dropped
-from training, and its test questions are labelled ``oos``. Both systems choose their
-threshold for the false-containment target on validation splits carved from the training
-data (router.bot.classifier.choose_threshold); the test split is only scored.
+from training, and its test questions are labelled ``oos``. peakroute chooses its threshold
+for the target (false containment of all questions) on validation splits carved from the
+training data (router.bot.classifier.choose_threshold); the test split is only scored. The
+plain baseline is trained on the same split and read at the best point of its test curve
+within the target (an oracle in its favour); so is ours, for the threshold in hindsight.
 
-    python -m load_tests.banking77 [--data DIR] [--out DIR] [--target 0.03] [--json]
+With --mine, the held-out intents' test questions go to `peakroute bot mine` as questions the
+bot did not close, and the clusters are scored against their true intents (purity, adjusted
+Rand index).
+
+    python -m load_tests.banking77 [--data DIR] [--out DIR] [--target 0.02] [--json] [--mine]
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from typing import Any
 import orjson
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from router.bot.commands import eval_command, train_command
+from router.bot.mining import mine, purity
 from router.bot.scoring import OOS, Scores, best_at
 from router.bot.trainer import EvalReport, outcomes, read_labelled, train_model
 from router.settings import Settings
@@ -39,7 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "banking77"
 DEFAULT_OUT = REPO / ".peakroute" / "banking77"
 OOS_EVERY = 4  # every fourth intent of categories.json is out of scope
-TARGET = 0.03
+TARGET = 0.02
+GAIN_POINTS = 3.0  # ours at its own threshold over the baseline's best point (issue 17)
 CITATION = ("BANKING77 (CC BY 4.0): Casanueva et al., Efficient Intent Detection with Dual "
             "Sentence Encoders, NLP4ConvAI @ ACL 2020, arXiv:2003.04807")
 
@@ -69,10 +78,12 @@ def prepare(data: Path, out: Path) -> tuple[Path, Path, list[str]]:
 
 
 def baseline_model(class_sizes: Mapping[str, int]) -> Any:
-    """The plain baseline: TF-IDF character and word n-grams, LogisticRegression as it comes."""
+    """The plain baseline: TF-IDF character 2-5 and word 1-2 n-grams, LogisticRegression as it
+    comes (its confidence: the top probability and its margin, as ours; the plain top
+    probability reads lower on this split)."""
     return Pipeline([
         ("features", FeatureUnion([
-            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4))),
+            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5))),
             ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2))),
         ])),
         ("logistic", LogisticRegression(max_iter=2000)),
@@ -84,6 +95,7 @@ def figures(report: EvalReport) -> dict[str, Any]:
     return {"threshold": o.threshold, "accuracy": round(o.accuracy, 4),
             "containment": round(o.containment, 4),
             "false_containment": round(o.false_containment, 4),
+            "false_containment_of_all": round(o.false_containment_of_all, 4),
             "correct_containment": round(o.correct_containment, 4),
             "oos_recall": round(o.oos_recall, 4)}
 
@@ -92,10 +104,25 @@ def curve_point(s: Scores | None) -> dict[str, Any] | None:
     if s is None:
         return None
     return {"threshold": s.threshold, "correct_containment": round(s.correct_containment, 4),
-            "false_containment": round(s.false_containment, 4)}
+            "false_containment_of_all": round(s.false_containment_of_all, 4)}
 
 
-def run(data: Path, out: Path, target: float) -> dict[str, Any]:
+def mine_held_out(data: Path, dropped: list[str]) -> dict[str, Any]:
+    """`peakroute bot mine` on the held-out intents' test questions (as if the bot had escalated
+    them as not understood): its clusters against their true intents."""
+    with (data / "test.csv").open(newline="", encoding="utf-8") as f:
+        rows = [(r["text"], r["category"]) for r in csv.DictReader(f) if r["category"] in dropped]
+    started = time.perf_counter()
+    mined = mine([t for t, _ in rows])
+    truth = [c for _, c in rows]
+    return {"questions": len(rows), "true_intents": len(set(truth)),
+            "clusters": len(mined.clusters), "unclustered": mined.unclustered,
+            "purity": round(purity(mined.assignments, truth), 4),
+            "adjusted_rand_index": round(adjusted_rand_score(truth, mined.assignments), 4),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def run(data: Path, out: Path, target: float, with_mine: bool = False) -> dict[str, Any]:
     settings = Settings.from_env()
     train_csv, test_csv, dropped = prepare(data, out)
     result: dict[str, Any] = {"data": CITATION, "oos_intents": len(dropped), "target": target}
@@ -116,12 +143,17 @@ def run(data: Path, out: Path, target: float) -> dict[str, Any]:
 
     rows = read_labelled(test_csv)
     result["ours"] = figures(ours_report) | {"validation": dict(ours.manifest.validation)}
-    result["baseline"] = figures(base_report) | {
-        "validation": dict(baseline.manifest.validation)}
-    # For reading the curves only (chosen on test = an oracle, never used to set a threshold).
-    result["ours_curve_at_target"] = curve_point(best_at(outcomes(ours, rows, None), target))
-    result["baseline_curve_at_target"] = curve_point(
-        best_at(outcomes(baseline, rows, None), target))
+    result["baseline_at_its_validation_threshold"] = figures(base_report)
+    # The best points of the test curves (an oracle: never used to set a threshold).
+    result["ours_best_in_hindsight"] = curve_point(best_at(outcomes(ours, rows, None), target))
+    result["baseline_best"] = curve_point(best_at(outcomes(baseline, rows, None), target))
+    if with_mine:
+        print("\n== peakroute bot mine (held-out intents' test questions) ==", flush=True)
+        result["mine"] = mine_held_out(data, dropped)
+    if result["baseline_best"] is not None:
+        result["gain_points"] = round(100 * (ours_report.overall.correct_containment
+                                             - result["baseline_best"]["correct_containment"]),
+                                      1)
     return result
 
 
@@ -129,17 +161,27 @@ def render(r: dict[str, Any]) -> str:
     def line(name: str, f: dict[str, Any]) -> str:
         return (f"  {name:9} threshold {f['threshold']:.2f}: closes correctly "
                 f"{f['correct_containment']:.1%} of in-scope questions, false containment "
-                f"{f['false_containment']:.1%}, accuracy {f['accuracy']:.1%}, "
+                f"of all {f['false_containment_of_all']:.1%}, accuracy {f['accuracy']:.1%}, "
                 f"oos recall {f['oos_recall']:.1%}")
 
-    out = [f"\nBANKING77, {r['oos_intents']} of 77 intents out of scope; thresholds chosen on "
-           f"validation for false containment <= {r['target']:.0%}:",
-           line("ours", r["ours"]), line("baseline", r["baseline"])]
-    ours, base = r["ours_curve_at_target"], r["baseline_curve_at_target"]
-    if ours and base:
-        out.append(f"  curves at false containment <= {r['target']:.0%} on test (oracle, for "
-                   f"reading only): ours {ours['correct_containment']:.1%}, baseline "
-                   f"{base['correct_containment']:.1%}")
+    out = [f"\nBANKING77, {r['oos_intents']} of 77 intents out of scope; false containment "
+           f"of all questions <= {r['target']:.0%}:",
+           line("ours", r["ours"]) + " (threshold chosen on validation)"]
+    ours, base = r["ours_best_in_hindsight"], r["baseline_best"]
+    if base:
+        out.append(f"  baseline  best point of its test curve (oracle): threshold "
+                   f"{base['threshold']:.2f}, closes correctly {base['correct_containment']:.1%}"
+                   f", false containment of all {base['false_containment_of_all']:.1%}; "
+                   f"ours is {r['gain_points']:+.1f} points")
+    if ours:
+        out.append(f"  ours      best in hindsight: threshold {ours['threshold']:.2f}, "
+                   f"{ours['correct_containment']:.1%} at "
+                   f"{ours['false_containment_of_all']:.1%}")
+    if "mine" in r:
+        m = r["mine"]
+        out.append(f"  bot mine on the {m['questions']} questions of the {m['true_intents']} "
+                   f"held-out intents: {m['clusters']} clusters, purity {m['purity']:.2f}, "
+                   f"adjusted Rand index {m['adjusted_rand_index']:.2f}")
     out.append(f"  data: {r['data']}")
     return "\n".join(out)
 
@@ -154,17 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=TARGET,
                         help="false containment target for choosing thresholds")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON last")
+    parser.add_argument("--mine", action="store_true",
+                        help="also cluster the held-out intents' test questions with `bot "
+                        "mine` and score the clusters (purity, adjusted Rand index)")
     args = parser.parse_args(argv)
     if not (args.data / "categories.json").exists():
         print(f"no BANKING77 at {args.data}: pass --data DIR", file=sys.stderr)
         return 2
-    result = run(args.data, args.out, args.target)
+    result = run(args.data, args.out, args.target, args.mine)
     print(render(result))
     if args.json:
         print(orjson.dumps(result).decode())
-    ours, base = result["ours"], result["baseline"]
-    better = ours["correct_containment"] > base["correct_containment"]
-    return 0 if better and ours["false_containment"] <= args.target else 1
+    ours = result["ours"]
+    better = result.get("gain_points", 0.0) >= GAIN_POINTS
+    return 0 if better and ours["false_containment_of_all"] <= args.target else 1
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ class Settings:
     bot_kb_path: str = ""  # knowledge base YAML; "" = the packaged router/bot/kb/default.yaml
     bot_model_dir: str = ""  # a trained model dir; "" = trained from the KB, cached in state_dir
     bot_threshold: float = 0.0  # confidence to act on an intent; 0 = the model's own threshold
-    bot_target_false_containment: float = 0.05  # training picks the threshold for this
+    bot_target_false_containment: float = 0.02  # training: false containment of all questions
     bot_silence_close_s: float = 120.0  # silence after a bot answer closes the contact
     bot_rephrase_max: int = 0  # times the bot asks to rephrase before escalating not_understood
     bot_vip_policy: str = "boost"  # none | boost | always_human

@@ -1,4 +1,4 @@
-"""`peakroute bot train|eval|ask`: the AI trainer's commands' arguments (router/cli.py adds
+"""`peakroute bot train|eval|ask|mine`: the AI trainer's commands' arguments (router/cli.py adds
 them). Light to import: the commands (scikit-learn) load only when one runs.
 """
 
@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from router.bot.errors import LabelledDataError
 from router.events import Language
 from router.settings import Settings
 
@@ -17,7 +18,7 @@ CSV_HELP = ("CSV of labelled chat logs with columns text,intent (optional: langu
 
 def add_parser(sub: Any) -> None:
     bot = sub.add_parser(
-        "bot", help="train, evaluate and ask the bot (the AI trainer's tools)",
+        "bot", help="train, evaluate, ask and mine the bot (the AI trainer's tools)",
         description="The bot classifies each customer question into an intent of the knowledge "
         "base (PEAKROUTE_BOT_KB_PATH, default: the packaged one), answers what it may close and "
         "hands the rest to a queue. See docs/BOT.md for the workflow.")
@@ -38,9 +39,10 @@ def add_parser(sub: Any) -> None:
                        help="knowledge base to merge (without a CSV: default "
                        "PEAKROUTE_BOT_KB_PATH or the packaged one)")
     train.add_argument("--target-false-containment", type=float, default=None, metavar="RATIO",
-                       help="the threshold keeps false containment (closed wrongly / closed) "
+                       help="the threshold keeps false containment of all questions (closed "
+                       "wrongly / all) "
                        "at most this on validation (default "
-                       "PEAKROUTE_BOT_TARGET_FALSE_CONTAINMENT, 0.05)")
+                       "PEAKROUTE_BOT_TARGET_FALSE_CONTAINMENT, 0.02)")
     train.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     ev = actions.add_parser(
@@ -63,6 +65,29 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--json", action="store_true",
                     help="print the report as one JSON object (last line)")
 
+    mine_p = actions.add_parser(
+        "mine", help="cluster the questions the bot did not close into candidate intents",
+        description="The AI trainer's loop: group the questions the bot escalated as not "
+        "understood into candidate intents, with counts, distinguishing terms and "
+        "representative examples, printed as knowledge-base YAML to complete and paste "
+        "under `intents:` (or JSON). Reads a CSV (column text; with a reason column, its "
+        "not_understood rows) or the routing.requests topic (routing.requested.v1 with reason "
+        "not_understood: each transcript's last customer turn).")
+    mine_p.add_argument("source", nargs="?", type=Path, metavar="FILE.csv",
+                        help="CSV of questions (column text, optional reason)")
+    mine_p.add_argument("--from-topic", action="store_true",
+                        help="read escalations from routing.requests (PEAKROUTE_KAFKA_* "
+                        "settings), from the beginning to the current end")
+    mine_p.add_argument("--min-size", type=int, default=3,
+                        help="smallest cluster reported as a candidate (default 3)")
+    mine_p.add_argument("--clusters", type=int, default=None, metavar="K",
+                        help="number of clusters (default: chosen by silhouette)")
+    mine_p.add_argument("--limit", type=int, default=100_000,
+                        help="most recent questions to cluster (default 100000)")
+    mine_p.add_argument("--timeout", type=float, default=60.0,
+                        help="--from-topic: stop reading after this many seconds")
+    mine_p.add_argument("--json", action="store_true", help="print one JSON object")
+
     ask_p = actions.add_parser("ask", help="what the bot would do with one question",
                                description="Classify one question as a contact's first "
                                "message: intent, confidence, and the bot's action.")
@@ -76,7 +101,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from router.bot.commands import ask_command, eval_command, train_command
+    from router.bot.commands import ask_command, eval_command, mine_command, train_command
 
     if args.action == "train":
         train_command(args.labelled, args.out, args.kb, settings,
@@ -84,6 +109,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "eval":
         eval_command(args.labelled, settings, model=args.model, kb_path=args.kb,
                      threshold=args.threshold, as_json=args.json)
+    elif args.action == "mine":
+        if (args.source is None) == (not args.from_topic):
+            raise LabelledDataError("give either a CSV of questions or --from-topic")
+        mine_command(args.source, settings, from_topic=args.from_topic,
+                     min_size=args.min_size, clusters=args.clusters, limit=args.limit,
+                     timeout_s=args.timeout, as_json=args.json)
     else:
         ask_command(args.text, settings, model=args.model, kb_path=args.kb,
                     language=Language(args.language) if args.language else None,

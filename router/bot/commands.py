@@ -4,14 +4,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from router.bot.classifier import IntentClassifier
+from router.bot.errors import LabelledDataError
 from router.bot.kb import KnowledgeBase, load_kb, resolve_kb_path
 from router.bot.loader import load_brain, policy_config
+from router.bot.mine_source import read_csv_questions, read_topic_questions
+from router.bot.mining import MIN_SIZE, Mined, mine, to_yaml
+from router.bot.mining import as_json as as_json_of
 from router.bot.trainer import (
     EvalReport,
     ask,
@@ -47,11 +52,11 @@ def train_command(labelled: Path | None, out: Path, kb_path: Path | None, settin
         if "threshold_from" in v:
             print(f"threshold {m.threshold:.2f} from the knowledge base")
         else:
-            print(f"threshold {m.threshold:.2f} for false containment <= {target:.1%} on "
-                  f"validation ({v.get('questions')} questions, "
-                  f"{v.get('unseen_intent_questions')} of unseen intents): containment "
-                  f"{v.get('containment', 0):.1%}, false containment "
-                  f"{v.get('false_containment', 0):.1%}"
+            print(f"threshold {m.threshold:.2f} for false containment of all questions <= "
+                  f"{target:.1%} on validation ({v.get('method')}: {v.get('questions')} "
+                  f"questions, {v.get('out_of_scope_questions')} out of scope): correct "
+                  f"containment {v.get('correct_containment', 0):.1%}, false containment of "
+                  f"all {v.get('false_containment_of_all', 0):.1%}"
                   + ("" if v.get("target_met") else "  (target NOT met: lowest reached)"))
     return classifier
 
@@ -82,6 +87,25 @@ def eval_command(labelled: Path, settings: Settings, *, model: Path | None = Non
     elif not quiet:
         print(render_eval(report))
     return report
+
+
+def mine_command(source: Path | None, settings: Settings, *, from_topic: bool = False,
+                 min_size: int = MIN_SIZE, clusters: int | None = None, limit: int = 100_000,
+                 timeout_s: float = 60.0, as_json: bool = False) -> Mined:
+    """Cluster the questions the bot did not close (a CSV, or routing.requests) into
+    candidate intents; print them as knowledge-base YAML, or JSON."""
+    if from_topic:
+        texts = asyncio.run(read_topic_questions(settings, limit=limit, timeout_s=timeout_s))
+    elif source is not None:
+        texts = read_csv_questions(source)[-limit:]
+    else:
+        raise LabelledDataError("give a CSV of questions or --from-topic")
+    mined = mine(texts, min_size=min_size, k=clusters)
+    if as_json:
+        print(orjson.dumps(as_json_of(mined)).decode())
+    else:
+        print(to_yaml(mined), end="")
+    return mined
 
 
 def ask_command(text: str, settings: Settings, *, model: Path | None = None,

@@ -94,8 +94,15 @@ class KnowledgeBase:
     threshold: float | None = None  # for its own model; None = the one chosen at training
     # Questions the bot must not answer (trained as the class ``oos``), per language.
     out_of_scope: Mapping[Language, tuple[str, ...]] = field(default_factory=dict)
+    # Messages that must reach a person, per kind (human_request, anger) and language: the
+    # hand-off detector's training examples (router.bot.escalation).
+    handoffs: Mapping[Rule, Mapping[Language, tuple[str, ...]]] = field(default_factory=dict)
     source: str = ""
     digest: str = ""  # sha256 of the file's bytes: keys the cached default model
+    # With `threshold`: the neighbours' power and each language's own threshold, as the trainer
+    # chose them with it (router.bot.classifier).
+    neighbour_power: float | None = None
+    language_thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def examples(self) -> list[tuple[str, str]]:
         """(text, intent) for every example in every language, in file order, then the
@@ -103,6 +110,11 @@ class KnowledgeBase:
         return [(text, intent.name) for intent in self.intents.values()
                 for texts in intent.examples.values() for text in texts] + [
             (text, OUT_OF_SCOPE) for texts in self.out_of_scope.values() for text in texts]
+
+    def handoff_examples(self) -> list[tuple[str, str]]:
+        """(text, kind) for every hand-off example, kind a ``Rule`` value."""
+        return [(text, kind.value) for kind, by_language in self.handoffs.items()
+                for texts in by_language.values() for text in texts]
 
     def language(self, language: Language) -> Language:
         """The language to answer in: the customer's if the KB has it, else the KB's first."""
@@ -249,8 +261,9 @@ class _Parser:
 
     def knowledge_base(self, data: Any) -> KnowledgeBase:
         top = self.mapping("", data, allowed={"version", "name", "languages", "threshold",
+                                              "neighbour_power", "language_thresholds",
                                               "rules", "messages", "intents", "escalations",
-                                              "out_of_scope"},
+                                              "out_of_scope", "handoffs"},
                            required={"version", "languages", "rules", "messages", "intents"})
         if top["version"] != FORMAT_VERSION:
             raise self.fail("version", f"{top['version']!r} is not supported",
@@ -278,8 +291,44 @@ class _Parser:
         threshold = self.threshold(top["threshold"]) if "threshold" in top else None
         out_of_scope = self.out_of_scope(top["out_of_scope"], intents) \
             if "out_of_scope" in top else {}
+        handoffs = self.handoffs(top["handoffs"], intents, out_of_scope) \
+            if "handoffs" in top else {}
+        power = None
+        if "neighbour_power" in top:
+            power = self.threshold(top["neighbour_power"], "neighbour_power", closed=True)
+        own: dict[str, float] = {}
+        if "language_thresholds" in top:
+            given = self.per_language("language_thresholds", top["language_thresholds"])
+            own = {lang.value: self.threshold(v, f"language_thresholds.{lang.value}")
+                   for lang, v in given.items()}
         return KnowledgeBase(name, self.languages, rules, messages, intents, routes, threshold,
-                             out_of_scope, self.source)
+                             out_of_scope, handoffs, self.source, neighbour_power=power,
+                             language_thresholds=own)
+
+    def handoffs(self, value: Any, intents: Mapping[str, Intent],
+                 out_of_scope: Mapping[Language, tuple[str, ...]]
+                 ) -> dict[Rule, dict[Language, tuple[str, ...]]]:
+        """Hand-off examples per kind (human_request, anger) and language; none of them may be
+        an intent's example or an out-of-scope one (the detector learns them apart)."""
+        kinds = {Rule.HUMAN_REQUEST.value, Rule.ANGER.value}
+        given = self.mapping("handoffs", value, allowed=kinds)
+        owner = {normalize(t): f"intents.{i.name}" for i in intents.values()
+                 for texts in i.examples.values() for t in texts}
+        owner.update({normalize(t): "out_of_scope" for texts in out_of_scope.values()
+                      for t in texts})
+        out: dict[Rule, dict[Language, tuple[str, ...]]] = {}
+        for kind, d in given.items():
+            out[Rule(kind)] = {}
+            for lang, v in self.per_language(f"handoffs.{kind}", d).items():
+                key = f"handoffs.{kind}.{lang}"
+                texts = self.texts(key, v, MIN_EXAMPLES_PER_LANGUAGE)
+                for i, text in enumerate(texts):
+                    if normalize(text) in owner:
+                        raise self.fail(f"{key}[{i}]", f"{text!r} is also in "
+                                        f"{owner[normalize(text)]}",
+                                        "keep it in one place (or reword one of them)")
+                out[Rule(kind)][lang] = texts
+        return out
 
     def out_of_scope(self, value: Any, intents: Mapping[str, Intent]
                      ) -> dict[Language, tuple[str, ...]]:
@@ -296,11 +345,14 @@ class _Parser:
                                     "keep it in one place (or reword one of them)")
         return out
 
-    def threshold(self, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-            raise self.fail("threshold", f"expected a number between 0 and 1, found "
-                            f"{_kind(value)}", "pick one from `peakroute bot eval`'s sweep, "
-                            "e.g. `threshold: 0.7`, or remove the key")
+    def threshold(self, value: Any, key: str = "threshold", closed: bool = False) -> float:
+        """A number between 0 and 1 (``closed``: 0 and 1 allowed)."""
+        number = not isinstance(value, bool) and isinstance(value, int | float)
+        if not number or not (0 <= value <= 1 if closed else 0 < value < 1):
+            raise self.fail(key, f"expected a number between 0 and 1, found "
+                            f"{_kind(value)}", f"copy it from `peakroute bot train`'s manifest "
+                            f"(or `peakroute bot eval`'s sweep), e.g. `{key}: 0.5`, or remove "
+                            "the key")
         return float(value)
 
     def language_list(self, value: Any) -> tuple[Language, ...]:

@@ -107,7 +107,8 @@ def load_brain(settings: Settings, previous: Brain | None = None) -> Brain:
         classifier, model_dir = previous.classifier, previous.model_dir
     else:
         classifier, model_dir = kb_model(settings, kb)
-    return Brain(kb, Rules.from_kb(kb), classifier, policy_config(settings, classifier),
+    return Brain(kb, Rules.from_kb(kb, classifier.detector), classifier,
+                 policy_config(settings, classifier),
                  model_dir, seen)
 
 

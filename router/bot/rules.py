@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from router.bot.escalation import EscalationDetector
 from router.bot.kb import KnowledgeBase, Rule
 from router.bot.text import normalize
 from router.errors import SettingsError
@@ -60,17 +61,20 @@ class PhraseMatcher:
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """The knowledge base's phrase lists, compiled once per knowledge base."""
+    """The knowledge base's phrase lists, compiled once per knowledge base, and the learned
+    hand-off detector trained on its `handoffs` examples (when the model has one): a message
+    that either flags asks for a person or is angry; the phrases are the floor."""
 
     human_request: PhraseMatcher
     anger: PhraseMatcher
     not_helpful: PhraseMatcher
+    detector: EscalationDetector | None = None
 
     @classmethod
-    def from_kb(cls, kb: KnowledgeBase) -> Rules:
+    def from_kb(cls, kb: KnowledgeBase, detector: EscalationDetector | None = None) -> Rules:
         return cls(PhraseMatcher.of(kb.phrases(Rule.HUMAN_REQUEST)),
                    PhraseMatcher.of(kb.phrases(Rule.ANGER)),
-                   PhraseMatcher.of(kb.phrases(Rule.NOT_HELPFUL)))
+                   PhraseMatcher.of(kb.phrases(Rule.NOT_HELPFUL)), detector)
 
     @classmethod
     def none(cls) -> Rules:
@@ -80,8 +84,11 @@ class Rules:
 
     def check(self, text: str) -> RuleHits:
         norm = normalize(text)
-        return RuleHits(self.human_request.matches(norm), self.anger.matches(norm),
-                        self.not_helpful.matches(norm))
+        human, anger = self.human_request.matches(norm), self.anger.matches(norm)
+        if self.detector is not None and not (human or anger):
+            kind = self.detector.kind(text)
+            human, anger = kind == Rule.HUMAN_REQUEST, kind == Rule.ANGER
+        return RuleHits(human, anger, self.not_helpful.matches(norm))
 
 
 @dataclass(frozen=True, slots=True)

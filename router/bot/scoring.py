@@ -72,20 +72,27 @@ class Scores:
         return asdict(self)
 
 
-def score(outcomes: Sequence[Outcome], threshold: float) -> Scores:
+def score(outcomes: Sequence[Outcome], threshold: float,
+          weights: Sequence[float] | None = None) -> Scores:
+    """The figures at ``threshold``. ``weights`` (per outcome) count a wrong closure that many
+    times in the false containment of all questions (the trainer's correction for validation
+    models that knew fewer intents); the other figures are unweighted."""
     n = len(outcomes)
     in_scope = [o for o in outcomes if o.label != OOS]
     oos = n - len(in_scope)
     closed = [o for o in outcomes if o.closed(threshold)]
     wrong = sum(o.predicted != o.label for o in closed)
     right_in_scope = len(closed) - wrong
+    weighted_wrong = wrong if weights is None else sum(
+        w for o, w in zip(outcomes, weights, strict=True)
+        if o.closed(threshold) and o.predicted != o.label)
     return Scores(
         threshold=threshold, n=n, in_scope=len(in_scope), out_of_scope=oos,
         closed=len(closed), closed_wrongly=wrong,
         accuracy=_ratio(sum(o.predicted == o.label for o in in_scope), len(in_scope)),
         containment=_ratio(len(closed), n),
         false_containment=_ratio(wrong, len(closed)),
-        false_containment_of_all=_ratio(wrong, n),
+        false_containment_of_all=weighted_wrong / n if n else 0.0,
         correct_containment=_ratio(right_in_scope, len(in_scope)),
         oos_recall=_ratio(sum(not o.understood(threshold) for o in outcomes if o.label == OOS),
                           oos),
@@ -98,15 +105,16 @@ def sweep(outcomes: Sequence[Outcome], thresholds: Iterable[float] = SWEEP_GRID
 
 
 def pick_threshold(outcomes: Sequence[Outcome], target_false_containment: float,
-                   grid: Sequence[float] = PICK_GRID) -> tuple[float, bool]:
-    """The lowest threshold whose false containment is within the target (the most
-    containment the target allows), and whether the target was met at all. If it never is,
-    the threshold with the lowest false containment (the lowest of equals)."""
-    scores = sweep(outcomes, grid)
+                   grid: Sequence[float] = PICK_GRID,
+                   weights: Sequence[float] | None = None) -> tuple[float, bool]:
+    """The lowest threshold whose false containment of all questions is within the target
+    (the most containment the target allows), and whether the target was met at all. If it
+    never is, the threshold with the lowest false containment (the lowest of equals)."""
+    scores = [score(outcomes, t, weights) for t in sorted(set(grid))]
     for s in scores:
-        if s.false_containment <= target_false_containment:
+        if s.false_containment_of_all <= target_false_containment:
             return s.threshold, True
-    best = min(scores, key=lambda s: (s.false_containment, s.threshold))
+    best = min(scores, key=lambda s: (s.false_containment_of_all, s.threshold))
     return best.threshold, False
 
 
@@ -136,10 +144,11 @@ def per_intent(outcomes: Sequence[Outcome], threshold: float) -> dict[str, Inten
 
 def best_at(outcomes: Sequence[Outcome], max_false_containment: float,
             grid: Sequence[float] = PICK_GRID) -> Scores | None:
-    """The sweep point with the most correct containment whose false containment is within
-    the bound (an oracle over these outcomes: for reading a curve, not for choosing)."""
+    """The sweep point with the most correct containment whose false containment of all
+    questions is within the bound (an oracle over these outcomes: for reading a curve, not
+    for choosing)."""
     ok = [s for s in sweep(outcomes, grid) if s.closed and
-          s.false_containment <= max_false_containment]
+          s.false_containment_of_all <= max_false_containment]
     return max(ok, key=lambda s: (s.correct_containment, -s.threshold)) if ok else None
 
 

@@ -7,6 +7,7 @@ data; ``render_*`` turns it into the text the `peakroute bot` commands print.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 from router.bot.classifier import IntentClassifier, ModelFactory, build_model, train
 from router.bot.errors import LabelledDataError
-from router.bot.kb import KnowledgeBase
+from router.bot.kb import Escalation, KnowledgeBase
 from router.bot.policy import Context, PolicyConfig, decide
 from router.bot.rules import Rules
 from router.bot.scoring import (
@@ -46,27 +47,33 @@ class Labelled:
 def read_labelled(path: Path) -> list[Labelled]:
     """Rows of a CSV with columns ``text,intent`` (and optionally ``language``: zh or en,
     else guessed from the text). An empty intent or ``oos`` means out of scope."""
+    _, rows = read_csv(path, REQUIRED_COLUMNS, "text,intent")
+    if not rows:
+        raise LabelledDataError(f"{path}: no rows after the header")
+    return [_row(path, line, row) for line, row in rows]
+
+
+def read_csv(path: Path, required: Sequence[str], example: str
+             ) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """A UTF-8 CSV's columns and its rows with their line numbers; every way it cannot be read
+    is a LabelledDataError naming the file and the fix."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            columns = list(reader.fieldnames or [])
+            missing = [c for c in required if c not in columns]
             if missing:
                 raise LabelledDataError(
                     f"{path}: line 1: no column {', '.join(missing)}; the first line must name "
-                    "the columns, e.g. `text,intent`")
-            rows = []
-            for row in reader:
-                rows.append(_row(path, reader.line_num, row))
+                    f"the columns, e.g. `{example}`")
+            rows = [(reader.line_num, row) for row in reader]
     except FileNotFoundError:
         raise LabelledDataError(f"{path}: no such file") from None
     except UnicodeDecodeError:
         raise LabelledDataError(f"{path}: not UTF-8; save the CSV as UTF-8") from None
     except csv.Error as exc:
         raise LabelledDataError(f"{path}: not a valid CSV ({exc})") from None
-    if not rows:
-        raise LabelledDataError(f"{path}: no rows after the header")
-    return rows
+    return columns, rows
 
 
 def _row(path: Path, line: int, row: dict[str, Any]) -> Labelled:
@@ -102,10 +109,23 @@ def train_model(kb: KnowledgeBase | None, rows: Sequence[Labelled],
     on validation splits for the false-containment target."""
     examples, containable = training_data(kb, rows)
     given = kb.threshold if kb is not None and not rows else None
+    power = kb.neighbour_power if kb is not None and given is not None else None
+    own = kb.language_thresholds if kb is not None and given is not None else None
     return train(examples, containable, target_false_containment=target_false_containment,
                  kb_digest=kb.digest if kb is not None else "",
                  kb_source=kb.source if kb is not None else "", seed=seed, factory=factory,
-                 threshold=given)
+                 threshold=given, neighbour_power=power, language_thresholds=own,
+                 handoffs=kb.handoff_examples() if kb is not None else (),
+                 not_handoffs=not_handoffs(kb, examples) if kb is not None else None)
+
+
+def not_handoffs(kb: KnowledgeBase, examples: Sequence[tuple[str, str]]) -> list[str]:
+    """What the hand-off detector learns to leave to the classifier: every example except
+    those of intents that go to the anger route's queue anyway (complaints: a complaint about
+    a courier is both), out-of-scope ones included."""
+    complaints = kb.routes[Escalation.ANGER].queue
+    return [text for text, label in examples
+            if label == OOS or label not in kb.intents or kb.intents[label].queue != complaints]
 
 
 def outcomes(classifier: IntentClassifier, rows: Sequence[Labelled],
@@ -114,7 +134,7 @@ def outcomes(classifier: IntentClassifier, rows: Sequence[Labelled],
     its rules apply (a question that asks for a person is never closed) and it decides which
     intents are containable; without one, the model's manifest does."""
     predictions = classifier.predict_batch([r.text for r in rows])
-    rules = Rules.from_kb(kb) if kb is not None else Rules.none()
+    rules = Rules.from_kb(kb, classifier.detector) if kb is not None else Rules.none()
     out = []
     for row, p in zip(rows, predictions, strict=True):
         hits = rules.check(row.text)
@@ -139,6 +159,7 @@ class EvalReport:
     intents: dict[str, IntentScores]
     sweep: list[Scores]
     sweep_by_language: dict[str, list[Scores]]
+    confusions: list[tuple[str, str, int]]  # (true intent, taken for, questions), most first
 
     def as_json(self) -> dict[str, Any]:
         o = self.overall
@@ -155,6 +176,8 @@ class EvalReport:
             "sweep": [s.as_dict() for s in self.sweep],
             "sweep_by_language": {k: [s.as_dict() for s in v]
                                   for k, v in self.sweep_by_language.items()},
+            "confusions": [{"intent": a, "taken_for": b, "questions": n}
+                           for a, b, n in self.confusions],
         }
 
 
@@ -170,7 +193,17 @@ def evaluate(classifier: IntentClassifier, rows: Sequence[Labelled], kb: Knowled
         intents=per_intent(results, threshold),
         sweep=sweep(results, grid),
         sweep_by_language={k: sweep(v, grid) for k, v in by_language.items()},
+        confusions=confusions(results),
     )
+
+
+def confusions(results: Sequence[Outcome], top: int = 20) -> list[tuple[str, str, int]]:
+    """Which intents are taken for which (top intent, no threshold), in-scope questions only:
+    the sibling intents whose examples or answers need a look (or a shared answer family)."""
+    pairs = Counter((o.label, o.predicted) for o in results
+                    if o.label != OOS and o.predicted not in (o.label, OOS))
+    return [(a, b, n) for (a, b), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+            ][:top]
 
 
 def render_eval(report: EvalReport) -> str:
@@ -198,6 +231,9 @@ def render_eval(report: EvalReport) -> str:
         lines.append(f"{s.threshold:>9.2f} {pct(s.containment):>10} "
                      f"{pct(s.false_containment):>10} {pct(s.correct_containment):>9} "
                      f"{pct(s.oos_recall):>10}{per_language}{mark}")
+    if report.confusions:
+        lines += ["", "intents taken for another (top intent, in-scope questions):"]
+        lines += [f"  {n:>4}  {a} -> {b}" for a, b, n in report.confusions]
     lines += ["", f"{'intent':32} {'precision':>9} {'recall':>8} {'support':>8}"]
     for name, scores in report.intents.items():
         lines.append(f"{name[:32]:32} {pct(scores.precision):>9} {pct(scores.recall):>8} "
@@ -210,8 +246,8 @@ def ask(classifier: IntentClassifier, kb: KnowledgeBase, config: PolicyConfig, t
     """What the bot would do with ``text`` as a contact's first message."""
     lang = language or detect_language(text)
     prediction: Prediction = classifier.predict_batch([text])[0]
-    decision = decide(Rules.from_kb(kb).check(text), prediction, lang, Context(tier=tier), kb,
-                      config)
+    decision = decide(Rules.from_kb(kb, classifier.detector).check(text), prediction, lang,
+                      Context(tier=tier), kb, config)
     return {
         "intent": prediction.intent, "confidence": round(prediction.confidence, 4),
         "threshold": config.threshold, "language": lang.value,

@@ -19,6 +19,7 @@ Records, script arguments and results are MessagePack (``cmsgpack`` in Lua, msgs
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -44,6 +45,7 @@ class Key(enum.StrEnum):
     CONTACTS = "c"
     CONTEXT = "cx"
     AGENTS = "a"
+    AGENT_PROFILES = "ap"
     SEATED = "agents"
     WAITING = "q"
     WAITING_COUNTS = "wn"
@@ -70,7 +72,10 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
     Key.CONTACTS: ("hash", "contact id -> its record (ContactRecord, MessagePack)"),
     Key.CONTEXT: ("hash", "contact id -> the offer's context as JSON (intent, tier, language, "
                           "confidence, reason, transcript), until the contact is forgotten"),
-    Key.AGENTS: ("hash", "agent id -> its record (AgentRecord, MessagePack)"),
+    Key.AGENTS: ("hash", "agent id -> its record (AgentRecord, MessagePack): state, idle time, "
+                         "capacity and load, turns, where it sits in the free index, offers"),
+    Key.AGENT_PROFILES: ("hash", "agent id -> its profile (AgentProfile, MessagePack): skills, "
+                                 "lanes served, seats; only a login changes it"),
     Key.SEATED: ("set", "agents logged in"),
     Key.WAITING: ("zset (lex)", "waiting contacts: `<list>|<place>|<contact>`, list = "
                                 "`<lane>:<channel>:<class>:<ring>[:<extra skills>]`"),
@@ -205,22 +210,28 @@ class ContactRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Fa
 
 
 class AgentRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
-    """One agent, as the scripts keep it."""
+    """One agent's hot record: what offers, answers and state changes rewrite. (An empty map
+    arrives as [] from Lua.)"""
 
     st: str = "offline"  # AgentStateCode
     last: int = 0  # idle since (ms): only moves forward
-    sk: dict[str, int] | list[Any] = {}  # skills (an empty map arrives as [] from Lua)
     cap: dict[str, int] | list[Any] = {}  # capacity per channel (the policy's cap applied)
     load: dict[str, int] | list[Any] = {}  # contacts held per channel (offered or answered)
-    rq: dict[str, int] | list[Any] = {}  # capacity asked for
-    serves: dict[str, int] | list[Any] = {}  # lane -> the ring it serves from
-    seats: list[list[Any]] = []  # [pool, rank, strategy] per pool it sits in
-    chs: list[str] = []  # channels with capacity
     lo: bool = False  # sits in a least_occupied pool
-    pd: str = ""  # policy digest it was seated under
     rr: dict[str, int] | list[Any] = {}  # pool -> last offer from it (round robin)
     fx: dict[str, str] | list[Any] = {}  # "<pool>:<channel>" -> its score in the free index
     offers: list[str] = []  # contacts offered to it, not yet answered
+
+
+class AgentProfile(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """One agent's profile, as its last login seated it (read only where needed)."""
+
+    sk: dict[str, int] | list[Any] = {}  # skills
+    rq: dict[str, int] | list[Any] = {}  # capacity asked for
+    serves: dict[str, int] | list[Any] = {}  # lane -> the ring it serves from
+    seats: list[list[Any]] = []  # [pool, rank, strategy] per pool it sits in
+    chs: list[str] = []  # channels with capacity (or work in progress)
+    pd: str = ""  # policy digest it was seated under
 
 
 def _map(value: Mapping[str, Any] | list[Any]) -> dict[str, Any]:
@@ -235,6 +246,10 @@ STAT_FIELDS = (
 
 
 # --- script arguments -----------------------------------------------------------------------
+
+
+def _read(name: str) -> str:
+    return (resources.files("router.routing") / "scripts" / f"{name}.lua").read_text()
 
 
 class Args(msgspec.Struct):
@@ -370,17 +385,48 @@ def encode_args(args: Args) -> bytes:
     return _ENCODER.encode(args)
 
 
-# Keys each script declares (in this order: KEYS[1..n]). SLA minute and hour buckets are the
-# last two of the scripts that count service level (their names depend on the call's time).
-_ALL = (Key.CONTACTS, Key.CONTEXT, Key.AGENTS, Key.SEATED, Key.WAITING, Key.WAITING_COUNTS,
-        Key.LIST_URGENCY, Key.FREE, Key.READY_COUNTS, Key.OFFERS, Key.RINGS, Key.RETAINED,
-        Key.PENDING, Key.STATS, Key.UNANSWERED, Key.UNANSWERED_TARGETS, Key.SLA_QUEUES,
-        Key.SLA_TOTALS, Key.OUTBOX, Key.OUTBOX_TIMES, Key.META)
-SCRIPT_KEYS: dict[str, tuple[Key, ...]] = {
-    **{name: _ALL for name in SCRIPTS},
-    "bot": (Key.CONTACTS, Key.RETAINED, Key.STATS),
-}
-SLA_SCRIPTS = frozenset(n for n in SCRIPTS if n != "bot")
+# Keys each script declares (KEYS[1..n], in Key's order), worked out from the Lua itself: the
+# keys its body and every common.lua function it can reach (and the outbox wrapper) name. A
+# script that counts service level also declares the call's SLA minute and hour buckets last.
+_LUA_FUNCTION = re.compile(r"^local function (\w+)\(", re.M)
+_KEY_NAME = re.compile(r"\bK_([A-Z_]+)\b")
+_CALLED = re.compile(r"\b([a-z_]+)\(")
+SLA_KEY_NAMES = ("SLA_MINUTE", "SLA_HOUR")
+
+
+def _common_functions() -> dict[str, str]:
+    src = _read("common")
+    starts = [(m.start(), m.group(1)) for m in _LUA_FUNCTION.finditer(src)]
+    return {name: src[at:starts[i + 1][0] if i + 1 < len(starts) else len(src)]
+            for i, (at, name) in enumerate(starts)}
+
+
+def keys_named(script: str) -> set[str]:
+    """The K_ names a script can reach (body, common functions it calls, the wrapper)."""
+    functions = {} if script == "bot" else _common_functions()
+    todo = [_read(script)] + ([functions["outboxed"]] if functions else [])
+    seen: set[str] = set()
+    names: set[str] = set()
+    while todo:
+        text = todo.pop()
+        names |= set(_KEY_NAME.findall(text))
+        for called in _CALLED.findall(text):
+            if called in functions and called not in seen:
+                seen.add(called)
+                todo.append(functions[called])
+    return names
+
+
+def _declared(script: str) -> tuple[Key, ...]:
+    names = keys_named(script)
+    unknown = names - {k.name for k in Key} - set(SLA_KEY_NAMES)
+    if unknown:
+        raise ValueError(f"{script}.lua names keys state.Key does not have: {sorted(unknown)}")
+    return tuple(k for k in Key if k.name in names)
+
+
+SCRIPT_KEYS: dict[str, tuple[Key, ...]] = {name: _declared(name) for name in SCRIPTS}
+SLA_SCRIPTS = frozenset(n for n in SCRIPTS if set(SLA_KEY_NAMES) & keys_named(n))
 
 
 def script_keys(name: str, domain: str, now_ms: int) -> list[str]:
@@ -566,10 +612,6 @@ def lua_prelude(script: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _read(name: str) -> str:
-    return (resources.files("router.routing") / "scripts" / f"{name}.lua").read_text()
-
-
 def script_source(name: str) -> str:
     """A script as Redis runs it: the generated prelude, common.lua, the script's body wrapped
     so that its transitions are kept in the outbox (and a call that finds its entry there gets
@@ -631,6 +673,7 @@ def _text(value: Any) -> str:
 
 _CONTACT = msgspec.msgpack.Decoder(ContactRecord)
 _AGENT = msgspec.msgpack.Decoder(AgentRecord)
+_PROFILE = msgspec.msgpack.Decoder(AgentProfile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -701,14 +744,15 @@ class AgentView:
         return self.ready and self.load.get(channel, 0) < self.capacity.get(channel, 0)
 
     @classmethod
-    def of(cls, agent_id: str, r: AgentRecord | None, logged_in: bool) -> AgentView:
-        if r is None:
-            r = AgentRecord()
+    def of(cls, agent_id: str, r: AgentRecord | None, p: AgentProfile | None,
+           logged_in: bool) -> AgentView:
+        r = r or AgentRecord()
+        p = p or AgentProfile()
         return cls(agent_id, r.st if logged_in else AgentStateCode.OFFLINE.value, logged_in,
-                   _map(r.sk), _map(r.cap), _map(r.load), _map(r.rq), _map(r.serves),
-                   tuple(Seat(str(s[0]), int(s[1]), str(s[2])) for s in r.seats), r.last,
+                   _map(p.sk), _map(r.cap), _map(r.load), _map(p.rq), _map(p.serves),
+                   tuple(Seat(str(s[0]), int(s[1]), str(s[2])) for s in p.seats), r.last,
                    _map(r.rr), {k: int(v) for k, v in _map(r.fx).items()}, tuple(r.offers),
-                   r.pd)
+                   p.pd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,6 +773,10 @@ def decode_contact(raw: Any) -> ContactRecord | None:
 
 def decode_agent(raw: Any) -> AgentRecord | None:
     return None if raw is None else _AGENT.decode(raw)
+
+
+def decode_profile(raw: Any) -> AgentProfile | None:
+    return None if raw is None else _PROFILE.decode(raw)
 
 
 async def read_contacts(client: aioredis.Redis, domain: str, contact_ids: Sequence[str]
@@ -762,9 +810,12 @@ async def read_agents(client: aioredis.Redis, domain: str,
     ids = sorted(seated) if agent_ids is None else list(agent_ids)
     if not ids:
         return {}
-    raw = await client.hmget(key(domain, Key.AGENTS), ids)
-    return {aid: AgentView.of(aid, decode_agent(r), aid in seated)
-            for aid, r in zip(ids, raw, strict=True)}
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hmget(key(domain, Key.AGENTS), ids)
+        pipe.hmget(key(domain, Key.AGENT_PROFILES), ids)
+        raw, profiles = await pipe.execute()
+    return {aid: AgentView.of(aid, decode_agent(r), decode_profile(p), aid in seated)
+            for aid, r, p in zip(ids, raw, profiles, strict=True)}
 
 
 async def seated_agents(client: aioredis.Redis, domain: str) -> list[str]:
@@ -973,6 +1024,7 @@ async def dump(client: aioredis.Redis, domain: str) -> DomainDump:
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(key(domain, Key.CONTACTS))
         pipe.hgetall(key(domain, Key.AGENTS))
+        pipe.hgetall(key(domain, Key.AGENT_PROFILES))
         pipe.smembers(key(domain, Key.SEATED))
         pipe.zrange(key(domain, Key.OFFERS), 0, -1, withscores=True)
         pipe.zrange(key(domain, Key.WAITING), 0, -1)
@@ -982,8 +1034,8 @@ async def dump(client: aioredis.Redis, domain: str) -> DomainDump:
         pipe.zrange(key(domain, Key.PENDING), 0, -1)
         pipe.hgetall(key(domain, Key.STATS))
         pipe.hkeys(key(domain, Key.OUTBOX))
-        (contacts, agents, seated, offers, waiting, counts, free, ready, pending, stats_,
-         outbox) = await pipe.execute()
+        (contacts, agents, profiles, seated, offers, waiting, counts, free, ready, pending,
+         stats_, outbox) = await pipe.execute()
     seated_ids = frozenset(_text(a) for a in seated)
     waiting_lists: dict[str, list[str]] = {}
     for member in waiting:
@@ -998,7 +1050,8 @@ async def dump(client: aioredis.Redis, domain: str) -> DomainDump:
     return DomainDump(
         contacts={_text(k): ContactView.of(_text(k), _CONTACT.decode(v))
                   for k, v in contacts.items()},
-        agents={_text(k): AgentView.of(_text(k), _AGENT.decode(v), _text(k) in seated_ids)
+        agents={_text(k): AgentView.of(_text(k), _AGENT.decode(v),
+                                       decode_profile(profiles.get(k)), _text(k) in seated_ids)
                 for k, v in agents.items()},
         seated=seated_ids,
         offers={_text(k): int(v) for k, v in offers},

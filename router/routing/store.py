@@ -111,6 +111,8 @@ class RoutingStore:
         self.policy_loaded_ms = time.time_ns() // 1_000_000
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(state.script_source(name)) for name in state.SCRIPTS}
+        self._shas = {name: script.sha.encode() for name, script in self._scripts.items()}
+        self._key_cache: dict[tuple[str, str, int], list[bytes]] = {}
         self._claim = client.register_script(state.POLICY_CLAIM_SCRIPT)
         self._limit = settings.match_scan_limit
         self._retention = settings.contact_retention_s
@@ -133,10 +135,22 @@ class RoutingStore:
         await pipe.execute()
         self._loaded = True
 
+    def _keys(self, name: str, domain: str, now_ms: int) -> list[bytes]:
+        """The script's declared keys, encoded once per (script, domain, minute): redis-py's
+        encoding of each argument is much of a call's cost on the client."""
+        k = (name, domain, now_ms // 60_000)
+        hit = self._key_cache.get(k)
+        if hit is None:
+            if len(self._key_cache) > 50_000:
+                self._key_cache.clear()
+            hit = self._key_cache[k] = [x.encode() for x in state.script_keys(name, domain,
+                                                                                now_ms)]
+        return hit
+
     def _evalsha(self, pipe: Any, call: _Call, now_ms: int) -> None:
         name = call.args.SCRIPT
-        keys = state.script_keys(name, call.domain, now_ms)
-        pipe.evalsha(self._scripts[name].sha, len(keys), *keys, call.entry, now_ms,
+        keys = self._keys(name, call.domain, now_ms)
+        pipe.evalsha(self._shas[name], len(keys), *keys, call.entry.encode(), now_ms,
                      self._sla_ttl, state.encode_args(call.args))
 
     async def _run(self, calls: Sequence[_Call], now_ms: int) -> list[Any]:
@@ -410,17 +424,17 @@ class RoutingStore:
         meta_key = state.key(domain, Key.META)
         policy = self.policy.for_domain(domain)
         progress = self._reseat.setdefault(domain, _Reseat())
-        scanned: Any = await self.redis.hscan(state.key(domain, Key.AGENTS), progress.cursor,
-                                              count=RESEAT_BATCH)
+        scanned: Any = await self.redis.hscan(state.key(domain, Key.AGENT_PROFILES),
+                                              progress.cursor, count=RESEAT_BATCH)
         cursor, raw = scanned
-        seated = set(await state.seated_agents(self.redis, domain))
+        stale = [_text(a) for a, p in raw.items()
+                 if (prof := state.decode_profile(p)) is not None
+                 and prof.pd != self.policy.digest]
+        views = await state.read_agents(self.redis, domain, stale) if stale else {}
         calls: list[_Call] = []
-        for aid_raw, rec_raw in raw.items():
-            aid = _text(aid_raw)
-            rec = state.decode_agent(rec_raw)
-            if rec is None or aid not in seated or rec.pd == self.policy.digest:
+        for aid, view in views.items():
+            if not view.logged_in:
                 continue
-            view = state.AgentView.of(aid, rec, True)
             calls.append(_Call(domain, self._login(
                 domain, policy, aid, view.skills, view.asked, view.ready, LoginMode.RESEAT,
                 expect=view), f"reseat:{aid}:{self.policy.digest}:{now_ms}"))

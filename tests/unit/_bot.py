@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 
 from router.bot.classifier import IntentClassifier
-from router.bot.kb import KnowledgeBase, load_kb
+from router.bot.kb import KnowledgeBase, default_kb_path, load_kb
 from router.bot.trainer import train_model
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -22,3 +22,15 @@ def small_kb() -> KnowledgeBase:
 @functools.cache
 def small_model() -> IntentClassifier:
     return train_model(small_kb(), (), TARGET)
+
+
+@functools.cache
+def shipped() -> KnowledgeBase:
+    """The packaged knowledge base, router/bot/kb/default.yaml."""
+    return load_kb(default_kb_path())
+
+
+@functools.cache
+def shipped_model() -> IntentClassifier:
+    """Its own model, as a worker trains it (its threshold from the file): once per session."""
+    return train_model(shipped(), (), TARGET)

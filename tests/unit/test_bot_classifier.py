@@ -15,6 +15,8 @@ from router.bot.classifier import (
     MANIFEST_FILE,
     MIN_GATE_EXAMPLES,
     MODEL_FILE,
+    NEIGHBOUR_POWERS,
+    NEIGHBOURS_FILE,
     IntentClassifier,
     Manifest,
     Scorer,
@@ -82,7 +84,9 @@ def test_unknown_english_words_lower_the_confidence_chinese_is_not_checked() -> 
 def test_predictions_use_the_same_confidence_as_validation() -> None:
     model = small_model()
     texts = ["my parcel has not arrived", "how tall is mount everest"]
-    _, expected = confidences(model.model, texts)
+    _, expected = confidences(model.model, [features_text(t) for t in texts], model.gate,
+                              neighbours=model.neighbours,
+                              neighbour_power=model.manifest.neighbour_power)
     assert [p.confidence for p in model.predict_batch(texts)] == pytest.approx(expected.tolist())
 
 
@@ -105,7 +109,8 @@ def test_the_manifest_records_intents_containable_kb_and_threshold() -> None:
     assert m.sklearn_version == sklearn.__version__
     assert 0.0 <= m.threshold < 1.0
     assert m.target_false_containment == TARGET
-    assert m.validation["rotations"] == 4
+    assert m.validation["method"] == "unseen intents"  # the small KB has no oos examples
+    assert m.validation["splits"] == 4
     assert m.examples == len(small_kb().examples())
 
 
@@ -116,7 +121,8 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert loaded.manifest == model.manifest
     texts = ["快递到哪里了", "refund please"]
     assert loaded.predict_batch(texts) == model.predict_batch(texts)
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [MANIFEST_FILE, MODEL_FILE]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [MANIFEST_FILE, MODEL_FILE,
+                                                                  NEIGHBOURS_FILE]
 
 
 def test_save_replaces_an_existing_model_and_leaves_no_temporary_dirs(tmp_path: Path) -> None:
@@ -206,8 +212,8 @@ def test_enough_out_of_scope_examples_train_a_scope_gate_that_lowers_near_misses
     gated = gated_model(NEAR_MISSES)
     assert gated.gate is not None
     texts = [features_text(t) for t in ("temu parcel not arrived", "my parcel has not arrived")]
-    _, with_gate = confidences(gated.model, texts, gated.gate)
-    _, without = confidences(gated.model, texts)
+    _, with_gate = confidences(gated.model, texts, gated.gate, neighbours=gated.neighbours)
+    _, without = confidences(gated.model, texts, neighbours=gated.neighbours)
     assert with_gate[0] < without[0]  # a foreign shop's parcel: in scope less likely
     assert with_gate.tolist() == [p.confidence for p in gated.predict_batch(
         ["temu parcel not arrived", "my parcel has not arrived"])]
@@ -254,3 +260,39 @@ def test_the_scorer_covers_a_logistic_regression_voting_alone() -> None:
     x = scorer.features(["refund", "coupon"])
     assert np.array_equal(scorer.probabilities(x), model.predict_proba(["refund", "coupon"]))
     assert Scorer.of(object()) is None
+
+
+def test_the_confidence_falls_with_the_distance_to_the_nearest_example() -> None:
+    model = small_model()
+    assert model.neighbours is not None
+    texts = [features_text(t) for t in ("快递到哪里了", "快递到哪里了 顺便问下明天天气")]
+    x = Scorer.of(model.model).features(texts)
+    best = np.array([model.model.classes_.tolist().index("logistics")] * 2)
+    near, far = model.neighbours.similarity(x, best)
+    assert near > far
+    assert 0.0 <= far <= near <= 1.0
+
+
+def test_the_trainer_records_the_neighbours_power_it_chose() -> None:
+    m = small_model().manifest
+    assert m.neighbour_power in NEIGHBOUR_POWERS
+    assert m.validation["neighbour_power"] == m.neighbour_power
+    assert set(m.validation["powers"]) == {str(p) for p in NEIGHBOUR_POWERS}
+
+
+def test_a_languages_own_threshold_is_mapped_onto_the_models() -> None:
+    from router.bot.classifier import scaled
+
+    assert scaled(0.3, 0.4, 0.3) == pytest.approx(0.4)  # at its own threshold: at the model's
+    assert scaled(0.2, 0.4, 0.3) < 0.4 <= scaled(0.31, 0.4, 0.3)
+    assert scaled(0.9, 0.4, 0.2) == 1.0
+
+
+def test_predictions_apply_each_languages_threshold(tmp_path: Path) -> None:
+    model = small_model()
+    m = replace(model.manifest, threshold=0.4, language_thresholds={"zh": 0.2, "en": 0.8})
+    own = IntentClassifier(model.model, m, model.gate, model.neighbours)
+    plain = model.predict_batch(["快递到哪里了", "refund please"])
+    zh, en = own.predict_batch(["快递到哪里了", "refund please"])
+    assert zh.confidence == pytest.approx(min(1.0, plain[0].confidence * 2))
+    assert en.confidence == pytest.approx(plain[1].confidence / 2)

@@ -304,15 +304,17 @@ def test_an_unknown_escalation_is_named() -> None:
     assert "escalations.sad: unknown key" in error_of(data)
 
 
-def test_a_threshold_is_optional_and_between_0_and_1() -> None:
-    assert small_kb().threshold is None
+@pytest.mark.parametrize(("key", "good"), [("threshold", 0.7), ("neighbour_power", 0)])
+def test_a_threshold_or_neighbour_power_is_optional_and_between_0_and_1(key: str,
+                                                                       good: float) -> None:
+    assert getattr(small_kb(), key) is None
     data = raw_small()
-    data["threshold"] = 0.7
-    assert parse(data).threshold == 0.7
-    data["threshold"] = 1.5
-    assert "threshold: expected a number between 0 and 1" in error_of(data)
-    data["threshold"] = "high"
-    assert "threshold: expected a number between 0 and 1" in error_of(data)
+    data[key] = good
+    assert getattr(parse(data), key) == good
+    data[key] = 1.5
+    assert f"{key}: expected a number between 0 and 1" in error_of(data)
+    data[key] = "high"
+    assert f"{key}: expected a number between 0 and 1" in error_of(data)
 
 
 def test_out_of_scope_examples_are_listed_with_the_oos_label() -> None:
@@ -341,3 +343,45 @@ def test_an_out_of_scope_example_that_is_an_intent_example_is_refused() -> None:
     message = error_of(data)
     assert "out_of_scope.en[0]" in message
     assert "also an example of intents.coupon" in message
+
+
+def test_handoffs_are_optional_and_listed_with_their_kind() -> None:
+    assert small_kb().handoffs == {}
+    data = raw_small()
+    data["handoffs"] = {"human_request": {"zh": ["叫你们客服出来", "换个人", "找个真人"],
+                                          "en": ["someone else please", "a person", "agent"]}}
+    kb = parse(data)
+    assert kb.handoffs[Rule.HUMAN_REQUEST][EN] == ("someone else please", "a person", "agent")
+    assert ("换个人", "human_request") in kb.handoff_examples()
+
+
+def test_a_handoff_kind_must_be_a_person_request_or_anger() -> None:
+    data = raw_small()
+    data["handoffs"] = {"not_helpful": {"zh": ["没用"] * 3, "en": ["no"] * 3}}
+    assert "handoffs.not_helpful: unknown key" in error_of(data)
+
+
+def test_handoffs_need_every_language_and_three_examples() -> None:
+    data = raw_small()
+    data["handoffs"] = {"anger": {"zh": ["我要投诉", "太差了", "差评"]}}
+    assert "handoffs.anger.en: missing" in error_of(data)
+    data["handoffs"] = {"anger": {"zh": ["我要投诉", "太差了", "差评"], "en": ["complaint"]}}
+    assert "handoffs.anger.en: 1 entries, at least 3" in error_of(data)
+
+
+def test_a_handoff_example_that_is_an_intent_example_is_refused() -> None:
+    data = raw_small()
+    data["handoffs"] = {"anger": {"zh": ["我要投诉", "太差了", "差评"],
+                                  "en": ["complaint", "How do I use a coupon", "rubbish"]}}
+    message = error_of(data)
+    assert "handoffs.anger.en[1]" in message
+    assert "also in intents.coupon" in message
+
+
+def test_language_thresholds_are_optional_per_language() -> None:
+    assert small_kb().language_thresholds == {}
+    data = raw_small()
+    data["language_thresholds"] = {"zh": 0.3, "en": 0.2}
+    assert parse(data).language_thresholds == {"zh": 0.3, "en": 0.2}
+    data["language_thresholds"] = {"zh": 0.3}
+    assert "language_thresholds.en: missing" in error_of(data)

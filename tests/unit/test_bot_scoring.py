@@ -91,20 +91,22 @@ def test_sweep_is_sorted_and_containment_never_rises_with_the_threshold() -> Non
     assert rows[0].containment >= rows[1].containment >= rows[2].containment
 
 
-def test_pick_threshold_takes_the_lowest_threshold_within_the_target() -> None:
-    # false containment: 0.1 -> 3/7, 0.5 -> 2/5, 0.86 -> 0/2, 0.91 -> 0/1
+def test_pick_threshold_takes_the_lowest_threshold_within_the_target_of_all_questions() -> None:
+    # false containment of all 10 questions: 0.1 -> 3/10, 0.5 -> 2/10, 0.86 -> 0/10
     threshold, met = pick_threshold(OUTCOMES, 0.0, grid=[0.1, 0.5, 0.86, 0.91, 0.96])
     assert (threshold, met) == (0.86, True)
-    threshold, met = pick_threshold(OUTCOMES, 0.4, grid=[0.1, 0.5, 0.86])
+    threshold, met = pick_threshold(OUTCOMES, 0.2, grid=[0.1, 0.5, 0.86])
     assert (threshold, met) == (0.5, True)
+    # of closures it would be 2/5 at 0.5: a target of 0.25 of all is met there, not of closed
+    assert pick_threshold(OUTCOMES, 0.25, grid=[0.1, 0.5, 0.86]) == (0.5, True)
 
 
 def test_pick_threshold_without_a_feasible_point_takes_the_lowest_false_containment() -> None:
     bad = [o(OOS, "a", 0.9), o(OOS, "a", 0.95), o("a", "a", 0.5)]
-    # false containment: 0.1 -> 2/3, 0.92 -> 1/1
+    # false containment of all: 0.1 -> 2/3, 0.92 -> 1/3
     threshold, met = pick_threshold(bad, 0.01, grid=[0.1, 0.92])
     assert not met
-    assert threshold == 0.1
+    assert threshold == 0.92
 
 
 def test_per_intent_precision_and_recall_treat_low_confidence_as_oos() -> None:
@@ -119,7 +121,14 @@ def test_per_intent_precision_and_recall_treat_low_confidence_as_oos() -> None:
 
 
 def test_best_at_is_the_most_correct_containment_within_the_bound() -> None:
-    best = best_at(OUTCOMES, 0.34, grid=[0.1, 0.5, 0.75, 0.86])
+    # of all: 0.1 -> 3/10 wrong, 0.5 -> 2/10 and 0.75 -> 1/10 (3 right), 0.86 -> 0 (2 right)
+    best = best_at(OUTCOMES, 0.2, grid=[0.1, 0.5, 0.75, 0.86])
+    assert best is not None
+    assert best.threshold == 0.5
+    best = best_at(OUTCOMES, 0.1, grid=[0.1, 0.5, 0.75, 0.86])
     assert best is not None
     assert best.threshold == 0.75
+    best = best_at(OUTCOMES, 0.0, grid=[0.1, 0.5, 0.75, 0.86])
+    assert best is not None
+    assert best.threshold == 0.86
     assert best_at([o(OOS, "a", 0.9)], 0.0, grid=[0.1]) is None

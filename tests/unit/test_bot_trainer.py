@@ -206,4 +206,24 @@ def test_a_kb_threshold_is_the_threshold_of_a_model_trained_from_the_kb_alone() 
     kb = replace(small_kb(), threshold=0.42)
     assert train_model(kb, (), 0.05).threshold == 0.42
     rows = read_labelled(LABELLED)
-    assert train_model(kb, rows, 0.05).manifest.validation.get("rotations") == 4
+    assert train_model(kb, rows, 0.05).manifest.validation.get("splits") == 4
+
+
+def test_eval_lists_which_intents_are_taken_for_which() -> None:
+    from router.bot.scoring import Outcome
+    from router.bot.trainer import confusions
+
+    rows = [Outcome("a", "b", 0.9, True), Outcome("a", "b", 0.2, True),
+            Outcome("b", "a", 0.9, True), Outcome("a", "a", 0.9, True),
+            Outcome(OOS, "a", 0.9, True), Outcome("c", OOS, 0.9, True)]
+    assert confusions(rows) == [("a", "b", 2), ("b", "a", 1)]
+    report = evaluate(small_model(), read_labelled(LABELLED), small_kb(), 0.3)
+    assert "confusions" in report.as_json()
+
+
+def test_a_kb_threshold_comes_with_its_neighbour_power() -> None:
+    from dataclasses import replace
+
+    kb = replace(small_kb(), threshold=0.42, neighbour_power=0.5)
+    assert train_model(kb, (), 0.05).manifest.neighbour_power == 0.5
+    assert train_model(replace(kb, neighbour_power=None), (), 0.05).manifest.neighbour_power == 1.0

@@ -15,6 +15,7 @@ from router.routing import state
 from router.routing.state import (
     ARG_TYPES,
     SCRIPTS,
+    AgentProfile,
     AgentRecord,
     ContactRecord,
     layout_markdown,
@@ -34,7 +35,8 @@ ROUTING_PREFIX = re.compile(r"pr:\{")  # the routing prefix, written out
 # prefix(d) + "c:", f"{p}c:{cid}", f"{prefix(d)}a:" ...
 PREFIX_PLUS = re.compile(r"prefix\([^()]*\)\s*\+\s*[fr]?[\"']|\{p\}[a-z]+:|\{prefix\([^()]*\)\}")
 SLA_BUCKET = re.compile(r"[\"'](?:sm|sh|sq):")
-FIELD_NAMES = {*ContactRecord.__struct_fields__, *AgentRecord.__struct_fields__} - {"n"}
+FIELD_NAMES = {*ContactRecord.__struct_fields__, *AgentRecord.__struct_fields__,
+               *AgentProfile.__struct_fields__} - {"n"}
 RAW_FIELD_READ = re.compile(
     r"\.h(?:m?get|set|incrby|exists)\([^)]*[\"'](" + "|".join(sorted(FIELD_NAMES)) + r")[\"']")
 
@@ -80,9 +82,10 @@ def _lua(name: str) -> str:
     return (SCRIPTS_DIR / f"{name}.lua").read_text()
 
 
-@pytest.mark.parametrize("record", ["c", "a"])
+@pytest.mark.parametrize("record", ["c", "a", "p"])
 def test_the_scripts_use_only_record_fields_the_owner_defines(record: str) -> None:
-    fields = set((ContactRecord if record == "c" else AgentRecord).__struct_fields__)
+    fields = set({"c": ContactRecord, "a": AgentRecord, "p": AgentProfile}[record]
+                 .__struct_fields__)
     pattern = re.compile(rf"\b{record}\.([a-z_]+)\b")
     used = {m for name in [*SCRIPTS, "common"] for m in pattern.findall(_lua(name))}
     assert used, "no record access found: the pattern is wrong"
@@ -114,16 +117,23 @@ def test_the_transition_constructors_come_from_the_owner() -> None:
     assert called <= {str(c.__struct_config__.tag) for c in state.TRANSITION_TYPES}
 
 
-def test_every_script_declares_the_keys_it_names() -> None:
+def test_every_script_declares_the_keys_it_can_reach() -> None:
     for name in SCRIPTS:
         source = script_source(name)
-        declared = set(re.findall(r"local (K_[A-Z_]+)(?:, K_[A-Z_]+)? =", source))
-        declared |= set(re.findall(r", (K_[A-Z_]+) =", source))
-        declared |= {"K_SLA_HOUR"} if "K_SLA_MINUTE, K_SLA_HOUR" in source else set()
-        used = set(re.findall(r"\b(K_[A-Z_]+)\b", source))
-        assert used <= declared, (name, used - declared)
+        declared = set(re.findall(r"local K_([A-Z_]+) = KEYS\[\d+\]", source))
+        declared |= set(re.findall(r"local K_SLA_MINUTE, K_SLA_HOUR = KEYS", source)
+                        and ["SLA_MINUTE", "SLA_HOUR"])
+        reached = state.keys_named(name)
+        assert reached, name
+        assert reached <= declared, (name, reached - declared)
         assert "KEYS[1] .." not in source, name
         assert "P .. " not in source, name
+
+
+def test_the_reachability_of_keys_is_what_the_scripts_call() -> None:
+    # accept never matches: it declares neither the waiting lists nor the free index.
+    assert {"WAITING", "FREE"}.isdisjoint(state.keys_named("accept"))
+    assert {"WAITING", "FREE", "PENDING"} <= state.keys_named("complete")
 
 
 def test_routing_md_shows_the_owners_layout() -> None:

@@ -36,25 +36,39 @@ local function agent(aid)
     local raw = redis.call('HGET', K_AGENTS, aid)
     r = raw and cmsgpack.unpack(raw) or false
     if r then  -- maps Lua packed while empty come back as arrays: the same empty table
-      for _, f in ipairs({'sk', 'cap', 'load', 'rq', 'serves', 'rr', 'fx'}) do
-        r[f] = r[f] or {}
-      end
-      r.seats, r.chs, r.offers = r.seats or {}, r.chs or {}, r.offers or {}
+      r.cap, r.load, r.rr, r.fx = r.cap or {}, r.load or {}, r.rr or {}, r.fx or {}
+      r.offers = r.offers or {}
     end
     AREC[aid] = r
   end
   return r or nil
 end
 
+-- An agent's profile (skills, lanes served, seats: what only a login changes), apart from
+-- the record every offer rewrites, and read only by what needs it.
+local PREC, PDIRTY = {}, {}
+local function profile(aid)
+  local r = PREC[aid]
+  if r == nil then
+    local raw = redis.call('HGET', K_AGENT_PROFILES, aid)
+    r = raw and cmsgpack.unpack(raw) or {}
+    r.sk, r.rq, r.serves = r.sk or {}, r.rq or {}, r.serves or {}
+    r.seats, r.chs, r.pd = r.seats or {}, r.chs or {}, r.pd or ''
+    PREC[aid] = r
+  end
+  return r
+end
+
 local function new_agent(aid)
-  local r = {st = AS_OFFLINE, last = 0, sk = {}, cap = {}, load = {}, rq = {}, serves = {},
-             seats = {}, chs = {}, lo = false, pd = '', rr = {}, fx = {}, offers = {}}
+  local r = {st = AS_OFFLINE, last = 0, cap = {}, load = {}, rr = {}, fx = {}, offers = {},
+             lo = false}
   AREC[aid] = r
   ADIRTY[aid] = true
   return r
 end
 
 local function adirty(aid) ADIRTY[aid] = true end
+local function pdirty(aid) PDIRTY[aid] = true end
 
 local function forget_contact(cid)
   redis.call('HDEL', K_CONTACTS, cid)
@@ -72,7 +86,8 @@ local function flush()
     local r = AREC[aid]
     if r then redis.call('HSET', K_AGENTS, aid, cmsgpack.pack(r)) end
   end
-  CDIRTY, ADIRTY = {}, {}
+  for aid in pairs(PDIRTY) do redis.call('HSET', K_AGENT_PROFILES, aid, cmsgpack.pack(PREC[aid])) end
+  CDIRTY, ADIRTY, PDIRTY = {}, {}, {}
 end
 
 local function stat(field, by) redis.call('HINCRBY', K_STATS, field, by or 1) end
@@ -99,9 +114,9 @@ local function parse_skills(s)
   return out
 end
 
-local function has_skills(a, skills)
+local function has_skills(p, skills)  -- p: the agent's profile
   for i = 1, #skills do
-    if (tonumber(a.sk[skills[i][1]]) or 0) < skills[i][2] then return false end
+    if (tonumber(p.sk[skills[i][1]]) or 0) < skills[i][2] then return false end
   end
   return true
 end
@@ -202,7 +217,7 @@ end
 local function index_channel(aid, a, ch, only_least_occupied)
   local room = has_room(a, ch)
   local last = tonumber(a.last) or 0
-  for _, seat in ipairs(a.seats) do
+  for _, seat in ipairs(profile(aid).seats) do
     local pool, rank, strategy = seat[1], tonumber(seat[2]), seat[3]
     if not room then
       index_drop(aid, a, pool, ch)
@@ -214,7 +229,7 @@ local function index_channel(aid, a, ch, only_least_occupied)
 end
 
 local function index_all(aid, a)
-  for _, ch in ipairs(a.chs) do index_channel(aid, a, ch) end
+  for _, ch in ipairs(profile(aid).chs) do index_channel(aid, a, ch) end
 end
 
 -- Leave every index (whatever the seats say now: fx remembers where it sits).
@@ -254,9 +269,10 @@ end
 -- Change the agent's state, keeping the ready counts right and its indexes exact.
 local function set_state(aid, a, state, now)
   local old = a.st
-  if old == AS_READY and state ~= AS_READY then count_ready(a.seats, -1) end
+  local seats = profile(aid).seats
+  if old == AS_READY and state ~= AS_READY then count_ready(seats, -1) end
   if old ~= AS_READY and state == AS_READY then
-    count_ready(a.seats, 1)
+    count_ready(seats, 1)
     touch(aid, a, now)
   end
   a.st = state
@@ -389,7 +405,7 @@ local function pick_agent(pool, ch, ring, extra, exclude, limit, strategy)
       end
     elseif fresh > stored then
       index_put(aid, a, pool, ch, fresh)  -- it moves back; look at the new order
-    elseif aid == exclude or (check and not has_skills(a, extra)) then
+    elseif aid == exclude or (check and not has_skills(profile(aid), extra)) then
       passed = passed + 1
       if passed >= limit then return nil, true end
     else
@@ -438,13 +454,14 @@ end
 local function match_agent(aid, a, now, limit, out, exclude)
   local waiting = redis.call('HGETALL', K_WAITING_COUNTS)
   if #waiting == 0 then return end
+  local p = profile(aid)
   local visible, wnames = {}, {}
   for i = 1, #waiting, 2 do
     local l = waiting[i]
     local ln, ch, cls, r, xs = string.match(l, '^([^:]+):([^:]+):([^:]+):(%d+):?(.*)$')
-    local from = tonumber(a.serves[ln])
+    local from = tonumber(p.serves[ln])
     r = tonumber(r)
-    if from and r >= from and (xs == '' or has_skills(a, parse_skills(xs))) then
+    if from and r >= from and (xs == '' or has_skills(p, parse_skills(xs))) then
       visible[#visible + 1] = {id = l, ln = ln, ch = ch, cls = cls, ring = r, from = from}
       wnames[#wnames + 1] = ln .. ':' .. cls
     end

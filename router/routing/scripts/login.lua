@@ -7,6 +7,7 @@
 --            reseat_skipped: a change in between wins, the next step looks again).
 local aid = A.agent_id
 local a = agent(aid)
+local p = profile(aid)
 local seated = redis.call('SISMEMBER', K_SEATED, aid) == 1
 local function same(x, y)
   for k, v in pairs(x) do if tonumber(y[k]) ~= tonumber(v) then return false end end
@@ -15,8 +16,8 @@ local function same(x, y)
 end
 if A.mode == 'profile' and not (seated and a) then return {T_profile_pending('', aid)} end
 if A.mode == 'reseat' then
-  if not (seated and a) or a.pd ~= A.expect_digest or not same(a.sk, A.expect_skills)
-      or not same(a.rq, A.expect_asked) then
+  if not (seated and a) or p.pd ~= A.expect_digest or not same(p.sk, A.expect_skills)
+      or not same(p.rq, A.expect_asked) then
     return {T_reseat_skipped('', aid)}
   end
 end
@@ -25,7 +26,7 @@ if not a then a = new_agent(aid) end
 if redis.call('HGET', K_META, META_POLICY) ~= A.digest then redis.call('HDEL', K_META, META_RESEATED) end
 local was = a.st
 if not seated then was = AS_OFFLINE end
-if was == AS_READY then count_ready(a.seats, -1) end
+if was == AS_READY then count_ready(p.seats, -1) end
 index_none(aid, a)
 local state = AS_NOT_READY
 if A.mode == 'login' then
@@ -42,8 +43,9 @@ end
 for ch in pairs(a.load) do  -- a channel it holds work on but no longer has: keep its load
   if A.capacity[ch] == nil and (tonumber(a.load[ch]) or 0) > 0 then chs[#chs + 1] = ch end
 end
-a.sk, a.cap, a.rq, a.serves, a.seats, a.chs, a.lo, a.pd = A.skills, A.capacity, A.asked,
-    A.serves, A.seats, chs, lo, A.digest
+p.sk, p.rq, p.serves, p.seats, p.chs, p.pd = A.skills, A.asked, A.serves, A.seats, chs, A.digest
+pdirty(aid)
+a.cap, a.lo = A.capacity, lo
 local rr = {}  -- turns are kept for the pools it still sits in
 for _, seat in ipairs(A.seats) do rr[seat[1]] = a.rr[seat[1]] end
 a.rr = rr
@@ -53,7 +55,7 @@ redis.call('SADD', K_SEATED, aid)
 a.st = state
 adirty(aid)
 if state == AS_READY then
-  count_ready(a.seats, 1)
+  count_ready(p.seats, 1)
   if was ~= AS_READY then touch(aid, a, NOW) end
 end
 index_all(aid, a)
