@@ -17,8 +17,8 @@ The keys every proof reports:
 - ``double_assigned``: contacts the audit log shows accepted by more than one agent;
 - ``deadletters``: distinct dead-lettered records (by source topic, partition and offset) by
   reason; ``deadletters_as_sent`` says whether they are exactly the malformed records sent;
-- ``counters_match_audit``: each counter of ``pr:{d:<domain>}:stats`` that a decision stands
-  for equals the number of distinct such decisions (by event id) on the audit log.
+- ``counters_match_audit``: each counter of the domain's stats hash (``domain_stats``) that a
+  decision stands for equals the number of distinct such decisions (by event id) on the audit log.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from router.settings import Settings
 
 TERMINAL = frozenset({"contained", "answered", "done", "abandoned"})
 ANSWERED = frozenset({"answered", "done"})
-# A counter in pr:{d:<domain>}:stats -> the decision each of its increments publishes. Written
+# A counter of the domain's stats -> the decision each of its increments publishes. Written
 # out here, not taken from the routing stage's table: the books check the stage, they must not
 # share its mistakes. queued has no counter (a contact may queue several times; escalated
 # counts the contacts routed).
