@@ -101,7 +101,19 @@ class AgentBus:
                         self._seen.popitem(last=False)
                     desk = self._desktops.get(notice.agent_id)
                     if desk is not None:
-                        desk.inbox.put_nowait(notice)
+                        desk.deliver(notice)
+
+    async def caught_up(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every assignment published before this call has been read and handed to
+        its desktop; False if that took longer than ``timeout_s``."""
+        tps = sorted(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(tps)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any([await self._consumer.position(tp) < ends[tp] for tp in tps]):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def _drop(self, reason: str, partition: int, offset: int) -> None:
         """Count (and log the first of each reason, then every 1000th) what is not delivered."""
@@ -120,6 +132,16 @@ class AgentDesktop:
         self.agent_id = agent_id
         self.domain = domain
         self.inbox: asyncio.Queue[Notice] = asyncio.Queue()
+        # (offer_id, contact_id) of every offer that reached this desktop: load tests tell an
+        # offer the agent saw from one that never arrived.
+        self.offers_received: set[tuple[str, str]] = set()
+
+    def deliver(self, notice: Notice) -> None:
+        """A notice for this agent (from the bus's reader): remembered if it is an offer, then
+        queued in the inbox."""
+        if isinstance(notice, AssignmentOffered):
+            self.offers_received.add((notice.offer_id, notice.contact_id))
+        self.inbox.put_nowait(notice)
 
     async def _send(self, event: Event) -> None:
         await self.bus.publish(event, self.domain)

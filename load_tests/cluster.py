@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agents.client import AgentBus
 from agents.simulated import AgentPool, Behaviour, roster
 from load_tests.gateway import SimulatedGateway
+from router.bot.loader import load_brain
 from router.demo import WorkerProcess, wait_ready
 from router.redis_client import redis_client
 from router.settings import Settings
@@ -139,6 +140,9 @@ class Cluster:
             **self.stack.recorded_settings(), state_dir=self.stack.state_dir,
             offer_timeout_s=self.opts.offer_timeout_s, timer_interval_s=0.2,
         )
+        # The bot's model, trained here once (cached under the state dir) instead of in every
+        # worker at the same time.
+        await asyncio.to_thread(load_brain, self.settings)
         self.workers = [WorkerProcess(self.settings, i, self.log_dir)
                         for i in range(self.opts.workers)]
         await wait_ready(self.workers)

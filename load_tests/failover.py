@@ -4,13 +4,13 @@ down, restart Redis (append-only file), then account for every contact.
 
     python -m load_tests.failover --workers 2 --rate 20 --duration 60 --json
 
-The last line of output is one JSON object: published, terminal, lost, double_assigned, kills
-(and the detail behind them). A contact is terminal when Redis holds it contained, answered
-(then done) or abandoned, or when its record came back on the deadletter topic; lost counts
-the rest after the drain. double_assigned counts contacts that the audit log
-(routing.decisions) shows accepted by more than one agent. Exits 1 unless lost = 0,
-double_assigned = 0, terminal = published, the counters were not inflated by re-delivery and
-Redis kept its state across the restart.
+The last line of output is one JSON object: the books of load_tests/accounting.py (published,
+terminal, lost, stranded, phantom_not_ready, double_assigned, deadletters,
+counters_match_audit), kills, and the detail behind them. A contact is terminal when Redis
+holds it contained, answered (then done) or abandoned; a dead letter is terminal only for a
+record the gateway sent malformed on purpose; lost counts the rest after the drain. Exits 1
+unless the books hold (load_tests.accounting.books_hold), the counters were not inflated by
+re-delivery and Redis kept its state across the restart.
 """
 
 from __future__ import annotations
@@ -20,25 +20,14 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-import redis.asyncio as aioredis
-from aiokafka import TopicPartition
-
+from load_tests import accounting
+from load_tests.accounting import Window
 from load_tests.cluster import DOMAIN, Cluster, ClusterOptions, sleep_until
-from router.decode import Decoder
-from router.events import Decision, RoutingDecision
-from router.kafka import assign_all, consumer
-from router.routing import state
 from router.routing.store import domain_live, domain_stats
-from router.settings import Settings
-
-TERMINAL = frozenset({"contained", "answered", "done", "abandoned"})
-MONOTONIC_COUNTERS = ("arrived", "contained", "escalated", "answered", "abandoned", "completed")
 
 
 @dataclass
@@ -56,59 +45,7 @@ class Chaos:
     redis_state_intact: bool | None = None
     redis_state_checked: int = 0
     log: list[str] = field(default_factory=list)
-
-
-def contact_ids(run_id: str, published: int) -> list[str]:
-    """The ids the gateway gave its contacts (malformed records get none and are skipped)."""
-    return [f"{DOMAIN}-{run_id}-{n:07d}" for n in range(published)]
-
-
-async def contact_states(client: aioredis.Redis, ids: list[str]) -> dict[str, str | None]:
-    return await state.contact_states(client, DOMAIN, ids)
-
-
-def state_intact(before: dict[str, str | None], after: dict[str, str | None],
-                 stats_before: dict[str, int], stats_after: dict[str, int]) -> bool:
-    """Nothing Redis held before its restart is gone after it: every contact it knew is still
-    there (a finished one still finished) and no counter went backwards."""
-    for cid, st in before.items():
-        if st is None:
-            continue
-        now = after.get(cid)
-        if now is None or (st in TERMINAL and now not in TERMINAL):
-            return False
-    return all(stats_after[k] >= stats_before[k] for k in MONOTONIC_COUNTERS)
-
-
-def double_assignments(decisions: list[RoutingDecision]) -> dict[str, set[str]]:
-    """Contacts the audit log shows accepted by more than one agent."""
-    accepted: dict[str, set[str]] = defaultdict(set)
-    for d in decisions:
-        if d.decision == Decision.ACCEPTED and d.agent_id:
-            accepted[d.contact_id].add(d.agent_id)
-    return {cid: agents for cid, agents in accepted.items() if len(agents) > 1}
-
-
-async def read_decisions(settings: Settings) -> list[RoutingDecision]:
-    """The whole audit log, up to its end offsets at the time of the call."""
-    cons = consumer(settings, group_id=None, auto_offset_reset="earliest")
-    await cons.start()
-    try:
-        topic = settings.topic_routing_decisions
-        await assign_all(cons, [topic], from_end=False)
-        tps = [TopicPartition(topic, p) for p in sorted(cons.partitions_for_topic(topic) or ())]
-        ends = await cons.end_offsets(tps)
-        decoder = Decoder()
-        out: list[RoutingDecision] = []
-        while [tp for tp in tps if await cons.position(tp) < ends[tp]]:
-            for records in (await cons.getmany(timeout_ms=500, max_records=10_000)).values():
-                for rec in records:
-                    event = decoder.decode(rec.value)
-                    if isinstance(event, RoutingDecision):
-                        out.append(event)
-        return out
-    finally:
-        await cons.stop()
+    windows: list[Window] = field(default_factory=list)  # each step, for the books
 
 
 async def scrape_redelivered(cluster: Cluster, seen: dict[int, float]) -> None:
@@ -143,7 +80,7 @@ async def run(args: argparse.Namespace, out: Any = sys.stderr) -> dict[str, Any]
     try:
         say(f"starting the embedded stack (Redis with appendonly, everysec) and "
             f"{args.workers} workers in {state_dir} ...")
-        settings = await cluster.start(args.rate)
+        await cluster.start(args.rate)
         gateway = cluster.gateway
         assert gateway is not None
         assert cluster.redis is not None
@@ -155,51 +92,40 @@ async def run(args: argparse.Namespace, out: Any = sys.stderr) -> dict[str, Any]
         for at_s, step in steps:
             await sleep_until(started + at_s)
             await scrape_redelivered(cluster, redelivered)
+            step_started = time.monotonic()
             await apply(step, cluster, chaos, args, say, started)
+            chaos.windows.append(Window(step, step_started, time.monotonic()))
         await publishing
         await gateway.flush()
         say(f"published {gateway.stats.published}; draining (at most {args.drain:g} s)")
-        ids = contact_ids(gateway.run_id, gateway.stats.published)
-        drain_until = time.monotonic() + args.drain
-        while True:
+
+        async def scrape() -> None:
             await scrape_redelivered(cluster, redelivered)
-            states = await contact_states(cluster.redis, ids)
-            finished = sum(st in TERMINAL for st in states.values())
-            accounted = finished + gateway.stats.deadlettered
-            if accounted >= gateway.stats.published or time.monotonic() > drain_until:
-                break
-            await asyncio.sleep(1.0)
+        await accounting.drain(cluster, args.drain, scrape)
         cluster.cpu.stop()
         elapsed = time.monotonic() - started
+        books = await accounting.account(cluster, started, chaos.windows)
         stats = await domain_stats(cluster.redis, DOMAIN)
         live = await domain_live(cluster.redis, DOMAIN)
-        decisions = await read_decisions(settings)
-        doubles = double_assignments(decisions)
-        missing = [cid for cid, st in states.items() if st is not None and st not in TERMINAL]
-        terminal = finished + gateway.stats.deadlettered
-        published = gateway.stats.published
-        good = published - gateway.stats.malformed
-        known = sum(st is not None for st in states.values())
+        known = books["accounting"]["contacts_known"]
         open_now = stats["escalating"] + live["waiting"] + live["offered"]
         books_terminal = stats["contained"] + stats["answered"] + stats["abandoned"]
         result: dict[str, Any] = {
-            "published": published,
-            "terminal": terminal,
-            "lost": published - terminal,
-            "double_assigned": len(doubles),
+            **{k: books[k] for k in ("published", "terminal", "lost", "stranded",
+                                     "phantom_not_ready", "double_assigned", "deadletters",
+                                     "counters_match_audit")},
+            "deadletters_as_sent": books["deadletters_as_sent"],
             "kills": chaos.kills,
             "workers": args.workers,
             "rate": args.rate,
             "duration_s": args.duration,
             "elapsed_s": round(elapsed, 1),
-            "outcomes": {"contained": sum(st == "contained" for st in states.values()),
-                         "answered": sum(st in {"answered", "done"} for st in states.values()),
-                         "abandoned": sum(st == "abandoned" for st in states.values()),
-                         "deadlettered": gateway.stats.deadlettered},
-            "not_terminal": len(missing) + (good - known),
+            "outcomes": books["outcomes"],
+            "not_terminal": books["published"] - books["terminal"],
             # Re-delivery must not count anything twice: the counters equal the contacts.
             "counted_once": stats["arrived"] == known and books_terminal + open_now == known,
-            "counters": {k: stats[k] for k in (*MONOTONIC_COUNTERS, "invariant_violations")},
+            "counters": {k: stats[k] for k in (*accounting.MONOTONIC_COUNTERS,
+                                               "invariant_violations")},
             "redelivered_events_ignored": int(sum(redelivered.values())),
             "restarts": chaos.restarts,
             "graceful": {"restarts": chaos.graceful_restarts, "stop_s": chaos.graceful_stop_s},
@@ -207,13 +133,12 @@ async def run(args: argparse.Namespace, out: Any = sys.stderr) -> dict[str, Any]
             "redis": {"restarts": chaos.redis_restarts, "down_s": round(chaos.redis_down_s, 2),
                       "state_intact": chaos.redis_state_intact,
                       "contacts_checked": chaos.redis_state_checked},
+            "accounting": books["accounting"],
             "cpu_cores": cluster.cpu.shares(),
             "chaos": chaos.log,
         }
         result["ok"] = bool(
-            result["lost"] == 0 and result["double_assigned"] == 0
-            and terminal == published and result["counted_once"]
-            and stats["invariant_violations"] == 0
+            accounting.books_hold(books) and result["counted_once"]
             and chaos.redis_state_intact is not False
         )
         return result
@@ -277,14 +202,14 @@ async def apply(step: str, cluster: Cluster, chaos: Chaos, args: argparse.Namesp
     elif step == "redis":
         assert cluster.redis is not None
         assert cluster.gateway is not None
-        ids = contact_ids(cluster.gateway.run_id, cluster.gateway.stats.published)
-        before = await contact_states(cluster.redis, ids)
+        ids = list(accounting.contact_ids(cluster.gateway).values())
+        before = await accounting.contact_states(cluster.redis, ids)
         stats_before = await domain_stats(cluster.redis, DOMAIN)
         say(f"t={t:5.1f}s restarting Redis (SIGTERM, append-only file kept)")
         down_s = await cluster.restart_redis()
-        after = await contact_states(cluster.redis, ids)
+        after = await accounting.contact_states(cluster.redis, ids)
         stats_after = await domain_stats(cluster.redis, DOMAIN)
-        intact = state_intact(before, after, stats_before, stats_after)
+        intact = accounting.state_intact(before, after, stats_before, stats_after)
         chaos.redis_restarts += 1
         chaos.redis_down_s += down_s
         chaos.redis_state_intact = intact if chaos.redis_state_intact is None else (
@@ -313,19 +238,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds every worker stays down while contacts pile up (0: skip)")
     parser.add_argument("--no-redis-restart", dest="redis_restart", action="store_false",
                         help="skip the Redis restart")
-    parser.add_argument("--agents", type=int, default=40, help="simulated agents")
-    parser.add_argument("--handle-time", type=float, default=3.0,
-                        help="mean seconds an agent spends on a contact")
-    parser.add_argument("--patience", type=float, default=15.0,
-                        help="mean seconds a customer waits for a person before leaving")
-    parser.add_argument("--offer-timeout", type=float, default=5.0,
-                        help="seconds before an unanswered offer lapses")
-    parser.add_argument("--partitions", type=int, default=8, help="partitions per topic")
-    parser.add_argument("--drain", type=float, default=120.0,
-                        help="at most this many seconds for open contacts to finish")
-    parser.add_argument("--state-dir", help="where the stack keeps logs (default: a temp dir)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the result as one JSON object on the last line")
+    accounting.proof_arguments(parser, agents=40)
     args = parser.parse_args(argv)
     if args.workers < 1 or args.rate <= 0 or args.duration <= 0 or args.kills < 0:
         parser.error("--workers >= 1, --rate > 0, --duration > 0 and --kills >= 0")
@@ -334,12 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = asyncio.run(run(args))
-    if args.json:
-        print(orjson.dumps(result).decode(), flush=True)
-    else:
-        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    return 0 if result["ok"] else 1
+    return accounting.print_result(asyncio.run(run(args)), args.json)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ MALFORMED: tuple[bytes, ...] = (
 class GatewayStats:
     published: int = 0
     malformed: int = 0
+    malformed_keys: list[str] = field(default_factory=list)  # keys of the malformed records sent
     escalated_seen: int = 0
     deadlettered: int = 0  # our records the router rejected (read back from the deadletter topic)
     left: int = 0
@@ -74,6 +75,7 @@ class SimulatedGateway:
         self._weights = [w for _, _, w in mix]
         self._decoder = Decoder()
         self.run_id = uuid.uuid4().hex[:6]
+        self.published_at: list[float] = []  # time.monotonic() of each record, by number
 
     async def start(self) -> None:
         await self._producer.start()
@@ -83,12 +85,14 @@ class SimulatedGateway:
                          from_end=True)
         self._reader = asyncio.create_task(self._read_replies())
 
-    async def run(self, duration_s: float) -> None:
-        """Publish contacts at ``rate`` per second (Poisson) for ``duration_s`` seconds."""
+    async def run(self, duration_s: float, until: asyncio.Event | None = None) -> None:
+        """Publish contacts at ``rate`` per second (Poisson) for ``duration_s`` seconds, and
+        past that until ``until`` is set (when given)."""
         start = time.monotonic()
         next_at = start + self.rng.expovariate(self.rate)
         n = 0
-        while (now := time.monotonic()) < start + duration_s:
+        while ((now := time.monotonic()) < start + duration_s
+               or (until is not None and not until.is_set())):
             while next_at <= now:
                 await self._publish_one(n)
                 n += 1
@@ -97,9 +101,11 @@ class SimulatedGateway:
 
     async def _publish_one(self, n: int) -> None:
         topic = self.settings.topic_contacts_inbound
+        self.published_at.append(time.monotonic())
         if self.rng.random() < self.bad_ratio:
             value = MALFORMED[self.stats.malformed % len(MALFORMED)]
             self.stats.malformed += 1
+            self.stats.malformed_keys.append(f"bad-{n}")
             self.stats.published += 1
             await self._producer.send(topic, value, key=f"bad-{n}".encode())
             return

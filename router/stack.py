@@ -215,8 +215,8 @@ class EmbeddedStack:
             persistence = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.redis_aof
                            else ["--appendonly", "no"])
             self._redis_argv = [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
-                                "--save", "", *persistence, "--dir", str(redis_dir),
-                                "--daemonize", "no"]
+                                "--save", "", *persistence, *debug_command_args(redis_server),
+                                "--dir", str(redis_dir), "--daemonize", "no"]
             self._spawn("redis", self._redis_argv, logs / "redis.log")
             settings = Settings.from_env({}).replace(
                 kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",

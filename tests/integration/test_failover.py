@@ -1,7 +1,10 @@
 """The failover proof, short: two workers under load, each SIGKILLed and restarted, one stopped
 gracefully and restarted, then both killed while contacts pile up (the re-delivered backlog),
 then Redis restarted from its append-only file; every contact must end in exactly one
-terminal state and none may be accepted by two agents. The tool starts a stack of its own."""
+terminal state, none may be accepted by two agents, stranded with an agent who never saw its
+offer or leave an agent not ready for an offer never seen; the dead letters must be the
+malformed records sent and the counters must equal the audit log. The tool starts a stack of
+its own."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ import orjson
 
 from tests.conftest import repo_root
 
-CONTRACT = ("published", "terminal", "lost", "double_assigned", "kills")
+CONTRACT = ("published", "terminal", "lost", "stranded", "phantom_not_ready", "double_assigned",
+            "deadletters", "counters_match_audit", "kills")
 
 
 def test_killed_and_restarted_workers_lose_nothing_and_assign_nothing_twice(
@@ -32,6 +36,10 @@ def test_killed_and_restarted_workers_lose_nothing_and_assign_nothing_twice(
     assert result["kills"] == 4, detail  # two single kills + both workers for the backlog
     assert result["lost"] == 0, detail
     assert result["double_assigned"] == 0, detail
+    assert result["stranded"] == 0, detail
+    assert result["phantom_not_ready"] == 0, detail
+    assert result["deadletters_as_sent"] is True, detail
+    assert result["counters_match_audit"] is True, detail
     assert result["terminal"] == result["published"], detail
     assert result["counted_once"], detail
     assert result["counters"]["invariant_violations"] == 0, detail
