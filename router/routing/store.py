@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from router import logs, metrics, transient
+from router import logs, metrics, redis_client, transient
 from router.errors import PeakrouteError, PolicyError, RoutingStoreError
 from router.events import (
     AgentLoggedIn,
@@ -128,11 +128,11 @@ class RoutingStore:
 
     async def _load_scripts(self) -> None:
         """All scripts at once, so a Redis has either every one of them or (restarted,
-        flushed) none: a batch's calls then all run, or none does."""
-        pipe = self.redis.pipeline(transaction=False)
-        for script in (*self._scripts.values(), self._claim):
-            pipe.script_load(script.script)
-        await pipe.execute()
+        flushed) none: a batch's calls then all run, or none does. On a Cluster, into every
+        primary (SCRIPT LOAD goes to each), once the client has the slot map: a replica
+        promoted by a failover has none of them, and answers NOSCRIPT until loaded again."""
+        await redis_client.load_scripts(
+            self.redis, (s.script for s in (*self._scripts.values(), self._claim)))
         self._loaded = True
 
     def _keys(self, name: str, domain: str, now_ms: int) -> list[bytes]:
