@@ -13,7 +13,7 @@ It serves the same command API as a single-node client, so callers hold either a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +26,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry as SyncRetry
 
 from router.settings import Settings
+from router.transient import Kind, TransientError
 
 
 def connection_kwargs(settings: Settings) -> dict[str, Any]:
@@ -174,3 +175,33 @@ async def load_scripts(client: aioredis.Redis,
     for text in texts:
         pipe.script_load(text)
     await pipe.execute()
+
+
+def queue_wait(pipe: Any, client: aioredis.Redis, keys: Iterable[str | bytes], replicas: int,
+               timeout_ms: int) -> int:
+    """Queue ``WAIT replicas timeout_ms`` at the end of ``pipe`` on every node that the
+    commands on ``keys`` (one key per command queued before) were sent to, so that each node
+    answers only once its replicas have those writes: a primary killed right after can then
+    not take them with it (replication is asynchronous). Returns how many WAITs were queued
+    (their replies end the pipeline's results: ``check_waits``). Nothing for replicas 0."""
+    if replicas <= 0:
+        return 0
+    if isinstance(client, aiocluster.RedisCluster):
+        targets = {client.get_node_from_key(k).name: client.get_node_from_key(k)
+                   for k in dict.fromkeys(keys)}
+        for node in targets.values():
+            pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+        return len(targets)
+    pipe.execute_command("WAIT", replicas, timeout_ms)
+    return 1
+
+
+def check_waits(replies: Sequence[Any], replicas: int) -> None:
+    """Raise a transient NOREPLICAS if a node's WAIT saw fewer replicas than asked for (a
+    replica down or behind): the batch is retried, and nothing of it is committed to Kafka."""
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+        if int(reply) < replicas:
+            raise TransientError(Kind.NOREPLICAS, RuntimeError(
+                f"WAIT {replicas}: {int(reply)} replica(s) acknowledged in time"))

@@ -55,6 +55,11 @@ class Settings:
     # Redis Cluster (docs/OPERATIONS.md): redis_url names any node; every process then uses a
     # cluster client (router/redis_client.py).
     redis_cluster: bool = False
+    # Replicas that must have a batch's writes before it counts as done (WAIT after the
+    # scripts, on each node written): a primary killed right after a batch then loses none of
+    # it. 0 = do not wait (one Redis, or replication's own delay accepted).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     # Topics (names and partition count)
     topic_contacts_inbound: str = "contacts.inbound"
     topic_bot_replies: str = "bot.replies"

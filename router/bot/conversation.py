@@ -27,7 +27,7 @@ from redis.exceptions import NoScriptError
 
 from router.bot.policy import BotDecision, Context, Phase
 from router.events import Channel, Language, Speaker, Tier, Turn
-from router.redis_client import load_scripts
+from router.redis_client import check_waits, load_scripts, queue_wait
 
 DOMAINS_KEY = "pb:domains"  # set of domains with bot conversations (for the tick)
 CLOSE_BATCH = 500  # silence closes per domain per tick
@@ -215,6 +215,8 @@ class ConversationStore:
 
     redis: aioredis.Redis
     ttl_s: int
+    wait_replicas: int = 0  # PEAKROUTE_REDIS_WAIT_REPLICAS (router/redis_client.queue_wait)
+    wait_timeout_ms: int = 1000
     _scripts: dict[str, AsyncScript] = field(default_factory=dict)
     _acks: set[tuple[str, str]] = field(default_factory=set)  # (conversation key, field)
 
@@ -275,10 +277,10 @@ class ConversationStore:
         deadlines set, and outbox records Kafka has deleted. Every command touches one key (one
         Cluster slot)."""
         acks, self._acks = self._acks, set()
-        head = 0
+        head = waits = 0
 
         def build(pipe: Any) -> None:
-            nonlocal head
+            nonlocal head, waits
             self._queue_acks(pipe, acks)
             head = len(pipe)
             domains = sorted({w.domain for w in writes})
@@ -297,9 +299,15 @@ class ConversationStore:
             for domain, cid in clears:
                 pipe.delete(conversation_key(domain, cid))
                 pipe.zrem(due_key(domain), cid)
+            waits = queue_wait(pipe, self.redis, [
+                *(conversation_key(w.domain, w.contact_id) for w in writes),
+                *(due_key(d) for d in domains),
+                *(k for d, c in clears for k in (conversation_key(d, c), due_key(d)))],
+                self.wait_replicas, self.wait_timeout_ms)
 
         try:
             results = await self._execute(build)
+            check_waits(results[len(results) - waits:], self.wait_replicas)
         except Exception:
             self._acks |= acks
             raise

@@ -175,6 +175,9 @@ class RoutingStore:
             head += 2
         for call in calls:
             self._evalsha(pipe, call, now_ms)
+        waits = redis_client.queue_wait(
+            pipe, self.redis, (state.key(c.domain, Key.STATS) for c in calls),
+            self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms)
         try:
             raw = list(await pipe.execute(raise_on_error=False))
         except Exception:
@@ -183,15 +186,21 @@ class RoutingStore:
                     self._pending.add(domain, e)
             raise
         transient.raise_transient(raw[:head])
-        results = raw[head:]
+        redis_client.check_waits(raw[len(raw) - waits:], self.settings.redis_wait_replicas)
+        results = raw[head:len(raw) - waits]
         first = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)), None)
         if first is not None:
             await self._load_scripts()
             pipe = self.redis.pipeline(transaction=False)
             for call in calls[first:]:
                 self._evalsha(pipe, call, now_ms)
+            waits = redis_client.queue_wait(
+                pipe, self.redis, (state.key(c.domain, Key.STATS) for c in calls[first:]),
+                self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms)
             again = await pipe.execute(raise_on_error=False)
-            for i, result in enumerate(again, start=first):
+            redis_client.check_waits(again[len(again) - waits:],
+                                     self.settings.redis_wait_replicas)
+            for i, result in enumerate(again[:len(again) - waits], start=first):
                 if isinstance(results[i], NoScriptError):
                     results[i] = result
         # Redis refusing (OOM, READONLY, BUSY, ...) is not the data's fault: the batch is
