@@ -20,6 +20,7 @@ from redis.exceptions import (
     AskError,
     BusyLoadingError,
     ClusterDownError,
+    ClusterError,
     MovedError,
     RedisClusterException,
     RedisError,
@@ -101,6 +102,10 @@ def kind_of(exc: BaseException) -> Kind | None:
         # message that is not the reply's code (redis-py also maps MASTERDOWN to
         # ClusterDownError: the code, above, tells them apart).
         return next((kind for cls, kind in CLUSTER_ERRORS if isinstance(exc, cls)), None)
+    if type(exc) is ClusterError:
+        # A cluster client out of attempts ("TTL exhausted"): it kept meeting TRYAGAIN (a
+        # multi-key script on a slot half moved), or redirections, while slots moved.
+        return Kind.TRYAGAIN
     if isinstance(exc, RedisTimeoutError | asyncio.TimeoutError | TimeoutError):
         return Kind.TIMEOUT
     if isinstance(exc, RedisConnectionError | RedisClusterException | ConnectionError):

@@ -18,7 +18,6 @@ from aiokafka import AIOKafkaProducer
 
 from agents.simulated import AgentProfile, Behaviour
 from load_tests import redis_cluster
-from router.bot.loader import load_brain
 from router.demo import WorkerProcess, wait_ready
 from router.errors import MissingDependencyError
 from router.redis_client import is_cluster, ready
@@ -39,26 +38,16 @@ from tests.integration.test_flow import (  # noqa: F401 - run here on the cluste
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
-PRIMARIES = 3
+PRIMARIES = 3  # tests/conftest.py: redis_cluster_stack
 
 
 @pytest.fixture(scope="module")
-def cluster_embedded(tmp_path_factory: pytest.TempPathFactory,
-                     request: pytest.FixtureRequest) -> Iterator[EmbeddedStack]:
-    embedded = EmbeddedStack(tmp_path_factory.mktemp("cluster"), partitions=4,
-                             redis_cluster=PRIMARIES)
-    asyncio.run(embedded.start())
-    yield embedded
-    embedded.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(cluster_embedded: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory
-          ) -> Settings:
-    """This module's stack (the name the imported tests ask for), its model trained once."""
-    assert cluster_embedded.settings is not None
-    settings = cluster_embedded.settings.replace(offer_timeout_s=3.0, timer_interval_s=0.2)
-    return settings.replace(bot_model_dir=str(load_brain(settings).model_dir))
+def stack(redis_cluster_stack: EmbeddedStack, session_bot_model: str) -> Settings:
+    """This module's stack (the name the imported tests ask for); its worker loads the
+    session's bot model instead of training one."""
+    assert redis_cluster_stack.settings is not None
+    return redis_cluster_stack.settings.replace(offer_timeout_s=3.0, timer_interval_s=0.2,
+                                                bot_model_dir=session_bot_model)
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +78,12 @@ async def test_the_stack_is_a_cluster_of_three_primaries_and_the_worker_uses_it(
 
 async def test_a_live_domains_slot_moves_to_another_primary_and_nothing_is_lost(
     stack: Settings, worker: WorkerProcess, redis_client: aioredis.Redis,
-    kafka_producer: AIOKafkaProducer, domain: str, cluster_embedded: EmbeddedStack,
+    kafka_producer: AIOKafkaProducer, domain: str, redis_cluster_stack: EmbeddedStack,
 ) -> None:
     profiles = [AgentProfile(f"{domain}-a{i}", {"zh": 2, "en": 1, "general": 1, "refunds": 2},
                              {"chat": 2}) for i in range(3)]
     behaviour = Behaviour(accept_delay_s=(0.01, 0.05), handle_mean_s=0.3)
-    ports = cluster_embedded.cluster_ports()
+    ports = redis_cluster_stack.cluster_ports()
     slot = redis_cluster.domain_slot(domain)
     before = redis_cluster.owner(ports, slot).port
     async with running_agents(stack, profiles, domain, behaviour) as pool:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from redis._parsers.base import BaseParser
-from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    MovedError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -81,6 +88,7 @@ def test_raise_transient_picks_the_dependency_failure_among_results() -> None:
 @pytest.mark.parametrize(("exc", "kind"), [
     (ClusterDownError("The cluster is down"), Kind.CLUSTERDOWN),
     (TryAgainError(), Kind.TRYAGAIN),
+    (ClusterError("TTL exhausted."), Kind.TRYAGAIN),
     (MovedError("3999 127.0.0.1:6381"), Kind.MOVED),
     (AskError("3999 127.0.0.1:6381"), Kind.ASK),
 ])
