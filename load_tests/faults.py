@@ -19,6 +19,19 @@ Faults, in order (``--faults`` picks some):
 - ``redis_aof_restart``: Redis stopped and started again from its append-only file; the data
   must survive.
 
+On a Redis Cluster (``--redis-cluster N [--replicas R]``, issue 20) the faults are
+``worker_kill`` and:
+
+- ``cluster_reshard``: the slot of the live domain (its routing state and the bot's silence
+  deadlines) and the slots of a few live conversations moved to the next primary while traffic
+  flows (MIGRATING / IMPORTING, MIGRATE, SETSLOT NODE: load_tests/redis_cluster.py); it bites
+  when keys moved (the clients follow MOVED and ASK and wait out TRYAGAIN themselves);
+- ``cluster_primary_kill`` (needs ``--replicas 1``): SIGKILL of the primary serving the live
+  domain, until its replica takes over; the workers WAIT for one replica after each batch
+  (``PEAKROUTE_REDIS_WAIT_REPLICAS=1``), so nothing they committed is lost with it.
+
+    python -m load_tests.faults --redis-cluster 3 --replicas 1 --rate 300 --duration 60 --json
+
 Each fault must bite: every worker's /metrics is scraped before and after it, and the workers
 must have counted at least one error of the fault's kind in between
 (``peakroute_redis_errors_total{kind}``; for the kills, the restart itself, with the re-delivered
