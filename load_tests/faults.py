@@ -27,8 +27,10 @@ On a Redis Cluster (``--redis-cluster N [--replicas R]``, issue 20) the faults a
   flows (MIGRATING / IMPORTING, MIGRATE, SETSLOT NODE: load_tests/redis_cluster.py); it bites
   when keys moved (the clients follow MOVED and ASK and wait out TRYAGAIN themselves);
 - ``cluster_primary_kill`` (needs ``--replicas 1``): SIGKILL of the primary serving the live
-  domain, until its replica takes over; the workers WAIT for one replica after each batch
-  (``PEAKROUTE_REDIS_WAIT_REPLICAS=1``), so nothing they committed is lost with it.
+  domain, until its replica takes over, then the killed node started again (it rejoins as
+  the new primary's replica); the workers WAIT for one replica after each batch
+  (``PEAKROUTE_REDIS_WAIT_REPLICAS=1``), so nothing they committed is lost with it, and their
+  writes to that shard wait (``noreplicas``, transient) until it has a replica again.
 
     python -m load_tests.faults --redis-cluster 3 --replicas 1 --rate 300 --duration 60 --json
 
@@ -86,7 +88,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "cluster_reshard": ("moved_keys",),
     # SIGKILL of the primary serving the live domain until its replica takes over (needs
     # --replicas 1): the workers lose their connections to it, or meet CLUSTERDOWN.
-    "cluster_primary_kill": ("connection", "clusterdown", "timeout"),
+    "cluster_primary_kill": ("connection", "clusterdown", "timeout", "noreplicas"),
 }
 FAULTS = tuple(EXPECTED)
 CLUSTER_FAULTS = ("worker_kill", "cluster_reshard", "cluster_primary_kill")
@@ -350,7 +352,7 @@ class Proof:
     async def inject(self, name: str) -> Fault:
         fault = Fault(name)
         await self.check_workers()
-        if name.startswith("redis_"):
+        if name.startswith(("redis_", "cluster_")):
             # A Redis fault bites only workers at work: all of them own partitions and saw no
             # failure in the last seconds (/readyz; after a kill that is the rejoin), or
             # --ready-timeout passed.

@@ -150,8 +150,29 @@ async def kill_primary_until_promoted(stack: EmbeddedStack, slot: int, timeout_s
         if time.monotonic() > deadline:
             raise RuntimeError(f"no replica took slot {slot} over within {timeout_s:.0f} s")
         await asyncio.sleep(0.1)
+    promoted_s = time.monotonic() - started
+    # The killed node comes back (as an operator or an orchestrator would bring it back): it
+    # rejoins as the replica of the one promoted, so that its shard has a replica again (the
+    # workers WAIT for one; until it is in sync their writes to that shard are refused as
+    # transient ``noreplicas``).
+    await stack.restart_cluster_node(victim.port)
+    while not replica_in_sync(victim.port):
+        if time.monotonic() > deadline + timeout_s:
+            raise RuntimeError(f"the restarted node {victim.port} did not sync as a replica")
+        await asyncio.sleep(0.1)
     return {"killed_port": victim.port, "promoted_port": now_owner.port,
-            "promoted_after_s": round(time.monotonic() - started, 2)}
+            "promoted_after_s": round(promoted_s, 2),
+            "replica_again_after_s": round(time.monotonic() - started, 2)}
+
+
+def replica_in_sync(port: int) -> bool:
+    """The node on ``port`` is a replica whose link to its primary is up."""
+    try:
+        with _client(port) as client:
+            info = client.info("replication")
+    except redis.RedisError:
+        return False
+    return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
 
 def live_slots(ports: Iterable[int], pattern: str, count: int) -> list[int]:

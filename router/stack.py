@@ -261,6 +261,9 @@ class EmbeddedStack:
                             "--save", "", *persistence, *debug_command_args(redis_server),
                             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                             "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
+                            # a replica may always take over (its data is as fresh as the
+                            # workers' WAIT made it), however long its link was down
+                            "--cluster-replica-validity-factor", "0",
                             # its own bus port: the default (port + 10000) may be taken
                             "--cluster-port", str(free_port()),
                             "--dir", str(node_dir), "--daemonize", "no"]
@@ -337,6 +340,7 @@ class EmbeddedStack:
             raise StackError(f"`redis-cli --cluster create` failed ({proc.returncode}): "
                              f"{output[-600:]}")
         await wait_cluster_ok(ports, len(ports), deadline)
+        await wait_replicas_linked(ports, self.redis_cluster * self.redis_replicas, deadline)
 
     def cluster_ports(self) -> list[int]:
         """The ports of the cluster's nodes (empty without a cluster)."""
@@ -473,6 +477,25 @@ async def wait_cluster_ok(ports: Sequence[int], nodes: int, deadline: float) -> 
         if time.monotonic() > deadline:
             states = dict(zip(ports, seen, strict=True))
             raise StackError(f"the Redis Cluster did not become ok: {states}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_replicas_linked(ports: Sequence[int], replicas: int, deadline: float) -> None:
+    """Until ``replicas`` nodes are replicas whose link to their primary is up (synced)."""
+    def linked(port: int) -> bool:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1,
+                             socket_timeout=2)
+        try:
+            info = client.info("replication")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+    while sum(linked(p) for p in ports) < replicas:
+        if time.monotonic() > deadline:
+            raise StackError(f"the Redis Cluster's {replicas} replica(s) did not sync in time")
         await asyncio.sleep(0.1)
 
 
