@@ -26,7 +26,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry as SyncRetry
 
 from router.settings import Settings
-from router.transient import Kind, TransientError
+from router.transient import Kind, TransientError, kind_of
 
 
 def connection_kwargs(settings: Settings) -> dict[str, Any]:
@@ -201,7 +201,10 @@ def check_waits(replies: Sequence[Any], replicas: int) -> None:
     replica down or behind): the batch is retried, and nothing of it is committed to Kafka."""
     for reply in replies:
         if isinstance(reply, BaseException):
-            raise reply
+            # Any refusal of WAIT is the node's, never the data's: a connection lost, or a
+            # node the client still took for a primary that a failover made a replica ("WAIT
+            # cannot be used with replica instances"): retried once the slot map is read again.
+            raise TransientError(kind_of(reply) or Kind.READONLY, reply)
         if int(reply) < replicas:
             raise TransientError(Kind.NOREPLICAS, RuntimeError(
                 f"WAIT {replicas}: {int(reply)} replica(s) acknowledged in time"))

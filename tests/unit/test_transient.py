@@ -97,3 +97,19 @@ def test_a_cluster_clients_own_refusals_are_transient_by_kind(exc: Exception,
     # What RedisCluster raises once it gives up following or waiting: its message is not
     # the reply's code, its class says the kind.
     assert kind_of(exc) == kind
+
+
+def test_a_wait_refused_or_short_of_replicas_is_transient() -> None:
+    from router.redis_client import check_waits
+
+    check_waits([1, 2], 1)
+    with pytest.raises(TransientError) as short:
+        check_waits([1, 0], 1)
+    assert short.value.kind == Kind.NOREPLICAS
+    # A node a failover made a replica, while the client still takes it for a primary.
+    with pytest.raises(TransientError) as refused:
+        check_waits([reply("ERR WAIT cannot be used with replica instances.")], 1)
+    assert refused.value.kind == Kind.READONLY
+    with pytest.raises(TransientError) as lost:
+        check_waits([RedisConnectionError("reset")], 1)
+    assert lost.value.kind == Kind.CONNECTION
