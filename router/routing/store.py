@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from router import logs, metrics, transient
+from router import logs, metrics, redis_client, transient
 from router.errors import PeakrouteError, PolicyError, RoutingStoreError
 from router.events import (
     AgentLoggedIn,
@@ -132,11 +132,10 @@ class RoutingStore:
 
     async def _load_scripts(self) -> None:
         """All scripts at once, so a Redis has either every one of them or (restarted,
-        flushed) none: a batch's calls then all run, or none does."""
-        pipe = self.redis.pipeline(transaction=False)
-        for script in self._scripts.values():
-            pipe.script_load(script.script)
-        await pipe.execute()
+        flushed) none: a batch's calls then all run, or none does. On a Cluster, into every
+        primary (SCRIPT LOAD goes to each), once the client has the slot map: a replica
+        promoted by a failover has none of them, and answers NOSCRIPT until loaded again."""
+        await redis_client.load_scripts(self.redis, (s.script for s in self._scripts.values()))
         self._loaded = True
 
     def _keys(self, name: str, domain: str, now_ms: int) -> list[bytes]:
@@ -174,6 +173,9 @@ class RoutingStore:
         head = 2 * len(acks) + bool(register)
         for name, keys, argv in requests:
             pipe.evalsha(self._shas[name], len(keys), *keys, *argv)
+        waits = redis_client.queue_wait(
+            pipe, self.redis, (keys[0] for _, keys, _ in requests if keys),
+            self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms)
         try:
             raw = list(await pipe.execute(raise_on_error=False))
         except Exception:
@@ -182,15 +184,21 @@ class RoutingStore:
                     self._pending.add(domain, e)
             raise
         transient.raise_transient(raw[:head])
-        results = raw[head:]
+        redis_client.check_waits(raw[len(raw) - waits:], self.settings.redis_wait_replicas)
+        results = raw[head:len(raw) - waits]
         first = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)), None)
         if first is not None:
             await self._load_scripts()
             pipe = self.redis.pipeline(transaction=False)
             for name, keys, argv in requests[first:]:
                 pipe.evalsha(self._shas[name], len(keys), *keys, *argv)
+            waits = redis_client.queue_wait(
+                pipe, self.redis, (keys[0] for _, keys, _ in requests[first:] if keys),
+                self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms)
             again = await pipe.execute(raise_on_error=False)
-            for i, result in enumerate(again, start=first):
+            redis_client.check_waits(again[len(again) - waits:],
+                                     self.settings.redis_wait_replicas)
+            for i, result in enumerate(again[:len(again) - waits], start=first):
                 if isinstance(results[i], NoScriptError):
                     results[i] = result
         transient.raise_transient(results)
