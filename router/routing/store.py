@@ -64,6 +64,7 @@ TICK_BATCH = 500  # offers, ring openings and pending matches one tick handles p
 PURGE_BATCH = 2000  # finished contacts one tick forgets per domain
 RESEAT_BATCH = 500  # agents one tick looks at for re-seating, per domain
 OUTBOX_LEASE_MS = 10_000  # an outbox entry older than this is re-sent by the timer
+APPLY_MAX_CALLS = 64  # calls of one domain one run of the apply script takes, at most
 DOMAINS_REFRESH_S = 5.0  # how often the timer reads the domain registry
 
 # Re-exported readers (callers that only need the books).
@@ -218,13 +219,18 @@ class RoutingStore:
         by_domain: dict[str, list[int]] = {}
         for i, call in enumerate(calls):
             by_domain.setdefault(call.domain, []).append(i)
+        # Each domain's calls in order, at most APPLY_MAX_CALLS to a script run: one run holds
+        # the server, so its length stays bounded whatever the batch's size.
+        chunks = [(domain, placed[at:at + APPLY_MAX_CALLS])
+                  for domain, placed in by_domain.items()
+                  for at in range(0, len(placed), APPLY_MAX_CALLS)]
         requests = [(state.APPLY, self._keys(state.APPLY, domain, now_ms), (
             now_ms, self._sla_ttl,
             state.encode_calls((calls[i].entry, calls[i].args) for i in placed)))
-            for domain, placed in by_domain.items()]
+            for domain, placed in chunks]
         raw = await self._send([*requests, *extra], sorted(d for d in by_domain if d))
         out: list[list[Entry] | Exception] = [[] for _ in calls]
-        for (domain, placed), result in zip(by_domain.items(), raw, strict=False):
+        for (domain, placed), result in zip(chunks, raw, strict=False):
             if isinstance(result, Exception):  # (not a refusal: those raised) a bug
                 for i in placed:
                     out[i] = result
