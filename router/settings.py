@@ -130,8 +130,18 @@ class Settings:
     gateway_jwt_audience: str = "peakroute-desktop"
     gateway_token_ttl_s: int = 43_200  # `peakroute agents token` default lifetime (12 h)
     gateway_max_frame_bytes: int = 16_384  # a larger client frame closes the socket (1009)
-    gateway_frames_per_s: float = 20.0  # client frames per second per connection (sustained)
+    # client frames per second per agent, across all its sockets (sustained; before hello:
+    # per socket)
+    gateway_frames_per_s: float = 20.0
     gateway_frame_burst: int = 40  # ... and the burst above it
+    gateway_sockets_per_agent: int = 8  # sockets one identity may hold open on one gateway
+    # Origins allowed to open /ws ("https://desk.example.com,https://ops.example.com");
+    # "" = the page's own host only. A request without Origin (not a browser) is let through.
+    gateway_allowed_origins: str = ""
+    gateway_jwks_ttl_s: float = 300.0  # JWKS keys are refetched after this (withdrawn keys go)
+    gateway_jwks_timeout_s: float = 5.0  # one JWKS fetch gives up after this
+    gateway_jwks_unknown_kid_s: float = 30.0  # an unknown kid triggers a refetch at most this often
+    gateway_revocation_keep_s: int = 7 * 86_400  # a revocation refuses older tokens this long
     gateway_flood_strikes: int = 20  # frames refused for flooding before the socket is closed
     gateway_hello_timeout_s: float = 10.0  # a socket without a valid hello by then is closed
     gateway_console_interval_s: float = 1.0  # supervisor console push period
@@ -264,7 +274,9 @@ class Settings:
             raise SettingsError(f"{env_name('gateway_jwt_algorithm')} must be HS256 or RS256")
         positive = ("gateway_token_ttl_s", "gateway_max_frame_bytes", "gateway_frames_per_s",
                     "gateway_frame_burst", "gateway_flood_strikes", "gateway_hello_timeout_s",
-                    "gateway_console_interval_s")
+                    "gateway_console_interval_s", "gateway_sockets_per_agent",
+                    "gateway_jwks_ttl_s", "gateway_jwks_timeout_s", "gateway_jwks_unknown_kid_s",
+                    "gateway_revocation_keep_s")
         for name in positive:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")

@@ -47,6 +47,7 @@ class Identity:
     role: Role
     domain: Id
     expires_at_ms: int
+    issued_at_ms: int = 0
 
 
 def hs256_secret(settings: Settings) -> str:
@@ -130,4 +131,4 @@ def identity_from_claims(claims: dict[str, Any], default_domain: str) -> Identit
     if not (isinstance(sub, str) and ID_RE.fullmatch(sub) and isinstance(dom, str)
             and ID_RE.fullmatch(dom)):
         raise AuthError("invalid_token", "the token's subject or domain is not a valid id")
-    return Identity(sub, role, dom, int(claims["exp"]) * 1000)
+    return Identity(sub, role, dom, int(claims["exp"]) * 1000, int(claims["iat"]) * 1000)

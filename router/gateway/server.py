@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
@@ -43,9 +45,10 @@ from router.events import (
     OfferDeclined,
     RoutingDecision,
 )
-from router.gateway import console
+from router.gateway import console, ends
 from router.gateway import metrics as gm
-from router.gateway.auth import AuthError, Identity, Role, Verifier
+from router.gateway.auth import AuthError, Identity, Role, Verifier, issue
+from router.gateway.ends import End, EndReason
 from router.gateway.protocol import (
     SUPERVISOR_ONLY,
     ClientType,
@@ -58,9 +61,11 @@ from router.gateway.protocol import (
     error,
     parse,
 )
-from router.gateway.roster import Profile, Roster, RosterError, change_event, served_queues
+from router.gateway.roster import Roster, RosterError, change_event, served_queues
 from router.gateway.session import (
     CLOSE_AUTH,
+    CLOSE_ENDED,
+    CLOSE_EXPIRED,
     CLOSE_HELLO_TIMEOUT,
     CLOSE_NO_PROFILE,
     CLOSE_POLICY,
@@ -69,6 +74,7 @@ from router.gateway.session import (
     offer_frame,
 )
 from router.kafka import assign_all, consumer, ensure_topics, producer
+from router.redis_client import redis_client
 from router.routing import state
 from router.routing.config import DomainPolicy, RoutingPolicy, policy_from_settings
 from router.settings import Settings
@@ -95,16 +101,15 @@ class Gateway:
         self.policy = policy or policy_from_settings(settings)
         self.verifier = Verifier(settings)
         self.decoder = Decoder(Limits(settings.max_record_bytes, settings.max_text_chars))
-        # Every socket may read at once (a burst of sign-ins): calls wait for one of a bounded
-        # set of connections instead of failing with "Too many connections".
-        self.redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=30,
-            socket_timeout=10))
+        self.redis = gateway_redis(settings)
         self.roster = Roster(self.redis)
         self.levels = console.ServiceLevels(int(settings.short_abandon_s * 1000))
         self.ratings = console.Ratings(self.redis, settings)
         self.agents: dict[tuple[str, str], set[Session]] = defaultdict(set)
         self.supervisors: set[Session] = set()
+        self.gates: dict[tuple[str, str, Role], FloodGate] = {}  # per identity, all its sockets
+        self.allowed_origins = {o.strip().rstrip("/").lower()
+                                for o in settings.gateway_allowed_origins.split(",") if o.strip()}
         self.offer_owner: dict[tuple[str, str], str] = {}  # (domain, offer id) -> agent
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -126,7 +131,10 @@ class Gateway:
         await assign_all(self._consumer, [self.settings.topic_assignments,
                                           self.settings.topic_routing_decisions], from_end=True)
         self._tasks = [asyncio.create_task(self._read(), name="gateway-reader"),
-                       asyncio.create_task(self._sync(), name="gateway-sync")]
+                       asyncio.create_task(self._sync(), name="gateway-sync"),
+                       asyncio.create_task(ends.follow(self.redis, self._end,
+                                                       lambda: self._stopping),
+                                           name="gateway-ends")]
 
     async def serve(self, host: str, port: int) -> None:
         """Start and listen on host:port (returns once listening)."""
@@ -198,7 +206,24 @@ class Gateway:
 
     # --- WebSocket ---------------------------------------------------------------------------
 
+    def _origin_allowed(self, request: web.Request) -> bool:
+        """A browser names the page that opens a socket: only the allowed origins (by default,
+        the gateway's own pages) may; a client without Origin is not a browser page."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True
+        origin = origin.strip().rstrip("/").lower()
+        if self.allowed_origins:
+            return origin in self.allowed_origins
+        return urlsplit(origin).netloc == request.host.lower()
+
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        if not self._origin_allowed(request):
+            gm.REFUSED.labels(ErrorCode.FOREIGN_ORIGIN.value).inc()
+            log.info("gateway_origin_refused", extra=logs.fields(
+                origin=request.headers.get("Origin", "")[:200]))
+            raise web.HTTPForbidden(text="this origin may not open the agent socket "
+                                         "(PEAKROUTE_GATEWAY_ALLOWED_ORIGINS)")
         ws = web.WebSocketResponse(max_msg_size=self.settings.gateway_max_frame_bytes,
                                    heartbeat=30.0, compress=False)
         await ws.prepare(request)
@@ -245,9 +270,19 @@ class Gateway:
         if close is not None:
             session.close(close)
 
+    def _gate(self, session: Session) -> FloodGate:
+        """The agent's gate once signed in (shared by its sockets), the socket's before."""
+        ident = session.identity
+        if ident is None:
+            return session.gate
+        return self.gates.setdefault(
+            (ident.domain, ident.subject, ident.role),
+            FloodGate(self.settings.gateway_frames_per_s, self.settings.gateway_frame_burst))
+
     async def _frame(self, session: Session, raw: str | bytes) -> None:
-        if not session.gate.allow(time.monotonic()):
-            strikes = session.gate.strikes
+        gate = self._gate(session)
+        if not gate.allow(time.monotonic()):
+            strikes = gate.strikes
             if strikes >= self.settings.gateway_flood_strikes:
                 self._refuse(session, ErrorCode.RATE_LIMITED, "too many frames; closing",
                              close=CLOSE_POLICY)
@@ -265,7 +300,10 @@ class Gateway:
         ident = session.identity
         if frame.type == ClientType.HELLO:
             try:
-                await self._hello(session, frame)
+                if ident is not None:
+                    await self._renew(session, ident, frame)
+                else:
+                    await self._hello(session, frame)
             except Exception:  # Kafka or Redis down, or a bug: this socket only
                 log.exception("gateway_hello_failed")
                 self._refuse(session, ErrorCode.UNAVAILABLE, "the gateway could not sign you "
@@ -283,6 +321,9 @@ class Gateway:
         if frame.type == ClientType.PING:
             session.push({"type": "pong", "server_time_ms": now_ms()})
             return
+        if frame.type == ClientType.REFRESH:
+            self._refresh(session, ident, frame)
+            return
         if (frame.type in SUPERVISOR_ONLY) != (ident.role == Role.SUPERVISOR):
             self._refuse(session, ErrorCode.FORBIDDEN,
                          f"a {ident.role.value} token may not send {frame.type.value}", frame.ref)
@@ -299,20 +340,98 @@ class Gateway:
             self._refuse(session, ErrorCode.INTERNAL, "the gateway failed on this frame",
                          frame.ref)
 
-    async def _hello(self, session: Session, frame: Frame) -> None:
-        if session.identity is not None:
-            self._refuse(session, ErrorCode.ALREADY_AUTHENTICATED, "hello was already sent",
-                         frame.ref)
-            return
+    async def _verified(self, session: Session, frame: Frame) -> Identity | None:
+        """The frame's token checked (signature, claims, revocation), or None (refused)."""
         try:
             ident = self.verifier.verify(frame.data["token"], self.settings.gateway_domain)
         except AuthError as exc:
             self._refuse(session, ErrorCode(exc.code), str(exc), frame.ref, close=CLOSE_AUTH)
+            return None
+        if ident.issued_at_ms <= await ends.revoked_at_ms(self.redis, ident.domain,
+                                                          ident.subject):
+            self._refuse(session, ErrorCode.TOKEN_REVOKED, "this token was revoked; sign in "
+                         "again", frame.ref, close=CLOSE_AUTH)
+            return None
+        return ident
+
+    def _arm_expiry(self, session: Session, ident: Identity) -> None:
+        """End the session at the token's `exp`, whether or not the client sends anything."""
+        if session.expiry is not None:
+            session.expiry.cancel()
+        delay_s = max(ident.expires_at_ms - now_ms(), 0) / 1000
+        session.expiry = asyncio.get_running_loop().call_later(delay_s, self._expire, session)
+
+    def _expire(self, session: Session) -> None:
+        session.expiry = None
+        self._refuse(session, ErrorCode.TOKEN_EXPIRED, "the token has expired; sign in again",
+                     close=CLOSE_EXPIRED)
+
+    async def _renew(self, session: Session, ident: Identity, frame: Frame) -> None:
+        """A second hello on a signed-in socket: the identity provider's fresh token for the
+        same identity keeps the session (offers, active contacts) past the old one's expiry."""
+        fresh = await self._verified(session, frame)
+        if fresh is None:
+            return
+        if (fresh.subject, fresh.role, fresh.domain) != (ident.subject, ident.role,
+                                                          ident.domain):
+            self._refuse(session, ErrorCode.FORBIDDEN, "a renewed token must name the same "
+                         "agent, role and domain", frame.ref, close=CLOSE_AUTH)
+            return
+        session.identity = fresh
+        self._arm_expiry(session, fresh)
+        gm.FRAMES_IN.labels("hello").inc()
+        session.push({"type": "renewed", "expires_at": fresh.expires_at_ms,
+                      **({"ref": frame.ref} if frame.ref else {})})
+
+    def _refresh(self, session: Session, ident: Identity, frame: Frame) -> None:
+        """HS256: a new token of the same claims and lifetime (the identity provider issues
+        RS256 tokens: the desktop sends its fresh one in a new hello instead)."""
+        if self.settings.gateway_jwt_algorithm != "HS256":
+            self._refuse(session, ErrorCode.INVALID_FIELD, "tokens come from your identity "
+                         "provider: send hello with its fresh token", frame.ref)
+            return
+        lifetime_s = max(ident.expires_at_ms - ident.issued_at_ms, 1000) / 1000
+        now_s = max(time.time(), ident.issued_at_ms / 1000 + 1)  # iat moves on: not revoked
+        token = issue(self.settings, ident.subject, ident.role, ident.domain, lifetime_s,
+                      now_s=now_s)
+        fresh = self.verifier.verify(token, ident.domain)
+        session.identity = fresh
+        self._arm_expiry(session, fresh)
+        session.push({"type": "renewed", "token": token, "expires_at": fresh.expires_at_ms,
+                      **({"ref": frame.ref} if frame.ref else {})})
+
+    def _end(self, end: End) -> None:
+        """An end read from the stream: close this instance's sockets of that agent."""
+        key = (end.domain, end.agent_id)
+        sessions = list(self.agents.get(key, ())) + [
+            s for s in self.supervisors if s.identity is not None
+            and (s.identity.domain, s.identity.subject) == key]
+        for s in sessions:
+            self._refuse(s, ErrorCode(end.reason.value), ends.MESSAGES[end.reason],
+                         close=CLOSE_ENDED)
+        if sessions:
+            log.info("gateway_sessions_ended", extra=logs.fields(
+                agent=end.agent_id, reason=end.reason.value, sockets=len(sessions)))
+
+    async def _hello(self, session: Session, frame: Frame) -> None:
+        ident = await self._verified(session, frame)
+        if ident is None:
+            return
+        held = (len(self.agents.get((ident.domain, ident.subject), ()))
+                if ident.role == Role.AGENT else sum(
+                    1 for s in self.supervisors if s.identity is not None
+                    and (s.identity.domain, s.identity.subject) == (ident.domain,
+                                                                     ident.subject)))
+        if held >= self.settings.gateway_sockets_per_agent:
+            self._refuse(session, ErrorCode.TOO_MANY_SOCKETS, f"at most "
+                         f"{self.settings.gateway_sockets_per_agent} sockets per sign-in; close "
+                         "another tab", frame.ref, close=CLOSE_POLICY)
             return
         gm.FRAMES_IN.labels("hello").inc()
         domain_policy = self.policy.for_domain(ident.domain)
         if ident.role == Role.SUPERVISOR:
             session.identity = ident
+            self._arm_expiry(session, ident)
             self.supervisors.add(session)
             gm.CONNECTIONS.labels("supervisor").inc()
             session.push({"type": "welcome", "role": "supervisor", "agent_id": ident.subject,
@@ -327,7 +446,13 @@ class Gateway:
                          "profile; ask a supervisor (peakroute agents add)", frame.ref,
                          close=CLOSE_NO_PROFILE)
             return
+        if profile.disabled:
+            self._refuse(session, ErrorCode.AGENT_DISABLED, f"agent {ident.subject} is disabled; "
+                         "ask a supervisor (peakroute agents enable)", frame.ref,
+                         close=CLOSE_NO_PROFILE)
+            return
         session.identity = ident
+        self._arm_expiry(session, ident)
         self.agents[session.key].add(session)  # before reading offers: none can slip between
         gm.CONNECTIONS.labels("agent").inc()
         view = (await console.agent_views(self.redis, ident.domain, [ident.subject]))[
@@ -430,9 +555,9 @@ class Gateway:
                     self._refuse(session, ErrorCode.INVALID_FIELD,
                                  f"no agent {d['agent_id']} in the roster", ref)
                     return
-                profile = Profile(old.agent_id, _int_map(d["skills"]),
-                                  _int_map(d["capacity"]) if "capacity" in d else old.capacity,
-                                  old.name)
+                profile = dataclasses.replace(
+                    old, skills=_int_map(d["skills"]),
+                    capacity=_int_map(d["capacity"]) if "capacity" in d else old.capacity)
                 try:
                     await self.roster.put(domain, [profile], by=me)
                 except RosterError as exc:
@@ -452,6 +577,8 @@ class Gateway:
                                               reason=reason[:64])
                 if not await self._publish(event, session, ref):
                     return
+                if d["state"] == DeskState.LOGOUT:  # its desktops close, on every gateway
+                    await ends.announce(self.redis, domain, target, EndReason.LOGGED_OUT)
                 for s in self.agents.get((domain, target), ()):
                     s.hold_until = 0.0  # show the supervisor's change at the next sync
         session.push(ack(frame.type, ref))
@@ -487,12 +614,19 @@ class Gateway:
         return True
 
     def _forget(self, session: Session) -> None:
-        if session.identity is None:
+        if session.expiry is not None:
+            session.expiry.cancel()
+            session.expiry = None
+        ident = session.identity
+        if ident is None:
             return
-        if session.identity.role == Role.SUPERVISOR:
+        if ident.role == Role.SUPERVISOR:
             if session in self.supervisors:
                 self.supervisors.discard(session)
                 gm.CONNECTIONS.labels("supervisor").dec()
+            if not any(s.identity is not None and s.identity.subject == ident.subject
+                       and s.identity.domain == ident.domain for s in self.supervisors):
+                self.gates.pop((ident.domain, ident.subject, ident.role), None)
             return
         group = self.agents.get(session.key)
         if group is not None and session in group:
@@ -500,6 +634,7 @@ class Gateway:
             gm.CONNECTIONS.labels("agent").dec()
             if not group:
                 del self.agents[session.key]
+                self.gates.pop((ident.domain, ident.subject, ident.role), None)
 
     # --- Kafka in: offers, rescinds, decisions -----------------------------------------------
 
@@ -662,6 +797,20 @@ class Gateway:
         return {"type": "console", "ts_ms": now, "domain": domain, "queues": queues,
                 "agents": agents, "since_ms": self.levels.since_ms,
                 "rating": await self.ratings.of(domain, now)}
+
+
+def gateway_redis(settings: Settings) -> Any:
+    """The settings' client (credentials, ACL user, TLS: router/redis_client.py) on a pool
+    where every socket may read at once (a burst of sign-ins): calls wait for one of a bounded
+    set of connections instead of failing with "Too many connections"."""
+    client = redis_client(settings, socket_timeout=10)
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, aioredis.ConnectionPool):  # a cluster client keeps its own pools
+        return client
+    blocking = aioredis.BlockingConnectionPool(
+        max_connections=REDIS_CONNECTIONS, timeout=30,
+        connection_class=pool.connection_class, **pool.connection_kwargs)
+    return aioredis.Redis(connection_pool=blocking)
 
 
 def _eid() -> str:

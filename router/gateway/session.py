@@ -20,8 +20,10 @@ from router.gateway.protocol import FloodGate
 
 OUTBOX_MAX = 2000  # frames queued for one socket; a client that stops reading is cut off
 # WebSocket close codes (docs/AGENT_PROTOCOL.md)
-CLOSE_AUTH = 4401  # no valid hello (missing, forged, expired token)
-CLOSE_NO_PROFILE = 4403
+CLOSE_AUTH = 4401  # no valid hello (missing, forged, expired, revoked token)
+CLOSE_EXPIRED = 4402  # the token expired on the open socket (renew before `expires_at`)
+CLOSE_NO_PROFILE = 4403  # no routing profile, or the agent is disabled
+CLOSE_ENDED = 4410  # revoked, removed, disabled or logged out by a supervisor
 CLOSE_HELLO_TIMEOUT = 4408
 CLOSE_POLICY = 1008  # flooding, or a client that does not read its frames
 CLOSE_TOO_LARGE = 1009
@@ -44,6 +46,7 @@ class Session:
     hold_until: float = 0.0
     last: dict[str, Any] = field(default_factory=dict)  # what was pushed last, by frame type
     abort: Callable[[], None] | None = None  # drops the TCP connection (a client not reading)
+    expiry: asyncio.TimerHandle | None = None  # ends the session at the token's `exp`
 
     @property
     def key(self) -> tuple[str, str]:
@@ -65,6 +68,9 @@ class Session:
 
     def close(self, code: int) -> None:
         """Send what is queued, then close with ``code``."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
         if self.closing is None:
             self.closing = code
             with contextlib.suppress(asyncio.QueueFull):

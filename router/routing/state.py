@@ -159,6 +159,17 @@ def gateway_seen_key(domain: str, event_id: str) -> str:
     return f"{prefix(domain)}gw:seen:{event_id}"
 
 
+def gateway_revoked_key(domain: str, agent_id: str) -> str:
+    """When an agent's tokens were revoked (ms): a token issued at or before it is refused."""
+    return f"{prefix(domain)}gw:revoked:{agent_id}"
+
+
+def gateway_ends_key() -> str:
+    """Stream of sessions to end (revoked, removed, disabled, logged out), read by every gateway
+    instance: one key for all domains (no hash tag), capped by length."""
+    return "pr:gw:ends"
+
+
 # --- records --------------------------------------------------------------------------------
 
 

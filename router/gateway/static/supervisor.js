@@ -92,7 +92,7 @@ function onStatus(status, code) {
   if (status === "refused") { sessionStorage.removeItem(KEY); $("console").hidden = true; $("signin").hidden = false; }
 }
 
-function start(token) { if (conn) conn.close(); conn = new Connection(token, onFrame, onStatus); }
+function start(token) { if (conn) conn.close(); conn = new Connection(token, onFrame, onStatus, KEY); }
 $("lang").addEventListener("click", () => toggleLang(render));
 $("signin-form").addEventListener("submit", (ev) => { ev.preventDefault(); const tok = $("token").value.trim(); sessionStorage.setItem(KEY, tok); start(tok); });
 applyText();
