@@ -162,6 +162,7 @@ class Gateway:
         if self._producer is not None:
             await self._producer.stop()
         await self.redis.aclose()
+        await self.verifier.aclose()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024)
@@ -343,7 +344,7 @@ class Gateway:
     async def _verified(self, session: Session, frame: Frame) -> Identity | None:
         """The frame's token checked (signature, claims, revocation), or None (refused)."""
         try:
-            ident = self.verifier.verify(frame.data["token"], self.settings.gateway_domain)
+            ident = await self.verifier.check(frame.data["token"], self.settings.gateway_domain)
         except AuthError as exc:
             self._refuse(session, ErrorCode(exc.code), str(exc), frame.ref, close=CLOSE_AUTH)
             return None
