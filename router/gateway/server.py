@@ -103,8 +103,7 @@ class Gateway:
         self.decoder = Decoder(Limits(settings.max_record_bytes, settings.max_text_chars))
         self.redis = gateway_redis(settings)
         self.roster = Roster(self.redis)
-        self.levels = console.ServiceLevels(int(settings.short_abandon_s * 1000))
-        self.ratings = console.Ratings(self.redis, settings)
+        self.figures = console.DomainConsole(self.redis, settings)
         self.agents: dict[tuple[str, str], set[Session]] = defaultdict(set)
         self.supervisors: set[Session] = set()
         self.gates: dict[tuple[str, str, Role], FloodGate] = {}  # per identity, all its sockets
@@ -672,7 +671,6 @@ class Gateway:
                                 "contact_id": ev.contact_id, "reason": ev.reason})
                         s.hold_until = 0.0  # a lapse may have made the agent not ready
                 case RoutingDecision():
-                    self.levels.add(ev)
                     if ev.agent_id is None:
                         continue
                     key = (ev.domain, ev.agent_id)
@@ -787,7 +785,7 @@ class Gateway:
 
     async def console_frame(self, domain: str, now: int) -> dict[str, Any]:
         policy = self.policy.for_domain(domain)
-        queues = await console.queue_figures(self.redis, domain, policy, self.levels, now)
+        queues, rating = await self.figures.read(domain, policy, now)
         profiles = (await self.roster.all(domain))[:CONSOLE_AGENTS_MAX]
         views = await console.agent_views(self.redis, domain, [p.agent_id for p in profiles])
         seen: Any = await self.redis.zrange(console.online_key(domain), 0, -1, withscores=True)
@@ -796,8 +794,9 @@ class Gateway:
                    "roster_skills": p.skills, "queues": served_queues(
                        views[p.agent_id].skills or p.skills, policy)} for p in profiles]
         return {"type": "console", "ts_ms": now, "domain": domain, "queues": queues,
-                "agents": agents, "since_ms": self.levels.since_ms,
-                "rating": await self.ratings.of(domain, now)}
+                "agents": agents, "window": console.CONSOLE_WINDOW,
+                "formula": self.settings.sla_formula, "timezone": self.settings.sla_timezone,
+                "objective": self.settings.sla_objective_ratio, "rating": rating}
 
 
 def gateway_redis(settings: Settings) -> Any:

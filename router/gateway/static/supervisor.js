@@ -32,7 +32,8 @@ function render() {
   const qs = $("queues"); qs.replaceChildren();
   for (const q of last.queues) {
     const sl = q.service_level;
-    const cls = sl === null ? "" : sl >= 0.8 ? "good" : sl >= 0.6 ? "warn" : "bad";
+    const objective = last.objective ?? 0.8;
+    const cls = sl === null ? "" : sl >= objective ? "good" : sl >= objective - 0.2 ? "warn" : "bad";
     qs.append(el("tr", { "data-queue": q.queue },
       el("td", {}, q.queue),
       el("td", { class: `sl ${cls}` }, sl === null ? "—" : `${(sl * 100).toFixed(1)} %`),
