@@ -142,6 +142,9 @@ class Settings:
     gateway_jwks_timeout_s: float = 5.0  # one JWKS fetch gives up after this
     gateway_jwks_unknown_kid_s: float = 30.0  # an unknown kid triggers a refetch at most this often
     gateway_revocation_keep_s: int = 7 * 86_400  # a revocation refuses older tokens this long
+    # an agent's figure counted once per decision: the dedupe key outlives any re-delivery of
+    # the decision (the outbox re-sends after its 10 s lease; a group rebalance re-reads inputs)
+    gateway_seen_ttl_s: int = 600
     gateway_flood_strikes: int = 20  # frames refused for flooding before the socket is closed
     gateway_hello_timeout_s: float = 10.0  # a socket without a valid hello by then is closed
     gateway_console_interval_s: float = 1.0  # supervisor console push period
@@ -276,7 +279,7 @@ class Settings:
                     "gateway_frame_burst", "gateway_flood_strikes", "gateway_hello_timeout_s",
                     "gateway_console_interval_s", "gateway_sockets_per_agent",
                     "gateway_jwks_ttl_s", "gateway_jwks_timeout_s", "gateway_jwks_unknown_kid_s",
-                    "gateway_revocation_keep_s")
+                    "gateway_revocation_keep_s", "gateway_seen_ttl_s")
         for name in positive:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")

@@ -29,8 +29,10 @@ FIGURE_OF = {Decision.OFFERED: "offered", Decision.ACCEPTED: "answered",
              Decision.DECLINED: "declined", Decision.EXPIRED: "missed",
              Decision.COMPLETED: "completed"}
 # Count an agent's figure once per decision event id (several gateways may see it).
+# The dedupe key lives ARGV[4] seconds: as long as a re-delivery of the decision can reach a
+# gateway (PEAKROUTE_GATEWAY_SEEN_TTL_S), not as long as the day's figures (ARGV[3]).
 COUNT_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
   redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end

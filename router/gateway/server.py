@@ -726,7 +726,8 @@ class Gateway:
         for domain, aid, figure, eid in counts:
             await self._count_once(keys=[console.day_key(domain, aid, day),
                                          state.gateway_seen_key(domain, eid)],
-                                   args=[figure, 1, console.DAY_TTL_S], client=pipe)
+                                   args=[figure, 1, console.DAY_TTL_S,
+                                         self.settings.gateway_seen_ttl_s], client=pipe)
         await pipe.execute()
 
     # --- the sync loop: state, load, figures, consoles ---------------------------------------
