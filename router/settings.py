@@ -142,6 +142,10 @@ class Settings:
     gateway_jwks_timeout_s: float = 5.0  # one JWKS fetch gives up after this
     gateway_jwks_unknown_kid_s: float = 30.0  # an unknown kid triggers a refetch at most this often
     gateway_revocation_keep_s: int = 7 * 86_400  # a revocation refuses older tokens this long
+    # Partitions of assignments and routing.decisions this instance reads ("0-3", "4,5,6,7");
+    # "" = all. Records are keyed by domain: route each domain's desktops to the instances
+    # that read its partition (docs/ARCHITECTURE.md, "Agent gateway").
+    gateway_partitions: str = ""
     # an agent's figure counted once per decision: the dedupe key outlives any re-delivery of
     # the decision (the outbox re-sends after its 10 s lease; a group rebalance re-reads inputs)
     gateway_seen_ttl_s: int = 600
@@ -169,6 +173,19 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def gateway_partition_list(self) -> list[int] | None:
+        """gateway_partitions as numbers (None: every partition)."""
+        if not self.gateway_partitions.strip():
+            return None
+        out: set[int] = set()
+        for part in self.gateway_partitions.split(","):
+            first, sep, last = part.strip().partition("-")
+            lo, hi = int(first), int(last) if sep else int(first)
+            if lo < 0 or hi < lo:
+                raise ValueError(part)
+            out.update(range(lo, hi + 1))
+        return sorted(out)
 
     def as_env(self) -> dict[str, str]:
         """The settings as PEAKROUTE_* variables, to hand to a child process."""
@@ -273,6 +290,11 @@ class Settings:
                                 f"{env_name('redis_ssl_keyfile')} go together")
 
     def _validate_gateway(self) -> None:
+        try:
+            self.gateway_partition_list()
+        except ValueError:
+            raise SettingsError(f"{env_name('gateway_partitions')}={self.gateway_partitions!r}: "
+                                "use partition numbers and ranges, e.g. 0-3 or 0,2,4") from None
         if self.gateway_jwt_algorithm not in {"HS256", "RS256"}:
             raise SettingsError(f"{env_name('gateway_jwt_algorithm')} must be HS256 or RS256")
         positive = ("gateway_token_ttl_s", "gateway_max_frame_bytes", "gateway_frames_per_s",

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
@@ -127,8 +127,17 @@ class Gateway:
         await self._producer.start()
         self._consumer = consumer(self.settings, group_id=None, auto_offset_reset="latest")
         await self._consumer.start()
-        await assign_all(self._consumer, [self.settings.topic_assignments,
-                                          self.settings.topic_routing_decisions], from_end=True)
+        topics = [self.settings.topic_assignments, self.settings.topic_routing_decisions]
+        only = self.settings.gateway_partition_list()
+        if only is None:
+            await assign_all(self._consumer, topics, from_end=True)
+        else:  # this instance serves the domains of these partitions only
+            tps = [TopicPartition(t, p) for t in topics for p in only
+                   if p in (self._consumer.partitions_for_topic(t) or ())]
+            self._consumer.assign(tps)
+            await self._consumer.seek_to_end(*tps)
+            for tp in tps:
+                await self._consumer.position(tp)
         self._tasks = [asyncio.create_task(self._read(), name="gateway-reader"),
                        asyncio.create_task(self._sync(), name="gateway-sync"),
                        asyncio.create_task(ends.follow(self.redis, self._end,

@@ -844,6 +844,26 @@ async def read_context(client: aioredis.Redis, domain: str, contact_id: str) -> 
                         tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
 
 
+async def read_contexts(client: aioredis.Redis, domain: str, contact_ids: Sequence[str]
+                        ) -> dict[str, OfferContext]:
+    """read_context of many contacts in one round trip."""
+    if not contact_ids:
+        return {}
+    raw = await client.hmget(key(domain, Key.CONTEXT), list(contact_ids))
+    out = {}
+    for cid, r in zip(contact_ids, raw, strict=True):
+        if not r:
+            out[cid] = OfferContext()
+            continue
+        data = msgspec.json.decode(r)
+        out[cid] = OfferContext(
+            str(data.get("intent", "")), str(data.get("tier", "")),
+            str(data.get("language", "")), float(data.get("confidence", 0.0)),
+            str(data.get("reason", "")),
+            tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
+    return out
+
+
 async def offers_of(client: aioredis.Redis, domain: str, agent_id: str
                     ) -> list[tuple[ContactView, int]]:
     """The agent's outstanding offers: (contact, expires at ms)."""
