@@ -85,6 +85,7 @@ STATE_HOLD_S = 2.0  # after a state action, the sync loop waits this long to con
 ONLINE_WITHIN_MS = 5000  # a desktop seen by a gateway this recently counts as connected
 CONSOLE_AGENTS_MAX = 1000  # agents one console frame lists
 REDIS_CONNECTIONS = 32  # per gateway process
+SYNC_SLICE = 250  # agents synced per round of reads
 WRAP_UP_DEFAULT = "resolved"
 STATIC = resources.files("router.gateway") / "static"
 
@@ -758,7 +759,11 @@ class Gateway:
         for domain, aid in self.agents:
             by_domain[domain].append(aid)
         now, mono = now_ms(), time.monotonic()
-        for domain, ids in by_domain.items():
+        # In slices: each slice's reads yield the event loop, so offers keep flowing while
+        # thousands of desktops are synced (a whole-roster pass would hold it for its length).
+        slices = [(domain, ids[i:i + SYNC_SLICE]) for domain, ids in by_domain.items()
+                  for i in range(0, len(ids), SYNC_SLICE)]
+        for domain, ids in slices:
             views = await console.agent_views(self.redis, domain, ids)
             figures = await console.figures_today(self.redis, domain, ids)
             await self.redis.zadd(console.online_key(domain), dict.fromkeys(ids, now))
