@@ -12,12 +12,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router import logs
 from router.events import AssignmentOffered
 from router.gateway import console
 from router.gateway import metrics as gm
 from router.gateway.auth import Identity
-from router.gateway.protocol import FloodGate
+from router.gateway.protocol import ErrorCode, FloodGate, error
 
+log = logs.get("gateway")
 OUTBOX_MAX = 2000  # frames queued for one socket; a client that stops reading is cut off
 # WebSocket close codes (docs/AGENT_PROTOCOL.md)
 CLOSE_AUTH = 4401  # no valid hello (missing, forged, expired, revoked token)
@@ -90,6 +92,18 @@ class Session:
         if self.closing is not None and not self.ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.close(code=self.closing)
+
+
+def refuse(session: Session, code: ErrorCode, message: str, ref: str | None = None,
+           close: int | None = None) -> None:
+    """Answer a frame (or end a session) with an ``error`` frame, counted and logged; with
+    ``close``, then close the socket with that code."""
+    gm.REFUSED.labels(code.value).inc()
+    who = session.identity.subject if session.identity else ""
+    log.info("gateway_frame_refused", extra=logs.fields(code=code.value, agent=who))
+    session.push(error(code, message, ref))
+    if close is not None:
+        session.close(close)
 
 
 def offer_frame(o: AssignmentOffered, ctx: console.OfferContext | None, now: int
