@@ -253,7 +253,7 @@ async def test_the_frame_limit_is_per_agent_across_its_sockets(gw: GatewayUnderT
         while True:
             try:
                 await tab.until("pong", timeout_s=0.5)
-            except AssertionError:
+            except (AssertionError, TimeoutError):  # no more pongs
                 break
             pongs += 1
     assert pongs <= 20 + 2  # the burst, and what the rate earns back meanwhile
