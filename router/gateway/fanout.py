@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
+import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.exceptions import RedisError
@@ -74,7 +75,7 @@ class Fanout:
             try:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
                 events = [self.decoder.decode(rec.value) for recs in batches.values()
-                          for rec in recs]
+                          for rec in recs if self._for_us(rec.value)]
                 await self._dispatch([e for e in events if not isinstance(e, Rejection)])
                 delay = 0.1
             except asyncio.CancelledError:
@@ -83,6 +84,18 @@ class Fanout:
                 log.exception("gateway_read_failed")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _for_us(self, raw: bytes | None) -> bool:
+        """Whether a record names an agent connected here: only those are decoded (the full
+        contract check costs more than the rest of an offer's way to the socket), so an
+        instance reading records of many more agents than it holds spends little on them."""
+        try:
+            head = orjson.loads(raw or b"")
+        except orjson.JSONDecodeError:
+            return False
+        return (isinstance(head, dict) and isinstance(head.get("domain"), str)
+                and isinstance(head.get("agent_id"), str)
+                and (head["domain"], head["agent_id"]) in self.hub.agents)
 
     async def _dispatch(self, events: Iterable[Event]) -> None:
         offers: list[AssignmentOffered] = []

@@ -88,7 +88,7 @@ class Session:
                 await self.ws.send_str(orjson.dumps(frame).decode())
             except (ConnectionError, RuntimeError):
                 break
-            gm.FRAMES_OUT.labels(frame["type"]).inc()
+            gm.sent(frame["type"])
         if self.closing is not None and not self.ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.close(code=self.closing)
