@@ -130,6 +130,23 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_snapshot(stack: EmbeddedStack, gateways: list[subprocess.Popen[bytes]]
+                 ) -> dict[str, float]:
+    """CPU seconds so far of the broker, Redis, the gateways (together) and this client."""
+    out = {p.name: cpu_s(p.pid) for p in stack.processes}
+    out["gateways"] = sum(cpu_s(p.pid) for p in gateways)
+    out["client"] = time.process_time()
+    return out
+
+
+def cores_since(before: dict[str, float], stack: EmbeddedStack,
+                gateways: list[subprocess.Popen[bytes]], seconds: float) -> dict[str, float]:
+    """Cores each process kept busy on average since ``before`` (where the machine went)."""
+    now = cpu_snapshot(stack, gateways)
+    return {name: round((now[name] - before.get(name, 0.0)) / max(seconds, 1e-9), 2)
+            for name in now}
+
+
 def domains_by_instance(instances: int, partitions: int, per_instance: int
                         ) -> list[tuple[str, list[int]]]:
     """Routing domains for each instance, chosen so each lands on a partition that instance
@@ -188,6 +205,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with aiohttp.ClientSession(connector=conn) as http:
             # --- connect --------------------------------------------------------------------
             started = time.perf_counter()
+            connect_cpu = cpu_snapshot(stack, procs)
             sem = asyncio.Semaphore(args.concurrency)
 
             async def sign_in(home: tuple[int, str, str]) -> Desk:
@@ -203,6 +221,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             desks = list(await asyncio.gather(*(sign_in(h) for h in homes)))
             connect_s = time.perf_counter() - started
+            connect_cores = cores_since(connect_cpu, stack, procs, connect_s)
             await asyncio.sleep(2.0)  # let a sync round pass
             rss_connected = sum(rss_kib(p.pid) for p in procs)
 
@@ -212,6 +231,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             expires = now_ms() + 3_600_000
             total = int(args.rate * args.seconds) if args.rate > 0 else args.offers
             cpu_before = [cpu_s(p.pid) for p in procs]
+            offers_cpu = cpu_snapshot(stack, procs)
 
             async def send(n: int) -> None:
                 _, domain, aid = homes[n % len(homes)]
@@ -242,6 +262,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
             push_s = time.perf_counter() - started
             gateway_cpu = sum(cpu_s(p.pid) for p in procs) - sum(cpu_before)
+            cores_busy = cores_since(offers_cpu, stack, procs, push_s)
             delivered = sum(d.offers for d in desks)
             await prod.stop()
 
@@ -288,6 +309,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "offer_p99_ms": round(p99, 1) if p99 is not None else None,
             "offer_max_ms": round(max(latencies), 1) if latencies else None,
             "gateway_cpu_s_per_1000_offers": round(gateway_cpu / max(delivered, 1) * 1000, 3),
+            "cores_busy_during_connect": connect_cores,
+            "cores_busy_during_offers": cores_busy,
+            "loadavg_1m": round(os.getloadavg()[0], 2),
             "action_frames_sent": sent,
             "action_frames_acked": acked,
             "action_frames_acked_per_s": round(acked / action_s, 1),
