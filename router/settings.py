@@ -146,6 +146,9 @@ class Settings:
     # "" = all. Records are keyed by domain: route each domain's desktops to the instances
     # that read its partition (docs/ARCHITECTURE.md, "Agent gateway").
     gateway_partitions: str = ""
+    # The gateway's fetch wait for offers: an embedded Tansu broker answers a fetch only when
+    # the wait ends, so it is part of every offer's latency (Apache Kafka answers on data)
+    gateway_fetch_max_wait_ms: int = 5
     # an agent's figure counted once per decision: the dedupe key outlives any re-delivery of
     # the decision (the outbox re-sends after its 10 s lease; a group rebalance re-reads inputs)
     gateway_seen_ttl_s: int = 600
@@ -301,7 +304,8 @@ class Settings:
                     "gateway_frame_burst", "gateway_flood_strikes", "gateway_hello_timeout_s",
                     "gateway_console_interval_s", "gateway_sockets_per_agent",
                     "gateway_jwks_ttl_s", "gateway_jwks_timeout_s", "gateway_jwks_unknown_kid_s",
-                    "gateway_revocation_keep_s", "gateway_seen_ttl_s")
+                    "gateway_revocation_keep_s", "gateway_seen_ttl_s",
+                    "gateway_fetch_max_wait_ms")
         for name in positive:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")

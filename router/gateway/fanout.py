@@ -49,7 +49,8 @@ class Fanout:
         self._count_once = redis.register_script(console.COUNT_ONCE)
 
     async def start(self) -> None:
-        self._consumer = consumer(self.settings, group_id=None, auto_offset_reset="latest")
+        self._consumer = consumer(self.settings, group_id=None, auto_offset_reset="latest",
+                                  fetch_max_wait_ms=self.settings.gateway_fetch_max_wait_ms)
         await self._consumer.start()
         topics = [self.settings.topic_assignments, self.settings.topic_routing_decisions]
         only = self.settings.gateway_partition_list()
