@@ -139,8 +139,28 @@ class Settings:
     gateway_jwt_audience: str = "peakroute-desktop"
     gateway_token_ttl_s: int = 43_200  # `peakroute agents token` default lifetime (12 h)
     gateway_max_frame_bytes: int = 16_384  # a larger client frame closes the socket (1009)
-    gateway_frames_per_s: float = 20.0  # client frames per second per connection (sustained)
+    # client frames per second per agent, across all its sockets (sustained; before hello:
+    # per socket)
+    gateway_frames_per_s: float = 20.0
     gateway_frame_burst: int = 40  # ... and the burst above it
+    gateway_sockets_per_agent: int = 8  # sockets one identity may hold open on one gateway
+    # Origins allowed to open /ws ("https://desk.example.com,https://ops.example.com");
+    # "" = the page's own host only. A request without Origin (not a browser) is let through.
+    gateway_allowed_origins: str = ""
+    gateway_jwks_ttl_s: float = 300.0  # JWKS keys are refetched after this (withdrawn keys go)
+    gateway_jwks_timeout_s: float = 5.0  # one JWKS fetch gives up after this
+    gateway_jwks_unknown_kid_s: float = 30.0  # an unknown kid triggers a refetch at most this often
+    gateway_revocation_keep_s: int = 7 * 86_400  # a revocation refuses older tokens this long
+    # Partitions of assignments and routing.decisions this instance reads ("0-3", "4,5,6,7");
+    # "" = all. Records are keyed by domain: route each domain's desktops to the instances
+    # that read its partition (docs/ARCHITECTURE.md, "Agent gateway").
+    gateway_partitions: str = ""
+    # The gateway's fetch wait for offers: an embedded Tansu broker answers a fetch only when
+    # the wait ends, so it is part of every offer's latency (Apache Kafka answers on data)
+    gateway_fetch_max_wait_ms: int = 5
+    # an agent's figure counted once per decision: the dedupe key outlives any re-delivery of
+    # the decision (the outbox re-sends after its 10 s lease; a group rebalance re-reads inputs)
+    gateway_seen_ttl_s: int = 600
     gateway_flood_strikes: int = 20  # frames refused for flooding before the socket is closed
     gateway_hello_timeout_s: float = 10.0  # a socket without a valid hello by then is closed
     gateway_console_interval_s: float = 1.0  # supervisor console push period
@@ -165,6 +185,19 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def gateway_partition_list(self) -> list[int] | None:
+        """gateway_partitions as numbers (None: every partition)."""
+        if not self.gateway_partitions.strip():
+            return None
+        out: set[int] = set()
+        for part in self.gateway_partitions.split(","):
+            first, sep, last = part.strip().partition("-")
+            lo, hi = int(first), int(last) if sep else int(first)
+            if lo < 0 or hi < lo:
+                raise ValueError(part)
+            out.update(range(lo, hi + 1))
+        return sorted(out)
 
     def as_env(self) -> dict[str, str]:
         """The settings as PEAKROUTE_* variables, to hand to a child process."""
@@ -274,11 +307,19 @@ class Settings:
                                 f"{env_name('redis_ssl_keyfile')} go together")
 
     def _validate_gateway(self) -> None:
+        try:
+            self.gateway_partition_list()
+        except ValueError:
+            raise SettingsError(f"{env_name('gateway_partitions')}={self.gateway_partitions!r}: "
+                                "use partition numbers and ranges, e.g. 0-3 or 0,2,4") from None
         if self.gateway_jwt_algorithm not in {"HS256", "RS256"}:
             raise SettingsError(f"{env_name('gateway_jwt_algorithm')} must be HS256 or RS256")
         positive = ("gateway_token_ttl_s", "gateway_max_frame_bytes", "gateway_frames_per_s",
                     "gateway_frame_burst", "gateway_flood_strikes", "gateway_hello_timeout_s",
-                    "gateway_console_interval_s")
+                    "gateway_console_interval_s", "gateway_sockets_per_agent",
+                    "gateway_jwks_ttl_s", "gateway_jwks_timeout_s", "gateway_jwks_unknown_kid_s",
+                    "gateway_revocation_keep_s", "gateway_seen_ttl_s",
+                    "gateway_fetch_max_wait_ms")
         for name in positive:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")

@@ -20,6 +20,7 @@ import jwt
 from router.decode import ID_RE
 from router.errors import PeakrouteError
 from router.events import Id
+from router.gateway.jwks import KeySet, UnknownKey
 from router.settings import Settings, env_name
 
 SECRET_FILE = "gateway.secret"
@@ -47,6 +48,7 @@ class Identity:
     role: Role
     domain: Id
     expires_at_ms: int
+    issued_at_ms: int = 0
 
 
 def hs256_secret(settings: Settings) -> str:
@@ -88,12 +90,14 @@ class Verifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.algorithm = settings.gateway_jwt_algorithm
-        self._jwks: jwt.PyJWKClient | None = None
-        self._key: Any
+        self.jwks: KeySet | None = None
+        self._key: Any = None
         if self.algorithm == "HS256":
             self._key = hs256_secret(settings)
         elif settings.gateway_jwks_url:
-            self._jwks = jwt.PyJWKClient(settings.gateway_jwks_url, cache_keys=True)
+            self.jwks = KeySet(settings.gateway_jwks_url, settings.gateway_jwks_ttl_s,
+                               settings.gateway_jwks_timeout_s,
+                               settings.gateway_jwks_unknown_kid_s)
         elif settings.gateway_jwt_public_key:
             self._key = Path(settings.gateway_jwt_public_key).read_text()
         else:
@@ -101,12 +105,38 @@ class Verifier:
                 f"RS256 needs {env_name('gateway_jwt_public_key')} (a PEM file) or "
                 f"{env_name('gateway_jwks_url')}")
 
-    def verify(self, token: object, default_domain: str) -> Identity:
-        if not isinstance(token, str) or not token or len(token) > 8192:
-            raise AuthError("unauthenticated", "hello needs a token")
+    async def check(self, token: object, default_domain: str) -> Identity:
+        """The token verified; with a JWKS endpoint its key is fetched without blocking the
+        event loop (router/gateway/jwks.py)."""
+        if self.jwks is None:
+            return self.verify(token, default_domain)
+        _check_shape(token)
+        assert isinstance(token, str)
         try:
-            key = (self._jwks.get_signing_key_from_jwt(token).key if self._jwks is not None
-                   else self._key)
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = await self.jwks.key(kid if isinstance(kid, str) else None)
+        except jwt.PyJWTError as exc:
+            raise AuthError("invalid_token", f"the token is not valid ({type(exc).__name__})"
+                            ) from None
+        except UnknownKey:
+            raise AuthError("invalid_token", "the token is not valid (its signing key is not "
+                            "the identity provider's)") from None
+        return self._decode(token, key, default_domain)
+
+    def verify(self, token: object, default_domain: str) -> Identity:
+        """The token verified with a configured key (HS256 secret or PEM file)."""
+        if self.jwks is not None:
+            raise PeakrouteError("a JWKS verifier checks tokens with `await check(...)`")
+        _check_shape(token)
+        assert isinstance(token, str)
+        return self._decode(token, self._key, default_domain)
+
+    async def aclose(self) -> None:
+        if self.jwks is not None:
+            await self.jwks.aclose()
+
+    def _decode(self, token: str, key: Any, default_domain: str) -> Identity:
+        try:
             claims = jwt.decode(
                 token, key, algorithms=[self.algorithm],
                 audience=self.settings.gateway_jwt_audience,
@@ -120,6 +150,11 @@ class Verifier:
         return identity_from_claims(claims, default_domain)
 
 
+def _check_shape(token: object) -> None:
+    if not isinstance(token, str) or not token or len(token) > 8192:
+        raise AuthError("unauthenticated", "hello needs a token")
+
+
 def identity_from_claims(claims: dict[str, Any], default_domain: str) -> Identity:
     sub, dom = claims.get("sub"), claims.get("dom", default_domain)
     try:
@@ -130,4 +165,4 @@ def identity_from_claims(claims: dict[str, Any], default_domain: str) -> Identit
     if not (isinstance(sub, str) and ID_RE.fullmatch(sub) and isinstance(dom, str)
             and ID_RE.fullmatch(dom)):
         raise AuthError("invalid_token", "the token's subject or domain is not a valid id")
-    return Identity(sub, role, dom, int(claims["exp"]) * 1000)
+    return Identity(sub, role, dom, int(claims["exp"]) * 1000, int(claims["iat"]) * 1000)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,11 @@ import orjson
 import redis.asyncio as aioredis
 
 from router.errors import PeakrouteError
-from router.events import Event
+from router.events import AgentLoggedOut, Event
+from router.gateway import ends
 from router.gateway.auth import Role, issue
 from router.gateway.console import agent_views
+from router.gateway.ends import EndReason
 from router.gateway.roster import (
     Profile,
     Roster,
@@ -29,6 +33,7 @@ from router.kafka import producer
 from router.redis_client import redis_client
 from router.routing.config import policy_from_settings
 from router.settings import Settings
+from router.stage import now_ms
 
 _TTL = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -87,12 +92,26 @@ def add_parser(sub: Any) -> None:
                          "capacity}. Agents whose profile changed are updated live.")
     imp.add_argument("file", type=Path)
     imp.add_argument("--by", default=None, help="who makes the change (default cli:<user>)")
+    ends_help = {
+        "remove": "take an agent out of the roster (logs it out; its desktops close)",
+        "disable": "keep an agent in the roster but stop it signing in (its desktops close)",
+        "enable": "let a disabled agent sign in again",
+        "revoke": "revoke an agent's tokens issued until now (its desktops close; it signs in "
+                  "again with a new token)",
+    }
+    end_parsers = []
+    for name, text in ends_help.items():
+        ep = act.add_parser(name, help=text, description=text + ". Every gateway instance "
+                            "closes the agent's sockets within a second.")
+        ep.add_argument("agent_id")
+        ep.add_argument("--by", default=None, help="who does it (default cli:<user>)")
+        end_parsers.append(ep)
     tok = act.add_parser("token", help="print a signed sign-in token (HS256)")
     tok.add_argument("agent_id")
     tok.add_argument("--role", choices=[r.value for r in Role], default=Role.AGENT.value)
     tok.add_argument("--ttl", type=parse_ttl, default=None,
                      help="lifetime, e.g. 8h or 30m (default PEAKROUTE_GATEWAY_TOKEN_TTL_S)")
-    for action in (add, st, ls, imp, tok):  # `agents add ID --domain D` works too
+    for action in (add, st, ls, imp, tok, *end_parsers):  # `agents add ID --domain D` works too
         action.add_argument("--domain", default=argparse.SUPPRESS,
                             help="routing domain (default PEAKROUTE_GATEWAY_DOMAIN)")
 
@@ -163,12 +182,12 @@ async def _roster_command(args: argparse.Namespace, settings: Settings, domain: 
             if old is None:
                 raise RosterError(f"no agent {args.agent_id} in the roster of {domain}; add it "
                                   "with `peakroute agents add`")
-            profile = Profile(
-                old.agent_id,
-                parse_levels(args.skills) if args.skills is not None else old.skills,
-                parse_levels(args.capacity, "capacity") if args.capacity is not None
+            profile = dataclasses.replace(
+                old,
+                skills=parse_levels(args.skills) if args.skills is not None else old.skills,
+                capacity=parse_levels(args.capacity, "capacity") if args.capacity is not None
                 else old.capacity,
-                args.name if args.name is not None else old.name)
+                name=args.name if args.name is not None else old.name)
             by = args.by or default_by()
             await roster.put(domain, [profile], by=by)
             await publish(settings, [change_event(profile, domain, by, args.reason)])
@@ -178,6 +197,8 @@ async def _roster_command(args: argparse.Namespace, settings: Settings, domain: 
             profiles = read_file(args.file)
             by = args.by or default_by()
             known = {p.agent_id: p for p in await roster.all(domain)}
+            profiles = [dataclasses.replace(p, disabled=known[p.agent_id].disabled)
+                        if p.agent_id in known else p for p in profiles]
             await roster.put(domain, profiles, by=by)
             changed = [p for p in profiles if p.agent_id in known and (
                 p.skills != known[p.agent_id].skills
@@ -188,9 +209,42 @@ async def _roster_command(args: argparse.Namespace, settings: Settings, domain: 
                   f"{len(changed)} changed (live), {len(profiles) - new - len(changed)} unchanged")
         elif args.action == "list":
             await _list(client, roster, settings, domain, args.json)
+        elif args.action in ("remove", "disable", "enable", "revoke"):
+            await _end_sessions(client, roster, settings, domain, args)
         return 0
     finally:
         await client.aclose()
+
+
+async def _end_sessions(client: aioredis.Redis, roster: Roster, settings: Settings,
+                        domain: str, args: argparse.Namespace) -> None:
+    """remove | disable | enable | revoke: the roster change, then the end of the agent's
+    sessions on every gateway and its logout from routing."""
+    agent, by = args.agent_id, args.by or default_by()
+    old = await roster.get(domain, agent)
+    if old is None and args.action != "revoke":
+        raise RosterError(f"no agent {agent} in the roster of {domain}")
+    if args.action == "enable":
+        assert old is not None
+        await roster.put(domain, [dataclasses.replace(old, disabled=False)], by=by)
+        print(f"enabled {agent}: it may sign in again")
+        return
+    if args.action == "remove":
+        await roster.remove(domain, agent)
+        reason = EndReason.REMOVED
+    elif args.action == "disable":
+        assert old is not None
+        await roster.put(domain, [dataclasses.replace(old, disabled=True)], by=by)
+        reason = EndReason.DISABLED
+    else:
+        reason = EndReason.REVOKED
+    await ends.announce(client, domain, agent, reason, settings.gateway_revocation_keep_s)
+    await publish(settings, [AgentLoggedOut(event_id=uuid.uuid4().hex, ts_ms=now_ms(),
+                                            agent_id=agent, domain=domain)])
+    print(f"{args.action}d {agent} (by {by}): its desktops close on every gateway and it is "
+          "logged out of routing" if args.action != "remove" else
+          f"removed {agent} from {domain} (by {by}): its desktops close on every gateway and "
+          "it is logged out of routing")
 
 
 async def _list(client: aioredis.Redis, roster: Roster, settings: Settings, domain: str,

@@ -1,28 +1,27 @@
 """What the desktop and the supervisor console show: agents' routing state and load, queues'
-live figures, an agent's figures today, an offer's context, and the service level per queue
-tallied from routing.decisions. Routing state is read through its owner's readers
+live figures and service levels (router/sla's), an agent's figures today, an offer's context.
+Routing state is read through its owner's readers
 (router/routing/state.py), never by raw key."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from router.events import AssignmentOffered, Channel, Decision, RoutingDecision
+from router.events import AssignmentOffered, Channel, Decision
 from router.routing import state
 from router.routing.config import DomainPolicy
 from router.settings import Settings
 from router.sla.rating import rate_figures
-from router.sla.snapshot import BucketCache, read_domain
+from router.sla.snapshot import TODAY, BucketCache, read_domain
 from router.stage import now_ms
 
-AT_RISK_SHARE = 2 / 3  # a contact that waited past 2/3 of its target is at risk
+CONSOLE_WINDOW = TODAY  # the window of a queue's headline figures (all windows are sent too)
 DAY_TTL_S = 2 * 86_400
 FIGURES = ("offered", "answered", "within_target", "declined", "missed", "completed")
 # Routing decision -> the agent's figure it counts in.
@@ -30,8 +29,10 @@ FIGURE_OF = {Decision.OFFERED: "offered", Decision.ACCEPTED: "answered",
              Decision.DECLINED: "declined", Decision.EXPIRED: "missed",
              Decision.COMPLETED: "completed"}
 # Count an agent's figure once per decision event id (several gateways may see it).
+# The dedupe key lives ARGV[4] seconds: as long as a re-delivery of the decision can reach a
+# gateway (PEAKROUTE_GATEWAY_SEEN_TTL_S), not as long as the day's figures (ARGV[3]).
 COUNT_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
   redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
@@ -113,94 +114,64 @@ async def offer_contexts(client: aioredis.Redis, items: Iterable[tuple[str, str]
                          ) -> dict[tuple[str, str], OfferContext]:
     """(domain, contact) -> what the agent should see before accepting, from the routing
     state: the context its request carried (intent, language, transcript) and its record
-    (priority, service class)."""
-    keys = list(dict.fromkeys(items))
+    (priority, service class). Two round trips per domain, whatever the number of offers."""
+    by_domain: dict[str, list[str]] = {}
+    for domain, cid in dict.fromkeys(items):
+        by_domain.setdefault(domain, []).append(cid)
     out = {}
-    for domain, cid in keys:
-        contact = (await state.read_contacts(client, domain, [cid])).get(cid)
-        ctx = await state.read_context(client, domain, cid)
-        lane = contact.lane if contact else ""
-        out[(domain, cid)] = OfferContext(
-            intent=ctx.intent, language=ctx.language or lane.partition(".")[2],
-            priority=contact.priority if contact else 0,
-            vip=contact.vip if contact else ctx.tier == "vip",
-            transcript=[dict(t) for t in ctx.transcript])
+    for domain, cids in by_domain.items():
+        contacts = await state.read_contacts(client, domain, cids)
+        contexts = await state.read_contexts(client, domain, cids)
+        for cid in cids:
+            contact, ctx = contacts.get(cid), contexts[cid]
+            lane = contact.lane if contact else ""
+            out[(domain, cid)] = OfferContext(
+                intent=ctx.intent, language=ctx.language or lane.partition(".")[2],
+                priority=contact.priority if contact else 0,
+                vip=contact.vip if contact else ctx.tier == "vip",
+                transcript=[dict(t) for t in ctx.transcript])
     return out
 
 
-@dataclass
-class QueueTally:
-    answered: int = 0
-    within_target: int = 0
-    abandoned: int = 0
-    short_abandoned: int = 0
-
-    def service_level(self) -> float | None:
-        denominator = self.answered + self.abandoned - self.short_abandoned
-        return round(self.within_target / denominator, 4) if denominator > 0 else None
-
-
-@dataclass
-class ServiceLevels:
-    """Service level per (domain, queue) from the routing.decisions this gateway read since it
-    started (accepted within target / (accepted + abandoned - short abandons))."""
-
-    short_abandon_ms: int
-    since_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    tallies: dict[tuple[str, str], QueueTally] = field(
-        default_factory=lambda: defaultdict(QueueTally))
-
-    def add(self, d: RoutingDecision) -> None:
-        if d.decision == Decision.ACCEPTED:
-            t = self.tallies[(d.domain, d.queue)]
-            t.answered += 1
-            t.within_target += int(d.within_target)
-        elif d.decision == Decision.ABANDONED and d.waited_ms > 0:
-            t = self.tallies[(d.domain, d.queue)]
-            t.abandoned += 1
-            t.short_abandoned += int(d.waited_ms < self.short_abandon_ms)
-
-
-async def queue_figures(client: aioredis.Redis, domain: str, policy: DomainPolicy,
-                        levels: ServiceLevels, now_ms: int) -> list[dict[str, Any]]:
-    """Per queue of the policy: target, waiting, oldest wait, at risk, service level."""
-    per: dict[str, dict[str, int]] = {}
-    for u in await state.unanswered(client, domain, now_ms, AT_RISK_SHARE):
-        q = per.setdefault(u.queue, {"waiting": 0, "at_risk": 0, "oldest_wait_ms": 0})
-        q["waiting"] += u.waiting
-        q["at_risk"] += u.at_risk
-        if u.oldest_escalated_ms is not None:
-            q["oldest_wait_ms"] = max(q["oldest_wait_ms"], now_ms - u.oldest_escalated_ms)
-    out = []
-    for q_policy in policy.queues.values():
-        live = per.get(q_policy.name, {"waiting": 0, "at_risk": 0, "oldest_wait_ms": 0})
-        tally = levels.tallies.get((domain, q_policy.name), QueueTally())
-        out.append({"queue": q_policy.name, "target_s": q_policy.normal.target_s, **live,
-                    "answered": tally.answered, "within_target": tally.within_target,
-                    "abandoned": tally.abandoned, "service_level": tally.service_level()})
-    return out
-
-
-class Ratings:
-    """The domain's merchant service rating for the console (router/sla/rating.py), read from
-    the SLA counts (not the agents) at most every REFRESH_S per domain: it moves slowly."""
-
-    REFRESH_S = 10.0
+class DomainConsole:
+    """A domain's queue figures and rating for the console, from router/sla: the same windows,
+    formula, at-risk share and day boundary (PEAKROUTE_SLA_TIMEZONE) as /metrics and
+    `peakroute status`, read from the same buckets (finished ones once, BucketCache)."""
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
         self._cache = BucketCache()
-        self._last: dict[str, tuple[float, dict[str, Any]]] = {}
 
-    async def of(self, domain: str, now_ms: int) -> dict[str, Any]:
-        kept = self._last.get(domain)
-        if kept is None or time.monotonic() - kept[0] > self.REFRESH_S:
-            d, queues = await read_domain(self.redis, domain, now_ms, self.settings,
-                                          self._cache, with_agents=False)
-            kept = (time.monotonic(), rate_figures(d, queues, self.settings).as_dict())
-            self._last[domain] = kept
-        return kept[1]
+    async def read(self, domain: str, policy: DomainPolicy, now_ms: int
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Per queue of the policy (and any other queue with figures): target, waiting, oldest
+        wait, at risk, the service level of each window; and the domain's rating."""
+        d, figures = await read_domain(self.redis, domain, now_ms, self.settings, self._cache,
+                                       with_agents=False)
+        by_queue = {q.queue: q for q in figures}
+        names = list(policy.queues) + sorted(set(by_queue) - set(policy.queues))
+        out = []
+        for name in names:
+            q = by_queue.get(name)
+            q_policy = policy.queues.get(name)
+            target_s = q_policy.normal.target_s if q_policy else (q.target_s if q else 0.0)
+            windows = {w: {"service_level": f.service_level, "offered": f.counts.offered,
+                           "answered": f.counts.answered,
+                           "answered_within_target": f.counts.answered_within_target,
+                           "abandoned": f.counts.abandoned,
+                           "short_abandoned": f.counts.short_abandoned}
+                       for w, f in (q.windows.items() if q else ())}
+            shown = windows.get(CONSOLE_WINDOW, {})
+            out.append({"queue": name, "target_s": target_s,
+                        "waiting": q.waiting if q else 0,
+                        "oldest_wait_ms": int(q.oldest_wait_s * 1000) if q else 0,
+                        "at_risk": q.at_risk if q else 0,
+                        "answered": shown.get("answered", 0),
+                        "within_target": shown.get("answered_within_target", 0),
+                        "abandoned": shown.get("abandoned", 0),
+                        "service_level": shown.get("service_level"), "windows": windows})
+        return out, rate_figures(d, figures, self.settings).as_dict()
 
 
 # --- reads from Redis --------------------------------------------------------------------

@@ -39,3 +39,14 @@ PUBLISHED = Counter(
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)
+
+
+_SENT: dict[str, Counter] = {}  # frame type -> its labelled child (labels() costs per call)
+
+
+def sent(frame_type: str) -> None:
+    """Count one frame pushed to a client."""
+    child = _SENT.get(frame_type)
+    if child is None:
+        child = _SENT[frame_type] = FRAMES_OUT.labels(frame_type)
+    child.inc()

@@ -1,5 +1,5 @@
 """The agent protocol's frames (docs/AGENT_PROTOCOL.md), pure: parsing and checking what a
-client sends, building what the server sends, and the per-connection flood limiter."""
+client sends, building what the server sends, and the flood limiter (one per agent)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import orjson
 
 from router.decode import ID_RE
 
+STRIKES_FORGOTTEN_S = 10.0  # refused frames this far apart do not add up to a close
 LABEL_MAX = 64  # reasons and wrap-up codes: the contract's label rule (docs/EVENTS.md)
 
 
@@ -22,13 +23,18 @@ class ErrorCode(enum.StrEnum):
     INVALID_FIELD = "invalid_field"  # a field missing or of the wrong kind
     UNAUTHENTICATED = "unauthenticated"  # a frame other than hello before a valid hello
     INVALID_TOKEN = "invalid_token"  # forged, malformed, wrong issuer or audience
-    TOKEN_EXPIRED = "token_expired"
-    ALREADY_AUTHENTICATED = "already_authenticated"  # a second hello on one socket
+    TOKEN_EXPIRED = "token_expired"  # at hello, or on an open socket at the token's `exp`
+    TOKEN_REVOKED = "token_revoked"  # the agent's tokens were revoked (`peakroute agents revoke`)
+    AGENT_REMOVED = "agent_removed"  # the agent left the roster (`peakroute agents remove`)
+    AGENT_DISABLED = "agent_disabled"  # the agent is disabled (`peakroute agents disable`)
+    LOGGED_OUT = "logged_out"  # a supervisor logged the agent out from the console
+    FOREIGN_ORIGIN = "foreign_origin"  # /ws opened by a page of an origin not allowed (403)
+    TOO_MANY_SOCKETS = "too_many_sockets"  # the identity holds its limit of sockets already
     FORBIDDEN = "forbidden"  # acting for someone else, or a supervisor action without the role
     UNKNOWN_OFFER = "unknown_offer"  # no outstanding offer of this agent has that id
     UNKNOWN_CONTACT = "unknown_contact"  # no active contact of this agent has that id
     NO_PROFILE = "no_profile"  # the agent has no routing profile in the roster
-    RATE_LIMITED = "rate_limited"  # frames beyond the per-connection rate (flooding)
+    RATE_LIMITED = "rate_limited"  # frames beyond the per-agent rate (flooding)
     TOO_LARGE = "too_large"  # a frame above the size limit (the socket is closed, 1009)
     UNAVAILABLE = "unavailable"  # the gateway could not reach Kafka or Redis; try again
     INTERNAL = "internal_error"  # the gateway failed on this frame (logged); nothing changed
@@ -41,6 +47,7 @@ class ClientType(enum.StrEnum):
     DECLINE = "decline"
     COMPLETE = "complete"
     PING = "ping"
+    REFRESH = "refresh"  # HS256: a new token of the same claims before this one expires
     # Supervisors only
     SET_PROFILE = "set_profile"
     SET_AGENT_STATE = "set_agent_state"
@@ -157,7 +164,8 @@ def ack(of: ClientType, ref: str | None) -> dict[str, Any]:
 
 @dataclass
 class FloodGate:
-    """Token bucket per connection: ``rate`` frames per second sustained, ``burst`` at once.
+    """Token bucket per agent (all its sockets; per socket before hello): ``rate`` frames per
+    second sustained, ``burst`` at once.
     ``strikes`` counts refused frames; the server closes the socket past its limit."""
 
     rate: float
@@ -165,6 +173,7 @@ class FloodGate:
     tokens: float = 0.0
     last_s: float | None = None
     strikes: int = 0
+    last_strike_s: float = 0.0
 
     def allow(self, now_s: float) -> bool:
         if self.last_s is None:
@@ -175,5 +184,8 @@ class FloodGate:
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
+        if now_s - self.last_strike_s > STRIKES_FORGOTTEN_S:  # an old burst is forgiven
+            self.strikes = 0
+        self.last_strike_s = now_s
         self.strikes += 1
         return False

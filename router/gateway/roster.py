@@ -44,22 +44,25 @@ class Profile:
     name: str = ""
     updated_by: str = ""
     updated_ms: int = 0
+    disabled: bool = False  # kept in the roster, but may not sign in
 
     def to_json(self) -> bytes:
         return orjson.dumps({"skills": self.skills, "capacity": self.capacity, "name": self.name,
-                             "updated_by": self.updated_by, "updated_ms": self.updated_ms})
+                             "updated_by": self.updated_by, "updated_ms": self.updated_ms,
+                             "disabled": self.disabled})
 
     @classmethod
     def from_json(cls, agent_id: str, raw: bytes | str) -> Profile:
         d = orjson.loads(raw)
         return cls(agent_id, {str(k): int(v) for k, v in d["skills"].items()},
                    {str(k): int(v) for k, v in d["capacity"].items()}, str(d.get("name", "")),
-                   str(d.get("updated_by", "")), int(d.get("updated_ms", 0)))
+                   str(d.get("updated_by", "")), int(d.get("updated_ms", 0)),
+                   bool(d.get("disabled", False)))
 
     def as_dict(self) -> dict[str, Any]:
         return {"agent_id": self.agent_id, "name": self.name, "skills": self.skills,
                 "capacity": self.capacity, "updated_by": self.updated_by,
-                "updated_ms": self.updated_ms}
+                "updated_ms": self.updated_ms, "disabled": self.disabled}
 
 
 def parse_levels(text: str, what: str = "skills") -> dict[str, int]:
@@ -175,6 +178,10 @@ class Roster:
             return 0
         stamp = now_ms()
         mapping = {p.agent_id: Profile(p.agent_id, p.skills, p.capacity, p.name, by,
-                                       stamp).to_json() for p in items}
+                                       stamp, p.disabled).to_json() for p in items}
         await self.redis.hset(roster_key(domain), mapping=mapping)  # type: ignore[arg-type]
         return len(items)
+
+    async def remove(self, domain: str, agent_id: str) -> bool:
+        """Take the agent out of the roster; False if it was not in it."""
+        return bool(await self.redis.hdel(roster_key(domain), agent_id))

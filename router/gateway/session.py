@@ -12,16 +12,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router import logs
 from router.events import AssignmentOffered
 from router.gateway import console
 from router.gateway import metrics as gm
 from router.gateway.auth import Identity
-from router.gateway.protocol import FloodGate
+from router.gateway.protocol import ErrorCode, FloodGate, error
 
+log = logs.get("gateway")
 OUTBOX_MAX = 2000  # frames queued for one socket; a client that stops reading is cut off
 # WebSocket close codes (docs/AGENT_PROTOCOL.md)
-CLOSE_AUTH = 4401  # no valid hello (missing, forged, expired token)
-CLOSE_NO_PROFILE = 4403
+CLOSE_AUTH = 4401  # no valid hello (missing, forged, expired, revoked token)
+CLOSE_EXPIRED = 4402  # the token expired on the open socket (renew before `expires_at`)
+CLOSE_NO_PROFILE = 4403  # no routing profile, or the agent is disabled
+CLOSE_ENDED = 4410  # revoked, removed, disabled or logged out by a supervisor
 CLOSE_HELLO_TIMEOUT = 4408
 CLOSE_POLICY = 1008  # flooding, or a client that does not read its frames
 CLOSE_TOO_LARGE = 1009
@@ -44,6 +48,7 @@ class Session:
     hold_until: float = 0.0
     last: dict[str, Any] = field(default_factory=dict)  # what was pushed last, by frame type
     abort: Callable[[], None] | None = None  # drops the TCP connection (a client not reading)
+    expiry: asyncio.TimerHandle | None = None  # ends the session at the token's `exp`
 
     @property
     def key(self) -> tuple[str, str]:
@@ -65,6 +70,9 @@ class Session:
 
     def close(self, code: int) -> None:
         """Send what is queued, then close with ``code``."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
         if self.closing is None:
             self.closing = code
             with contextlib.suppress(asyncio.QueueFull):
@@ -80,10 +88,22 @@ class Session:
                 await self.ws.send_str(orjson.dumps(frame).decode())
             except (ConnectionError, RuntimeError):
                 break
-            gm.FRAMES_OUT.labels(frame["type"]).inc()
+            gm.sent(frame["type"])
         if self.closing is not None and not self.ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.close(code=self.closing)
+
+
+def refuse(session: Session, code: ErrorCode, message: str, ref: str | None = None,
+           close: int | None = None) -> None:
+    """Answer a frame (or end a session) with an ``error`` frame, counted and logged; with
+    ``close``, then close the socket with that code."""
+    gm.REFUSED.labels(code.value).inc()
+    who = session.identity.subject if session.identity else ""
+    log.info("gateway_frame_refused", extra=logs.fields(code=code.value, agent=who))
+    session.push(error(code, message, ref))
+    if close is not None:
+        session.close(close)
 
 
 def offer_frame(o: AssignmentOffered, ctx: console.OfferContext | None, now: int

@@ -168,6 +168,17 @@ def gateway_seen_key(domain: str, event_id: str) -> str:
     return f"{prefix(domain)}gw:seen:{event_id}"
 
 
+def gateway_revoked_key(domain: str, agent_id: str) -> str:
+    """When an agent's tokens were revoked (ms): a token issued at or before it is refused."""
+    return f"{prefix(domain)}gw:revoked:{agent_id}"
+
+
+def gateway_ends_key() -> str:
+    """Stream of sessions to end (revoked, removed, disabled, logged out), read by every gateway
+    instance: one key for all domains (no hash tag), capped by length."""
+    return "pr:gw:ends"
+
+
 # --- records --------------------------------------------------------------------------------
 
 
@@ -884,6 +895,26 @@ async def read_context(client: aioredis.Redis, domain: str, contact_id: str) -> 
                         str(data.get("language", "")), float(data.get("confidence", 0.0)),
                         str(data.get("reason", "")),
                         tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
+
+
+async def read_contexts(client: aioredis.Redis, domain: str, contact_ids: Sequence[str]
+                        ) -> dict[str, OfferContext]:
+    """read_context of many contacts in one round trip."""
+    if not contact_ids:
+        return {}
+    raw = await client.hmget(key(domain, Key.CONTEXT), list(contact_ids))
+    out = {}
+    for cid, r in zip(contact_ids, raw, strict=True):
+        if not r:
+            out[cid] = OfferContext()
+            continue
+        data = msgspec.json.decode(r)
+        out[cid] = OfferContext(
+            str(data.get("intent", "")), str(data.get("tier", "")),
+            str(data.get("language", "")), float(data.get("confidence", 0.0)),
+            str(data.get("reason", "")),
+            tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
+    return out
 
 
 async def offers_of(client: aioredis.Redis, domain: str, agent_id: str

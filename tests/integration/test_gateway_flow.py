@@ -112,8 +112,10 @@ async def test_the_agents_command_manages_the_roster_live(
     assert imported.returncode == 0, imported.stderr
     assert "1 new, 0 changed (live), 1 unchanged" in imported.stdout
     # The agent signs in through the gateway with its roster profile and goes ready.
-    agent = await gw.connect()
+    # The token first: the CLI blocks this loop, which is the gateway's too, and a socket
+    # opened before it would pass its hello timeout meanwhile.
     token = _cli(s, "agents", "--domain", domain, "token", "a-1", "--ttl", "30m").stdout.strip()
+    agent = await gw.connect()
     assert Verifier(s).verify(token, "x").subject == "a-1"
     await agent.send({"type": "hello", "token": token})
     welcome = await agent.until("welcome")

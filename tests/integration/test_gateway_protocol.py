@@ -4,6 +4,7 @@ counted; the gateway keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jwt
@@ -133,10 +134,10 @@ async def test_roles_are_enforced(gw: GatewayUnderTest, domain: str) -> None:
     assert (await sup.until("welcome"))["role"] == "supervisor"
     await sup.send({"type": "accept", "offer_id": "o1", "id": "s"})
     assert (await sup.until("error", ref="s"))["code"] == "forbidden"
-    # A second hello on one socket is refused.
+    # A second hello on one socket renews the session (the same identity's fresh token).
     await sup.send({"type": "hello", "token": gw.token("sup-1", domain, Role.SUPERVISOR),
                     "id": "h"})
-    assert (await sup.until("error", ref="h"))["code"] == "already_authenticated"
+    assert (await sup.until("renewed", ref="h"))["expires_at"] > 0
 
 
 @pytest.mark.parametrize(("raw", "code"), [
@@ -236,3 +237,47 @@ async def test_a_supervisor_profile_change_reaches_the_next_match_and_is_audited
     profile = await agent.until("profile")
     assert profile["skills"]["security"] == 2
     assert "security" in profile["queues"]
+
+
+async def test_the_frame_limit_is_per_agent_across_its_sockets(gw: GatewayUnderTest,
+                                                               domain: str) -> None:
+    tabs = [await gw.agent("a-1", domain, {"zh": 1, "general": 1}, ready=False)
+            for _ in range(3)]
+    await asyncio.sleep(1.2)  # the hellos' frames are earned back
+    before = refused("rate_limited")
+    for tab in tabs:  # 3 x 10 frames: each socket under the burst of 20, the agent over it
+        for _ in range(10):
+            await tab.send({"type": "ping"})
+    pongs = 0
+    for tab in tabs:
+        while True:
+            try:
+                await tab.until("pong", timeout_s=0.5)
+            except (AssertionError, TimeoutError):  # no more pongs
+                break
+            pongs += 1
+    assert pongs <= 20 + 2  # the burst, and what the rate earns back meanwhile
+    assert refused("rate_limited") >= before + 30 - 22
+    assert {f["code"] for tab in tabs for f in tab.seen if f["type"] == "error"} == {
+        "rate_limited"}
+    await asyncio.sleep(1.0)  # under the strikes limit: every socket still serves
+    for tab in tabs:
+        await tab.send({"type": "ping"})
+        await tab.until("pong")
+    # Another agent is not limited by a-1's frames.
+    other = await gw.agent("a-2", domain, {"zh": 1, "general": 1}, ready=False)
+    await other.send({"type": "ping"})
+    await other.until("pong")
+
+
+async def test_an_agent_may_hold_only_so_many_sockets(gw: GatewayUnderTest, domain: str) -> None:
+    limit = gw.settings.gateway_sockets_per_agent
+    held = [await gw.agent("a-1", domain, {"zh": 1, "general": 1}, ready=False)
+            for _ in range(limit)]
+    extra = await hello(gw, gw.token("a-1", domain))
+    assert (await extra.until("error"))["code"] == "too_many_sockets"
+    assert await extra.closed() == 1008
+    await held[0].ws.close()
+    await asyncio.sleep(0.2)
+    again = await hello(gw, gw.token("a-1", domain))
+    await again.until("welcome")

@@ -69,6 +69,41 @@ def test_the_flood_gate_allows_the_burst_then_the_rate() -> None:
     assert not gate.allow(100.15)
 
 
+def test_refusals_far_apart_do_not_add_up_to_a_close() -> None:
+    gate = FloodGate(rate=1.0, burst=1)
+    assert gate.allow(0.0)
+    assert not gate.allow(0.0)
+    assert not gate.allow(0.1)
+    assert gate.strikes == 2
+    assert gate.allow(1.5)
+    assert not gate.allow(30.0 - 28.4)  # within 10 s of the last refusal: it adds up
+    assert gate.strikes == 3
+    assert gate.allow(20.0)
+    assert gate.allow(21.0)
+    assert not gate.allow(21.0)  # more than 10 s after the last refusal: the count starts again
+    assert gate.strikes == 1
+
+
+@pytest.mark.parametrize(("text", "parts"), [
+    ("", None), ("0-3", [0, 1, 2, 3]), ("4,5, 7", [4, 5, 7]), ("0-1,6", [0, 1, 6]),
+])
+def test_gateway_partitions_parse(tmp_path: Path, text: str, parts: list[int] | None) -> None:
+    assert Settings(state_dir=tmp_path, gateway_partitions=text).gateway_partition_list() \
+        == parts
+
+
+@pytest.mark.parametrize("text", ["x", "3-1", "-2", "1,,2"])
+def test_bad_gateway_partitions_are_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(PeakrouteError, match="PEAKROUTE_GATEWAY_PARTITIONS"):
+        Settings(state_dir=tmp_path, gateway_partitions=text).validate()
+
+
+def test_a_disabled_flag_survives_the_roster_json() -> None:
+    p = Profile("a-1", {"zh": 1}, {"chat": 2}, "Li", disabled=True)
+    assert Profile.from_json("a-1", p.to_json()).disabled is True
+    assert Profile.from_json("a-1", b'{"skills": {}, "capacity": {}}').disabled is False
+
+
 def _settings(tmp_path: Path, **extra: object) -> Settings:
     return Settings(state_dir=tmp_path, gateway_jwt_secret="s" * 40).replace(**extra)
 

@@ -11,12 +11,27 @@ export function takeToken(storageKey) {
   return sessionStorage.getItem(storageKey);
 }
 
+// Close codes after which reconnecting with the same token cannot help (docs/AGENT_PROTOCOL.md):
+// refused at hello, expired on the socket, no profile or disabled, ended by revocation,
+// removal or a supervisor's logout.
+const FINAL_CLOSES = new Set([4401, 4402, 4403, 4410]);
+
 export class Connection {
-  constructor(token, onFrame, onStatus) {
+  constructor(token, onFrame, onStatus, storageKey = null) {
     this.token = token; this.onFrame = onFrame; this.onStatus = onStatus;
-    this.retry = 500; this.stopped = false; this.seq = 0;
+    this.storageKey = storageKey;
+    this.retry = 500; this.stopped = false; this.seq = 0; this.renewTimer = null;
     this.open();
   }
+  // Renew before the token expires: an HS256 gateway answers `refresh` with a new token; with an
+  // identity provider, the embedding page calls renew(freshToken) (a new hello, same socket).
+  scheduleRenewal(expiresAt, serverTimeMs) {
+    clearTimeout(this.renewTimer);
+    const left = expiresAt - (serverTimeMs || Date.now());
+    const lead = Math.min(60000, left / 5);
+    this.renewTimer = setTimeout(() => this.send({ type: "refresh" }), Math.max(left - lead, 1000));
+  }
+  renew(token) { this.token = token; return this.send({ type: "hello", token }); }
   open() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     this.ws = new WebSocket(`${proto}//${location.host}/ws`);
@@ -25,12 +40,16 @@ export class Connection {
     this.ws.onmessage = (ev) => {
       let frame;
       try { frame = JSON.parse(ev.data); } catch { return; }
-      if (frame.type === "welcome") this.onStatus("connected");
+      if (frame.type === "welcome") { this.onStatus("connected"); this.scheduleRenewal(frame.expires_at, frame.server_time_ms); }
+      if (frame.type === "renewed") {
+        if (frame.token) { this.token = frame.token; if (this.storageKey) sessionStorage.setItem(this.storageKey, frame.token); }
+        this.scheduleRenewal(frame.expires_at, null);
+      }
       this.onFrame(frame);
     };
     this.ws.onclose = (ev) => {
-      // 4401/4403: the token or the profile is refused: retrying would not help.
-      if (ev.code === 4401 || ev.code === 4403) { this.stopped = true; this.onStatus("refused", ev.code); return; }
+      clearTimeout(this.renewTimer);
+      if (FINAL_CLOSES.has(ev.code)) { this.stopped = true; this.onStatus("refused", ev.code); return; }
       if (this.stopped) return;
       this.onStatus("disconnected");
       setTimeout(() => this.open(), this.retry);
@@ -42,7 +61,7 @@ export class Connection {
     this.ws.send(JSON.stringify({ id: `c${++this.seq}`, ...frame }));
     return true;
   }
-  close() { this.stopped = true; this.ws.close(); }
+  close() { this.stopped = true; clearTimeout(this.renewTimer); this.ws.close(); }
 }
 
 export function el(tag, attrs = {}, ...children) {

@@ -130,7 +130,7 @@ function onStatus(status, code) {
   if (status === "refused") { sessionStorage.removeItem(KEY); $("desk").hidden = true; $("signin").hidden = false; }
 }
 
-function start(token) { if (conn) conn.close(); conn = new Connection(token, onFrame, onStatus); }
+function start(token) { if (conn) conn.close(); conn = new Connection(token, onFrame, onStatus, KEY); }
 
 document.addEventListener("keydown", (ev) => {
   if (ev.ctrlKey || ev.metaKey || ev.altKey || ["INPUT", "TEXTAREA", "SELECT"].includes(ev.target.tagName) || !model.me) return;

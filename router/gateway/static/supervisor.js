@@ -32,7 +32,8 @@ function render() {
   const qs = $("queues"); qs.replaceChildren();
   for (const q of last.queues) {
     const sl = q.service_level;
-    const cls = sl === null ? "" : sl >= 0.8 ? "good" : sl >= 0.6 ? "warn" : "bad";
+    const objective = last.objective ?? 0.8;
+    const cls = sl === null ? "" : sl >= objective ? "good" : sl >= objective - 0.2 ? "warn" : "bad";
     qs.append(el("tr", { "data-queue": q.queue },
       el("td", {}, q.queue),
       el("td", { class: `sl ${cls}` }, sl === null ? "—" : `${(sl * 100).toFixed(1)} %`),
@@ -92,7 +93,7 @@ function onStatus(status, code) {
   if (status === "refused") { sessionStorage.removeItem(KEY); $("console").hidden = true; $("signin").hidden = false; }
 }
 
-function start(token) { if (conn) conn.close(); conn = new Connection(token, onFrame, onStatus); }
+function start(token) { if (conn) conn.close(); conn = new Connection(token, onFrame, onStatus, KEY); }
 $("lang").addEventListener("click", () => toggleLang(render));
 $("signin-form").addEventListener("submit", (ev) => { ev.preventDefault(); const tok = $("token").value.trim(); sessionStorage.setItem(KEY, tok); start(tok); });
 applyText();
