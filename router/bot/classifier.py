@@ -219,7 +219,8 @@ def _parts(model: Any, texts: Sequence[str], gate: Any | None, scorer: Scorer | 
             x = model.named_steps["features"].transform(texts)
         closeness = neighbours.similarity(x, best)
     vocabulary = _word_vocabulary(model)
-    coverage = word_coverage(texts, vocabulary) if vocabulary is not None else closeness * 0 + 1
+    coverage = (word_coverage(texts, vocabulary) if vocabulary is not None
+                else np.ones(len(texts)))
     return best, confidence, closeness, coverage
 
 
