@@ -102,6 +102,7 @@ class KnowledgeBase:
     # With `threshold`: the neighbours' power and each language's own threshold, as the trainer
     # chose them with it (router.bot.classifier).
     neighbour_power: float | None = None
+    coverage_power: float | None = None
     language_thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def examples(self) -> list[tuple[str, str]]:
@@ -261,7 +262,8 @@ class _Parser:
 
     def knowledge_base(self, data: Any) -> KnowledgeBase:
         top = self.mapping("", data, allowed={"version", "name", "languages", "threshold",
-                                              "neighbour_power", "language_thresholds",
+                                              "neighbour_power", "coverage_power",
+                                              "language_thresholds",
                                               "rules", "messages", "intents", "escalations",
                                               "out_of_scope", "handoffs"},
                            required={"version", "languages", "rules", "messages", "intents"})
@@ -296,6 +298,9 @@ class _Parser:
         power = None
         if "neighbour_power" in top:
             power = self.threshold(top["neighbour_power"], "neighbour_power", closed=True)
+        coverage = None
+        if "coverage_power" in top:
+            coverage = self.threshold(top["coverage_power"], "coverage_power", closed=True)
         own: dict[str, float] = {}
         if "language_thresholds" in top:
             given = self.per_language("language_thresholds", top["language_thresholds"])
@@ -303,7 +308,7 @@ class _Parser:
                    for lang, v in given.items()}
         return KnowledgeBase(name, self.languages, rules, messages, intents, routes, threshold,
                              out_of_scope, handoffs, self.source, neighbour_power=power,
-                             language_thresholds=own)
+                             coverage_power=coverage, language_thresholds=own)
 
     def handoffs(self, value: Any, intents: Mapping[str, Intent],
                  out_of_scope: Mapping[Language, tuple[str, ...]]

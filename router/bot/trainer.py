@@ -110,11 +110,13 @@ def train_model(kb: KnowledgeBase | None, rows: Sequence[Labelled],
     examples, containable = training_data(kb, rows)
     given = kb.threshold if kb is not None and not rows else None
     power = kb.neighbour_power if kb is not None and given is not None else None
+    coverage = kb.coverage_power if kb is not None and given is not None else None
     own = kb.language_thresholds if kb is not None and given is not None else None
     return train(examples, containable, target_false_containment=target_false_containment,
                  kb_digest=kb.digest if kb is not None else "",
                  kb_source=kb.source if kb is not None else "", seed=seed, factory=factory,
-                 threshold=given, neighbour_power=power, language_thresholds=own,
+                 threshold=given, neighbour_power=power, coverage_power=coverage,
+                 language_thresholds=own,
                  handoffs=kb.handoff_examples() if kb is not None else (),
                  not_handoffs=not_handoffs(kb, examples) if kb is not None else None)
 

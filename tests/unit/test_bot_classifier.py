@@ -11,6 +11,7 @@ import pytest
 import sklearn
 
 from router.bot.classifier import (
+    COVERAGE_POWERS,
     GATE_FILE,
     MANIFEST_FILE,
     MIN_GATE_EXAMPLES,
@@ -23,6 +24,7 @@ from router.bot.classifier import (
     build_model,
     check_compatible,
     confidences,
+    scaled,
     top_and_confidence,
     train,
     word_coverage,
@@ -86,8 +88,12 @@ def test_predictions_use_the_same_confidence_as_validation() -> None:
     texts = ["my parcel has not arrived", "how tall is mount everest"]
     _, expected = confidences(model.model, [features_text(t) for t in texts], model.gate,
                               neighbours=model.neighbours,
-                              neighbour_power=model.manifest.neighbour_power)
-    assert [p.confidence for p in model.predict_batch(texts)] == pytest.approx(expected.tolist())
+                              neighbour_power=model.manifest.neighbour_power,
+                              coverage_power=model.manifest.coverage_power)
+    m = model.manifest  # English texts: scaled by the model's / English's own threshold
+    expected = [scaled(c, m.threshold, m.language_thresholds.get("en", m.threshold))
+                for c in expected.tolist()]
+    assert [p.confidence for p in model.predict_batch(texts)] == pytest.approx(expected)
 
 
 def test_an_empty_batch_gives_no_predictions() -> None:
@@ -277,11 +283,13 @@ def test_the_trainer_records_the_neighbours_power_it_chose() -> None:
     m = small_model().manifest
     assert m.neighbour_power in NEIGHBOUR_POWERS
     assert m.validation["neighbour_power"] == m.neighbour_power
-    assert set(m.validation["powers"]) == {str(p) for p in NEIGHBOUR_POWERS}
+    assert m.coverage_power in COVERAGE_POWERS
+    assert m.validation["coverage_power"] == m.coverage_power
+    assert set(m.validation["powers"]) == {f"{p} {c}" for p in NEIGHBOUR_POWERS
+                                           for c in COVERAGE_POWERS}
 
 
 def test_a_languages_own_threshold_is_mapped_onto_the_models() -> None:
-    from router.bot.classifier import scaled
 
     assert scaled(0.3, 0.4, 0.3) == pytest.approx(0.4)  # at its own threshold: at the model's
     assert scaled(0.2, 0.4, 0.3) < 0.4 <= scaled(0.31, 0.4, 0.3)
@@ -292,7 +300,9 @@ def test_predictions_apply_each_languages_threshold(tmp_path: Path) -> None:
     model = small_model()
     m = replace(model.manifest, threshold=0.4, language_thresholds={"zh": 0.2, "en": 0.8})
     own = IntentClassifier(model.model, m, model.gate, model.neighbours)
-    plain = model.predict_batch(["快递到哪里了", "refund please"])
+    one_scale = IntentClassifier(model.model, replace(m, language_thresholds={}), model.gate,
+                                 model.neighbours)
+    plain = one_scale.predict_batch(["快递到哪里了", "refund please"])
     zh, en = own.predict_batch(["快递到哪里了", "refund please"])
     assert zh.confidence == pytest.approx(min(1.0, plain[0].confidence * 2))
     assert en.confidence == pytest.approx(plain[1].confidence / 2)

@@ -304,9 +304,10 @@ def test_an_unknown_escalation_is_named() -> None:
     assert "escalations.sad: unknown key" in error_of(data)
 
 
-@pytest.mark.parametrize(("key", "good"), [("threshold", 0.7), ("neighbour_power", 0)])
-def test_a_threshold_or_neighbour_power_is_optional_and_between_0_and_1(key: str,
-                                                                       good: float) -> None:
+@pytest.mark.parametrize(("key", "good"), [("threshold", 0.7), ("neighbour_power", 0),
+                                           ("coverage_power", 0.5)])
+def test_a_threshold_or_its_powers_are_optional_and_between_0_and_1(key: str,
+                                                                   good: float) -> None:
     assert getattr(small_kb(), key) is None
     data = raw_small()
     data[key] = good

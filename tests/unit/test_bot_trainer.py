@@ -227,3 +227,6 @@ def test_a_kb_threshold_comes_with_its_neighbour_power() -> None:
     kb = replace(small_kb(), threshold=0.42, neighbour_power=0.5)
     assert train_model(kb, (), 0.05).manifest.neighbour_power == 0.5
     assert train_model(replace(kb, neighbour_power=None), (), 0.05).manifest.neighbour_power == 1.0
+    with_coverage = train_model(replace(kb, coverage_power=0.5), (), 0.05).manifest
+    assert with_coverage.coverage_power == 0.5
+    assert train_model(kb, (), 0.05).manifest.coverage_power == 1.0  # none recorded: as before
