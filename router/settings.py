@@ -25,6 +25,7 @@ ENV_PREFIX = "PEAKROUTE_"
 DEFAULT_STATE_DIR = Path(".peakroute")
 STACK_FILE = "stack.json"
 UTF8_MAX_BYTES_PER_CHAR = 4
+RUNTIMES = ("faust", "lean")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,10 @@ class Settings:
     match_scan_limit: int = 200  # how many candidates one match looks at before queueing
     contact_retention_s: int = 86_400  # how long a finished contact is remembered for dedup
     # Processing
+    # The worker's stream runtime (docs/ARCHITECTURE.md, "Runtimes"): "faust" runs the stages as
+    # faust-streaming agents (router/faust_app.py: a faust app users extend with their own agents,
+    # tables, timers and web views); "lean" on the plain aiokafka loop (router/transport.py).
+    runtime: str = "lean"
     worker_concurrency: int = 1  # worker processes `peakroute demo` and `worker --processes` start
     batch_max: int = 2000
     batch_within_s: float = 0.02
@@ -193,6 +198,9 @@ class Settings:
         for name in positive:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")
+        if self.runtime not in RUNTIMES:
+            raise SettingsError(f"{env_name('runtime')}={self.runtime!r}: use "
+                                + " or ".join(RUNTIMES))
         if self.log_format not in {"json", "console"}:
             raise SettingsError(f"{env_name('log_format')} must be json or console")
         self._validate_bot()
