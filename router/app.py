@@ -236,6 +236,10 @@ def run_worker(settings: Settings) -> int:
     the process's exit status."""
     from router.kafka import ensure_topics
 
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.install()  # asyncio.run and faust's worker both take their loop from the policy
     asyncio.run(ensure_topics(settings))
     if settings.runtime == "faust":
         from router.faust_app import run_worker as run_faust

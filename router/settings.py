@@ -26,6 +26,7 @@ DEFAULT_STATE_DIR = Path(".peakroute")
 STACK_FILE = "stack.json"
 UTF8_MAX_BYTES_PER_CHAR = 4
 RUNTIMES = ("faust", "lean")
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,9 @@ class Settings:
     # faust-streaming agents (router/faust_app.py: a faust app users extend with their own agents,
     # tables, timers and web views); "lean" on the plain aiokafka loop (router/transport.py).
     runtime: str = "lean"
+    # The worker's event loop: "asyncio" (the standard library's) or "uvloop" (libuv: cheaper
+    # sockets and callbacks; docs/REHEARSAL.md has the measurement).
+    event_loop: str = "asyncio"
     worker_concurrency: int = 1  # worker processes `peakroute demo` and `worker --processes` start
     batch_max: int = 2000
     batch_within_s: float = 0.02
@@ -201,6 +205,9 @@ class Settings:
         if self.runtime not in RUNTIMES:
             raise SettingsError(f"{env_name('runtime')}={self.runtime!r}: use "
                                 + " or ".join(RUNTIMES))
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(f"{env_name('event_loop')}={self.event_loop!r}: use "
+                                + " or ".join(EVENT_LOOPS))
         if self.log_format not in {"json", "console"}:
             raise SettingsError(f"{env_name('log_format')} must be json or console")
         self._validate_bot()
