@@ -151,6 +151,7 @@ class FaustRouter:
         self.stopping = False
         self.stop_budget_s = STOP_BATCH_TIMEOUT_S
         self.stalled = False
+        self.timer_names: list[str] = []
         self._steps = 0  # timer steps under way
         self._steps_idle = asyncio.Event()
         self._steps_idle.set()
@@ -281,6 +282,7 @@ class FaustRouter:
 
         tick.__name__ = tick.__qualname__ = name
         self.app.timer(interval_s, name=name)(tick)
+        self.timer_names.append(name)
 
     def _timers(self) -> None:
         from router.app import freeze_heap
