@@ -400,8 +400,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     rate = lane.search.rate
                     if rate is None:
                         continue
-                    if args.py_spy and args.rate:
-                        spy = start_py_spy(args.py_spy, lane.workers[0].proc.pid, args.seconds)
+                    if args.py_spy and args.rate:  # one file per lane when there are several
+                        out = args.py_spy if len(lanes) == 1 else f"{args.py_spy}.{lane.runtime}"
+                        spy = start_py_spy(out, lane.workers[0].proc.pid, args.seconds)
                     step = await run_step(lane.settings, lane.agents, rate, args.seconds,
                                           domains)
                     s = step.summary(args.seconds)
@@ -493,7 +494,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--agents-per-domain", type=int, default=100)
     ap.add_argument("--handle", type=float, default=0.5, help="handle time, seconds (0.5)")
     ap.add_argument("--py-spy", default="",
-                    help="with --rate: record the first worker with py-spy (raw format) here")
+                    help="with --rate: record the first worker with py-spy (raw format) here "
+                         "(several lanes: FILE.<lane>)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     return ap.parse_args(argv)
 
