@@ -9,9 +9,11 @@ poll's offsets are committed once every output of it is acknowledged by the brok
 A batch never raises out of the loop: transient Redis and Kafka errors are retried until they
 pass, and a record a script refuses is dead-lettered by its stage.
 
-Why not faust's agents: faust turns every record into an event with its own future and ack, and
-that per-record path cost ~40 % of the worker's CPU at a few hundred contacts/s
-(docs/REHEARSAL.md); here a poll of 2,000 records is one list.
+This is the lean runtime (``PEAKROUTE_RUNTIME=lean``); router/faust_app.py runs the same stages
+as faust-streaming agents. faust turns every record into an event with its own future and ack,
+and that per-record path cost ~30-40 % of the worker's CPU at a few hundred contacts/s
+(docs/REHEARSAL.md); here a poll of 2,000 records is one list. Both runtimes run every batch
+through ``deliver``.
 """
 
 from __future__ import annotations
