@@ -321,13 +321,14 @@ class Search:
         if self.bad is None:
             self.rate = rate * 2
         elif self.good is None:
-            self.rate = rate / 2 if rate > 50 else None
+            self.rate = rate / 2 if rate > MIN_RATE else None
         elif self.bad / self.good > REFINE:
             self.rate = (self.good + self.bad) / 2
         else:
             self.rate = None
 
 
+MIN_RATE = 10.0  # the search halves down to this (a loaded machine still gets a figure)
 REFINE = 1.1  # a sustained rate is known to within 10 %: the lowest failing step is < 1.1 x it
 
 
