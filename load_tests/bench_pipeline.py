@@ -46,6 +46,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from load_tests.sim import percentile
 from router.bot.kb import default_kb_path, load_kb
+from router.bot.loader import BrainHolder
 from router.demo import WorkerProcess, wait_ready
 from router.events import (
     AgentLoggedIn,
@@ -370,6 +371,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         base = (await stack.start()).replace(routing_policy=str(policy))
         lanes: list[Lane] = []
         spy: subprocess.Popen[bytes] | None = None
+        # The bot's model trained (and cached in the state dir) once, here, before the workers
+        # start: several workers of a fresh stack would each train it at once.
+        BrainHolder(base).load()
         try:
             for i, runtime in enumerate(runtimes):
                 settings = lane_settings(base, runtime, i, len(runtimes))
