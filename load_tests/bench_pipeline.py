@@ -8,7 +8,13 @@ spread over several routing domains): it accepts each offer at once and complete
 after ``--handle`` seconds. Latency is a contact's arrival (its ``ts_ms``, carried in its id) to
 its offer arriving on ``assignments``.
 
-Rates are stepped (doubling from ``--start-rate``, then halving the gap): a step is sustained
+``--runtime faust|lean|both`` picks the workers' runtime (docs/ARCHITECTURE.md, "Runtimes");
+``both`` keeps a lane of each up on one stack (topics, consumer group and Redis database of its
+own) and alternates their steps, ending with ``{"lean": {...}, "faust": {...}, "faust_to_lean":
+...}``.
+
+Rates are stepped (doubling from ``--start-rate``, then halving the gap until the best sustained
+rate is known to within 10 %): a step is sustained
 when 99 % of its contacts were offered by the step's end plus a grace second and the
 arrival-to-offer p99 stays under ``--max-p99-ms`` (the pipeline keeps up instead of building a
 backlog). ``contacts_per_s`` is the best sustained step; ``goal_met`` says whether it also kept
@@ -40,6 +46,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from load_tests.sim import percentile
 from router.bot.kb import default_kb_path, load_kb
+from router.bot.loader import BrainHolder
 from router.demo import WorkerProcess, wait_ready
 from router.events import (
     AgentLoggedIn,
@@ -48,7 +55,7 @@ from router.events import (
     Language,
     OfferAccepted,
 )
-from router.kafka import assign_all, client_kwargs, consumer, producer
+from router.kafka import assign_all, client_kwargs, consumer, ensure_topics, producer
 from router.routing.config import DEFAULT_POLICY
 from router.settings import Settings
 from router.stack import EmbeddedStack
@@ -289,68 +296,151 @@ async def raw_passthrough(settings: Settings, seconds: float, record_bytes: int)
         await prod.stop()
 
 
+class Search:
+    """The rate search of one runtime: doubling from the start rate until a step is not
+    sustained, then halving the gap until the best sustained rate is known to within
+    ``REFINE`` (the next step would be less than 10 % above it), or ``max_steps``."""
+
+    def __init__(self, start: float, fixed: bool, max_steps: int) -> None:
+        self.rate: float | None = start
+        self.fixed = fixed
+        self.max_steps = max_steps
+        self.good: float | None = None
+        self.bad: float | None = None
+        self.steps: list[Step] = []
+
+    def record(self, step: Step, ok: bool) -> None:
+        self.steps.append(step)
+        rate = step.rate
+        if self.fixed or len(self.steps) >= self.max_steps:
+            self.rate = None
+            return
+        if ok:
+            self.good = rate
+        else:
+            self.bad = rate
+        if self.bad is None:
+            self.rate = rate * 2
+        elif self.good is None:
+            self.rate = rate / 2 if rate > MIN_RATE else None
+        elif self.bad / self.good > REFINE:
+            self.rate = (self.good + self.bad) / 2
+        else:
+            self.rate = None
+
+
+MIN_RATE = 10.0  # the search halves down to this (a loaded machine still gets a figure)
+REFINE = 1.1  # a sustained rate is known to within 10 %: the lowest failing step is < 1.1 x it
+
+
+@dataclass
+class Lane:
+    """One runtime's workers and agents, on topics, a consumer group and a Redis database of
+    its own, so both runtimes stay up on one stack and their steps can alternate."""
+
+    runtime: str
+    settings: Settings
+    workers: list[WorkerProcess]
+    agents: Agents
+    search: Search
+
+
+def lane_settings(base: Settings, lane: str, index: int, lanes: int) -> Settings:
+    """A lane's settings: ``lean``, ``faust``, or either with ``_uvloop``."""
+    runtime, _, loop = lane.partition("_")
+    settings = base.replace(runtime=runtime, event_loop=loop or "asyncio")
+    if lanes == 1:
+        return settings
+    topics = {f"topic_{role}": f"{lane}.{name}" for role, name in base.topics.items()}
+    redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{index}"
+    return settings.replace(app_id=f"peakroute-{lane}", redis_url=redis_url, **topics)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Both runtimes (``--runtime both``): one JSON object per runtime, each with the keys of a
+    single runtime's, and ``faust_to_lean`` (the faust runtime's best sustained rate over the
+    lean one's); their steps alternate (lean first in one round, faust first in the next)."""
+    runtimes = ["lean", "faust"] if args.runtime == "both" else [args.runtime]
+    if args.uvloop:  # the same runtimes again on uvloop, alternating with them
+        runtimes += [f"{r}_uvloop" for r in runtimes]
     domains = [f"bench-{i}" for i in range(args.domains)]
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         policy = Path(tmp) / "policy.yaml"
         policy.write_text(bench_policy(CAPACITY))
         stack = EmbeddedStack(Path(tmp) / "stack", partitions=args.partitions)
-        settings = (await stack.start()).replace(routing_policy=str(policy))
-        workers = [WorkerProcess(settings, i, Path(tmp)) for i in range(args.workers)]
-        agents = Agents(settings, domains, args.agents_per_domain, args.handle)
+        base = (await stack.start()).replace(routing_policy=str(policy))
+        lanes: list[Lane] = []
         spy: subprocess.Popen[bytes] | None = None
+        # The bot's model trained (and cached in the state dir) once, here, before the workers
+        # start: several workers of a fresh stack would each train it at once.
+        BrainHolder(base).load()
         try:
+            for i, runtime in enumerate(runtimes):
+                settings = lane_settings(base, runtime, i, len(runtimes))
+                await ensure_topics(settings)
+                lanes.append(Lane(
+                    runtime, settings,
+                    [WorkerProcess(settings, len(lanes) * args.workers + w, Path(tmp))
+                     for w in range(args.workers)],
+                    Agents(settings, domains, args.agents_per_domain, args.handle),
+                    Search(args.rate or args.start_rate, bool(args.rate), args.max_steps)))
             sample = ContactArrived(event_id="x" * 30, ts_ms=now_ms(), contact_id="x" * 30,
                                     domain=domains[0], customer_id="u1234567",
                                     text=handoff_questions()[0][1])
-            raw = await raw_passthrough(settings, args.seconds, len(sample.to_json()))
+            raw = await raw_passthrough(base, args.seconds, len(sample.to_json()))
             print(f"raw aiokafka consume-and-produce on this broker: {raw:,.0f} records/s",
                   flush=True)
-            await wait_ready(workers)
-            await agents.start()
+            await wait_ready([w for lane in lanes for w in lane.workers])
+            for lane in lanes:
+                await lane.agents.start()
             await asyncio.sleep(2.0)  # the logins land
-            await run_step(settings, agents, min(200.0, args.start_rate), 3.0, domains)  # warm-up
-            steps: list[Step] = []
-            rates = [args.rate] if args.rate else None
-            rate = args.rate or args.start_rate
-            good: float | None = None
-            bad: float | None = None
-            while True:
-                if args.py_spy and rates is not None:
-                    spy = start_py_spy(args.py_spy, workers[0].proc.pid, args.seconds)
-                step = await run_step(settings, agents, rate, args.seconds, domains)
-                steps.append(step)
-                s = step.summary(args.seconds)
-                ok = step.sustained(args.max_p99_ms)
-                print(f"  {rate:8.0f}/s offered: published {s['published_per_s']:8.1f}/s, "
-                      f"through {s['contacts_per_s']:8.1f}/s, p50 {s['p50_ms']} ms, p99 "
-                      f"{s['p99_ms']} ms -> {'sustained' if ok else 'not sustained'}",
-                      flush=True)
-                if rates is not None:
-                    break
-                if ok:
-                    good = rate
-                else:
-                    bad = rate
-                if bad is None:
-                    rate *= 2
-                elif good is None:
-                    if rate <= 50:
-                        break
-                    rate /= 2
-                elif bad / good > 1.3 and len(steps) < args.max_steps:
-                    rate = (good + bad) / 2
-                else:
-                    break
-                if len(steps) >= args.max_steps:
-                    break
-            if spy is not None:
-                spy.wait(timeout=args.seconds + 30)
+            for lane in lanes:  # warm-up
+                await run_step(lane.settings, lane.agents, min(200.0, args.start_rate), 3.0,
+                               domains)
+            round_ = 0
+            while any(lane.search.rate is not None for lane in lanes):
+                order = lanes if round_ % 2 == 0 else lanes[::-1]
+                round_ += 1
+                for lane in order:
+                    rate = lane.search.rate
+                    if rate is None:
+                        continue
+                    if args.py_spy and args.rate:  # one file per lane when there are several
+                        out = args.py_spy if len(lanes) == 1 else f"{args.py_spy}.{lane.runtime}"
+                        spy = start_py_spy(out, lane.workers[0].proc.pid, args.seconds)
+                    step = await run_step(lane.settings, lane.agents, rate, args.seconds,
+                                          domains)
+                    s = step.summary(args.seconds)
+                    ok = step.sustained(args.max_p99_ms)
+                    print(f"  {lane.runtime:12} {rate:8.0f}/s offered: published "
+                          f"{s['published_per_s']:8.1f}/s, through {s['contacts_per_s']:8.1f}/s, "
+                          f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms -> "
+                          f"{'sustained' if ok else 'not sustained'}", flush=True)
+                    lane.search.record(step, ok)
+                    if spy is not None:
+                        spy.wait(timeout=args.seconds + 30)
+                        spy = None
         finally:
-            await agents.stop()
-            for w in workers:
-                w.stop()
+            for lane in lanes:
+                await lane.agents.stop()
+                for w in lane.workers:
+                    w.stop()
             stack.stop()
+    results = {lane.runtime: summarize(args, lane.search.steps, raw)
+               | {"runtime": lane.settings.runtime, "event_loop": lane.settings.event_loop}
+               for lane in lanes}
+    if len(lanes) == 1:
+        return results[runtimes[0]]
+    if args.runtime != "both":
+        return results
+    lean, faust = results["lean"], results["faust"]
+    ratio = (round(faust["contacts_per_s"] / lean["contacts_per_s"], 3)
+             if lean["contacts_per_s"] else 0.0)
+    return {**results, "faust_to_lean": ratio}
+
+
+def summarize(args: argparse.Namespace, steps: list[Step], raw: float) -> dict[str, Any]:
+    """One runtime's figures (the keys every run of this benchmark reports)."""
     sustained = [s for s in steps if s.sustained(args.max_p99_ms)]
     best = max(sustained, key=lambda s: s.offered) if sustained else max(
         steps, key=lambda s: s.offered)
@@ -391,7 +481,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="one step at this rate instead of the search")
     ap.add_argument("--start-rate", type=float, default=250.0,
                     help="first step of the search, contacts/s (250)")
-    ap.add_argument("--max-steps", type=int, default=6)
+    ap.add_argument("--max-steps", type=int, default=9,
+                    help="steps per runtime at most (9: enough to refine to within 10 %%)")
+    ap.add_argument("--runtime", choices=("faust", "lean", "both"), default="lean",
+                    help="the worker's runtime; both: alternating steps of each in one run, "
+                         "one JSON object per runtime and faust_to_lean (lean)")
+    ap.add_argument("--uvloop", action="store_true",
+                    help="also the same runtime(s) on uvloop, alternating with them "
+                         "(objects lean_uvloop, faust_uvloop)")
     ap.add_argument("--p99-ms", type=float, default=250.0,
                     help="the goal's arrival-to-offer p99 (250)")
     ap.add_argument("--max-p99-ms", type=float, default=1000.0,
@@ -402,7 +499,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--agents-per-domain", type=int, default=100)
     ap.add_argument("--handle", type=float, default=0.5, help="handle time, seconds (0.5)")
     ap.add_argument("--py-spy", default="",
-                    help="with --rate: record the first worker with py-spy (raw format) here")
+                    help="with --rate: record the first worker with py-spy (raw format) here "
+                         "(several lanes: FILE.<lane>)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     return ap.parse_args(argv)
 
@@ -410,6 +508,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
+    if args.runtime == "both" or args.uvloop:
+        for runtime in (k for k, v in result.items() if isinstance(v, dict)):
+            r = result[runtime]
+            print(f"{runtime:5}: {r['contacts_per_s']:,.0f} contacts/s sustained (p99 "
+                  f"{r['p99_ms']} ms), {r['best_within_p99_per_s']:,.0f}/s within p99 "
+                  f"{args.p99_ms:.0f} ms; ratio to raw {r['ratio_to_raw']}", flush=True)
+        if "faust_to_lean" in result:
+            print(f"faust / lean: {result['faust_to_lean']}", flush=True)
+        if args.json:
+            sys.stdout.write(orjson.dumps(result).decode() + "\n")
+        return 0
     print(f"pipeline: {result['contacts_per_s']:,.0f} contacts/s sustained (p50 "
           f"{result['p50_ms']} ms, p99 {result['p99_ms']} ms arrival to offer); raw ceiling "
           f"{result['raw_passthrough_per_s']:,.0f} records/s; ratio {result['ratio_to_raw']}",

@@ -1,8 +1,14 @@
 """The router worker: both stages on the Kafka transport, their timers, and the web endpoints.
 
-Thin: the stages hold the logic, router/transport.py moves the records. `peakroute worker` runs
-``serve``: it consumes until SIGTERM or SIGINT, then finishes and commits the batch in hand,
-leaves the consumer group (its partitions move at once) and flushes its producer.
+Thin: the stages hold the logic; a runtime moves the records (``Settings.runtime``): the lean
+loop (router/transport.py, ``Worker`` and ``serve`` here) or faust-streaming
+(router/faust_app.py). `peakroute worker` runs ``run_worker``: it consumes until SIGTERM or
+SIGINT, then finishes and commits the batch in hand, leaves the consumer group (its partitions
+move at once) and flushes its producer.
+
+``app`` (``router.app:app``) is the faust app, built from the environment's settings on first
+access: ``faust -A router.app worker`` runs it, and users add their own agents to it
+(docs/ARCHITECTURE.md, "Runtimes").
 """
 
 from __future__ import annotations
@@ -225,6 +231,42 @@ class Worker:
             await self._web.cleanup()
         await self.runtime.close()
         log.info("worker_stopped")
+
+
+def run_worker(settings: Settings) -> int:
+    """`peakroute worker`: the topics ensured, then the configured runtime until a stop; returns
+    the process's exit status."""
+    from router.kafka import ensure_topics
+
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.install()  # asyncio.run and faust's worker both take their loop from the policy
+    asyncio.run(ensure_topics(settings))
+    if settings.runtime == "faust":
+        from router.faust_app import run_worker as run_faust
+
+        return run_faust(settings)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def __getattr__(name: str) -> Any:
+    """``router.app.app``: the faust app on the environment's settings, built once on first
+    access (``faust -A router.app worker``)."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    global _faust_app
+    if _faust_app is None:
+        from router.faust_app import build
+
+        settings = Settings.from_env()
+        logs.configure(settings.log_level, settings.log_format)
+        _faust_app = build(settings).app
+    return _faust_app
+
+
+_faust_app: Any = None
 
 
 async def serve(settings: Settings) -> None:

@@ -213,15 +213,9 @@ async def _forever() -> None:
 
 
 def _worker(settings: Settings) -> int:
-    from router.app import serve
-    from router.kafka import ensure_topics
+    from router.app import run_worker
 
-    async def run() -> None:
-        await ensure_topics(settings)
-        await serve(settings)
-
-    asyncio.run(run())
-    return 0
+    return run_worker(settings)
 
 
 if __name__ == "__main__":

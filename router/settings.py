@@ -26,6 +26,8 @@ ENV_PREFIX = "PEAKROUTE_"
 DEFAULT_STATE_DIR = Path(".peakroute")
 STACK_FILE = "stack.json"
 UTF8_MAX_BYTES_PER_CHAR = 4
+RUNTIMES = ("faust", "lean")
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,13 @@ class Settings:
     match_scan_limit: int = 200  # how many candidates one match looks at before queueing
     contact_retention_s: int = 86_400  # how long a finished contact is remembered for dedup
     # Processing
+    # The worker's stream runtime (docs/ARCHITECTURE.md, "Runtimes"): "faust" runs the stages as
+    # faust-streaming agents (router/faust_app.py: a faust app users extend with their own agents,
+    # tables, timers and web views); "lean" on the plain aiokafka loop (router/transport.py).
+    runtime: str = "lean"
+    # The worker's event loop: "asyncio" (the standard library's) or "uvloop" (libuv: cheaper
+    # sockets and callbacks; docs/REHEARSAL.md has the measurement).
+    event_loop: str = "asyncio"
     worker_concurrency: int = 1  # worker processes `peakroute demo` and `worker --processes` start
     batch_max: int = 2000
     batch_within_s: float = 0.02
@@ -235,6 +244,12 @@ class Settings:
         for name in positive:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")
+        if self.runtime not in RUNTIMES:
+            raise SettingsError(f"{env_name('runtime')}={self.runtime!r}: use "
+                                + " or ".join(RUNTIMES))
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(f"{env_name('event_loop')}={self.event_loop!r}: use "
+                                + " or ".join(EVENT_LOOPS))
         if self.log_format not in {"json", "console"}:
             raise SettingsError(f"{env_name('log_format')} must be json or console")
         self._validate_bot()

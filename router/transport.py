@@ -9,9 +9,11 @@ poll's offsets are committed once every output of it is acknowledged by the brok
 A batch never raises out of the loop: transient Redis and Kafka errors are retried until they
 pass, and a record a script refuses is dead-lettered by its stage.
 
-Why not faust's agents: faust turns every record into an event with its own future and ack, and
-that per-record path cost ~40 % of the worker's CPU at a few hundred contacts/s
-(docs/REHEARSAL.md); here a poll of 2,000 records is one list.
+This is the lean runtime (``PEAKROUTE_RUNTIME=lean``); router/faust_app.py runs the same stages
+as faust-streaming agents. faust turns every record into an event with its own future and ack,
+and that per-record path cost ~30-40 % of the worker's CPU at a few hundred contacts/s
+(docs/REHEARSAL.md); here a poll of 2,000 records is one list. Both runtimes run every batch
+through ``deliver``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ RETRY_MAX_S = 5.0
 
 Handler = Callable[[Sequence[Record]], Awaitable[list[Output]]]
 Delivered = Callable[[Sequence[Output]], None]
+Produce = Callable[[Sequence[Output]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,31 +266,8 @@ class Transport:
 
     async def run_batch(self, stage: str, handle: Handler, records: Sequence[Record],
                         delivered: Delivered | None = None) -> None:
-        """Handle and produce one batch; retry dependency failures (router/transient.py: Redis
-        refusing or unreachable, Kafka errors) until they pass, with capped backoff. Anything
-        else is a bug and propagates."""
-        started = time.perf_counter()
-        delay = 0.1
-        outputs: list[Output] | None = None
-        while True:
-            try:
-                if outputs is None:
-                    outputs = await handle(records)
-                await self.produce(outputs)
-                if delivered is not None:
-                    delivered(outputs)
-                break
-            except Exception as exc:
-                kind = transient.count(exc)
-                if kind is None:
-                    raise
-                log.warning("batch_retried", extra=logs.fields(
-                    stage=stage, records=len(records), kind=kind.value,
-                    error=type(exc).__name__, retry_in_s=delay))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-        metrics.BATCH_SIZE.labels(stage).observe(len(records))
-        metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
+        """One batch through ``deliver`` on this transport's producer."""
+        await deliver(stage, handle, records, self.produce, delivered)
 
     async def produce(self, outputs: Sequence[Output]) -> None:
         """Send every output and wait until the broker has them all (acks=all)."""
@@ -340,3 +320,34 @@ class Transport:
         await self._stop_consumer(self.consumer)
         await self._probe.close()
         await self.producer.stop()
+
+
+async def deliver(stage: str, handle: Handler, records: Sequence[Record], produce: Produce,
+                  delivered: Delivered | None = None) -> None:
+    """Handle and produce one batch, then tell the stage its outputs are in Kafka (the outbox's
+    deletes); both runtimes run every batch and timer step through here. Dependency failures
+    (router/transient.py: Redis refusing or unreachable, Kafka errors) are retried until they
+    pass, with capped backoff, the handler's outputs kept (the stages are idempotent anyway).
+    Anything else is a bug and propagates: the caller must then not commit the batch."""
+    started = time.perf_counter()
+    delay = 0.1
+    outputs: list[Output] | None = None
+    while True:
+        try:
+            if outputs is None:
+                outputs = await handle(records)
+            await produce(outputs)
+            if delivered is not None:
+                delivered(outputs)
+            break
+        except Exception as exc:
+            kind = transient.count(exc)
+            if kind is None:
+                raise
+            log.warning("batch_retried", extra=logs.fields(
+                stage=stage, records=len(records), kind=kind.value,
+                error=type(exc).__name__, retry_in_s=delay))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+    metrics.BATCH_SIZE.labels(stage).observe(len(records))
+    metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)

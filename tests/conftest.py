@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from router.demo import WorkerProcess, wait_ready
 from router.kafka import assign_all, consumer, producer
-from router.settings import Settings
+from router.settings import RUNTIMES, Settings
 from router.stack import EmbeddedStack
 
 
@@ -28,6 +28,25 @@ def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
     settings = asyncio.run(embedded.start())
     yield settings.replace(offer_timeout_s=3.0, timer_interval_s=0.2)
     embedded.stop()
+
+
+DEFAULT_RUNTIME = Settings().runtime
+OTHER_RUNTIME = next(r for r in RUNTIMES if r != DEFAULT_RUNTIME)
+# Modules whose tests also run on the runtime that is not the default (a focused set: the flow
+# and its books, dead letters; test_failover runs its short proof on both by itself).
+BOTH_RUNTIMES_MODULES = {"test_flow", "test_deadletter"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The focused modules' tests run on both runtimes: the default's worker (param None, the
+    same instance every other test uses) and the other's. One worker process at a time: pytest
+    runs the other runtime's tests together, stopping the default's worker before it starts the
+    other's (the same consumer group) and back."""
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "worker" in metafunc.fixturenames and module in BOTH_RUNTIMES_MODULES:
+        metafunc.parametrize("worker", [pytest.param(None, id=DEFAULT_RUNTIME),
+                                        pytest.param(OTHER_RUNTIME, id=OTHER_RUNTIME)],
+                             indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -58,10 +77,13 @@ def redis_cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Em
 
 
 @pytest.fixture(scope="session")
-def worker(stack: Settings) -> Iterator[WorkerProcess]:
-    """One router worker process (both stages) connected to the session's stack."""
+def worker(stack: Settings, request: pytest.FixtureRequest) -> Iterator[WorkerProcess]:
+    """One router worker process (both stages) connected to the session's stack, on the runtime
+    the test is parametrised with (``PEAKROUTE_RUNTIME``: faust or lean)."""
+    runtime = getattr(request, "param", None) or DEFAULT_RUNTIME
     logs = stack.state_dir / "logs"
-    proc = WorkerProcess(stack, 0, logs)
+    proc = WorkerProcess(stack.replace(runtime=runtime), 0 if runtime == DEFAULT_RUNTIME else 1,
+                         logs)
     try:
         asyncio.run(wait_ready([proc]))
         yield proc

@@ -8,25 +8,31 @@ its own."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
+from router.settings import RUNTIMES
 from tests.conftest import repo_root
 
 CONTRACT = ("published", "terminal", "lost", "stranded", "phantom_not_ready", "double_assigned",
             "deadletters", "counters_match_audit", "kills")
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_killed_and_restarted_workers_lose_nothing_and_assign_nothing_twice(
-        tmp_path: Path) -> None:
+        tmp_path: Path, runtime: str, session_bot_model: str) -> None:
     argv = [sys.executable, "-m", "load_tests.failover", "--workers", "2", "--rate", "15",
             "--duration", "16", "--kills", "2", "--restart-after", "1", "--backlog", "3",
             "--drain", "150", "--state-dir", str(tmp_path), "--json"]
+    # The session's model (tests/conftest.py): no worker trains its own.
+    env = {**os.environ, "PEAKROUTE_RUNTIME": runtime, "PEAKROUTE_BOT_MODEL_DIR": session_bot_model}
     done = subprocess.run(argv, cwd=repo_root(), capture_output=True, text=True, timeout=290,
-                          check=False)
+                          check=False, env=env)
     lines = done.stdout.strip().splitlines()
     assert lines, done.stderr[-3000:]
     result = orjson.loads(lines[-1])

@@ -17,8 +17,6 @@ import orjson
 import pytest
 
 from load_tests.faults import EXPECTED
-from router.bot.loader import load_brain
-from router.settings import Settings
 from tests.conftest import repo_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -27,16 +25,10 @@ CONTRACT = ("published", "terminal", "lost", "stranded", "phantom_not_ready", "d
             "deadletters", "counters_match_audit", "faults")
 
 
-@pytest.fixture(scope="module")
-def bot_model(stack: Settings) -> Path:
-    """The bot's model for the shipped knowledge base, trained once per session (cached in the
-    session stack's state dir, where its worker finds it too): the proof's 90 s are for the
-    proof, not for training a model in each of its workers."""
-    return load_brain(stack).model_dir
-
-
-def test_every_fault_bites_and_the_books_hold(tmp_path: Path, bot_model: Path) -> None:
-    env = {**os.environ, "PEAKROUTE_BOT_MODEL_DIR": str(bot_model)}
+def test_every_fault_bites_and_the_books_hold(tmp_path: Path, session_bot_model: str) -> None:
+    # The session's model (tests/conftest.py): the proof's 90 s are for the proof, not for
+    # training a model in each of its workers.
+    env = {**os.environ, "PEAKROUTE_BOT_MODEL_DIR": session_bot_model}
     argv = [sys.executable, "-m", "load_tests.faults", "--rate", "100", "--duration", "10",
             "--warmup", "1", "--gap", "0.5", "--settle", "0.5", "--restart-after", "1",
             "--ready-timeout", "12", "--resets", "8", "--reset-every", "0.25", "--sleep", "11",
