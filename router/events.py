@@ -99,6 +99,7 @@ class Decision(enum.StrEnum):
     RELAXED = "relaxed"  # the contact's next ring opened: a wider pool may take it
     ABANDONED = "abandoned"
     COMPLETED = "completed"
+    PREFERRED = "preferred"  # the preferred agent's ring: used, or skipped and why
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,6 +208,16 @@ class RoutingRequested(Event):
     queue: Label = ""  # a queue of the routing policy; "" = the domain's default queue
     confidence: Score = 0.0  # the bot's confidence in the intent
     transcript: Transcript = ()  # the conversation with the bot so far (last turns, capped)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingRequestedV2(RoutingRequested):
+    """Version 2 of the escalation (v1 stays valid): it may name the customer, whose last agent
+    is then looked up and recorded, and a preferred agent (the policy's preferred ring)."""
+
+    TYPE: ClassVar[str] = "routing.requested.v2"
+    customer_id: Id | None = None
+    preferred_agent: Id | None = None  # none: the customer's last agent within the window
 
 
 # --- agents.events (agent desktops -> routing stage), key: domain -------------------------
@@ -365,9 +376,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
         ContactArrived, CustomerMessage, CustomerLeft, HumanRequested, BotReplied,
-        ContactClosed, RoutingRequested, AgentLoggedIn, AgentStateChanged, OfferAccepted,
-        OfferDeclined, ContactCompleted, AgentLoggedOut, AssignmentOffered, AssignmentRescinded,
-        RoutingDecision, DeadLetter, AgentProfileChanged, AgentProfileApplied,
+        ContactClosed, RoutingRequested, RoutingRequestedV2, AgentLoggedIn, AgentStateChanged,
+        OfferAccepted, OfferDeclined, ContactCompleted, AgentLoggedOut, AssignmentOffered,
+        AssignmentRescinded, RoutingDecision, DeadLetter, AgentProfileChanged, AgentProfileApplied,
     )
 }
 
@@ -381,7 +392,7 @@ AgentEvent: TypeAlias = (
 # Which event types each input topic accepts (by logical role, see Settings.topics).
 ACCEPTED_ON: dict[str, tuple[type[Event], ...]] = {
     "contacts_inbound": (ContactArrived, CustomerMessage, CustomerLeft, HumanRequested),
-    "routing_requests": (RoutingRequested, CustomerLeft),
+    "routing_requests": (RoutingRequested, RoutingRequestedV2, CustomerLeft),
     "agents_events": (
         AgentLoggedIn, AgentStateChanged, OfferAccepted, OfferDeclined, ContactCompleted,
         AgentLoggedOut, AgentProfileChanged,

@@ -44,6 +44,7 @@ DECISIONS: dict[type[state.T], Decision] = {
     state.Relaxed: Decision.RELAXED,
     state.Abandoned: Decision.ABANDONED,
     state.Completed: Decision.COMPLETED,
+    state.Preferred: Decision.PREFERRED,
 }
 RESCIND_REASONS: dict[type[state.T], str] = {
     state.Declined: "declined", state.Expired: "no_answer", state.Rescinded: "withdrawn"}
@@ -68,7 +69,7 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
         event_id=derived_id(base, t.kind), ts_ms=now, domain=t.domain, contact_id=t.contact_id,
         decision=decision, agent_id=t.agent_id or None, offer_id=offer_id or None,
         waited_ms=waited, within_target=isinstance(t, state.Answered) and t.within_target,
-        reason=getattr(t, "reason", ""), queue=t.queue, lane=t.lane, ring=t.ring,
+        reason=_reason(t), queue=t.queue, lane=t.lane, ring=t.ring,
     ), outbox)]
     if isinstance(t, state.Answered):
         metrics.ANSWER_WAIT.labels(t.domain, t.queue).observe(waited / 1000)
@@ -87,6 +88,14 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
             reason=getattr(t, "reason", "") or RESCIND_REASONS[type(t)],
         ), outbox))
     return out
+
+
+def _reason(t: Transition) -> str:
+    """The audit record's reason; a preferred ring's says where the agent came from and
+    whether its ring was used (``last_agent:used``, ``named:offline``, ...)."""
+    if isinstance(t, state.Preferred):
+        return f"{t.source}:{t.reason}"
+    return str(getattr(t, "reason", ""))
 
 
 def profile_audit(event: AgentProfileChanged, result: Sequence[Transition], now: int

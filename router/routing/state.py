@@ -65,6 +65,9 @@ class Key(enum.StrEnum):
     OUTBOX_TIMES = "obz"
     META = "meta"
     ROSTER = "roster"
+    PREFERRED = "pq"
+    LAST_AGENT = "la"
+    LAST_AGENT_TIMES = "laz"
 
 
 # What each key holds: docs/ROUTING.md's layout table is checked against this (a test).
@@ -99,6 +102,12 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
     Key.OUTBOX_TIMES: ("zset", "outbox entry id -> when it was recorded or last re-sent"),
     Key.META: ("hash", "policy digest and since when, for re-seating agents"),
     Key.ROSTER: ("hash", "agent id -> profile JSON (the agent gateway's roster)"),
+    Key.PREFERRED: ("zset (lex)", "contacts in their preferred ring, waiting for that agent "
+                                  "only: `<agent>|<place>|<contact>`"),
+    Key.LAST_AGENT: ("hash", "customer id -> `<agent>|<answered at ms>`: the agent who last "
+                             "answered the customer (preferred-agent history)"),
+    Key.LAST_AGENT_TIMES: ("zset", "customer id -> when its last agent answered (the timer "
+                                   "forgets entries past the policy's history window)"),
 }
 SLA_KEY_DOCS = buckets.KEY_DOCS
 
@@ -207,6 +216,10 @@ class ContactRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Fa
     att: int = 0  # offers made (the offer id derives from it)
     n: int = 0  # queued and relaxed transitions so far (distinct event ids)
     ans: int = 0  # answered at (ms)
+    cu: str = ""  # customer id (routing.requested.v2): answered, it is the customer's last agent
+    pa: str = ""  # the preferred agent while the preferred ring is open ("" otherwise)
+    pu: int = 0  # when the preferred ring ends (ms)
+    pf: str = ""  # the preferred agent the request named or history found (kept for the offer)
 
 
 class AgentRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -279,6 +292,10 @@ class RequestArgs(Args):
     scan_limit: int
     context: str  # JSON: what the offer shows the agent
     reason: str = ""  # why it queues (the queue differs from the one asked for), if it does
+    customer_id: str = ""  # routing.requested.v2: whose last agent is looked up and recorded
+    preferred_agent: str = ""  # routing.requested.v2: named by the request ("" = history's)
+    preferred_ring_ms: int = 0  # the policy's preferred ring (0: none)
+    history_ms: int = 0  # how far back a last agent counts (0: history not used)
 
 
 class AcceptArgs(Args):
@@ -365,6 +382,7 @@ class TickArgs(Args):
     outbox_lease_ms: int
     pending_budget: int
     purge_max: int
+    history_ms: int = 0  # last agents answered longer ago are forgotten
 
 
 class BotArgs(Args):
@@ -509,6 +527,15 @@ class Completed(Placed, tag="completed", frozen=True):
     pass
 
 
+class Preferred(Placed, tag="preferred", frozen=True):
+    """The request's preferred agent (named, or the customer's last agent): its ring used, or
+    skipped and why (``reason``: used | disabled | absent | offline | not_serving)."""
+
+    used: bool = False
+    source: str = ""  # named | last_agent
+    reason: str = ""
+
+
 class Duplicate(T, tag="duplicate", frozen=True):
     state: str = ""  # the state the contact was in
 
@@ -543,15 +570,16 @@ class UnknownAgent(T, tag="unknown_agent", frozen=True):
 
 
 Transition = (Queued | Relaxed | Offered | Answered | Declined | Expired | Rescinded | Abandoned
-              | Completed | Duplicate | Stale | LoggedIn | LoggedOut | StateSet | ProfilePending
-              | ReseatSkipped | UnknownAgent)
+              | Completed | Preferred | Duplicate | Stale | LoggedIn | LoggedOut | StateSet
+              | ProfilePending | ReseatSkipped | UnknownAgent)
 TRANSITION_TYPES: tuple[type[T], ...] = (Queued, Relaxed, Offered, Answered, Declined, Expired,
-                                         Rescinded, Abandoned, Completed, Duplicate, Stale,
+                                         Rescinded, Abandoned, Completed, Preferred,
+                                         Duplicate, Stale,
                                          LoggedIn, LoggedOut, StateSet, ProfilePending,
                                          ReseatSkipped, UnknownAgent)
 # Kinds that publish something: only these are kept in the outbox until Kafka has them.
 PUBLISHED = (Queued, Relaxed, Offered, Answered, Declined, Expired, Rescinded, Abandoned,
-             Completed)
+             Completed, Preferred)
 
 
 class Entry(msgspec.Struct, array_like=True, frozen=True):
@@ -696,6 +724,10 @@ class ContactView:
     ring_pools: tuple[str, ...]
     ring_delays_ms: tuple[int, ...]
     weight: float
+    customer_id: str = ""
+    preferred_agent: str = ""  # while its preferred ring is open
+    preferred_until_ms: int = 0
+    preferred_noted: str = ""  # the preferred agent found at the request (used or not)
 
     @property
     def vip(self) -> bool:
@@ -709,7 +741,8 @@ class ContactView:
     @classmethod
     def of(cls, contact_id: str, r: ContactRecord) -> ContactView:
         return cls(contact_id, r.st, r.ch, r.ln, r.qn, r.cls, r.rg, r.pri, r.esc, r.tg, r.ag,
-                   r.of, r.ans, r.score, r.xs, tuple(r.rp), tuple(r.rd), r.wt)
+                   r.of, r.ans, r.score, r.xs, tuple(r.rp), tuple(r.rd), r.wt, r.cu, r.pa,
+                   r.pu, r.pf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1018,6 +1051,7 @@ class DomainDump:
     pending: frozenset[str]
     stats: dict[str, int]
     outbox: frozenset[str]
+    preferred: dict[str, list[str]]  # agent -> contacts in its preferred ring, in order
 
 
 async def dump(client: aioredis.Redis, domain: str) -> DomainDump:
@@ -1034,8 +1068,13 @@ async def dump(client: aioredis.Redis, domain: str) -> DomainDump:
         pipe.zrange(key(domain, Key.PENDING), 0, -1)
         pipe.hgetall(key(domain, Key.STATS))
         pipe.hkeys(key(domain, Key.OUTBOX))
+        pipe.zrange(key(domain, Key.PREFERRED), 0, -1)
         (contacts, agents, profiles, seated, offers, waiting, counts, free, ready, pending,
-         stats_, outbox) = await pipe.execute()
+         stats_, outbox, preferred) = await pipe.execute()
+    preferred_lists: dict[str, list[str]] = {}
+    for member in preferred:
+        group, _, cid = split_member(member)
+        preferred_lists.setdefault(group, []).append(cid)
     seated_ids = frozenset(_text(a) for a in seated)
     waiting_lists: dict[str, list[str]] = {}
     for member in waiting:
@@ -1061,7 +1100,8 @@ async def dump(client: aioredis.Redis, domain: str) -> DomainDump:
         ready_counts={_text(k): int(v) for k, v in ready.items()},
         pending=frozenset(_text(c) for c in pending),
         stats=figures,
-        outbox=frozenset(_text(e) for e in outbox))
+        outbox=frozenset(_text(e) for e in outbox),
+        preferred=preferred_lists)
 
 
 async def contact_state(client: aioredis.Redis, domain: str, contact_id: str) -> str | None:

@@ -284,7 +284,11 @@ class RoutingStore:
                     ring_delays=list(plan.ring_delays_ms), ring_pools=list(plan.ring_pools),
                     extra_skills=state.format_levels(plan.extra_skills), queue=plan.queue,
                     strategy=plan.strategy.value, offer_timeout_ms=t, scan_limit=limit,
-                    context=context, reason=plan.reason or event.reason)
+                    context=context, reason=plan.reason or event.reason,
+                    customer_id=getattr(event, "customer_id", None) or "",
+                    preferred_agent=getattr(event, "preferred_agent", None) or "",
+                    preferred_ring_ms=int(policy.preferred_ring_s * 1000),
+                    history_ms=int(policy.preferred_history_s * 1000))
             case CustomerLeft():
                 return LeftArgs(contact_id=event.contact_id, short_abandon_ms=self._short_ms,
                                 offer_timeout_ms=t, scan_limit=limit,
@@ -377,7 +381,9 @@ class RoutingStore:
                 offer_timeout_ms=int(policy.offer_timeout_s * 1000), scan_limit=self._limit,
                 max_per_step=TICK_BATCH, on_no_answer=policy.on_no_answer.value,
                 outbox_lease_ms=OUTBOX_LEASE_MS, pending_budget=self._limit * 10,
-                purge_max=PURGE_BATCH), f"{self._tick_ids}{self._ticks}"))
+                purge_max=PURGE_BATCH,
+                history_ms=int(policy.preferred_history_s * 1000)),
+                f"{self._tick_ids}{self._ticks}"))
         if calls:
             for call, raw in zip(calls, await self._run(calls, now_ms), strict=True):
                 if isinstance(raw, Exception):  # one domain's failure leaves the others'

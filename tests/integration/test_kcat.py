@@ -91,3 +91,42 @@ async def test_contact_sent_with_kcat_from_the_docs_is_answered_and_routed(
     assert offers[0]["agent_id"] == login["agent_id"]
     state = await routing_state.contact_state(redis_client, domain, contact_id)
     assert state == "offered"
+
+
+async def test_preferred_agent_request_from_the_docs_is_offered_to_that_agent_first(
+    stack: Settings, worker: WorkerProcess, redis_client: aioredis.Redis,
+) -> None:
+    """routing.requested.v2 as docs/EVENTS.md prints it: its preferred agent is offered the
+    contact although a more skilled agent has been idle longer."""
+    login = orjson.loads(example("agent.logged_in.v1"))
+    request = orjson.loads(example("routing.requested.v2"))
+    domain, contact_id = request["domain"], request["contact_id"]
+    assert request["preferred_agent"] == login["agent_id"]
+    assert login["domain"] == domain
+    rival = {**login, "event_id": "kcat-rival-login", "agent_id": "agent-042",
+             "skills": {**login["skills"], "orders": 9, "general": 9}}
+    kcat_produce(stack, stack.topic_agents_events, domain, orjson.dumps(rival).decode())
+    kcat_produce(stack, stack.topic_agents_events, domain, example("agent.logged_in.v1"))
+
+    async def both_ready() -> bool:
+        agents = await routing_state.read_agents(redis_client, domain,
+                                                 ["agent-042", login["agent_id"]])
+        return all(a.ready for a in agents.values()) and len(agents) == 2
+
+    assert await eventually(both_ready), "the agents never logged in"
+    kcat_produce(stack, stack.topic_routing_requests, domain, example("routing.requested.v2"))
+
+    async def offered() -> list[dict[str, object]]:
+        return [a for a in kcat_consume(stack, stack.topic_assignments)
+                if a["contact_id"] == contact_id and a["type"] == "assignment.offered.v1"]
+
+    offers = await eventually(offered)
+    assert offers, "no offer for the contact"
+    assert offers[0]["agent_id"] == login["agent_id"]
+    decisions = [d for d in kcat_consume(stack, stack.topic_routing_decisions)
+                 if d.get("contact_id") == contact_id and d.get("decision") == "preferred"]
+    assert [(d["agent_id"], d["reason"]) for d in decisions] == [
+        (login["agent_id"], "named:used")]
+    kcat_produce(stack, stack.topic_agents_events, domain, orjson.dumps({
+        "type": "agent.logged_out.v1", "event_id": "kcat-rival-logout", "ts_ms": login["ts_ms"],
+        "agent_id": "agent-042", "domain": domain}).decode())

@@ -28,6 +28,7 @@ from router.events import (
     OfferDeclined,
     RoutingDecision,
     RoutingRequested,
+    RoutingRequestedV2,
     Tier,
 )
 
@@ -58,6 +59,10 @@ SAMPLES: dict[type[Event], Event] = {
         event_id="ev-6", ts_ms=TS, contact_id="c-1", domain="shop", channel=Channel.EMAIL,
         language=Language.EN, tier=Tier.VIP, skills={"en": 1, "refunds": 10}, priority=9,
         intent="refund", reason="intent_needs_agent",
+    ),
+    RoutingRequestedV2: RoutingRequestedV2(
+        event_id="ev-6b", ts_ms=TS, contact_id="c-2", domain="shop", customer_id="cust-1",
+        preferred_agent="a-1", intent="refund",
     ),
     AgentLoggedIn: AgentLoggedIn(
         event_id="ev-7", ts_ms=TS, agent_id="a-1", domain="shop", skills={"zh": 3, "general": 1},

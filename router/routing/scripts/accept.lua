@@ -15,6 +15,10 @@ if a then
   remove_offer_of(a, cid)
   adirty(aid)
 end
+if c.cu and c.cu ~= '' then  -- the customer's last agent (the preferred-agent history)
+  redis.call('HSET', K_LAST_AGENT, c.cu, aid .. '|' .. NOW)
+  redis.call('ZADD', K_LAST_AGENT_TIMES, NOW, c.cu)
+end
 local w = math.max(waited, 0)
 local w1 = 0
 if within then w1 = 1 end
