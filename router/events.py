@@ -308,6 +308,7 @@ class AssignmentOffered(Event):
     priority: Priority = 0
     skills: Levels = field(default_factory=dict)
     queue: Label = ""
+    preferred: Flag = False  # the agent is the contact's preferred agent (its own ring)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

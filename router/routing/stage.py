@@ -79,7 +79,7 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
             contact_id=t.contact_id, agent_id=t.agent_id, domain=t.domain,
             channel=Channel(t.channel), expires_at_ms=t.expires_at_ms,
             waited_ms=waited, priority=t.priority, queue=t.queue,
-            skills=skills or {},
+            skills=skills or {}, preferred=t.preferred,
         ), outbox))
     elif type(t) in RESCIND_REASONS:
         out.append(Output("assignments", t.domain, AssignmentRescinded(

@@ -497,6 +497,7 @@ class Relaxed(Placed, tag="relaxed", frozen=True):
 class Offered(Placed, tag="offered", frozen=True):
     offer_id: str = ""
     expires_at_ms: int = 0
+    preferred: bool = False  # offered in the contact's preferred ring (to its preferred agent)
 
 
 class Answered(Placed, tag="answered", frozen=True):

@@ -93,6 +93,10 @@ async def test_named_preferred_agent_is_offered_first_even_when_another_idled_lo
     await run.login("pref")
     got = await run.apply(run.request("c1", preferred="pref"))
     assert kinds(got) == [("preferred", "pref"), ("offered", "pref")]
+    assert isinstance(got[1], state.Offered)
+    assert got[1].preferred
+    offer = transition_outputs(got[1], run.now)[1].event
+    assert offer.to_dict()["preferred"] is True
     pref = got[0]
     assert isinstance(pref, state.Preferred)
     assert pref.used
@@ -148,6 +152,8 @@ async def test_absent_or_offline_preferred_agent_costs_no_wait(
     assert kinds(got) == [("preferred", "pref"), ("offered", "other")]
     assert isinstance(got[0], state.Preferred)
     assert not got[0].used
+    assert isinstance(got[1], state.Offered)
+    assert not got[1].preferred
     assert got[0].reason == "absent"
 
 
