@@ -1,10 +1,11 @@
-"""Routing state in Redis: one atomic Lua script per transition, called in pipelined batches.
+"""Routing state in Redis: one atomic Lua call per transition, a batch's calls run together.
 
 The layout, the scripts' arguments and their results belong to router/routing/state.py; this
-module decides which script an event calls with which arguments (from the routing policy), runs
-them (one EVALSHA each, one round trip per batch; a script Redis lost is loaded and its calls
-re-sent), and keeps the outbox moving: the entries a batch's transitions were kept under are
-deleted once Kafka has their records (``ack``; the deletes ride along with the next batch).
+module decides which script body an event calls with which arguments (from the routing policy),
+runs them (one EVALSHA of the ``apply`` script per domain and batch, all in one round trip; a
+script Redis lost is loaded and its calls re-sent), and keeps the outbox moving: the entries a
+batch's transitions were kept under are deleted once Kafka has their records (``ack``; the
+deletes ride along with the next batch).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ TICK_BATCH = 500  # offers, ring openings and pending matches one tick handles p
 PURGE_BATCH = 2000  # finished contacts one tick forgets per domain
 RESEAT_BATCH = 500  # agents one tick looks at for re-seating, per domain
 OUTBOX_LEASE_MS = 10_000  # an outbox entry older than this is re-sent by the timer
+DOMAINS_REFRESH_S = 5.0  # how often the timer reads the domain registry
 
 # Re-exported readers (callers that only need the books).
 domain_stats = state.stats
@@ -110,10 +112,10 @@ class RoutingStore:
         self.policy = policy
         self.policy_loaded_ms = time.time_ns() // 1_000_000
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(state.script_source(name)) for name in state.SCRIPTS}
-        self._shas = {name: script.sha.encode() for name, script in self._scripts.items()}
+            name: client.register_script(state.script_source(name)) for name in state.RUN_SCRIPTS}
+        self._scripts[state.POLICY_CLAIM] = client.register_script(state.POLICY_CLAIM_SCRIPT)
+        self._shas = {name: script.sha for name, script in self._scripts.items()}
         self._key_cache: dict[tuple[str, str, int], list[bytes]] = {}
-        self._claim = client.register_script(state.POLICY_CLAIM_SCRIPT)
         self._limit = settings.match_scan_limit
         self._retention = settings.contact_retention_s
         self._short_ms = int(settings.short_abandon_s * 1000)
@@ -122,6 +124,8 @@ class RoutingStore:
         self._pending = _Pending()
         self._reseat: dict[str, _Reseat] = {}
         self._tick_ids = f"t:{uuid.uuid4().hex[:12]}:"
+        self._known_domains: set[str] = set()
+        self._domains_read_at = 0.0
         self._ticks = 0
 
     # -- running scripts ------------------------------------------------------------------
@@ -130,7 +134,7 @@ class RoutingStore:
         """All scripts at once, so a Redis has either every one of them or (restarted,
         flushed) none: a batch's calls then all run, or none does."""
         pipe = self.redis.pipeline(transaction=False)
-        for script in (*self._scripts.values(), self._claim):
+        for script in self._scripts.values():
             pipe.script_load(script.script)
         await pipe.execute()
         self._loaded = True
@@ -147,34 +151,29 @@ class RoutingStore:
                                                                                 now_ms)]
         return hit
 
-    def _evalsha(self, pipe: Any, call: _Call, now_ms: int) -> None:
-        name = call.args.SCRIPT
-        keys = self._keys(name, call.domain, now_ms)
-        pipe.evalsha(self._shas[name], len(keys), *keys, call.entry.encode(), now_ms,
-                     self._sla_ttl, state.encode_args(call.args))
-
-    async def _run(self, calls: Sequence[_Call], now_ms: int) -> list[Any]:
-        """EVALSHA each call in one pipeline (one round trip). Beside them, not inside: the
-        domains are registered (an idempotent SADD: Redis may have lost them) and the outbox
-        entries Kafka has are deleted. A Redis that lost the scripts answers NOSCRIPT: they are
-        loaded and the calls from the first refused one on are sent again, in order (any that
-        did run keeps its result: the outbox gives it back). Per call: its raw result, or the
-        error its script raised. Dependency failures (router/transient.py) raise."""
+    async def _send(self, requests: Sequence[tuple[str, list[bytes], Sequence[Any]]],
+                    register: Sequence[str] = ()) -> list[Any]:
+        """EVALSHA each (script, keys, arguments) in one pipeline (one round trip). Beside
+        them, not inside: the domains are registered (an idempotent SADD: Redis may have lost
+        them) and the outbox entries Kafka has are deleted. A Redis that lost the
+        scripts answers NOSCRIPT: they are loaded and the requests from the first refused one
+        on are sent again, in order (any that did run keeps its result: the outbox gives it
+        back). Per request: its raw result, or the error it raised. Dependency failures
+        (router/transient.py) raise: Redis refusing (OOM, READONLY, BUSY, ...) is not the
+        data's fault, the batch is retried and nothing is dead-lettered."""
         if not self._loaded:
             await self._load_scripts()
         acks = self._pending.take()
-        domains_ = {c.domain for c in calls if c.domain}
         pipe = self.redis.pipeline(transaction=False)
-        head = 0
-        if domains_:
-            pipe.sadd(DOMAINS_KEY, *sorted(domains_))
-            head += 1
+        if register:
+            pipe.sadd(DOMAINS_KEY, *register)
+            self._known_domains.update(register)
         for domain, entries in acks.items():
             pipe.hdel(state.key(domain, Key.OUTBOX), *entries)
             pipe.zrem(state.key(domain, Key.OUTBOX_TIMES), *entries)
-            head += 2
-        for call in calls:
-            self._evalsha(pipe, call, now_ms)
+        head = 2 * len(acks) + bool(register)
+        for name, keys, argv in requests:
+            pipe.evalsha(self._shas[name], len(keys), *keys, *argv)
         try:
             raw = list(await pipe.execute(raise_on_error=False))
         except Exception:
@@ -188,17 +187,43 @@ class RoutingStore:
         if first is not None:
             await self._load_scripts()
             pipe = self.redis.pipeline(transaction=False)
-            for call in calls[first:]:
-                self._evalsha(pipe, call, now_ms)
+            for name, keys, argv in requests[first:]:
+                pipe.evalsha(self._shas[name], len(keys), *keys, *argv)
             again = await pipe.execute(raise_on_error=False)
             for i, result in enumerate(again, start=first):
                 if isinstance(results[i], NoScriptError):
                     results[i] = result
-        # Redis refusing (OOM, READONLY, BUSY, ...) is not the data's fault: the batch is
-        # retried (scripts that did run give their kept transitions back), nothing is
-        # dead-lettered.
         transient.raise_transient(results)
         return results
+
+    async def _run(self, calls: Sequence[_Call], now_ms: int
+                   ) -> list[list[Entry] | Exception]:
+        """Run the calls: each domain's in order, in one ``apply`` (its calls atomic each),
+        every domain in one round trip. Per call: its outbox entries with their transitions,
+        or the error its body raised. Dependency failures raise."""
+        return (await self._run_with(calls, now_ms, []))[0]
+
+    async def _run_with(self, calls: Sequence[_Call], now_ms: int,
+                        extra: Sequence[tuple[str, list[bytes], Sequence[Any]]]
+                        ) -> tuple[list[list[Entry] | Exception], list[Any]]:
+        """``_run``, with other script calls in the same round trip (their raw results)."""
+        by_domain: dict[str, list[int]] = {}
+        for i, call in enumerate(calls):
+            by_domain.setdefault(call.domain, []).append(i)
+        requests = [(state.APPLY, self._keys(state.APPLY, domain, now_ms), (
+            now_ms, self._sla_ttl,
+            state.encode_calls((calls[i].entry, calls[i].args) for i in placed)))
+            for domain, placed in by_domain.items()]
+        raw = await self._send([*requests, *extra], sorted(d for d in by_domain if d))
+        out: list[list[Entry] | Exception] = [[] for _ in calls]
+        for (domain, placed), result in zip(by_domain.items(), raw, strict=False):
+            if isinstance(result, Exception):  # (not a refusal: those raised) a bug
+                for i in placed:
+                    out[i] = result
+                continue
+            for i, applied in zip(placed, state.decode_applied(result, domain), strict=True):
+                out[i] = applied
+        return out, raw[len(requests):]
 
     def ack(self, entries: Iterable[tuple[str, str]]) -> None:
         """Kafka has the records of these outbox entries (domain, entry id): delete them with
@@ -349,12 +374,8 @@ class RoutingStore:
             out.append([])
         if not calls:
             return out
-        results = await self._run(calls, now_ms)
-        for i, call, raw in zip(placed, calls, results, strict=True):
-            if isinstance(raw, Exception):
-                out[i] = raw
-                continue
-            out[i] = state.decode_result(raw, call.domain)
+        for i, result in zip(placed, await self._run(calls, now_ms), strict=True):
+            out[i] = result
         return out
 
     # -- time -------------------------------------------------------------------------------
@@ -362,11 +383,9 @@ class RoutingStore:
     async def tick(self, now_ms: int) -> list[Entry]:
         """Time-driven step in every domain: lapse overdue offers, open due rings, finish
         matches cut short, forget finished contacts, re-send outbox entries left behind, and
-        re-seat agents seated under another routing policy."""
-        await self.flush_acks()
-        names = await state.domains(self.redis)
-        if not names:
-            return []
+        re-seat agents seated under another routing policy. One round trip (and one more per
+        domain to re-seat, when a policy changed)."""
+        names = await self._domains()
         out: list[Entry] = []
         calls: list[_Call] = []
         for domain in names:
@@ -384,44 +403,41 @@ class RoutingStore:
                 purge_max=PURGE_BATCH,
                 history_ms=int(policy.preferred_history_s * 1000)),
                 f"{self._tick_ids}{self._ticks}"))
-        if calls:
-            for call, raw in zip(calls, await self._run(calls, now_ms), strict=True):
-                if isinstance(raw, Exception):  # one domain's failure leaves the others'
-                    log.error("routing_tick_failed",
-                              extra=logs.fields(domain=call.domain, error=str(raw)[:300]))
-                    continue
-                out.extend(state.decode_result(raw, call.domain))
-        for domain in await self._needs_reseat([c.domain for c in calls]):
+        if not calls:
+            await self.flush_acks()
+            return out
+        # Beside the timer: does this worker's policy claim each domain, and must it re-seat?
+        claims = [(state.POLICY_CLAIM, [state.key(c.domain, Key.META).encode()],
+                   (self.policy.digest, self.policy_loaded_ms)) for c in calls]
+        results, claimed = await self._run_with(calls, now_ms, claims)
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, Exception):  # one domain's failure leaves the others'
+                log.error("routing_tick_failed",
+                          extra=logs.fields(domain=call.domain, error=str(result)[:300]))
+                continue
+            out.extend(result)
+        for call, claim in zip(calls, claimed, strict=True):
+            if isinstance(claim, Exception) or not int(claim):
+                continue
             try:
-                out.extend(await self.reseat(domain, now_ms))
+                out.extend(await self.reseat(call.domain, now_ms))
             except PolicyError:
                 continue
         return out
 
-    async def _needs_reseat(self, names: Sequence[str]) -> list[str]:
-        """The domains where this worker's routing policy is current (the policy loaded last
-        by any worker wins, a rollback too: a worker still on an older one does not re-seat)
-        and not every agent is seated under it yet. One round trip for all."""
-        if not names:
-            return []
-        if not self._loaded:
-            await self._load_scripts()
-        pipe = self.redis.pipeline(transaction=False)
-        for domain in names:
-            meta = state.key(domain, Key.META)
-            pipe.evalsha(self._claim.sha, 1, meta, self.policy.digest, self.policy_loaded_ms)
-            pipe.hget(meta, state.META_RESEATED)
-        got = await pipe.execute(raise_on_error=False)
-        if any(isinstance(r, NoScriptError) for r in got):
-            self._loaded = False  # Redis lost its scripts: the next step loads them
-            return []
-        transient.raise_transient(got)
-        return [d for i, d in enumerate(names)
-                if got[2 * i] is not None and not isinstance(got[2 * i], Exception)
-                and int(got[2 * i]) and _text(got[2 * i + 1]) != self.policy.digest]
+    async def _domains(self) -> list[str]:
+        """The domains the timer walks: Redis's registry, read every DOMAINS_REFRESH_S (a
+        domain another worker registered waits that long for this worker's timer; its own
+        timer serves it meanwhile), with the domains this worker wrote to since."""
+        at = time.monotonic()
+        if at - self._domains_read_at >= DOMAINS_REFRESH_S or not self._known_domains:
+            self._known_domains |= set(await state.domains(self.redis))
+            self._domains_read_at = at
+        return sorted(self._known_domains)
 
     async def reseat(self, domain: str, now_ms: int) -> list[Entry]:
-        """(For a domain ``_needs_reseat`` names.) Agents logged in under another routing
+        """(For a domain where this worker's policy is current and the claim says not every
+        agent is seated under it yet.) Agents logged in under another routing
         policy sit in pools this one does not use:
         log them in again with their own skills and capacity under this policy, state and idle
         time kept, each atomically and only if its profile is still the one read (a change in
@@ -450,7 +466,7 @@ class RoutingStore:
         if calls:
             for result in await self._run(calls, now_ms):
                 if not isinstance(result, Exception):
-                    entries.extend(state.decode_result(result, domain))
+                    entries.extend(result)
             log.info("routing_agents_reseated", extra=logs.fields(
                 domain=domain, agents=len(calls), policy=self.policy.digest))
         if progress.cursor == 0:  # a pass ended: seated all, unless it found some
@@ -464,10 +480,10 @@ class RoutingStore:
     ) -> list[bool]:
         """(domain, contact_id, 'contained' | 'escalating') per new contact; True where new."""
         items = list(outcomes)
-        calls = [_Call(domain, state.BotArgs(contact_id=cid, outcome=outcome,
-                                             retention_s=self._retention), "")
-                 for domain, cid, outcome in items]
-        results = await self._run(calls, now_ms)
+        results = await self._send([(state.BOT, self._keys(state.BOT, domain, now_ms), (
+            "", now_ms, self._sla_ttl, state.encode_args(state.BotArgs(
+                contact_id=cid, outcome=outcome, retention_s=self._retention))))
+            for domain, cid, outcome in items], sorted({d for d, _, _ in items}))
         for result in results:
             if isinstance(result, Exception):
                 raise result

@@ -84,10 +84,11 @@ class ClusterRedis(aioredis.Redis):
             self.answered.append(["refused"])
             return [refusal(self.text) if c == "evalsha" else 1 for c in calls]
         self.answered.append(["queued"])
-        # What request.lua returns: its outbox entry with one transition (MessagePack).
-        entry = msgspec.msgpack.encode([["e1", [{
+        # What the apply script returns for one request: per call, its outbox entry with one
+        # transition (MessagePack).
+        entry = msgspec.msgpack.encode([[["e1", [{
             "k": "queued", "contact_id": "c1", "channel": "chat", "lane": "general.zh",
-            "ring": 0, "waited_ms": 0, "priority": 0, "seq": 1}]]])
+            "ring": 0, "waited_ms": 0, "priority": 0, "seq": 1}]]]])
         return [entry if c == "evalsha" else 1 for c in calls]
 
 

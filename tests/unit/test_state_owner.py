@@ -117,17 +117,27 @@ def test_the_transition_constructors_come_from_the_owner() -> None:
     assert called <= {str(c.__struct_config__.tag) for c in state.TRANSITION_TYPES}
 
 
+def _declared(source: str) -> set[str]:
+    declared = set(re.findall(r"local K_([A-Z_]+) = KEYS\[\d+\]", source))
+    if re.search(r"local K_SLA_MINUTE, K_SLA_HOUR = KEYS", source):
+        declared |= {"SLA_MINUTE", "SLA_HOUR"}
+    return declared
+
+
 def test_every_script_declares_the_keys_it_can_reach() -> None:
-    for name in SCRIPTS:
+    # Redis runs the bot's script and `apply`, whose bodies are every other script.
+    assert set(state.BODIES) | {state.BOT} == set(SCRIPTS)
+    for name, bodies in ((state.BOT, [state.BOT]), (state.APPLY, state.BODIES)):
         source = script_source(name)
-        declared = set(re.findall(r"local K_([A-Z_]+) = KEYS\[\d+\]", source))
-        declared |= set(re.findall(r"local K_SLA_MINUTE, K_SLA_HOUR = KEYS", source)
-                        and ["SLA_MINUTE", "SLA_HOUR"])
-        reached = state.keys_named(name)
-        assert reached, name
-        assert reached <= declared, (name, reached - declared)
+        declared = _declared(source)
+        for body in bodies:
+            reached = state.keys_named(body)
+            assert reached, body
+            assert reached <= declared, (body, reached - declared)
         assert "KEYS[1] .." not in source, name
         assert "P .. " not in source, name
+    with pytest.raises(ValueError, match="not a script of its own"):
+        script_source("request")  # a body is not a script of its own
 
 
 def test_the_reachability_of_keys_is_what_the_scripts_call() -> None:

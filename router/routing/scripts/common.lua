@@ -1,6 +1,7 @@
--- Shared functions of every routing script. router/routing/state.py puts its generated prelude
--- in front (the declared keys K_*, the arguments A, EID, NOW, SLA_TTL, the codes and one
--- constructor T_<kind> per transition) and wraps the script's body in `outboxed`. Every key a
+-- Shared functions of the routing script's bodies. router/routing/state.py puts its generated
+-- prelude in front (the declared keys K_*, NOW, SLA_TTL, the call's arguments A and entry id
+-- EID, the codes and one constructor T_<kind> per transition), each body after it as a
+-- function, and the driver (apply.lua), which runs each call's body in `outboxed`. Every key a
 -- script touches is one of its KEYS, all under the domain's hash tag. Time and policy come from
 -- Python (A), never from the server. The choices mirror the oracle the property tests hold the
 -- scripts to (tests/oracle.py); docs/ROUTING.md describes the layout.
@@ -647,12 +648,18 @@ end
 -- call that finds its entry kept (a retry after a lost reply, a re-delivery before Kafka had
 -- the outputs) returns the kept transitions and changes nothing. The stage deletes an entry
 -- once Kafka has its records (store.ack); the timer re-sends entries left behind (tick.lua).
--- Returns MessagePack: a list of {entry id, transitions}.
+-- Returns a list of {entry id, transitions}.
 local EXTRA_ENTRIES = {}  -- the tick adds entries it re-sends
+-- Forget what a call held in memory (a call that failed midway leaves it unflushed).
+local function reset()
+  CREC, AREC, CDIRTY, ADIRTY, PREC, PDIRTY, EXTRA_ENTRIES = {}, {}, {}, {}, {}, {}, {}
+end
+
 local function outboxed(body)
+  reset()
   if EID ~= '' then
     local kept = redis.call('HGET', K_OUTBOX, EID)
-    if kept then return cmsgpack.pack({{EID, cmsgpack.unpack(kept)}}) end
+    if kept then return {{EID, cmsgpack.unpack(kept)}} end
   end
   local out = body()
   flush()
@@ -671,5 +678,5 @@ local function outboxed(body)
   end
   local entries = {{id, out}}
   for _, e in ipairs(EXTRA_ENTRIES) do entries[#entries + 1] = e end
-  return cmsgpack.pack(entries)
+  return entries
 end

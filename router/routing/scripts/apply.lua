@@ -1,0 +1,21 @@
+-- The batch driver (state.APPLY): ARGV[3] holds the batch's calls, {body, outbox entry id,
+-- arguments} each (state.encode_calls). Each runs in order with its own arguments (A), entry
+-- id (EID) and identity maps (fresh for each: a call that failed midway leaves nothing),
+-- wrapped in the outbox (outboxed). A body's own error is that call's result and the others
+-- run on; a refusal of the server (OOM, READONLY, ...: a write it cannot take now) ends the
+-- batch with that error, for the caller to retry the batch (calls that ran before it give
+-- their kept transitions back then).
+-- Returns MessagePack: per call, its list of {entry id, transitions}, or its error's text.
+local results = {}
+for i, call in ipairs(cmsgpack.unpack(ARGV[3])) do
+  EID, A = call[2], call[3]
+  local ok, res = pcall(outboxed, BODIES[call[1]])
+  if ok then
+    results[i] = res
+  else
+    local msg = type(res) == 'table' and res.err or tostring(res)
+    if REFUSALS[string.match(msg, '^(%u+)')] then return redis.error_reply(msg) end
+    results[i] = msg
+  end
+end
+return cmsgpack.pack(results)
