@@ -188,6 +188,21 @@ class ContactClosed(Event):
     language: Language = Language.ZH
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactWaitUpdated(Event):
+    """Sent by the routing stage: a waiting customer's position in line and estimated wait,
+    when the contact is queued and again while it waits (docs/ROUTING.md)."""
+
+    TYPE: ClassVar[str] = "contact.wait_updated.v1"
+    contact_id: Id
+    domain: Id
+    position: Count  # 1: next in line (the contacts of its lane ahead of it, plus one)
+    estimated_wait_s: Count  # from now, rounded up
+    queue: Label = ""
+    lane: Label = ""  # queue and language, e.g. refunds.zh: the line the position is in
+    agents: Count = 0  # agents ready in the lane's first ring now
+
+
 # --- routing.requests (bot stage -> routing stage), key: domain ---------------------------
 
 
@@ -377,9 +392,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
         ContactArrived, CustomerMessage, CustomerLeft, HumanRequested, BotReplied,
-        ContactClosed, RoutingRequested, RoutingRequestedV2, AgentLoggedIn, AgentStateChanged,
-        OfferAccepted, OfferDeclined, ContactCompleted, AgentLoggedOut, AssignmentOffered,
-        AssignmentRescinded, RoutingDecision, DeadLetter, AgentProfileChanged, AgentProfileApplied,
+        ContactClosed, ContactWaitUpdated, RoutingRequested, RoutingRequestedV2, AgentLoggedIn,
+        AgentStateChanged, OfferAccepted, OfferDeclined, ContactCompleted, AgentLoggedOut,
+        AssignmentOffered, AssignmentRescinded, RoutingDecision, DeadLetter, AgentProfileChanged,
+        AgentProfileApplied,
     )
 }
 

@@ -15,6 +15,7 @@ from router.events import (
     AssignmentOffered,
     AssignmentRescinded,
     Channel,
+    ContactWaitUpdated,
     Decision,
     Event,
     RoutingDecision,
@@ -54,9 +55,16 @@ MAX_WAITED_MS = 2**31 - 1  # the contract's range for waited_ms
 def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = None,
                        outbox: tuple[str, str] | None = None) -> list[Output]:
     """The events one transition publishes: an audit record, and what the agent must hear
-    (``skills``: what the contact's lane asks for, named in an offer). Their ids derive from
+    (``skills``: what the contact's lane asks for, named in an offer), or what the waiting
+    customer is told (position and estimated wait, on bot.replies). Their ids derive from
     the transition, so a transition sent again (outbox) makes the same events."""
     metrics.TRANSITIONS.labels(t.kind).inc()
+    if isinstance(t, state.Waiting):  # told the customer, not audited
+        return [Output("bot_replies", t.contact_id, ContactWaitUpdated(
+            event_id=derived_id(f"{t.domain}/{t.contact_id}//{t.seq}", "wait"), ts_ms=now,
+            contact_id=t.contact_id, domain=t.domain, position=min(t.position, MAX_WAITED_MS),
+            estimated_wait_s=min(-(-max(t.estimate_ms, 0) // 1000), MAX_WAITED_MS),
+            queue=t.queue, lane=t.lane, agents=t.agents), outbox)]
     decision = DECISIONS.get(type(t))
     if decision is None or not isinstance(t, state.Placed):
         return []

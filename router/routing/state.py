@@ -70,6 +70,8 @@ class Key(enum.StrEnum):
     PREFERRED = "pq"
     LAST_AGENT = "la"
     LAST_AGENT_TIMES = "laz"
+    LANE_PACE = "pace"
+    WAIT_NOTICES = "wnx"
 
 
 # What each key holds: docs/ROUTING.md's layout table is checked against this (a test).
@@ -110,6 +112,10 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
                              "answered the customer (preferred-agent history)"),
     Key.LAST_AGENT_TIMES: ("zset", "customer id -> when its last agent answered (the timer "
                                    "forgets entries past the policy's history window)"),
+    Key.LANE_PACE: ("hash", "lane -> `<mean ms between answers>|<last answer ms>` (moving "
+                            "average: the estimated wait's pace)"),
+    Key.WAIT_NOTICES: ("zset", "waiting contact -> when the timer next looks whether to tell "
+                               "the customer their position and wait again"),
 }
 SLA_KEY_DOCS = buckets.KEY_DOCS
 
@@ -229,6 +235,9 @@ class ContactRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Fa
     pa: str = ""  # the preferred agent while the preferred ring is open ("" otherwise)
     pu: int = 0  # when the preferred ring ends (ms)
     pf: str = ""  # the preferred agent the request named or history found (kept for the offer)
+    wa: int = 0  # when the customer was last told their position and wait (ms)
+    we: int = 0  # the estimated wait they were told then (ms)
+    wk: int = 0  # notices sent so far (distinct event ids)
 
 
 class AgentRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -305,6 +314,7 @@ class RequestArgs(Args):
     preferred_agent: str = ""  # routing.requested.v2: named by the request ("" = history's)
     preferred_ring_ms: int = 0  # the policy's preferred ring (0: none)
     history_ms: int = 0  # how far back a last agent counts (0: history not used)
+    wait_notice_ms: int = 0  # how often the timer looks at a waiting contact's estimate (0: never)
 
 
 class AcceptArgs(Args):
@@ -392,6 +402,8 @@ class TickArgs(Args):
     pending_budget: int
     purge_max: int
     history_ms: int = 0  # last agents answered longer ago are forgotten
+    wait_update_ms: int = 0  # tell a waiting customer again after this long (0: never)
+    wait_threshold_ms: int = 0  # ... or sooner when the estimate moved by more than this
 
 
 class BotArgs(Args):
@@ -548,6 +560,16 @@ class Completed(Placed, tag="completed", frozen=True):
     pass
 
 
+class Waiting(Placed, tag="waiting", frozen=True):
+    """What a waiting customer is told: their position in the lane's line (1: next) and the
+    estimated wait (docs/ROUTING.md, "Position and estimated wait")."""
+
+    position: int = 0
+    estimate_ms: int = 0
+    agents: int = 0  # agents logged in and ready in the lane's ring-0 pool
+    seq: int = 0  # the contact's own count of notices (distinct event ids)
+
+
 class Preferred(Placed, tag="preferred", frozen=True):
     """The request's preferred agent (named, or the customer's last agent): its ring used, or
     skipped and why (``reason``: used | disabled | absent | offline | not_serving)."""
@@ -591,16 +613,16 @@ class UnknownAgent(T, tag="unknown_agent", frozen=True):
 
 
 Transition = (Queued | Relaxed | Offered | Answered | Declined | Expired | Rescinded | Abandoned
-              | Completed | Preferred | Duplicate | Stale | LoggedIn | LoggedOut | StateSet
-              | ProfilePending | ReseatSkipped | UnknownAgent)
+              | Completed | Preferred | Waiting | Duplicate | Stale | LoggedIn | LoggedOut
+              | StateSet | ProfilePending | ReseatSkipped | UnknownAgent)
 TRANSITION_TYPES: tuple[type[T], ...] = (Queued, Relaxed, Offered, Answered, Declined, Expired,
                                          Rescinded, Abandoned, Completed, Preferred,
-                                         Duplicate, Stale,
+                                         Waiting, Duplicate, Stale,
                                          LoggedIn, LoggedOut, StateSet, ProfilePending,
                                          ReseatSkipped, UnknownAgent)
 # Kinds that publish something: only these are kept in the outbox until Kafka has them.
 PUBLISHED = (Queued, Relaxed, Offered, Answered, Declined, Expired, Rescinded, Abandoned,
-             Completed, Preferred)
+             Completed, Preferred, Waiting)
 
 
 class Entry(msgspec.Struct, array_like=True, frozen=True):

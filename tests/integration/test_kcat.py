@@ -130,3 +130,27 @@ async def test_preferred_agent_request_from_the_docs_is_offered_to_that_agent_fi
     kcat_produce(stack, stack.topic_agents_events, domain, orjson.dumps({
         "type": "agent.logged_out.v1", "event_id": "kcat-rival-logout", "ts_ms": login["ts_ms"],
         "agent_id": "agent-042", "domain": domain}).decode())
+
+
+async def test_waiting_customer_from_the_docs_is_told_position_and_estimated_wait(
+    stack: Settings, worker: WorkerProcess,
+) -> None:
+    """The contact.wait_updated.v1 section's request, sent as printed (a domain with nobody
+    logged in): the customer is told their position and estimated wait on bot.replies."""
+    line = next(e for e in doc_examples() if orjson.loads(e)["type"] == "routing.requested.v1"
+                and orjson.loads(e)["contact_id"] == "c-2001")
+    request = orjson.loads(line)
+    told_doc = orjson.loads(example("contact.wait_updated.v1"))
+    kcat_produce(stack, stack.topic_routing_requests, request["domain"], line)
+
+    async def told() -> list[dict[str, object]]:
+        return [r for r in kcat_consume(stack, stack.topic_bot_replies)
+                if r["contact_id"] == request["contact_id"]
+                and r["type"] == "contact.wait_updated.v1"]
+
+    notices = await eventually(told)
+    assert notices, "the waiting customer was told nothing"
+    first = notices[0]
+    assert {k: first[k] for k in ("position", "queue", "lane", "agents")} == {
+        k: told_doc[k] for k in ("position", "queue", "lane", "agents")}
+    assert first["estimated_wait_s"] == told_doc["estimated_wait_s"]  # 1 x 30 s target, nobody

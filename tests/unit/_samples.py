@@ -17,6 +17,7 @@ from router.events import (
     ContactArrived,
     ContactClosed,
     ContactCompleted,
+    ContactWaitUpdated,
     CustomerLeft,
     CustomerMessage,
     DeadLetter,
@@ -59,6 +60,10 @@ SAMPLES: dict[type[Event], Event] = {
         event_id="ev-6", ts_ms=TS, contact_id="c-1", domain="shop", channel=Channel.EMAIL,
         language=Language.EN, tier=Tier.VIP, skills={"en": 1, "refunds": 10}, priority=9,
         intent="refund", reason="intent_needs_agent",
+    ),
+    ContactWaitUpdated: ContactWaitUpdated(
+        event_id="ev-6c", ts_ms=TS, contact_id="c-2", domain="shop", position=4,
+        estimated_wait_s=37, queue="refunds", agents=2,
     ),
     RoutingRequestedV2: RoutingRequestedV2(
         event_id="ev-6b", ts_ms=TS, contact_id="c-2", domain="shop", customer_id="cust-1",

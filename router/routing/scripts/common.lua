@@ -353,6 +353,41 @@ local function dequeue(cid, c)
   end
   redis.call('ZREM', K_RINGS, cid)
   redis.call('ZREM', K_PENDING, cid)
+  redis.call('ZREM', K_WAIT_NOTICES, cid)
+end
+
+-- Position and estimated wait (docs/ROUTING.md): the position is 1 + the contacts of the same
+-- lane (any channel, class or ring) whose place in line comes first; the estimate is the
+-- position times the lane's recent mean time between answers (K_LANE_PACE, a moving average
+-- the accept script keeps), or, before the lane has two answers, times the lane's target
+-- shared by the agents ready in its ring-0 pool.
+local function position_of(cid, c)
+  local ahead, mine, head = 0, '|' .. place(c.score) .. '|' .. cid, c.ln .. ':'
+  local lists = redis.call('HGETALL', K_WAITING_COUNTS)
+  for i = 1, #lists, 2 do
+    local l = lists[i]
+    if string.sub(l, 1, #head) == head then
+      ahead = ahead + redis.call('ZLEXCOUNT', K_WAITING, '[' .. l .. '|', '(' .. l .. mine)
+    end
+  end
+  return ahead + 1
+end
+
+local function estimate_of(c, position)
+  local ready = tonumber(redis.call('HGET', K_READY_COUNTS, c.rp[1]) or '0')
+  local gap = tonumber(string.match(redis.call('HGET', K_LANE_PACE, c.ln) or '', '^([%d.]+)|'))
+  if gap then return math.floor(position * gap), ready end
+  return math.floor(position * tonumber(c.tg) / math.max(ready, 1)), ready
+end
+
+-- Tell a waiting customer where they stand (T_waiting: contact.wait_updated.v1); the timer
+-- looks again after check_ms (0: it does not).
+local function tell_wait(cid, c, now, out, check_ms, position, estimate, ready)
+  c.wa, c.we, c.wk = now, estimate, (tonumber(c.wk) or 0) + 1
+  cdirty(cid)
+  out[#out + 1] = T_waiting(cid, '', c.ch, c.ln, tonumber(c.rg), waited_of(c, now),
+                            tonumber(c.pri), position, estimate, ready, c.wk)
+  if check_ms > 0 then redis.call('ZADD', K_WAIT_NOTICES, now + check_ms, cid) end
 end
 
 -- An offer id that stays unique when Redis loses its data: derived from the contact and its
@@ -594,6 +629,7 @@ local function end_preferred(cid, c, why, now, limit, out)
   out[#out + 1] = T_relaxed(cid, '', c.ch, c.ln, tonumber(c.rg), waited, tonumber(c.pri),
                             next_seq(cid, c), why)
   enqueue(cid, c)
+  redis.call('ZADD', K_WAIT_NOTICES, now, cid)  -- the timer tells it where it stands
   match_contact(cid, c, now, limit, out, nil, true)
 end
 
@@ -627,6 +663,7 @@ local function return_offer(cid, c, aid, a, oid, kind, reason, now, limit, out)
     out[#out + 1] = T_expired(cid, aid, c.ch, c.ln, rg, waited, pri, oid, reason)
   end
   enqueue(cid, c)
+  if not in_preferred_ring(c) then redis.call('ZADD', K_WAIT_NOTICES, now, cid) end
   if not match_contact(cid, c, now, limit, out, aid, true) then
     out[#out + 1] = T_queued(cid, '', c.ch, c.ln, rg, waited, pri, next_seq(cid, c), 'requeued')
   end

@@ -22,7 +22,7 @@ if A.context ~= '' then redis.call('HSET', K_CONTEXT, cid, A.context) end
 stat('escalated')
 unanswered_add(cid, c)
 sla_count(c.qn, {'offered', 1})
-c.cu, c.pa, c.pu, c.pf = A.customer_id, '', 0, ''
+c.cu, c.pa, c.pu, c.pf, c.wa, c.we, c.wk = A.customer_id, '', 0, '', 0, 0, 0
 local out = {}
 local waited = waited_of(c, NOW)
 -- The preferred agent: the one the request names, else the customer's last agent within the
@@ -63,5 +63,10 @@ if not match_contact(cid, c, NOW, A.scan_limit, out) then
   local why = A.reason
   if c.pa ~= '' and why == '' then why = 'preferred_agent' end
   out[#out + 1] = T_queued(cid, '', c.ch, c.ln, rg, waited, tonumber(c.pri), next_seq(cid, c), why)
+  if c.pa == '' then  -- the customer hears their position and estimated wait
+    local position = position_of(cid, c)
+    local estimate, ready = estimate_of(c, position)
+    tell_wait(cid, c, NOW, out, A.wait_notice_ms, position, estimate, ready)
+  end
 end
 return out

@@ -49,6 +49,26 @@ for _, cid in ipairs(redis.call('ZRANGEBYSCORE', K_RETAINED, '-inf', NOW, 'LIMIT
     forget_contact(cid)
   end
 end
+-- Waiting customers are told their position and estimated wait again every wait_update_ms,
+-- sooner when the estimate moved by more than wait_threshold_ms (looked at every quarter).
+if A.wait_update_ms > 0 then
+  local check = math.max(1000, math.floor(A.wait_update_ms / 4))
+  for _, cid in ipairs(redis.call('ZRANGEBYSCORE', K_WAIT_NOTICES, '-inf', NOW, 'LIMIT', 0, max)) do
+    local c = contact(cid)
+    if not c or c.st ~= CS_QUEUED or (c.pa and c.pa ~= '') then
+      redis.call('ZREM', K_WAIT_NOTICES, cid)
+    else
+      local position = position_of(cid, c)
+      local estimate, ready = estimate_of(c, position)
+      if NOW - (tonumber(c.wa) or 0) >= A.wait_update_ms
+          or math.abs(estimate - (tonumber(c.we) or 0)) > A.wait_threshold_ms then
+        tell_wait(cid, c, NOW, out, check, position, estimate, ready)
+      else
+        redis.call('ZADD', K_WAIT_NOTICES, NOW + check, cid)
+      end
+    end
+  end
+end
 -- The customers' last agents answered longer ago than the history window: forgotten.
 for _, cu in ipairs(redis.call('ZRANGEBYSCORE', K_LAST_AGENT_TIMES, '-inf', NOW - A.history_ms,
                                'LIMIT', 0, A.purge_max)) do
