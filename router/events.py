@@ -47,6 +47,7 @@ class Channel(enum.StrEnum):
     CHAT = "chat"
     VOICE = "voice"
     EMAIL = "email"
+    CALLBACK = "callback"  # a queued callback: the agent calls the customer back
 
 
 class Language(enum.StrEnum):
@@ -100,6 +101,7 @@ class Decision(enum.StrEnum):
     ABANDONED = "abandoned"
     COMPLETED = "completed"
     PREFERRED = "preferred"  # the preferred agent's ring: used, or skipped and why
+    CALLBACK = "callback"  # the customer left the line for a callback: it keeps its place
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +151,17 @@ class CustomerLeft(Event):
     TYPE: ClassVar[str] = "customer.left.v1"
     contact_id: Id
     domain: Id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CustomerCallbackRequested(Event):
+    """The waiting customer leaves the line and asks to be called back: the contact keeps its
+    place and is offered, when its turn comes, as a callback (channel ``callback``)."""
+
+    TYPE: ClassVar[str] = "customer.callback_requested.v1"
+    contact_id: Id
+    domain: Id
+    callback_to: Label  # a phone number or a channel reference to call the customer back on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,6 +337,7 @@ class AssignmentOffered(Event):
     skills: Levels = field(default_factory=dict)
     queue: Label = ""
     preferred: Flag = False  # the agent is the contact's preferred agent (its own ring)
+    callback_to: Label = ""  # a callback (channel callback): whom to call back
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -391,7 +405,8 @@ class DeadLetter(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
-        ContactArrived, CustomerMessage, CustomerLeft, HumanRequested, BotReplied,
+        ContactArrived, CustomerMessage, CustomerLeft, CustomerCallbackRequested, HumanRequested,
+        BotReplied,
         ContactClosed, ContactWaitUpdated, RoutingRequested, RoutingRequestedV2, AgentLoggedIn,
         AgentStateChanged, OfferAccepted, OfferDeclined, ContactCompleted, AgentLoggedOut,
         AssignmentOffered, AssignmentRescinded, RoutingDecision, DeadLetter, AgentProfileChanged,
@@ -400,7 +415,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 ContactEvent: TypeAlias = ContactArrived | CustomerMessage | CustomerLeft | HumanRequested
-RoutingEvent: TypeAlias = RoutingRequested | CustomerLeft
+RoutingEvent: TypeAlias = RoutingRequested | CustomerLeft | CustomerCallbackRequested
 AgentEvent: TypeAlias = (
     AgentLoggedIn | AgentStateChanged | OfferAccepted | OfferDeclined | ContactCompleted
     | AgentLoggedOut | AgentProfileChanged
@@ -409,7 +424,8 @@ AgentEvent: TypeAlias = (
 # Which event types each input topic accepts (by logical role, see Settings.topics).
 ACCEPTED_ON: dict[str, tuple[type[Event], ...]] = {
     "contacts_inbound": (ContactArrived, CustomerMessage, CustomerLeft, HumanRequested),
-    "routing_requests": (RoutingRequested, RoutingRequestedV2, CustomerLeft),
+    "routing_requests": (RoutingRequested, RoutingRequestedV2, CustomerLeft,
+                         CustomerCallbackRequested),
     "agents_events": (
         AgentLoggedIn, AgentStateChanged, OfferAccepted, OfferDeclined, ContactCompleted,
         AgentLoggedOut, AgentProfileChanged,

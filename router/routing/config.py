@@ -162,7 +162,7 @@ _QUEUE_KEYS = {"skills", "service_target_s", "weight", "strategy", "vip", "rings
 _BUILTIN: dict[str, Any] = {
     "service_target_s": 30.0, "weight": 1.0, "strategy": "longest_idle", "priority_step_s": 10.0,
     "offer_timeout_s": 20.0, "on_no_answer": "not_ready", "on_decline": "ready",
-    "language_skill": True, "capacity": {"chat": 3, "voice": 1, "email": 5},
+    "language_skill": True, "capacity": {"chat": 3, "voice": 1, "email": 5, "callback": 1},
     "preferred_agent": {"ring_s": 0, "history_s": 0},
 }
 

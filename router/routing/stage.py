@@ -46,6 +46,7 @@ DECISIONS: dict[type[state.T], Decision] = {
     state.Abandoned: Decision.ABANDONED,
     state.Completed: Decision.COMPLETED,
     state.Preferred: Decision.PREFERRED,
+    state.Callback: Decision.CALLBACK,
 }
 RESCIND_REASONS: dict[type[state.T], str] = {
     state.Declined: "declined", state.Expired: "no_answer", state.Rescinded: "withdrawn"}
@@ -70,7 +71,7 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
         return []
     offer_id = getattr(t, "offer_id", "")
     base = f"{t.domain}/{t.contact_id}/{offer_id}"
-    if isinstance(t, state.Queued | state.Relaxed):  # a contact may relax and re-queue
+    if isinstance(t, state.Queued | state.Relaxed | state.Callback):  # several per contact
         base = f"{base}/{t.seq}"
     waited = min(max(t.waited_ms, 0), MAX_WAITED_MS)
     out = [Output("routing_decisions", t.domain, RoutingDecision(
@@ -87,7 +88,7 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
             contact_id=t.contact_id, agent_id=t.agent_id, domain=t.domain,
             channel=Channel(t.channel), expires_at_ms=t.expires_at_ms,
             waited_ms=waited, priority=t.priority, queue=t.queue,
-            skills=skills or {}, preferred=t.preferred,
+            skills=skills or {}, preferred=t.preferred, callback_to=t.callback_to,
         ), outbox))
     elif type(t) in RESCIND_REASONS:
         out.append(Output("assignments", t.domain, AssignmentRescinded(

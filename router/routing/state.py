@@ -33,6 +33,7 @@ from router.errors import RoutingStoreError
 from router.sla import buckets
 
 PREFIX_HEAD = "pr:{d:"
+CALLBACK_CHANNEL = "callback"  # router.events.Channel.CALLBACK: a queued callback's channel
 DOMAINS_KEY = "pr:domains"  # set of routing domains seen: the timers walk it (no hash tag)
 
 
@@ -238,6 +239,8 @@ class ContactRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Fa
     wa: int = 0  # when the customer was last told their position and wait (ms)
     we: int = 0  # the estimated wait they were told then (ms)
     wk: int = 0  # notices sent so far (distinct event ids)
+    cb: str = ""  # a callback: whom to call back (the contact's channel is then callback)
+    och: str = ""  # a callback's channel before it became one
 
 
 class AgentRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -344,6 +347,14 @@ class CompleteArgs(Args):
     retention_s: int
 
 
+class CallbackArgs(Args):
+    SCRIPT: ClassVar[str] = "callback"
+    contact_id: str
+    callback_to: str
+    offer_timeout_ms: int
+    scan_limit: int
+
+
 class LeftArgs(Args):
     SCRIPT: ClassVar[str] = "left"
     contact_id: str
@@ -414,8 +425,8 @@ class BotArgs(Args):
 
 
 ARG_TYPES: tuple[type[Args], ...] = (RequestArgs, AcceptArgs, DeclineArgs, CompleteArgs,
-                                     LeftArgs, LoginArgs, StateArgs, LogoutArgs, TickArgs,
-                                     BotArgs)
+                                     LeftArgs, CallbackArgs, LoginArgs, StateArgs, LogoutArgs,
+                                     TickArgs, BotArgs)
 SCRIPTS = tuple(t.SCRIPT for t in ARG_TYPES)
 _ENCODER = msgspec.msgpack.Encoder()
 
@@ -530,6 +541,7 @@ class Offered(Placed, tag="offered", frozen=True):
     offer_id: str = ""
     expires_at_ms: int = 0
     preferred: bool = False  # offered in the contact's preferred ring (to its preferred agent)
+    callback_to: str = ""  # a callback: whom to call back
 
 
 class Answered(Placed, tag="answered", frozen=True):
@@ -568,6 +580,14 @@ class Waiting(Placed, tag="waiting", frozen=True):
     estimate_ms: int = 0
     agents: int = 0  # agents logged in and ready in the lane's ring-0 pool
     seq: int = 0  # the contact's own count of notices (distinct event ids)
+
+
+class Callback(Placed, tag="callback", frozen=True):
+    """The customer left the line for a callback: the contact keeps its place (channel now
+    callback)."""
+
+    seq: int = 0
+    reason: str = ""
 
 
 class Preferred(Placed, tag="preferred", frozen=True):
@@ -613,16 +633,16 @@ class UnknownAgent(T, tag="unknown_agent", frozen=True):
 
 
 Transition = (Queued | Relaxed | Offered | Answered | Declined | Expired | Rescinded | Abandoned
-              | Completed | Preferred | Waiting | Duplicate | Stale | LoggedIn | LoggedOut
-              | StateSet | ProfilePending | ReseatSkipped | UnknownAgent)
+              | Completed | Preferred | Waiting | Callback | Duplicate | Stale | LoggedIn
+              | LoggedOut | StateSet | ProfilePending | ReseatSkipped | UnknownAgent)
 TRANSITION_TYPES: tuple[type[T], ...] = (Queued, Relaxed, Offered, Answered, Declined, Expired,
                                          Rescinded, Abandoned, Completed, Preferred,
-                                         Waiting, Duplicate, Stale,
+                                         Waiting, Callback, Duplicate, Stale,
                                          LoggedIn, LoggedOut, StateSet, ProfilePending,
                                          ReseatSkipped, UnknownAgent)
 # Kinds that publish something: only these are kept in the outbox until Kafka has them.
 PUBLISHED = (Queued, Relaxed, Offered, Answered, Declined, Expired, Rescinded, Abandoned,
-             Completed, Preferred, Waiting)
+             Completed, Preferred, Waiting, Callback)
 
 
 class Entry(msgspec.Struct, array_like=True, frozen=True):
@@ -672,6 +692,7 @@ def lua_prelude(script: str) -> str:
     lines.append("local PUBLISHED = {" + ", ".join(
         f"[{_lua_str(str(c.__struct_config__.tag))}]=true" for c in PUBLISHED) + "}")
     lines.append(f"local SLA_FIELD_SEP = {_lua_str(buckets.FIELD_SEP)}")
+    lines.append(f"local CH_CALLBACK = {_lua_str(CALLBACK_CHANNEL)}")
     lines.append(f"local META_POLICY, META_RESEATED = {_lua_str(META_POLICY)}, "
                  f"{_lua_str(META_RESEATED)}")
     lines.extend(_constructor(c) for c in TRANSITION_TYPES)
@@ -804,6 +825,7 @@ class ContactView:
     preferred_agent: str = ""  # while its preferred ring is open
     preferred_until_ms: int = 0
     preferred_noted: str = ""  # the preferred agent found at the request (used or not)
+    callback_to: str = ""  # a callback: whom to call back
 
     @property
     def vip(self) -> bool:
@@ -818,7 +840,7 @@ class ContactView:
     def of(cls, contact_id: str, r: ContactRecord) -> ContactView:
         return cls(contact_id, r.st, r.ch, r.ln, r.qn, r.cls, r.rg, r.pri, r.esc, r.tg, r.ag,
                    r.of, r.ans, r.score, r.xs, tuple(r.rp), tuple(r.rd), r.wt, r.cu, r.pa,
-                   r.pu, r.pf)
+                   r.pu, r.pf, r.cb)
 
 
 @dataclass(frozen=True, slots=True)

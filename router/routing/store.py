@@ -31,6 +31,7 @@ from router.events import (
     AgentState,
     AgentStateChanged,
     ContactCompleted,
+    CustomerCallbackRequested,
     CustomerLeft,
     Event,
     OfferAccepted,
@@ -319,6 +320,10 @@ class RoutingStore:
                     preferred_ring_ms=int(policy.preferred_ring_s * 1000),
                     history_ms=int(policy.preferred_history_s * 1000),
                     wait_notice_ms=self._wait_check_ms)
+            case CustomerCallbackRequested():
+                return state.CallbackArgs(contact_id=event.contact_id,
+                                          callback_to=event.callback_to, offer_timeout_ms=t,
+                                          scan_limit=limit)
             case CustomerLeft():
                 return LeftArgs(contact_id=event.contact_id, short_abandon_ms=self._short_ms,
                                 offer_timeout_ms=t, scan_limit=limit,

@@ -154,3 +154,37 @@ async def test_waiting_customer_from_the_docs_is_told_position_and_estimated_wai
     assert {k: first[k] for k in ("position", "queue", "lane", "agents")} == {
         k: told_doc[k] for k in ("position", "queue", "lane", "agents")}
     assert first["estimated_wait_s"] == told_doc["estimated_wait_s"]  # 1 x 30 s target, nobody
+
+
+async def test_callback_from_the_docs_keeps_its_place_and_is_offered_as_a_callback(
+    stack: Settings, worker: WorkerProcess, redis_client: aioredis.Redis,
+) -> None:
+    """customer.callback_requested.v1 as printed, for the waiting contact of the
+    contact.wait_updated.v1 section: it stays queued (as a callback), and an agent with a
+    callback slot is offered it with channel callback and whom to call back."""
+    line = next(e for e in doc_examples() if orjson.loads(e)["type"] == "routing.requested.v1"
+                and orjson.loads(e)["contact_id"] == "c-2001")
+    callback = orjson.loads(example("customer.callback_requested.v1"))
+    domain, contact_id = callback["domain"], callback["contact_id"]
+    kcat_produce(stack, stack.topic_routing_requests, domain, line)  # (again: a duplicate)
+    kcat_produce(stack, stack.topic_routing_requests, domain,
+                 example("customer.callback_requested.v1"))
+
+    async def a_callback() -> bool:
+        c = (await routing_state.read_contacts(redis_client, domain, [contact_id]))[contact_id]
+        return c.state == "queued" and c.channel == "callback"
+
+    assert await eventually(a_callback), "the contact did not become a waiting callback"
+    kcat_produce(stack, stack.topic_agents_events, domain, orjson.dumps({
+        "type": "agent.logged_in.v1", "event_id": "kcat-callback-agent", "ts_ms": callback["ts_ms"],
+        "agent_id": "agent-cb", "domain": domain, "skills": {"zh": 1, "orders": 1},
+        "capacity": {"chat": 1, "callback": 1}}).decode())
+
+    async def offered() -> list[dict[str, object]]:
+        return [a for a in kcat_consume(stack, stack.topic_assignments)
+                if a["contact_id"] == contact_id and a["type"] == "assignment.offered.v1"]
+
+    offers = await eventually(offered)
+    assert offers, "no callback offer"
+    assert (offers[0]["agent_id"], offers[0]["channel"], offers[0]["callback_to"]) == (
+        "agent-cb", "callback", callback["callback_to"])

@@ -40,6 +40,7 @@ from router.events import (
     AgentStateChanged,
     Channel,
     ContactCompleted,
+    CustomerCallbackRequested,
     CustomerLeft,
     Event,
     Language,
@@ -76,7 +77,7 @@ defaults:
   priority_step_s: 5
   on_no_answer: {on_no_answer}
   on_decline: {on_decline}
-  capacity: {{chat: 2, voice: 1}}
+  capacity: {{chat: 2, voice: 1, callback: 1}}
   vip: {{service_target_s: 10, weight: 2}}
   preferred_agent: {{ring_s: 6, history_s: 30}}
 domains:
@@ -98,10 +99,11 @@ domains:
 """
 
 AGENTS = {  # fixed profiles: capacity never changes under an agent's feet
-    "a0": ({"zh": 1, "refunds": 2, "general": 1}, {"chat": 2, "voice": 1}),
+    "a0": ({"zh": 1, "refunds": 2, "general": 1}, {"chat": 2, "voice": 1, "callback": 1}),
     "a1": ({"zh": 1, "en": 1, "refunds": 1, "orders": 1}, {"chat": 1}),
     "a2": ({"en": 1, "general": 2}, {"chat": 2}),
-    "a3": ({"zh": 1, "general": 2, "orders": 2, "vipcare": 1}, {"chat": 1, "voice": 1}),
+    "a3": ({"zh": 1, "general": 2, "orders": 2, "vipcare": 1},
+           {"chat": 1, "voice": 1, "callback": 2}),  # callback capped at 1 by policy
     "a4": ({"en": 1, "zh": 1, "refunds": 3, "orders": 1}, {"chat": 3}),  # capped at 2 by policy
 }
 # Second profiles an agent may re-send while holding contacts (same capacity, other skills).
@@ -113,7 +115,8 @@ RELOGIN = {
     "a4": {"en": 1, "general": 1, "vipcare": 1},
 }
 QUEUES = ("refunds", "orders", "general", "", "nope")  # "" and "nope": the default queue
-CHANNELS = ("chat", "voice")
+CHANNELS = ("chat", "voice")  # what contacts arrive on
+HELD = ("chat", "voice", "callback")  # what agents hold (a callback is its own channel)
 CUSTOMERS = ("k1", "k2")  # few: their last agents come back
 RING_MS, HISTORY_MS = 6_000, 30_000
 START_MS = 1_800_000_000_000
@@ -436,6 +439,36 @@ class RoutingMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.contacts)
     @rule(data=st.data())
+    def customer_asks_for_a_callback(self, data: st.DataObject) -> None:
+        """A waiting customer leaves the line for a callback: it keeps its place (score), its
+        channel becomes callback, and it is offered at once to the agent the oracle picks
+        among those with a free callback slot; anything else is stale."""
+        cid = data.draw(st.sampled_from(self.contacts))
+        d = self.dump()
+        before = d.contacts.get(cid)
+        agents = self.agent_views(d)
+        result = self.apply(CustomerCallbackRequested(
+            event_id=self._id(), ts_ms=self.now, contact_id=cid, domain=self.domain,
+            callback_to=f"tel:{cid}"))
+        if before is None or before.state != "queued" or before.callback_to:
+            assert [t.kind for t in result] == ["stale"]
+            return
+        assert result[0].kind == "callback"
+        after = self.dump().contacts[cid]
+        assert (after.channel, after.score, after.callback_to) == (
+            "callback", before.score, f"tel:{cid}")
+        contact = WaitingView(cid, before.lane, "callback", before.service_class, before.ring,
+                              before.score, before.target_ms, before.weight, before.ring_pools,
+                              parse_levels(before.extra_skills))
+        expected = best_agent(contact, agents.values())
+        offered = [t.agent_id for t in result if t.kind == "offered"]
+        if offered or expected is None:
+            assert offered == ([expected] if expected else [])
+        else:
+            assert cid in self.dump().pending
+
+    @precondition(lambda self: self.contacts)
+    @rule(data=st.data())
     def customer_leaves(self, data: st.DataObject) -> None:
         cid = data.draw(st.sampled_from(self.contacts))
         self.apply(CustomerLeft(event_id=self._id(), ts_ms=self.now, contact_id=cid,
@@ -547,7 +580,7 @@ class RoutingMachine(RuleBasedStateMachine):
 
         # Capacity: loads are exactly the contacts held, never above capacity.
         for aid, a in d.agents.items():
-            for ch in CHANNELS:
+            for ch in HELD:
                 held = sum(1 for c in contacts.values()
                            if c.agent_id == aid and c.channel == ch
                            and c.state in {"offered", "answered"})
@@ -564,7 +597,7 @@ class RoutingMachine(RuleBasedStateMachine):
             for seat in a.seats:
                 if a.state == "ready":
                     ready_count[seat.pool] += 1
-                for ch in CHANNELS:
+                for ch in HELD:
                     score = d.free.get(f"{seat.pool}:{ch}", {}).get(aid)
                     cap, load = a.capacity.get(ch, 0), a.load.get(ch, 0)
                     if a.state == "ready" and load < cap:

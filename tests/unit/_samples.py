@@ -18,6 +18,7 @@ from router.events import (
     ContactClosed,
     ContactCompleted,
     ContactWaitUpdated,
+    CustomerCallbackRequested,
     CustomerLeft,
     CustomerMessage,
     DeadLetter,
@@ -60,6 +61,10 @@ SAMPLES: dict[type[Event], Event] = {
         event_id="ev-6", ts_ms=TS, contact_id="c-1", domain="shop", channel=Channel.EMAIL,
         language=Language.EN, tier=Tier.VIP, skills={"en": 1, "refunds": 10}, priority=9,
         intent="refund", reason="intent_needs_agent",
+    ),
+    CustomerCallbackRequested: CustomerCallbackRequested(
+        event_id="ev-6d", ts_ms=TS, contact_id="c-2", domain="shop",
+        callback_to="tel:+8613800000000",
     ),
     ContactWaitUpdated: ContactWaitUpdated(
         event_id="ev-6c", ts_ms=TS, contact_id="c-2", domain="shop", position=4,

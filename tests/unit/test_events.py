@@ -81,4 +81,4 @@ def test_a_newer_version_keeps_every_field_of_the_older_one() -> None:
 
 def test_type_names_are_unique() -> None:
     names = [cls.TYPE for cls in CLASSES]
-    assert len(names) == len(set(names)) == 21
+    assert len(names) == len(set(names)) == 22

@@ -423,7 +423,8 @@ local function offer(cid, c, aid, a, now, out, pool)
   -- re-scores them when they come up (see fresh_score).
   stat('offered')
   out[#out + 1] = T_offered(cid, aid, ch, c.ln, tonumber(c.rg), waited_of(c, now),
-                            tonumber(c.pri), oid, expires, c.pa ~= nil and c.pa == aid)
+                            tonumber(c.pri), oid, expires, c.pa ~= nil and c.pa == aid,
+                            c.cb or '')
   return true
 end
 
