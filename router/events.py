@@ -214,6 +214,7 @@ class ContactWaitUpdated(Event):
     queue: Label = ""
     lane: Label = ""  # queue and language, e.g. refunds.zh: the line the position is in
     agents: Count = 0  # agents ready in the lane's first ring now
+    callback_offered: Flag = False  # the wait is long: offer the customer a callback
 
 
 # --- routing.requests (bot stage -> routing stage), key: domain ---------------------------

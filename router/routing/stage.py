@@ -54,18 +54,21 @@ MAX_WAITED_MS = 2**31 - 1  # the contract's range for waited_ms
 
 
 def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = None,
-                       outbox: tuple[str, str] | None = None) -> list[Output]:
+                       outbox: tuple[str, str] | None = None,
+                       callback_after_s: float = 0.0) -> list[Output]:
     """The events one transition publishes: an audit record, and what the agent must hear
     (``skills``: what the contact's lane asks for, named in an offer), or what the waiting
-    customer is told (position and estimated wait, on bot.replies). Their ids derive from
+    customer is told (position and estimated wait, on bot.replies; a callback is offered from
+    ``callback_after_s`` of estimated wait on, 0: never). Their ids derive from
     the transition, so a transition sent again (outbox) makes the same events."""
     metrics.TRANSITIONS.labels(t.kind).inc()
     if isinstance(t, state.Waiting):  # told the customer, not audited
+        estimate_s = min(-(-max(t.estimate_ms, 0) // 1000), MAX_WAITED_MS)
         return [Output("bot_replies", t.contact_id, ContactWaitUpdated(
             event_id=derived_id(f"{t.domain}/{t.contact_id}//{t.seq}", "wait"), ts_ms=now,
             contact_id=t.contact_id, domain=t.domain, position=min(t.position, MAX_WAITED_MS),
-            estimated_wait_s=min(-(-max(t.estimate_ms, 0) // 1000), MAX_WAITED_MS),
-            queue=t.queue, lane=t.lane, agents=t.agents), outbox)]
+            estimated_wait_s=estimate_s, queue=t.queue, lane=t.lane, agents=t.agents,
+            callback_offered=0 < callback_after_s <= estimate_s), outbox)]
     decision = DECISIONS.get(type(t))
     if decision is None or not isinstance(t, state.Placed):
         return []
@@ -152,7 +155,8 @@ class RoutingStage:
             box = None
             for t in entry.rows:
                 box = (t.domain, entry.id) if entry.id else None
-                out.extend(transition_outputs(t, now, self._skills(t), box))
+                out.extend(transition_outputs(t, now, self._skills(t), box,
+                                              self.store.settings.callback_offer_after_s))
         return out
 
     def delivered(self, outputs: Sequence[Output]) -> None:

@@ -100,6 +100,11 @@ async def test_queued_customers_hear_their_position_and_an_estimate_from_the_lan
     [notice] = [o.event for o in transition_outputs(waiting[0], run.now)]
     assert isinstance(notice, ContactWaitUpdated)
     assert (notice.position, notice.estimated_wait_s, notice.queue) == (4, 120, "general")
+    assert not notice.callback_offered  # no callback offered unless asked to
+    [offering] = [o.event for o in transition_outputs(waiting[0], run.now,
+                                                       callback_after_s=120)]
+    assert isinstance(offering, ContactWaitUpdated)
+    assert offering.callback_offered
     # Answers about 10 s apart set the lane's pace: the timer tells the customers the new estimate
     # (it moved by more than the 5 s threshold) before the 20 s interval is up.
     for cid in ("c0", "c1"):
