@@ -4,6 +4,7 @@ absent one costs no wait; the ring ends after the policy's time; every choice is
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -213,3 +214,23 @@ async def test_preferred_ring_off_in_the_policy_is_audited_as_disabled(
     assert kinds(got) == [("preferred", "pref"), ("offered", "other")]
     assert isinstance(got[0], state.Preferred)
     assert got[0].reason == "disabled"
+
+
+async def test_the_docs_v2_example_under_the_shipped_policy_prefers_its_agent(
+        store_redis: aioredis.Redis) -> None:
+    """docs/EVENTS.md's routing.requested.v2, decoded as the stage decodes it and routed with
+    the shipped policy: its preferred agent is offered the contact over a more skilled one."""
+    from router.decode import Decoder
+    from router.routing.config import load_policy
+    from tests.integration.test_kcat import example
+    run = Run(store_redis)
+    run.store = RoutingStore(store_redis, Settings(), load_policy())
+    event = Decoder().decode(example("routing.requested.v2").encode(), "routing_requests")
+    assert isinstance(event, RoutingRequestedV2)
+    event = dataclasses.replace(event, domain=run.domain, ts_ms=run.now)
+    for aid, level in (("rival", 9), (event.preferred_agent, 1)):
+        await run.apply(AgentLoggedIn(event_id=run.eid(), ts_ms=run.now, agent_id=str(aid),
+                                      domain=run.domain, capacity={"chat": 3},
+                                      skills={"zh": 1, "orders": level, "general": level}))
+    got = await run.apply(event)
+    assert kinds(got) == [("preferred", event.preferred_agent), ("offered", event.preferred_agent)]
