@@ -196,8 +196,10 @@ def when(t: float, windows: Sequence[Window]) -> str:
 
 
 async def drain(cluster: Cluster, drain_s: float, on_poll: Any = None) -> float:
-    """Wait until every contact published is terminal and every malformed record came back
-    dead-lettered, or ``drain_s`` passed; returns the seconds waited."""
+    """Wait until every contact published is terminal, every malformed record came back
+    dead-lettered and the outbox is empty (a step whose outputs Redis kept but Kafka never got,
+    say its batch failed after its scripts ran, is re-sent by the timer once its lease of
+    OUTBOX_LEASE_MS ends), or ``drain_s`` passed; returns the seconds waited."""
     gateway, client = cluster.gateway, cluster.redis
     assert gateway is not None
     assert client is not None
@@ -208,8 +210,10 @@ async def drain(cluster: Cluster, drain_s: float, on_poll: Any = None) -> float:
             await on_poll()
         states = await contact_states(client, ids)
         finished = sum(st in TERMINAL for st in states.values())
-        if ((finished == len(ids) and gateway.stats.deadlettered >= gateway.stats.malformed)
-                or time.monotonic() - started > drain_s):
+        settled = (finished == len(ids)
+                   and gateway.stats.deadlettered >= gateway.stats.malformed
+                   and await state.outbox_size(client, DOMAIN) == 0)
+        if settled or time.monotonic() - started > drain_s:
             return time.monotonic() - started
         await asyncio.sleep(1.0)
 

@@ -112,6 +112,8 @@ class ClusterOptions:
     bad_ratio: float = 0.005
     redis_aof: bool = False
     offer_timeout_s: float = 5.0
+    redis_cluster: int = 0  # a Redis Cluster of this many primaries (0: one redis-server)
+    redis_replicas: int = 0  # replicas per primary; with replicas the workers WAIT for one
 
 
 class Cluster:
@@ -122,7 +124,8 @@ class Cluster:
         base = Settings.from_env()
         self.base = base
         self.stack = EmbeddedStack(state_dir, partitions=opts.partitions,
-                                   redis_aof=opts.redis_aof)
+                                   redis_aof=opts.redis_aof, redis_cluster=opts.redis_cluster,
+                                   redis_replicas=opts.redis_replicas)
         self.settings = base
         self.workers: list[WorkerProcess] = []
         self.pool: AgentPool | None = None
@@ -139,6 +142,8 @@ class Cluster:
         self.settings = self.base.replace(
             **self.stack.recorded_settings(), state_dir=self.stack.state_dir,
             offer_timeout_s=self.opts.offer_timeout_s, timer_interval_s=0.2,
+            # A batch is done once a replica has it: a primary killed then loses none of it.
+            redis_wait_replicas=1 if self.opts.redis_replicas else 0,
         )
         # The bot's model, trained here once (cached under the state dir) instead of in every
         # worker at the same time.

@@ -19,6 +19,21 @@ Faults, in order (``--faults`` picks some):
 - ``redis_aof_restart``: Redis stopped and started again from its append-only file; the data
   must survive.
 
+On a Redis Cluster (``--redis-cluster N [--replicas R]``, issue 20) the faults are
+``worker_kill`` and:
+
+- ``cluster_reshard``: the slot of the live domain (its routing state and the bot's silence
+  deadlines) and the slots of a few live conversations moved to the next primary while traffic
+  flows (MIGRATING / IMPORTING, MIGRATE, SETSLOT NODE: load_tests/redis_cluster.py); it bites
+  when keys moved (the clients follow MOVED and ASK and wait out TRYAGAIN themselves);
+- ``cluster_primary_kill`` (needs ``--replicas 1``): SIGKILL of the primary serving the live
+  domain, until its replica takes over, then the killed node started again (it rejoins as
+  the new primary's replica); the workers WAIT for one replica after each batch
+  (``PEAKROUTE_REDIS_WAIT_REPLICAS=1``), so nothing they committed is lost with it, and their
+  writes to that shard wait (``noreplicas``, transient) until it has a replica again.
+
+    python -m load_tests.faults --redis-cluster 3 --replicas 1 --rate 300 --duration 60 --json
+
 Each fault must bite: every worker's /metrics is scraped before and after it, and the workers
 must have counted at least one error of the fault's kind in between
 (``peakroute_redis_errors_total{kind}``; for the kills, the restart itself, with the re-delivered
@@ -46,10 +61,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from load_tests import accounting
+from load_tests import accounting, redis_cluster
 from load_tests.accounting import Window
 from load_tests.cluster import DOMAIN, Cluster, ClusterOptions
-from router.redis_client import redis_client, sync_redis_client
+from router.bot.conversation import conversation_pattern
+from router.redis_client import on_every_primary, redis_client, sync_redis_client
 from router.routing.store import domain_stats
 from router.stack import free_port
 from router.transient import REPLY_CODES
@@ -65,8 +81,19 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "redis_client_kill": ("connection",),
     "redis_debug_sleep": ("timeout",),
     "redis_aof_restart": ("connection", "loading"),
+    # Redis Cluster (--redis-cluster N): the slots of the live domain (its routing state and
+    # the bot's deadlines) and of live conversations moved to another primary under traffic;
+    # the clients follow MOVED and ASK and wait out TRYAGAIN themselves, so what must be seen
+    # is keys moved ("moved_keys") while the workers kept going.
+    "cluster_reshard": ("moved_keys",),
+    # SIGKILL of the primary serving the live domain until its replica takes over (needs
+    # --replicas 1): the workers lose their connections to it, or meet CLUSTERDOWN.
+    "cluster_primary_kill": ("connection", "clusterdown", "timeout", "noreplicas"),
 }
 FAULTS = tuple(EXPECTED)
+CLUSTER_FAULTS = ("worker_kill", "cluster_reshard", "cluster_primary_kill")
+SINGLE_FAULTS = tuple(f for f in FAULTS if not f.startswith("cluster_"))
+RESHARD_CONVERSATION_SLOTS = 8  # slots of live conversations moved beside the domain's
 
 Scrape = dict[int, Counter[str]]  # worker pid -> counted errors by kind
 
@@ -132,8 +159,9 @@ class Proof:
         self.state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="peakroute-faults-"))
         self.cluster = Cluster(self.state_dir, ClusterOptions(
             workers=args.workers, partitions=args.partitions, agents=args.agents,
-            handle_mean_s=args.handle_time, patience_s=args.patience, redis_aof=True,
-            offer_timeout_s=args.offer_timeout))
+            handle_mean_s=args.handle_time, patience_s=args.patience,
+            redis_aof=not args.redis_cluster, offer_timeout_s=args.offer_timeout,
+            redis_cluster=args.redis_cluster, redis_replicas=args.replicas))
         self.started = 0.0
         self.faults: list[Fault] = []
         self.windows: list[Window] = []
@@ -278,6 +306,31 @@ class Proof:
         fault.detail.update(down_s=round(down_s, 2), data_intact=intact,
                             contacts_checked=sum(st is not None for st in before.values()))
 
+    async def cluster_reshard(self, fault: Fault) -> None:
+        """Move the live domain's slot, and the slots of a few live conversations, each to the
+        next primary, while contacts keep arriving."""
+        ports = self.cluster.stack.cluster_ports()
+        moved = await asyncio.to_thread(redis_cluster.move_domains, ports, [DOMAIN])
+        conversations = await asyncio.to_thread(redis_cluster.live_slots, ports,
+                                                conversation_pattern(DOMAIN),
+                                                RESHARD_CONVERSATION_SLOTS)
+        keys = sum(m["keys"] for m in moved.values())
+        for slot in conversations:
+            src = await asyncio.to_thread(redis_cluster.owner, ports, slot)
+            primaries = sorted(n.port for n in await asyncio.to_thread(redis_cluster.nodes, ports)
+                               if n.primary and not n.failed)
+            to = primaries[(primaries.index(src.port) + 1) % len(primaries)]
+            keys += await asyncio.to_thread(redis_cluster.move_slot, ports, slot, to)
+        fault.errors["moved_keys"] += keys
+        fault.detail["domains"] = moved
+        fault.detail["conversation_slots"] = len(conversations)
+
+    async def cluster_primary_kill(self, fault: Fault) -> None:
+        """SIGKILL the primary serving the live domain; wait until its replica serves it."""
+        slot = redis_cluster.domain_slot(DOMAIN)
+        fault.detail.update(await redis_cluster.kill_primary_until_promoted(
+            self.cluster.stack, slot))
+
     async def snapshot(self) -> tuple[dict[str, str | None], dict[str, int]]:
         client, gateway = self.cluster.redis, self.cluster.gateway
         assert client is not None
@@ -288,17 +341,18 @@ class Proof:
     async def server_errors(self) -> Counter[str]:
         """Error replies Redis itself sent, by code (INFO errorstats): the fault as the server
         saw it, beside what the workers counted."""
+        out: Counter[str] = Counter()
         with contextlib.suppress(Exception):
-            info = await self.admin.info("errorstats")
-            return Counter({code: int(v["count"]) for k, v in info.items()
+            for info in await on_every_primary(self.admin, "INFO", "errorstats"):
+                out.update({code: int(v["count"]) for k, v in info.items()
                             if isinstance(v, dict)
                             and (code := k.removeprefix("errorstat_")) in REPLY_CODES})
-        return Counter()
+        return out
 
     async def inject(self, name: str) -> Fault:
         fault = Fault(name)
         await self.check_workers()
-        if name.startswith("redis_"):
+        if name.startswith(("redis_", "cluster_")):
             # A Redis fault bites only workers at work: all of them own partitions and saw no
             # failure in the last seconds (/readyz; after a kill that is the rejoin), or
             # --ready-timeout passed.
@@ -306,7 +360,9 @@ class Proof:
                 list(range(len(self.cluster.workers))))
         running = {w.proc.pid for w in self.cluster.workers}
         before = await self.scrape()
-        replies_before = await self.server_errors() if name != "redis_aof_restart" else Counter()
+        replies_before = (await self.server_errors()
+                          if name not in ("redis_aof_restart", "cluster_primary_kill")
+                          else Counter())
         step: Callable[[Fault], Awaitable[None]] = getattr(self, name)
         fault.start_s = self.now()
         start = time.monotonic()
@@ -334,7 +390,10 @@ class Proof:
     async def run(self) -> dict[str, Any]:
         args, cluster = self.args, self.cluster
         try:
-            self.say(f"starting the embedded stack (Redis with appendonly) and {args.workers} "
+            redis_kind = (f"a Redis Cluster of {args.redis_cluster} primaries with "
+                          f"{args.replicas} replica(s) each" if args.redis_cluster
+                          else "Redis with appendonly")
+            self.say(f"starting the embedded stack ({redis_kind}) and {args.workers} "
                      f"workers in {self.state_dir} ...")
             booting = time.monotonic()
             await cluster.start(args.rate)
@@ -373,6 +432,8 @@ class Proof:
                 "unexpected_exits": self.unexpected_exits,
                 "rate": args.rate,
                 "workers": args.workers,
+                "redis_cluster": args.redis_cluster,
+                "replicas": args.replicas,
                 "agents": args.agents,
                 "startup_s": round(startup_s, 1),
                 "publish_s": round(publish_s, 1),
@@ -411,9 +472,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds of publishing at least (it goes on until the last fault "
                         "is over)")
     parser.add_argument("--workers", type=int, default=2, help="router worker processes")
-    parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS),
-                        metavar="FAULT", help=f"which faults, in this order (default: all: "
-                        f"{' '.join(FAULTS)})")
+    parser.add_argument("--faults", nargs="+", choices=FAULTS, default=None,
+                        metavar="FAULT", help=f"which faults, in this order (default: "
+                        f"{' '.join(SINGLE_FAULTS)}; with --redis-cluster: "
+                        f"{' '.join(CLUSTER_FAULTS)})")
+    parser.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                        help="run Redis as a cluster of N primaries (N >= 3; redis-server and "
+                        "redis-cli on PATH); its faults move live slots and kill a primary")
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="with --redis-cluster: replicas per primary (cluster_primary_kill "
+                        "needs 1); the workers then WAIT for one replica after each batch")
     parser.add_argument("--warmup", type=float, default=3.0,
                         help="seconds of traffic before the first fault")
     parser.add_argument("--gap", type=float, default=3.0, help="seconds between faults")
@@ -443,6 +511,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 1 or args.rate <= 0 or args.duration <= 0 or args.resets < 1:
         parser.error("--workers >= 1, --rate > 0, --duration > 0 and --resets >= 1")
+    if args.faults is None:
+        args.faults = list(CLUSTER_FAULTS if args.redis_cluster else SINGLE_FAULTS)
+    if args.redis_cluster and set(args.faults) - set(CLUSTER_FAULTS):
+        parser.error(f"with --redis-cluster the faults are {' '.join(CLUSTER_FAULTS)}")
+    if not args.redis_cluster and {f for f in args.faults if f.startswith("cluster_")}:
+        parser.error("the cluster_ faults need --redis-cluster N")
+    if "cluster_primary_kill" in args.faults and args.replicas < 1:
+        parser.error("cluster_primary_kill needs --replicas 1 (a replica to take over)")
     if args.sleep <= WORKER_SOCKET_TIMEOUT_S:
         parser.error(f"--sleep must exceed the workers' {WORKER_SOCKET_TIMEOUT_S:g} s socket "
                      "timeout")

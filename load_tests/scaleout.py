@@ -2,6 +2,7 @@
 same app (one consumer group sharing the partitions), with each process's CPU.
 
     python -m load_tests.scaleout --workers 1 2 --rate 600 --duration 30 --json
+    python -m load_tests.scaleout --workers 1 2 3 --redis-cluster 3 --json  # three primaries
 
 Per worker count: contacts the bot stage took in per second (the arrived counter in Redis,
 over the measured window after a warm-up), escalations routed, bot reply latency, the backlog
@@ -26,6 +27,7 @@ import orjson
 from load_tests.cluster import DOMAIN, Cluster, ClusterOptions
 from load_tests.gateway import percentile
 from router.bot.conversation import conversation_pattern
+from router.redis_client import on_every_primary
 from router.routing import state
 from router.routing.store import domain_stats
 
@@ -46,7 +48,8 @@ async def measure(workers: int, args: argparse.Namespace, say: Any) -> dict[str,
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="peakroute-scaleout-"))
     cluster = Cluster(state_dir / f"w{workers}", ClusterOptions(
         workers=workers, partitions=args.partitions, agents=args.agents,
-        handle_mean_s=args.handle_time, patience_s=args.patience, bad_ratio=0.0))
+        handle_mean_s=args.handle_time, patience_s=args.patience, bad_ratio=0.0,
+        redis_cluster=args.redis_cluster))
     try:
         await cluster.start(args.rate)
         gateway = cluster.gateway
@@ -73,15 +76,20 @@ async def measure(workers: int, args: argparse.Namespace, say: Any) -> dict[str,
         per_1000 = {role: round(cpu / arrived * 1000, 2) if arrived else None
                     for role, cpu in sorted(used.items())}
         per_1000["workers_total"] = round(worker_cpu / arrived * 1000, 2) if arrived else None
+        redis_cpu = sum(v for k, v in used.items() if k.startswith("redis"))
+        per_1000["redis_total"] = round(redis_cpu / arrived * 1000, 2) if arrived else None
         contacts_key = state.key(DOMAIN, state.Key.CONTACTS)
         memory = {"contact_hash_bytes": int(await cluster.redis.memory_usage(contacts_key)
                                             or 0),
                   "bot_conversation_bytes": await key_bytes(cluster.redis,
                                                             conversation_pattern(DOMAIN)),
-                  "used_memory_bytes": int((await cluster.redis.info("memory"))["used_memory"]),
+                  "used_memory_bytes": sum(int(info["used_memory"]) for info in
+                                           await on_every_primary(cluster.redis, "INFO",
+                                                                  "memory")),
                   "contacts": after["arrived"]}
         return {
             "workers": workers,
+            "redis_primaries": args.redis_cluster or 1,
             "window_s": round(window, 1),
             "published_per_s": round(published / window, 1),
             "processed_per_s": round(arrived / window, 1),
@@ -110,6 +118,7 @@ async def run(args: argparse.Namespace, out: Any = sys.stderr) -> dict[str, Any]
         runs.append(result)
     base = runs[0]["processed_per_s"] or 1.0
     return {"rate": args.rate, "duration_s": args.duration, "partitions": args.partitions,
+            "redis_primaries": args.redis_cluster or 1,
             "runs": runs,
             "speedup": {str(r["workers"]): round(r["processed_per_s"] / base, 2) for r in runs}}
 
@@ -126,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handle-time", type=float, default=4.0)
     parser.add_argument("--patience", type=float, default=30.0)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                        help="Redis as a cluster of N primaries (N >= 3) instead of one; the "
+                        "CPU is then reported per primary (redis-0 ... redis-<N-1>)")
     parser.add_argument("--state-dir", help="where the stacks keep logs (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="the result as one JSON line")
     args = parser.parse_args(argv)

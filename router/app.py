@@ -66,7 +66,9 @@ class Runtime:
     def bot(self) -> BotStage:
         if self._bot is None:
             store = self._store()
-            conversations = ConversationStore(store.redis, self.settings.bot_conversation_ttl_s)
+            conversations = ConversationStore(store.redis, self.settings.bot_conversation_ttl_s,
+                                              self.settings.redis_wait_replicas,
+                                              self.settings.redis_wait_timeout_ms)
             self._bot = BotStage(store, conversations, self.brains, self.decoder(),
                                  self.settings)
         return self._bot

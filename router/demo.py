@@ -55,6 +55,8 @@ class DemoOptions:
     json_progress: bool = False
     interval_s: float = 2.0
     desktop_port: int | None = None  # issue 9: a gateway with a human agent and a supervisor
+    redis_cluster: int = 0  # issue 20: a Redis Cluster of this many primaries (0: one Redis)
+    redis_replicas: int = 0  # replicas per primary of that cluster
     # Run beside the publishing (load_tests.demo_faults injects Redis faults with it); the
     # drain starts once both are done.
     during: Callable[[DemoRun], Coroutine[Any, Any, Any]] | None = None
@@ -303,7 +305,8 @@ def summary(opts: DemoOptions, books: Books, gateway: SimulatedGateway, elapsed_
 
 async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
     base = Settings.from_env()
-    stack = EmbeddedStack(base.state_dir / "demo", partitions=base.topic_partitions)
+    stack = EmbeddedStack(base.state_dir / "demo", partitions=base.topic_partitions,
+                          redis_cluster=opts.redis_cluster, redis_replicas=opts.redis_replicas)
     workers: list[WorkerProcess] = []
     pool: AgentPool | None = None
     gateway: SimulatedGateway | None = None
@@ -314,7 +317,10 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any
         print(line, file=out, flush=True)
 
     try:
-        say("starting the embedded stack (Tansu broker + redis-server) ...")
+        say("starting the embedded stack (Tansu broker + "
+            + (f"a Redis Cluster of {opts.redis_cluster} primaries"
+               f"{f' x {1 + opts.redis_replicas} nodes' if opts.redis_replicas else ''}) ..."
+               if opts.redis_cluster else "redis-server) ..."))
         await stack.start()
         settings = base.replace(**stack.recorded_settings(), state_dir=stack.state_dir)
         say(f"  kafka {settings.kafka_bootstrap_servers}  redis {redacted_url(settings.redis_url)}")

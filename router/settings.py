@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -51,6 +52,14 @@ class Settings:
     # Redis
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     redis_socket_timeout_s: float = 10.0  # a worker's Redis reply later than this is a timeout
+    # Redis Cluster (docs/OPERATIONS.md): redis_url names any node; every process then uses a
+    # cluster client (router/redis_client.py).
+    redis_cluster: bool = False
+    # Replicas that must have a batch's writes before it counts as done (WAIT after the
+    # scripts, on each node written): a primary killed right after a batch then loses none of
+    # it. 0 = do not wait (one Redis, or replication's own delay accepted).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     # Topics (names and partition count)
     topic_contacts_inbound: str = "contacts.inbound"
     topic_bot_replies: str = "bot.replies"
@@ -259,6 +268,11 @@ class Settings:
         if scheme not in {"redis", "rediss", "unix"}:
             raise SettingsError(f"{env_name('redis_url')} must start with redis://, rediss:// "
                                 "(TLS) or unix://")
+        if self.redis_cluster and (scheme == "unix"
+                                   or urlsplit(self.redis_url).path not in {"", "/", "/0"}):
+            raise SettingsError(f"{env_name('redis_cluster')}: a cluster is reached over TCP and "
+                                f"has one database: {env_name('redis_url')} must be "
+                                "redis://host:port (or .../0)")
         redis_tls = (self.redis_ssl_cafile, self.redis_ssl_certfile, self.redis_ssl_keyfile)
         if any(redis_tls) and scheme != "rediss":
             raise SettingsError(f"Redis TLS files are set but {env_name('redis_url')} is not "

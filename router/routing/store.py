@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from router import logs, metrics, transient
+from router import logs, metrics, redis_client, transient
 from router.errors import PeakrouteError, PolicyError, RoutingStoreError
 from router.events import (
     AgentLoggedIn,
@@ -65,6 +65,7 @@ TICK_BATCH = 500  # offers, ring openings and pending matches one tick handles p
 PURGE_BATCH = 2000  # finished contacts one tick forgets per domain
 RESEAT_BATCH = 500  # agents one tick looks at for re-seating, per domain
 OUTBOX_LEASE_MS = 10_000  # an outbox entry older than this is re-sent by the timer
+APPLY_MAX_CALLS = 64  # calls of one domain one run of the apply script takes, at most
 DOMAINS_REFRESH_S = 5.0  # how often the timer reads the domain registry
 
 # Re-exported readers (callers that only need the books).
@@ -137,11 +138,10 @@ class RoutingStore:
 
     async def _load_scripts(self) -> None:
         """All scripts at once, so a Redis has either every one of them or (restarted,
-        flushed) none: a batch's calls then all run, or none does."""
-        pipe = self.redis.pipeline(transaction=False)
-        for script in self._scripts.values():
-            pipe.script_load(script.script)
-        await pipe.execute()
+        flushed) none: a batch's calls then all run, or none does. On a Cluster, into every
+        primary (SCRIPT LOAD goes to each), once the client has the slot map: a replica
+        promoted by a failover has none of them, and answers NOSCRIPT until loaded again."""
+        await redis_client.load_scripts(self.redis, (s.script for s in self._scripts.values()))
         self._loaded = True
 
     def _keys(self, name: str, domain: str, now_ms: int) -> list[bytes]:
@@ -179,6 +179,9 @@ class RoutingStore:
         head = 2 * len(acks) + bool(register)
         for name, keys, argv in requests:
             pipe.evalsha(self._shas[name], len(keys), *keys, *argv)
+        waits = redis_client.queue_wait(
+            pipe, self.redis, (keys[0] for _, keys, _ in requests if keys),
+            self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms)
         try:
             raw = list(await pipe.execute(raise_on_error=False))
         except Exception:
@@ -187,15 +190,21 @@ class RoutingStore:
                     self._pending.add(domain, e)
             raise
         transient.raise_transient(raw[:head])
-        results = raw[head:]
+        redis_client.check_waits(raw[len(raw) - waits:], self.settings.redis_wait_replicas)
+        results = raw[head:len(raw) - waits]
         first = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)), None)
         if first is not None:
             await self._load_scripts()
             pipe = self.redis.pipeline(transaction=False)
             for name, keys, argv in requests[first:]:
                 pipe.evalsha(self._shas[name], len(keys), *keys, *argv)
+            waits = redis_client.queue_wait(
+                pipe, self.redis, (keys[0] for _, keys, _ in requests[first:] if keys),
+                self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms)
             again = await pipe.execute(raise_on_error=False)
-            for i, result in enumerate(again, start=first):
+            redis_client.check_waits(again[len(again) - waits:],
+                                     self.settings.redis_wait_replicas)
+            for i, result in enumerate(again[:len(again) - waits], start=first):
                 if isinstance(results[i], NoScriptError):
                     results[i] = result
         transient.raise_transient(results)
@@ -215,13 +224,18 @@ class RoutingStore:
         by_domain: dict[str, list[int]] = {}
         for i, call in enumerate(calls):
             by_domain.setdefault(call.domain, []).append(i)
+        # Each domain's calls in order, at most APPLY_MAX_CALLS to a script run: one run holds
+        # the server, so its length stays bounded whatever the batch's size.
+        chunks = [(domain, placed[at:at + APPLY_MAX_CALLS])
+                  for domain, placed in by_domain.items()
+                  for at in range(0, len(placed), APPLY_MAX_CALLS)]
         requests = [(state.APPLY, self._keys(state.APPLY, domain, now_ms), (
             now_ms, self._sla_ttl,
             state.encode_calls((calls[i].entry, calls[i].args) for i in placed)))
-            for domain, placed in by_domain.items()]
+            for domain, placed in chunks]
         raw = await self._send([*requests, *extra], sorted(d for d in by_domain if d))
         out: list[list[Entry] | Exception] = [[] for _ in calls]
-        for (domain, placed), result in zip(by_domain.items(), raw, strict=False):
+        for (domain, placed), result in zip(chunks, raw, strict=False):
             if isinstance(result, Exception):  # (not a refusal: those raised) a bug
                 for i in placed:
                     out[i] = result

@@ -290,3 +290,14 @@ def test_replace_returns_a_changed_copy() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().sla_target_s = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("url", ["unix:///tmp/redis.sock", "redis://127.0.0.1:7000/2"])
+def test_a_redis_cluster_needs_a_tcp_url_of_database_0(url: str) -> None:
+    with pytest.raises(SettingsError, match="PEAKROUTE_REDIS_CLUSTER"):
+        Settings(redis_url=url, redis_cluster=True).validate()
+
+
+def test_a_redis_cluster_takes_any_node_of_it() -> None:
+    Settings(redis_url="redis://127.0.0.1:7000", redis_cluster=True).validate()
+    Settings(redis_url="redis://127.0.0.1:7000/0", redis_cluster=True).validate()

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from redis._parsers.base import BaseParser
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    MovedError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.transient import Kind, TransientError, kind_of, raise_transient
@@ -76,3 +83,33 @@ def test_raise_transient_picks_the_dependency_failure_among_results() -> None:
         raise_transient(results)
     assert caught.value.kind == Kind.OOM
     raise_transient([[b"row"], reply("ERR user_script:1: bad")])  # the data's own: stays
+
+
+@pytest.mark.parametrize(("exc", "kind"), [
+    (ClusterDownError("The cluster is down"), Kind.CLUSTERDOWN),
+    (TryAgainError(), Kind.TRYAGAIN),
+    (ClusterError("TTL exhausted."), Kind.TRYAGAIN),
+    (MovedError("3999 127.0.0.1:6381"), Kind.MOVED),
+    (AskError("3999 127.0.0.1:6381"), Kind.ASK),
+])
+def test_a_cluster_clients_own_refusals_are_transient_by_kind(exc: Exception,
+                                                              kind: Kind) -> None:
+    # What RedisCluster raises once it gives up following or waiting: its message is not
+    # the reply's code, its class says the kind.
+    assert kind_of(exc) == kind
+
+
+def test_a_wait_refused_or_short_of_replicas_is_transient() -> None:
+    from router.redis_client import check_waits
+
+    check_waits([1, 2], 1)
+    with pytest.raises(TransientError) as short:
+        check_waits([1, 0], 1)
+    assert short.value.kind == Kind.NOREPLICAS
+    # A node a failover made a replica, while the client still takes it for a primary.
+    with pytest.raises(TransientError) as refused:
+        check_waits([reply("ERR WAIT cannot be used with replica instances.")], 1)
+    assert refused.value.kind == Kind.READONLY
+    with pytest.raises(TransientError) as lost:
+        check_waits([RedisConnectionError("reset")], 1)
+    assert lost.value.kind == Kind.CONNECTION
