@@ -25,6 +25,7 @@ import random
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -52,7 +53,8 @@ from router.bot.kb import resolve_kb_path
 from router.demo import WorkerProcess, wait_ready
 from router.events import ContactArrived, CustomerLeft, Event, Language, Tier
 from router.redis_client import redis_client
-from router.routing.config import DEFAULT_POLICY
+from router.routing.config import DEFAULT_POLICY, load_policy
+from router.routing.policy import memberships
 from router.settings import Settings
 from router.sla.rating import ranked
 from router.sla.snapshot import read_snapshot
@@ -341,6 +343,13 @@ async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
     dead = result["totals"]["deadlettered"]
     accounted = books["contained"] + books["answered"] + books["abandoned"] + dead + books["open"]
     result["balanced"] = accounted == result["totals"]["published"]
+    # The estimated wait told to queued customers against their actual wait, beside the naive
+    # estimate's (position x mean handle time / agents serving the lane).
+    policy = load_policy(settings.routing_policy)
+    serving: Counter[str] = Counter(
+        f"{d}/{m.lane}" for d, r in rosters.items() for p in r
+        for m in memberships(p.skills, policy.for_domain(d)))
+    result.update(rpt.wait_estimates(ledger.contacts, opts.scaled(opts.handle_mean_s), serving))
     slots = sum(sum(p.capacity.values()) for p in profiles)
     title = (f"{opts.profile}, {opts.duration_s:g} s, base {opts.rate:g}/s, {agents} agents, "
              f"time scale {opts.time_scale:g}")

@@ -50,6 +50,33 @@ def service_level(contacts: Iterable[ContactTimes], short_abandon_ms: int) -> di
     }
 
 
+def wait_estimates(contacts: dict[str, ContactTimes], handle_mean_s: float,
+                   serving: dict[str, int]) -> dict[str, Any]:
+    """How good the estimated wait told to queued customers was: for each contact that was
+    queued (told its position and estimate, contact.wait_updated.v1) and then answered, the
+    absolute error of the first estimate against the wait it then had (answer time minus the
+    notice's time); beside it the naive estimate's: position x mean handle time / agents
+    serving the lane (``serving``: "<domain>/<lane>" -> agents logged in who serve it at any
+    ring)."""
+    ours: list[float] = []
+    naive: list[float] = []
+    for c in contacts.values():
+        if c.told_estimate_s < 0 or not c.answered_ms:
+            continue
+        actual = max(c.answered_ms - c.told_ms, 0) / 1000
+        ours.append(abs(c.told_estimate_s - actual))
+        agents = max(serving.get(c.told_lane, 0), 1)
+        naive.append(abs(c.told_position * handle_mean_s / agents - actual))
+    q_ours, q_naive = quantiles(ours, 2), quantiles(naive, 2)
+    return {
+        "ewt_error_p50_s": q_ours["p50"], "ewt_error_p90_s": q_ours["p90"],
+        "naive_ewt_error_p50_s": q_naive["p50"], "naive_ewt_error_p90_s": q_naive["p90"],
+        "ewt_contacts": len(ours),
+        "ewt_method": "position x the lane's moving mean time between answers "
+                      "(docs/ROUTING.md, Position and estimated wait)",
+    }
+
+
 def summarise(contacts: dict[str, ContactTimes], grading: Grading, *, start_ms: int,
               publish_s: float, malformed: int, malformed_deadlettered: int,
               books: dict[str, int]) -> dict[str, Any]:

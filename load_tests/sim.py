@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 
 from router.decode import Decoder
-from router.events import BotAction, BotReplied, DeadLetter, Decision, Event, RoutingDecision
+from router.events import (
+    BotAction,
+    BotReplied,
+    ContactWaitUpdated,
+    DeadLetter,
+    Decision,
+    Event,
+    RoutingDecision,
+)
 from router.kafka import assign_all, consumer, producer
 from router.settings import Settings
 from router.stage import now_ms
@@ -127,6 +135,11 @@ class ContactTimes:
     abandon_waited_ms: int = 0
     completed_ms: int = 0
     deadlettered: bool = False
+    # The first contact.wait_updated.v1 (when it was queued): what the customer was told.
+    told_ms: int = 0
+    told_position: int = 0
+    told_estimate_s: int = -1
+    told_lane: str = ""  # "<domain>/<lane>"
 
     @property
     def done(self) -> bool:
@@ -156,6 +169,12 @@ class Ledger:
                 if event.action == BotAction.ESCALATED and not c.escalated_ms:
                     c.escalated_ms = event.ts_ms
                     self.escalations.append(event.contact_id)
+        elif isinstance(event, ContactWaitUpdated):
+            c = self.contacts.get(event.contact_id)
+            if c is not None and not c.told_ms:
+                c.told_ms, c.told_position = event.ts_ms, event.position
+                c.told_estimate_s = event.estimated_wait_s
+                c.told_lane = f"{event.domain}/{event.lane}"
         elif isinstance(event, RoutingDecision):
             c = self.contacts.get(event.contact_id)
             if c is None:

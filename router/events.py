@@ -47,6 +47,7 @@ class Channel(enum.StrEnum):
     CHAT = "chat"
     VOICE = "voice"
     EMAIL = "email"
+    CALLBACK = "callback"  # a queued callback: the agent calls the customer back
 
 
 class Language(enum.StrEnum):
@@ -99,6 +100,8 @@ class Decision(enum.StrEnum):
     RELAXED = "relaxed"  # the contact's next ring opened: a wider pool may take it
     ABANDONED = "abandoned"
     COMPLETED = "completed"
+    PREFERRED = "preferred"  # the preferred agent's ring: used, or skipped and why
+    CALLBACK = "callback"  # the customer left the line for a callback: it keeps its place
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +154,17 @@ class CustomerLeft(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CustomerCallbackRequested(Event):
+    """The waiting customer leaves the line and asks to be called back: the contact keeps its
+    place and is offered, when its turn comes, as a callback (channel ``callback``)."""
+
+    TYPE: ClassVar[str] = "customer.callback_requested.v1"
+    contact_id: Id
+    domain: Id
+    callback_to: Label  # a phone number or a channel reference to call the customer back on
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HumanRequested(Event):
     """The customer pressed "talk to a person" (or the gateway detected the request)."""
 
@@ -187,6 +201,22 @@ class ContactClosed(Event):
     language: Language = Language.ZH
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactWaitUpdated(Event):
+    """Sent by the routing stage: a waiting customer's position in line and estimated wait,
+    when the contact is queued and again while it waits (docs/ROUTING.md)."""
+
+    TYPE: ClassVar[str] = "contact.wait_updated.v1"
+    contact_id: Id
+    domain: Id
+    position: Count  # 1: next in line (the contacts of its lane ahead of it, plus one)
+    estimated_wait_s: Count  # from now, rounded up
+    queue: Label = ""
+    lane: Label = ""  # queue and language, e.g. refunds.zh: the line the position is in
+    agents: Count = 0  # agents ready in the lane's first ring now
+    callback_offered: Flag = False  # the wait is long: offer the customer a callback
+
+
 # --- routing.requests (bot stage -> routing stage), key: domain ---------------------------
 
 
@@ -207,6 +237,16 @@ class RoutingRequested(Event):
     queue: Label = ""  # a queue of the routing policy; "" = the domain's default queue
     confidence: Score = 0.0  # the bot's confidence in the intent
     transcript: Transcript = ()  # the conversation with the bot so far (last turns, capped)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingRequestedV2(RoutingRequested):
+    """Version 2 of the escalation (v1 stays valid): it may name the customer, whose last agent
+    is then looked up and recorded, and a preferred agent (the policy's preferred ring)."""
+
+    TYPE: ClassVar[str] = "routing.requested.v2"
+    customer_id: Id | None = None
+    preferred_agent: Id | None = None  # none: the customer's last agent within the window
 
 
 # --- agents.events (agent desktops -> routing stage), key: domain -------------------------
@@ -297,6 +337,8 @@ class AssignmentOffered(Event):
     priority: Priority = 0
     skills: Levels = field(default_factory=dict)
     queue: Label = ""
+    preferred: Flag = False  # the agent is the contact's preferred agent (its own ring)
+    callback_to: Label = ""  # a callback (channel callback): whom to call back
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -364,15 +406,17 @@ class DeadLetter(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
-        ContactArrived, CustomerMessage, CustomerLeft, HumanRequested, BotReplied,
-        ContactClosed, RoutingRequested, AgentLoggedIn, AgentStateChanged, OfferAccepted,
-        OfferDeclined, ContactCompleted, AgentLoggedOut, AssignmentOffered, AssignmentRescinded,
-        RoutingDecision, DeadLetter, AgentProfileChanged, AgentProfileApplied,
+        ContactArrived, CustomerMessage, CustomerLeft, CustomerCallbackRequested, HumanRequested,
+        BotReplied,
+        ContactClosed, ContactWaitUpdated, RoutingRequested, RoutingRequestedV2, AgentLoggedIn,
+        AgentStateChanged, OfferAccepted, OfferDeclined, ContactCompleted, AgentLoggedOut,
+        AssignmentOffered, AssignmentRescinded, RoutingDecision, DeadLetter, AgentProfileChanged,
+        AgentProfileApplied,
     )
 }
 
 ContactEvent: TypeAlias = ContactArrived | CustomerMessage | CustomerLeft | HumanRequested
-RoutingEvent: TypeAlias = RoutingRequested | CustomerLeft
+RoutingEvent: TypeAlias = RoutingRequested | CustomerLeft | CustomerCallbackRequested
 AgentEvent: TypeAlias = (
     AgentLoggedIn | AgentStateChanged | OfferAccepted | OfferDeclined | ContactCompleted
     | AgentLoggedOut | AgentProfileChanged
@@ -381,7 +425,8 @@ AgentEvent: TypeAlias = (
 # Which event types each input topic accepts (by logical role, see Settings.topics).
 ACCEPTED_ON: dict[str, tuple[type[Event], ...]] = {
     "contacts_inbound": (ContactArrived, CustomerMessage, CustomerLeft, HumanRequested),
-    "routing_requests": (RoutingRequested, CustomerLeft),
+    "routing_requests": (RoutingRequested, RoutingRequestedV2, CustomerLeft,
+                         CustomerCallbackRequested),
     "agents_events": (
         AgentLoggedIn, AgentStateChanged, OfferAccepted, OfferDeclined, ContactCompleted,
         AgentLoggedOut, AgentProfileChanged,

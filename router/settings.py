@@ -75,6 +75,14 @@ class Settings:
     # Service level (the routing policy's defaults where its file does not set them)
     sla_target_s: float = 30.0
     short_abandon_s: float = 5.0
+    # A waiting customer's position and estimated wait (contact.wait_updated.v1): told again
+    # every wait_update_interval_s, sooner when the estimate moved by more than
+    # wait_update_threshold_s; 0 interval: told only once, when the contact is queued.
+    wait_update_interval_s: float = 30.0
+    wait_update_threshold_s: float = 15.0
+    # A notice whose estimate is at least this long offers the customer a callback
+    # (contact.wait_updated.v1 callback_offered; 0: never).
+    callback_offer_after_s: float = 120.0
     offer_timeout_s: float = 20.0
     # SLA accounting and metrics (docs/METRICS.md)
     sla_formula: str = "short_abandons_excluded"  # | all_abandons | answered_only

@@ -91,13 +91,35 @@ class WaitingView:
     weight: float
     ring_pools: tuple[str, ...] = ()
     extra_skills: dict[str, int] = field(default_factory=dict)
+    preferred_agent: str = ""  # in its preferred ring: only this agent may take it
+
+
+def preferred_ring(logged_in: bool, state: str, serves: Iterable[str], lane: str,
+                   ring_ms: int) -> str:
+    """Whether a request's preferred agent gets its ring (``used``), or why not: the policy
+    has none (``disabled``), the agent is not logged in (``absent``) or offline, does not
+    serve the lane (``not_serving``). An agent not ready keeps its ring: it may come back
+    within it. The ring runs from when the routing stage places the request."""
+    if ring_ms <= 0:
+        return "disabled"
+    if not logged_in:
+        return "absent"
+    if state == "offline":
+        return "offline"
+    if lane not in set(serves):
+        return "not_serving"
+    return "used"
 
 
 def best_agent(contact: WaitingView, agents: Iterable[AgentView],
                exclude: str = "") -> str | None:
     """Contact-driven choice: the innermost open ring whose pool has a free eligible agent, and
-    in it the agent with the lowest sort key (ties: agent id). Extra skills bind at ring 0."""
+    in it the agent with the lowest sort key (ties: agent id). Extra skills bind at ring 0. In
+    its preferred ring, the preferred agent if it has room, else nobody."""
     candidates = [a for a in agents if a.agent_id != exclude and a.has_room(contact.channel)]
+    if contact.preferred_agent:  # its preferred ring: that agent or nobody (skills aside)
+        return next((a.agent_id for a in candidates
+                     if a.agent_id == contact.preferred_agent), None)
     for ring in range(contact.ring + 1):
         pool = contact.ring_pools[ring]
         best: tuple[float, str] | None = None
@@ -118,11 +140,21 @@ def best_agent(contact: WaitingView, agents: Iterable[AgentView],
 
 def next_contact(agent: AgentView, waiting: Iterable[WaitingView], now_ms: int,
                  exclude: str = "") -> str | None:
-    """Agent-driven choice: the most urgent contact visible to the agent, on a channel where it
-    has room (ties: VIP first, then the earlier place in line, then contact id)."""
+    """Agent-driven choice: a contact in the agent's own preferred ring first (place order);
+    else the most urgent contact visible to the agent, on a channel where it has room (ties:
+    VIP first, then the earlier place in line, then contact id). Contacts in another agent's
+    preferred ring are visible to nobody else."""
+    waiting = list(waiting)
+    own = sorted((c.score, c.contact_id) for c in waiting
+                 if c.preferred_agent == agent.agent_id and c.contact_id != exclude
+                 and agent.has_room(c.channel))
+    if own:  # contacts in its preferred ring come first, in place order
+        return own[0][1]
     by_lane = {m.lane: m for m in agent.memberships}
     best: tuple[float, int, int, str] | None = None
     for c in waiting:
+        if c.preferred_agent:
+            continue
         m = by_lane.get(c.lane)
         if m is None or c.ring < m.ring or c.contact_id == exclude:
             continue

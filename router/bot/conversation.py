@@ -74,6 +74,7 @@ class Conversation:
     transcript: tuple[Turn, ...] = ()
     last_ms: int = 0
     escalation: Escalated | None = None
+    customer: str = ""  # the arrival's customer_id: the escalation names it (last agent)
 
     def context(self) -> Context:
         return Context(self.phase, self.intent, self.confidence, self.rephrases, self.tier)
@@ -127,6 +128,7 @@ def encode(conv: Conversation) -> dict[str, str]:
         "reph": str(conv.rephrases), "turns": str(conv.turns), "last": str(conv.last_ms),
         "tx": orjson.dumps(conv.transcript).decode(),
         "esc": orjson.dumps(conv.escalation).decode() if conv.escalation else "",
+        "cust": conv.customer,
     }
 
 
@@ -149,6 +151,7 @@ def decode_fields(raw: Mapping[Any, Any]) -> Conversation | None:
                          for t in orjson.loads(f.get("tx", "[]"))),
         last_ms=int(f.get("last", "0")),
         escalation=Escalated(**esc) if esc else None,
+        customer=f.get("cust", ""),
     )
 
 

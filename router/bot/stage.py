@@ -44,6 +44,7 @@ from router.events import (
     Event,
     HumanRequested,
     RoutingRequested,
+    RoutingRequestedV2,
 )
 from router.routing.store import RoutingStore
 from router.settings import Settings
@@ -198,7 +199,7 @@ class BotStage:
         base = conv or Conversation(language=event.language)
         if isinstance(event, ContactArrived):
             return replace(base, language=event.language, tier=event.tier,
-                           channel=event.channel)
+                           channel=event.channel, customer=event.customer_id)
         return replace(base, language=event.language)
 
     def _outputs(self, event: Spoken, decision: BotDecision, conv: Conversation,
@@ -219,7 +220,12 @@ class BotStage:
         30-second clock starts there, also when a repeat sends it again)."""
         esc = conv.escalation
         assert esc is not None  # advance() records it with every new escalation
-        request = RoutingRequested(
+        # Version 2 names the customer (the routing stage prefers their last agent); a
+        # conversation kept from before the customer was recorded sends version 1.
+        kind = RoutingRequestedV2 if conv.customer else RoutingRequested
+        extra = {"customer_id": conv.customer} if conv.customer else {}
+        request = kind(
+            **extra,
             event_id=derived_id(event.event_id, "escalate"), ts_ms=esc.ts_ms,
             contact_id=event.contact_id, domain=event.domain, channel=conv.channel,
             language=event.language, tier=conv.tier, skills=dict(esc.skills),

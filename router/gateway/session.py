@@ -111,6 +111,7 @@ def offer_frame(o: AssignmentOffered, ctx: console.OfferContext | None, now: int
     return {
         "type": "offer", "offer_id": o.offer_id, "contact_id": o.contact_id, "queue": o.queue,
         "channel": o.channel.value, "expires_at": o.expires_at_ms,
+        "preferred": o.preferred, "callback_to": o.callback_to,
         "expires_in_ms": max(o.expires_at_ms - now, 0),
         "context": {
             "intent": ctx.intent if ctx else "", "language": ctx.language if ctx else "",

@@ -78,6 +78,10 @@ class DomainPolicy:
     on_decline: AgentOutcome
     language_skill: bool
     capacity: dict[str, int]
+    # The preferred agent's ring: only that agent for this long after the escalation (0: no
+    # preferred ring), and how long the customer's last agent counts as preferred.
+    preferred_ring_s: float = 0.0
+    preferred_history_s: float = 0.0
     # What router/routing/policy.py works out once per policy (lane rings, request plans):
     # kept on the policy itself, so it lives and goes with it.
     derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -153,12 +157,13 @@ def parse_policy(text: str, source: str, base: Mapping[str, Any] | None = None) 
 
 
 _DOMAIN_KEYS = {"queues", "default_queue", "priority_step_s", "offer_timeout_s", "on_no_answer",
-                "on_decline", "language_skill", "capacity"}
+                "on_decline", "language_skill", "capacity", "preferred_agent"}
 _QUEUE_KEYS = {"skills", "service_target_s", "weight", "strategy", "vip", "rings"}
 _BUILTIN: dict[str, Any] = {
     "service_target_s": 30.0, "weight": 1.0, "strategy": "longest_idle", "priority_step_s": 10.0,
     "offer_timeout_s": 20.0, "on_no_answer": "not_ready", "on_decline": "ready",
-    "language_skill": True, "capacity": {"chat": 3, "voice": 1, "email": 5},
+    "language_skill": True, "capacity": {"chat": 3, "voice": 1, "email": 5, "callback": 1},
+    "preferred_agent": {"ring_s": 0, "history_s": 0},
 }
 
 
@@ -179,6 +184,9 @@ def _domain(at: _At, raw: dict[str, Any]) -> DomainPolicy:
     if default_queue not in queues:
         raise at.child("default_queue").error(
             f"{default_queue!r} is not a queue of this domain", f"use one of {sorted(queues)}")
+    pref_at = at.child("preferred_agent")
+    pref = {**_BUILTIN["preferred_agent"],
+            **pref_at.mapping(merged["preferred_agent"], {"ring_s", "history_s"})}
     cap_at = at.child("capacity")
     capacity = {}
     for ch, n in cap_at.mapping(merged["capacity"], None).items():
@@ -194,6 +202,8 @@ def _domain(at: _At, raw: dict[str, Any]) -> DomainPolicy:
         on_decline=at.child("on_decline").choice(merged["on_decline"], AgentOutcome),
         language_skill=at.child("language_skill").flag(merged["language_skill"]),
         capacity=capacity,
+        preferred_ring_s=pref_at.child("ring_s").number(pref["ring_s"], 0),
+        preferred_history_s=pref_at.child("history_s").number(pref["history_s"], 0),
     )
 
 

@@ -15,6 +15,7 @@ from router.events import (
     AssignmentOffered,
     AssignmentRescinded,
     Channel,
+    ContactWaitUpdated,
     Decision,
     Event,
     RoutingDecision,
@@ -44,6 +45,8 @@ DECISIONS: dict[type[state.T], Decision] = {
     state.Relaxed: Decision.RELAXED,
     state.Abandoned: Decision.ABANDONED,
     state.Completed: Decision.COMPLETED,
+    state.Preferred: Decision.PREFERRED,
+    state.Callback: Decision.CALLBACK,
 }
 RESCIND_REASONS: dict[type[state.T], str] = {
     state.Declined: "declined", state.Expired: "no_answer", state.Rescinded: "withdrawn"}
@@ -51,24 +54,34 @@ MAX_WAITED_MS = 2**31 - 1  # the contract's range for waited_ms
 
 
 def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = None,
-                       outbox: tuple[str, str] | None = None) -> list[Output]:
+                       outbox: tuple[str, str] | None = None,
+                       callback_after_s: float = 0.0) -> list[Output]:
     """The events one transition publishes: an audit record, and what the agent must hear
-    (``skills``: what the contact's lane asks for, named in an offer). Their ids derive from
+    (``skills``: what the contact's lane asks for, named in an offer), or what the waiting
+    customer is told (position and estimated wait, on bot.replies; a callback is offered from
+    ``callback_after_s`` of estimated wait on, 0: never). Their ids derive from
     the transition, so a transition sent again (outbox) makes the same events."""
     metrics.TRANSITIONS.labels(t.kind).inc()
+    if isinstance(t, state.Waiting):  # told the customer, not audited
+        estimate_s = min(-(-max(t.estimate_ms, 0) // 1000), MAX_WAITED_MS)
+        return [Output("bot_replies", t.contact_id, ContactWaitUpdated(
+            event_id=derived_id(f"{t.domain}/{t.contact_id}//{t.seq}", "wait"), ts_ms=now,
+            contact_id=t.contact_id, domain=t.domain, position=min(t.position, MAX_WAITED_MS),
+            estimated_wait_s=estimate_s, queue=t.queue, lane=t.lane, agents=t.agents,
+            callback_offered=0 < callback_after_s <= estimate_s), outbox)]
     decision = DECISIONS.get(type(t))
     if decision is None or not isinstance(t, state.Placed):
         return []
     offer_id = getattr(t, "offer_id", "")
     base = f"{t.domain}/{t.contact_id}/{offer_id}"
-    if isinstance(t, state.Queued | state.Relaxed):  # a contact may relax and re-queue
+    if isinstance(t, state.Queued | state.Relaxed | state.Callback):  # several per contact
         base = f"{base}/{t.seq}"
     waited = min(max(t.waited_ms, 0), MAX_WAITED_MS)
     out = [Output("routing_decisions", t.domain, RoutingDecision(
         event_id=derived_id(base, t.kind), ts_ms=now, domain=t.domain, contact_id=t.contact_id,
         decision=decision, agent_id=t.agent_id or None, offer_id=offer_id or None,
         waited_ms=waited, within_target=isinstance(t, state.Answered) and t.within_target,
-        reason=getattr(t, "reason", ""), queue=t.queue, lane=t.lane, ring=t.ring,
+        reason=_reason(t), queue=t.queue, lane=t.lane, ring=t.ring,
     ), outbox)]
     if isinstance(t, state.Answered):
         metrics.ANSWER_WAIT.labels(t.domain, t.queue).observe(waited / 1000)
@@ -78,7 +91,7 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
             contact_id=t.contact_id, agent_id=t.agent_id, domain=t.domain,
             channel=Channel(t.channel), expires_at_ms=t.expires_at_ms,
             waited_ms=waited, priority=t.priority, queue=t.queue,
-            skills=skills or {},
+            skills=skills or {}, preferred=t.preferred, callback_to=t.callback_to,
         ), outbox))
     elif type(t) in RESCIND_REASONS:
         out.append(Output("assignments", t.domain, AssignmentRescinded(
@@ -87,6 +100,14 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
             reason=getattr(t, "reason", "") or RESCIND_REASONS[type(t)],
         ), outbox))
     return out
+
+
+def _reason(t: Transition) -> str:
+    """The audit record's reason; a preferred ring's says where the agent came from and
+    whether its ring was used (``last_agent:used``, ``named:offline``, ...)."""
+    if isinstance(t, state.Preferred):
+        return f"{t.source}:{t.reason}"
+    return str(getattr(t, "reason", ""))
 
 
 def profile_audit(event: AgentProfileChanged, result: Sequence[Transition], now: int
@@ -134,7 +155,8 @@ class RoutingStage:
             box = None
             for t in entry.rows:
                 box = (t.domain, entry.id) if entry.id else None
-                out.extend(transition_outputs(t, now, self._skills(t), box))
+                out.extend(transition_outputs(t, now, self._skills(t), box,
+                                              self.store.settings.callback_offer_after_s))
         return out
 
     def delivered(self, outputs: Sequence[Output]) -> None:

@@ -33,6 +33,7 @@ from router.errors import RoutingStoreError
 from router.sla import buckets
 
 PREFIX_HEAD = "pr:{d:"
+CALLBACK_CHANNEL = "callback"  # router.events.Channel.CALLBACK: a queued callback's channel
 DOMAINS_KEY = "pr:domains"  # set of routing domains seen: the timers walk it (no hash tag)
 
 
@@ -67,6 +68,11 @@ class Key(enum.StrEnum):
     OUTBOX_TIMES = "obz"
     META = "meta"
     ROSTER = "roster"
+    PREFERRED = "pq"
+    LAST_AGENT = "la"
+    LAST_AGENT_TIMES = "laz"
+    LANE_PACE = "pace"
+    WAIT_NOTICES = "wnx"
 
 
 # What each key holds: docs/ROUTING.md's layout table is checked against this (a test).
@@ -101,6 +107,16 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
     Key.OUTBOX_TIMES: ("zset", "outbox entry id -> when it was recorded or last re-sent"),
     Key.META: ("hash", "policy digest and since when, for re-seating agents"),
     Key.ROSTER: ("hash", "agent id -> profile JSON (the agent gateway's roster)"),
+    Key.PREFERRED: ("zset (lex)", "contacts in their preferred ring, waiting for that agent "
+                                  "only: `<agent>|<place>|<contact>`"),
+    Key.LAST_AGENT: ("hash", "customer id -> `<agent>|<answered at ms>`: the agent who last "
+                             "answered the customer (preferred-agent history)"),
+    Key.LAST_AGENT_TIMES: ("zset", "customer id -> when its last agent answered (the timer "
+                                   "forgets entries past the policy's history window)"),
+    Key.LANE_PACE: ("hash", "lane -> `<mean ms between answers>|<last answer ms>` (moving "
+                            "average: the estimated wait's pace)"),
+    Key.WAIT_NOTICES: ("zset", "waiting contact -> when the timer next looks whether to tell "
+                               "the customer their position and wait again"),
 }
 SLA_KEY_DOCS = buckets.KEY_DOCS
 
@@ -227,6 +243,15 @@ class ContactRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Fa
     att: int = 0  # offers made (the offer id derives from it)
     n: int = 0  # queued and relaxed transitions so far (distinct event ids)
     ans: int = 0  # answered at (ms)
+    cu: str = ""  # customer id (routing.requested.v2): answered, it is the customer's last agent
+    pa: str = ""  # the preferred agent while the preferred ring is open ("" otherwise)
+    pu: int = 0  # when the preferred ring ends (ms)
+    pf: str = ""  # the preferred agent the request named or history found (kept for the offer)
+    wa: int = 0  # when the customer was last told their position and wait (ms)
+    we: int = 0  # the estimated wait they were told then (ms)
+    wk: int = 0  # notices sent so far (distinct event ids)
+    cb: str = ""  # a callback: whom to call back (the contact's channel is then callback)
+    och: str = ""  # a callback's channel before it became one
 
 
 class AgentRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -299,6 +324,11 @@ class RequestArgs(Args):
     scan_limit: int
     context: str  # JSON: what the offer shows the agent
     reason: str = ""  # why it queues (the queue differs from the one asked for), if it does
+    customer_id: str = ""  # routing.requested.v2: whose last agent is looked up and recorded
+    preferred_agent: str = ""  # routing.requested.v2: named by the request ("" = history's)
+    preferred_ring_ms: int = 0  # the policy's preferred ring (0: none)
+    history_ms: int = 0  # how far back a last agent counts (0: history not used)
+    wait_notice_ms: int = 0  # how often the timer looks at a waiting contact's estimate (0: never)
 
 
 class AcceptArgs(Args):
@@ -326,6 +356,14 @@ class CompleteArgs(Args):
     offer_timeout_ms: int
     scan_limit: int
     retention_s: int
+
+
+class CallbackArgs(Args):
+    SCRIPT: ClassVar[str] = "callback"
+    contact_id: str
+    callback_to: str
+    offer_timeout_ms: int
+    scan_limit: int
 
 
 class LeftArgs(Args):
@@ -385,6 +423,9 @@ class TickArgs(Args):
     outbox_lease_ms: int
     pending_budget: int
     purge_max: int
+    history_ms: int = 0  # last agents answered longer ago are forgotten
+    wait_update_ms: int = 0  # tell a waiting customer again after this long (0: never)
+    wait_threshold_ms: int = 0  # ... or sooner when the estimate moved by more than this
 
 
 class BotArgs(Args):
@@ -395,8 +436,8 @@ class BotArgs(Args):
 
 
 ARG_TYPES: tuple[type[Args], ...] = (RequestArgs, AcceptArgs, DeclineArgs, CompleteArgs,
-                                     LeftArgs, LoginArgs, StateArgs, LogoutArgs, TickArgs,
-                                     BotArgs)
+                                     LeftArgs, CallbackArgs, LoginArgs, StateArgs, LogoutArgs,
+                                     TickArgs, BotArgs)
 SCRIPTS = tuple(t.SCRIPT for t in ARG_TYPES)
 _ENCODER = msgspec.msgpack.Encoder()
 
@@ -510,6 +551,8 @@ class Relaxed(Placed, tag="relaxed", frozen=True):
 class Offered(Placed, tag="offered", frozen=True):
     offer_id: str = ""
     expires_at_ms: int = 0
+    preferred: bool = False  # offered in the contact's preferred ring (to its preferred agent)
+    callback_to: str = ""  # a callback: whom to call back
 
 
 class Answered(Placed, tag="answered", frozen=True):
@@ -538,6 +581,33 @@ class Abandoned(Placed, tag="abandoned", frozen=True):
 
 class Completed(Placed, tag="completed", frozen=True):
     pass
+
+
+class Waiting(Placed, tag="waiting", frozen=True):
+    """What a waiting customer is told: their position in the lane's line (1: next) and the
+    estimated wait (docs/ROUTING.md, "Position and estimated wait")."""
+
+    position: int = 0
+    estimate_ms: int = 0
+    agents: int = 0  # agents logged in and ready in the lane's ring-0 pool
+    seq: int = 0  # the contact's own count of notices (distinct event ids)
+
+
+class Callback(Placed, tag="callback", frozen=True):
+    """The customer left the line for a callback: the contact keeps its place (channel now
+    callback)."""
+
+    seq: int = 0
+    reason: str = ""
+
+
+class Preferred(Placed, tag="preferred", frozen=True):
+    """The request's preferred agent (named, or the customer's last agent): its ring used, or
+    skipped and why (``reason``: used | disabled | absent | offline | not_serving)."""
+
+    used: bool = False
+    source: str = ""  # named | last_agent
+    reason: str = ""
 
 
 class Duplicate(T, tag="duplicate", frozen=True):
@@ -574,15 +644,16 @@ class UnknownAgent(T, tag="unknown_agent", frozen=True):
 
 
 Transition = (Queued | Relaxed | Offered | Answered | Declined | Expired | Rescinded | Abandoned
-              | Completed | Duplicate | Stale | LoggedIn | LoggedOut | StateSet | ProfilePending
-              | ReseatSkipped | UnknownAgent)
+              | Completed | Preferred | Waiting | Callback | Duplicate | Stale | LoggedIn
+              | LoggedOut | StateSet | ProfilePending | ReseatSkipped | UnknownAgent)
 TRANSITION_TYPES: tuple[type[T], ...] = (Queued, Relaxed, Offered, Answered, Declined, Expired,
-                                         Rescinded, Abandoned, Completed, Duplicate, Stale,
+                                         Rescinded, Abandoned, Completed, Preferred,
+                                         Waiting, Callback, Duplicate, Stale,
                                          LoggedIn, LoggedOut, StateSet, ProfilePending,
                                          ReseatSkipped, UnknownAgent)
 # Kinds that publish something: only these are kept in the outbox until Kafka has them.
 PUBLISHED = (Queued, Relaxed, Offered, Answered, Declined, Expired, Rescinded, Abandoned,
-             Completed)
+             Completed, Preferred, Waiting, Callback)
 
 
 class Entry(msgspec.Struct, array_like=True, frozen=True):
@@ -632,6 +703,7 @@ def lua_prelude(script: str) -> str:
     lines.append("local PUBLISHED = {" + ", ".join(
         f"[{_lua_str(str(c.__struct_config__.tag))}]=true" for c in PUBLISHED) + "}")
     lines.append(f"local SLA_FIELD_SEP = {_lua_str(buckets.FIELD_SEP)}")
+    lines.append(f"local CH_CALLBACK = {_lua_str(CALLBACK_CHANNEL)}")
     lines.append(f"local META_POLICY, META_RESEATED = {_lua_str(META_POLICY)}, "
                  f"{_lua_str(META_RESEATED)}")
     lines.extend(_constructor(c) for c in TRANSITION_TYPES)
@@ -760,6 +832,11 @@ class ContactView:
     ring_pools: tuple[str, ...]
     ring_delays_ms: tuple[int, ...]
     weight: float
+    customer_id: str = ""
+    preferred_agent: str = ""  # while its preferred ring is open
+    preferred_until_ms: int = 0
+    preferred_noted: str = ""  # the preferred agent found at the request (used or not)
+    callback_to: str = ""  # a callback: whom to call back
 
     @property
     def vip(self) -> bool:
@@ -773,7 +850,8 @@ class ContactView:
     @classmethod
     def of(cls, contact_id: str, r: ContactRecord) -> ContactView:
         return cls(contact_id, r.st, r.ch, r.ln, r.qn, r.cls, r.rg, r.pri, r.esc, r.tg, r.ag,
-                   r.of, r.ans, r.score, r.xs, tuple(r.rp), tuple(r.rd), r.wt)
+                   r.of, r.ans, r.score, r.xs, tuple(r.rp), tuple(r.rd), r.wt, r.cu, r.pa,
+                   r.pu, r.pf, r.cb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1102,6 +1180,7 @@ class DomainDump:
     pending: frozenset[str]
     stats: dict[str, int]
     outbox: frozenset[str]
+    preferred: dict[str, list[str]]  # agent -> contacts in its preferred ring, in order
 
 
 async def dump(client: aioredis.Redis, domain: str) -> DomainDump:
@@ -1118,8 +1197,13 @@ async def dump(client: aioredis.Redis, domain: str) -> DomainDump:
         pipe.zrange(key(domain, Key.PENDING), 0, -1)
         pipe.hgetall(key(domain, Key.STATS))
         pipe.hkeys(key(domain, Key.OUTBOX))
+        pipe.zrange(key(domain, Key.PREFERRED), 0, -1)
         (contacts, agents, profiles, seated, offers, waiting, counts, free, ready, pending,
-         stats_, outbox) = await pipe.execute()
+         stats_, outbox, preferred) = await pipe.execute()
+    preferred_lists: dict[str, list[str]] = {}
+    for member in preferred:
+        group, _, cid = split_member(member)
+        preferred_lists.setdefault(group, []).append(cid)
     seated_ids = frozenset(_text(a) for a in seated)
     waiting_lists: dict[str, list[str]] = {}
     for member in waiting:
@@ -1145,7 +1229,8 @@ async def dump(client: aioredis.Redis, domain: str) -> DomainDump:
         ready_counts={_text(k): int(v) for k, v in ready.items()},
         pending=frozenset(_text(c) for c in pending),
         stats=figures,
-        outbox=frozenset(_text(e) for e in outbox))
+        outbox=frozenset(_text(e) for e in outbox),
+        preferred=preferred_lists)
 
 
 async def contact_state(client: aioredis.Redis, domain: str, contact_id: str) -> str | None:

@@ -31,6 +31,7 @@ from router.events import (
     AgentState,
     AgentStateChanged,
     ContactCompleted,
+    CustomerCallbackRequested,
     CustomerLeft,
     Event,
     OfferAccepted,
@@ -121,6 +122,10 @@ class RoutingStore:
         self._retention = settings.contact_retention_s
         self._short_ms = int(settings.short_abandon_s * 1000)
         self._sla_ttl = settings.sla_bucket_ttl_s
+        self._wait_update_ms = int(settings.wait_update_interval_s * 1000)
+        self._wait_threshold_ms = int(settings.wait_update_threshold_s * 1000)
+        # The timer looks at a waiting contact's estimate four times per update interval.
+        self._wait_check_ms = max(1000, self._wait_update_ms // 4) if self._wait_update_ms else 0
         self._loaded = False  # scripts loaded into this Redis by this process
         self._pending = _Pending()
         self._reseat: dict[str, _Reseat] = {}
@@ -323,7 +328,16 @@ class RoutingStore:
                     ring_delays=list(plan.ring_delays_ms), ring_pools=list(plan.ring_pools),
                     extra_skills=state.format_levels(plan.extra_skills), queue=plan.queue,
                     strategy=plan.strategy.value, offer_timeout_ms=t, scan_limit=limit,
-                    context=context, reason=plan.reason or event.reason)
+                    context=context, reason=plan.reason or event.reason,
+                    customer_id=getattr(event, "customer_id", None) or "",
+                    preferred_agent=getattr(event, "preferred_agent", None) or "",
+                    preferred_ring_ms=int(policy.preferred_ring_s * 1000),
+                    history_ms=int(policy.preferred_history_s * 1000),
+                    wait_notice_ms=self._wait_check_ms)
+            case CustomerCallbackRequested():
+                return state.CallbackArgs(contact_id=event.contact_id,
+                                          callback_to=event.callback_to, offer_timeout_ms=t,
+                                          scan_limit=limit)
             case CustomerLeft():
                 return LeftArgs(contact_id=event.contact_id, short_abandon_ms=self._short_ms,
                                 offer_timeout_ms=t, scan_limit=limit,
@@ -410,7 +424,10 @@ class RoutingStore:
                 offer_timeout_ms=int(policy.offer_timeout_s * 1000), scan_limit=self._limit,
                 max_per_step=TICK_BATCH, on_no_answer=policy.on_no_answer.value,
                 outbox_lease_ms=OUTBOX_LEASE_MS, pending_budget=self._limit * 10,
-                purge_max=PURGE_BATCH), f"{self._tick_ids}{self._ticks}"))
+                purge_max=PURGE_BATCH,
+                history_ms=int(policy.preferred_history_s * 1000),
+                wait_update_ms=self._wait_update_ms, wait_threshold_ms=self._wait_threshold_ms),
+                f"{self._tick_ids}{self._ticks}"))
         if not calls:
             await self.flush_acks()
             return out

@@ -93,7 +93,8 @@ async def test_a_hand_off_intent_escalates_with_queue_intent_and_confidence(
     await send(kafka_producer, settings,
                arrival(domain, "c2", "I want a refund, the item is broken", Language.EN))
     [request] = await records_for(settings, settings.topic_routing_requests, "c2")
-    assert request["type"] == "routing.requested.v1"
+    assert request["type"] == "routing.requested.v2"
+    assert request["customer_id"] == "u1"
     assert (request["queue"], request["intent"], request["reason"]) == (
         "refunds", "refund", "intent_needs_agent")
     assert request["skills"] == {"refunds": 2}

@@ -9,7 +9,9 @@ capacity, no agent offered work while not ready, no contact offered to two agent
 in exactly one place, indexes and counters consistent, and no agent idle past one timer step
 while a contact it may take waits (the scan limit is tiny, so matches run out of budget and the
 timer finishes them). Choices are checked against the oracle (tests/oracle.py) on the state read
-before the step.
+before the step. Requests of version 2 name a preferred agent or a customer whose last agent
+is preferred: the preferred ring is used or skipped as the oracle says, a contact in it waits
+in its agent's list only, and no contact stays there past the ring.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ from router.events import (
     AgentStateChanged,
     Channel,
     ContactCompleted,
+    CustomerCallbackRequested,
     CustomerLeft,
     Event,
     Language,
     OfferAccepted,
     OfferDeclined,
     RoutingRequested,
+    RoutingRequestedV2,
     Tier,
 )
 from router.routing import state
@@ -61,6 +65,7 @@ from tests.oracle import (
     best_agent,
     next_contact,
     open_ring,
+    preferred_ring,
 )
 
 pytestmark = pytest.mark.integration
@@ -72,8 +77,9 @@ defaults:
   priority_step_s: 5
   on_no_answer: {on_no_answer}
   on_decline: {on_decline}
-  capacity: {{chat: 2, voice: 1}}
+  capacity: {{chat: 2, voice: 1, callback: 1}}
   vip: {{service_target_s: 10, weight: 2}}
+  preferred_agent: {{ring_s: 6, history_s: 30}}
 domains:
   "*":
     default_queue: general
@@ -93,10 +99,11 @@ domains:
 """
 
 AGENTS = {  # fixed profiles: capacity never changes under an agent's feet
-    "a0": ({"zh": 1, "refunds": 2, "general": 1}, {"chat": 2, "voice": 1}),
+    "a0": ({"zh": 1, "refunds": 2, "general": 1}, {"chat": 2, "voice": 1, "callback": 1}),
     "a1": ({"zh": 1, "en": 1, "refunds": 1, "orders": 1}, {"chat": 1}),
     "a2": ({"en": 1, "general": 2}, {"chat": 2}),
-    "a3": ({"zh": 1, "general": 2, "orders": 2, "vipcare": 1}, {"chat": 1, "voice": 1}),
+    "a3": ({"zh": 1, "general": 2, "orders": 2, "vipcare": 1},
+           {"chat": 1, "voice": 1, "callback": 2}),  # callback capped at 1 by policy
     "a4": ({"en": 1, "zh": 1, "refunds": 3, "orders": 1}, {"chat": 3}),  # capped at 2 by policy
 }
 # Second profiles an agent may re-send while holding contacts (same capacity, other skills).
@@ -108,7 +115,10 @@ RELOGIN = {
     "a4": {"en": 1, "general": 1, "vipcare": 1},
 }
 QUEUES = ("refunds", "orders", "general", "", "nope")  # "" and "nope": the default queue
-CHANNELS = ("chat", "voice")
+CHANNELS = ("chat", "voice")  # what contacts arrive on
+HELD = ("chat", "voice", "callback")  # what agents hold (a callback is its own channel)
+CUSTOMERS = ("k1", "k2")  # few: their last agents come back
+RING_MS, HISTORY_MS = 6_000, 30_000
 START_MS = 1_800_000_000_000
 
 
@@ -138,6 +148,8 @@ class RoutingMachine(RuleBasedStateMachine):
         self.entries: dict[str, list[Transition]] = {}  # outbox entry -> its transitions
         self.acked: set[str] = set()  # entries Kafka had (a re-delivery runs the script again)
         self.unsent: dict[str, int] = {}  # entries a dead worker never produced -> since
+        self.customer_of: dict[str, str] = {}  # contact -> its customer (v2 requests)
+        self.last_agent: dict[str, tuple[str, int]] = {}  # customer -> (agent, answered at)
         self.seq = 0
 
     def teardown(self) -> None:
@@ -212,6 +224,8 @@ class RoutingMachine(RuleBasedStateMachine):
         elif t.kind == "answered":
             self.offers.pop(t.contact_id)
             self.answered[t.contact_id] = t.agent_id
+            if t.contact_id in self.customer_of:
+                self.last_agent[self.customer_of[t.contact_id]] = (t.agent_id, self.now)
         elif t.kind == "completed":
             self.answered.pop(t.contact_id)
 
@@ -232,7 +246,8 @@ class RoutingMachine(RuleBasedStateMachine):
     def waiting_views(self, d: state.DomainDump | None = None) -> list[WaitingView]:
         d = d or self.dump()
         return [WaitingView(c.contact_id, c.lane, c.channel, c.service_class, c.ring, c.score,
-                            c.target_ms, c.weight, c.ring_pools, parse_levels(c.extra_skills))
+                            c.target_ms, c.weight, c.ring_pools, parse_levels(c.extra_skills),
+                            c.preferred_agent)
                 for c in d.contacts.values() if c.state == "queued"]
 
     def ready_by_ring(self, pools: tuple[str, ...]) -> list[int]:
@@ -305,6 +320,50 @@ class RoutingMachine(RuleBasedStateMachine):
             assert all(t.ring == ring for t in offered)
         else:  # the match ran out of its scan budget: the timer finishes it
             assert cid in self.dump().pending, (cid, expected, "waits, not pending")
+
+    @rule(queue=st.sampled_from(QUEUES), language=st.sampled_from(list(Language)),
+          channel=st.sampled_from(CHANNELS),
+          named=st.sampled_from([None, None, "ghost", *sorted(AGENTS)]),
+          customer=st.sampled_from([None, *CUSTOMERS]),
+          late_ms=st.sampled_from([0, 0, 3_000, 7_000]))
+    def arrive_with_a_preferred_agent(self, queue: str, language: Language, channel: str,
+                                      named: str | None, customer: str | None,
+                                      late_ms: int) -> None:
+        """routing.requested.v2: a named preferred agent, or the customer's last agent within
+        the history window; its ring is used or skipped as the oracle says, and while used
+        only that agent is offered the contact."""
+        cid = f"c{len(self.contacts)}"
+        self.contacts.append(cid)
+        if customer:
+            self.customer_of[cid] = customer
+        event = RoutingRequestedV2(
+            event_id=self._id(), ts_ms=self.now - late_ms, contact_id=cid, domain=self.domain,
+            channel=Channel(channel), language=language, queue=queue, customer_id=customer,
+            preferred_agent=named)
+        pref, source = named or "", "named"
+        last = self.last_agent.get(customer or "")
+        if not pref and last and self.now - last[1] <= HISTORY_MS:
+            pref, source = last[0], "last_agent"
+        d = self.dump()
+        plan = plan_request(event, self.policy.for_domain(self.domain))
+        view = d.agents.get(pref)
+        why = preferred_ring(view is not None and view.logged_in,
+                             view.state if view else "offline",
+                             view.serves if view else (), plan.lane, RING_MS)
+        result = self.apply(event)
+        prefs = [t for t in result if isinstance(t, state.Preferred)]
+        if not pref:
+            assert prefs == []
+            return
+        assert [(t.agent_id, t.source, t.reason, t.used) for t in prefs] == [
+            (pref, source, why, why == "used")]
+        offered = [t.agent_id for t in result if t.kind == "offered"]
+        if why == "used":
+            free = self.agent_views(d).get(pref)
+            expected = pref if free is not None and free.has_room(channel) else None
+            assert offered == ([expected] if expected else [])
+            if not expected:
+                assert cid in self.dump().preferred.get(pref, [])
 
     @rule(queue=st.sampled_from(QUEUES), language=st.sampled_from(list(Language)))
     def the_reply_is_lost_after_the_script_ran(self, queue: str, language: Language) -> None:
@@ -380,6 +439,36 @@ class RoutingMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.contacts)
     @rule(data=st.data())
+    def customer_asks_for_a_callback(self, data: st.DataObject) -> None:
+        """A waiting customer leaves the line for a callback: it keeps its place (score), its
+        channel becomes callback, and it is offered at once to the agent the oracle picks
+        among those with a free callback slot; anything else is stale."""
+        cid = data.draw(st.sampled_from(self.contacts))
+        d = self.dump()
+        before = d.contacts.get(cid)
+        agents = self.agent_views(d)
+        result = self.apply(CustomerCallbackRequested(
+            event_id=self._id(), ts_ms=self.now, contact_id=cid, domain=self.domain,
+            callback_to=f"tel:{cid}"))
+        if before is None or before.state != "queued" or before.callback_to:
+            assert [t.kind for t in result] == ["stale"]
+            return
+        assert result[0].kind == "callback"
+        after = self.dump().contacts[cid]
+        assert (after.channel, after.score, after.callback_to) == (
+            "callback", before.score, f"tel:{cid}")
+        contact = WaitingView(cid, before.lane, "callback", before.service_class, before.ring,
+                              before.score, before.target_ms, before.weight, before.ring_pools,
+                              parse_levels(before.extra_skills))
+        expected = best_agent(contact, agents.values())
+        offered = [t.agent_id for t in result if t.kind == "offered"]
+        if offered or expected is None:
+            assert offered == ([expected] if expected else [])
+        else:
+            assert cid in self.dump().pending
+
+    @precondition(lambda self: self.contacts)
+    @rule(data=st.data())
     def customer_leaves(self, data: st.DataObject) -> None:
         cid = data.draw(st.sampled_from(self.contacts))
         self.apply(CustomerLeft(event_id=self._id(), ts_ms=self.now, contact_id=cid,
@@ -412,6 +501,10 @@ class RoutingMachine(RuleBasedStateMachine):
         self._follow([e for e in result if e.rows and e.rows[0].domain == self.domain], True)
         late = [e for e, since in self.unsent.items() if self.now - since > OUTBOX_LEASE_MS]
         assert not late, (late, "kept transitions never re-sent")
+        d = self.dump()
+        over = [c.contact_id for c in d.contacts.values() if c.state == "queued"
+                and c.preferred_agent and c.preferred_until_ms <= self.now]
+        assert not over, (over, "preferred ring over, still held for the agent")
         self.nobody_idle_while_a_contact_they_may_take_waits(pending_too=True)
 
     # --- invariants ------------------------------------------------------------------------
@@ -448,6 +541,10 @@ class RoutingMachine(RuleBasedStateMachine):
                 queued_in[cid] += 1
                 queue_of[cid] = group
 
+        preferred_in: Counter[str] = Counter(cid for cids in d.preferred.values()
+                                             for cid in cids)
+        assert all(contacts[cid].state == "queued" for cid in preferred_in if cid in contacts)
+
         # No contact offered to two agents; offers, contacts and agents agree.
         all_offers = [cid for a in d.agents.values() for cid in a.offers]
         assert len(all_offers) == len(set(all_offers)), "a contact is offered to two agents"
@@ -459,8 +556,14 @@ class RoutingMachine(RuleBasedStateMachine):
         for cid, c in contacts.items():
             states[c.state] += 1
             assert c.state in {"queued", "offered", "answered", "done", "abandoned"}, (cid, c)
-            if c.state == "queued":
+            if c.state == "queued" and c.preferred_agent:  # in its preferred ring
+                assert queued_in[cid] == 0, (cid, c)
+                assert preferred_in[cid] == 1, (cid, c)
+                assert d.preferred[c.preferred_agent].count(cid) == 1, (cid, c)
+                assert cid not in ox
+            elif c.state == "queued":
                 assert queued_in[cid] == 1, (cid, c)
+                assert preferred_in[cid] == 0, (cid, c)
                 assert queue_of[cid] == c.waiting_list, (cid, c, "in the wrong waiting list")
                 assert cid not in ox
             elif c.state == "offered":
@@ -469,6 +572,7 @@ class RoutingMachine(RuleBasedStateMachine):
                 assert cid in d.agents[c.agent_id].offers, (cid, c)
             else:
                 assert queued_in[cid] == 0, (cid, c)
+                assert preferred_in[cid] == 0, (cid, c)
                 assert cid not in ox, (cid, c)
                 assert cid not in d.pending, (cid, c)
             if c.state == "answered":
@@ -476,7 +580,7 @@ class RoutingMachine(RuleBasedStateMachine):
 
         # Capacity: loads are exactly the contacts held, never above capacity.
         for aid, a in d.agents.items():
-            for ch in CHANNELS:
+            for ch in HELD:
                 held = sum(1 for c in contacts.values()
                            if c.agent_id == aid and c.channel == ch
                            and c.state in {"offered", "answered"})
@@ -493,7 +597,7 @@ class RoutingMachine(RuleBasedStateMachine):
             for seat in a.seats:
                 if a.state == "ready":
                     ready_count[seat.pool] += 1
-                for ch in CHANNELS:
+                for ch in HELD:
                     score = d.free.get(f"{seat.pool}:{ch}", {}).get(aid)
                     cap, load = a.capacity.get(ch, 0), a.load.get(ch, 0)
                     if a.state == "ready" and load < cap:

@@ -17,6 +17,8 @@ from router.events import (
     ContactArrived,
     ContactClosed,
     ContactCompleted,
+    ContactWaitUpdated,
+    CustomerCallbackRequested,
     CustomerLeft,
     CustomerMessage,
     DeadLetter,
@@ -28,6 +30,7 @@ from router.events import (
     OfferDeclined,
     RoutingDecision,
     RoutingRequested,
+    RoutingRequestedV2,
     Tier,
 )
 
@@ -58,6 +61,18 @@ SAMPLES: dict[type[Event], Event] = {
         event_id="ev-6", ts_ms=TS, contact_id="c-1", domain="shop", channel=Channel.EMAIL,
         language=Language.EN, tier=Tier.VIP, skills={"en": 1, "refunds": 10}, priority=9,
         intent="refund", reason="intent_needs_agent",
+    ),
+    CustomerCallbackRequested: CustomerCallbackRequested(
+        event_id="ev-6d", ts_ms=TS, contact_id="c-2", domain="shop",
+        callback_to="tel:+8613800000000",
+    ),
+    ContactWaitUpdated: ContactWaitUpdated(
+        event_id="ev-6c", ts_ms=TS, contact_id="c-2", domain="shop", position=4,
+        estimated_wait_s=37, queue="refunds", agents=2,
+    ),
+    RoutingRequestedV2: RoutingRequestedV2(
+        event_id="ev-6b", ts_ms=TS, contact_id="c-2", domain="shop", customer_id="cust-1",
+        preferred_agent="a-1", intent="refund",
     ),
     AgentLoggedIn: AgentLoggedIn(
         event_id="ev-7", ts_ms=TS, agent_id="a-1", domain="shop", skills={"zh": 3, "general": 1},

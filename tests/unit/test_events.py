@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import MISSING, fields
 
 import orjson
 import pytest
 
 from router.decode import Decoder
-from router.events import EVENT_TYPES, Event
+from router.events import EVENT_TYPES, Event, RoutingRequested, RoutingRequestedV2
 
 from ._samples import SAMPLES
 
@@ -64,12 +65,20 @@ def test_event_with_only_required_fields_round_trips(cls: type[Event]) -> None:
     assert DECODER.decode(event.to_json()) == event
 
 
-def test_every_type_name_ends_with_v1() -> None:
+def test_every_type_name_ends_with_its_version() -> None:
     for name, cls in EVENT_TYPES.items():
         assert name == cls.TYPE
-        assert name.endswith(".v1"), name
+        assert re.fullmatch(r"[a-z_.]+\.v[0-9]+", name), name
+
+
+def test_a_newer_version_keeps_every_field_of_the_older_one() -> None:
+    """routing.requested.v2 adds optional fields: a v1 consumer's fields mean the same."""
+    old = {f.name: f.type for f in fields(RoutingRequested)}
+    new = {f.name: f.type for f in fields(RoutingRequestedV2)}
+    assert old.items() <= new.items()
+    assert all(f.default is None for f in fields(RoutingRequestedV2) if f.name not in old)
 
 
 def test_type_names_are_unique() -> None:
     names = [cls.TYPE for cls in CLASSES]
-    assert len(names) == len(set(names)) == 19
+    assert len(names) == len(set(names)) == 22

@@ -202,3 +202,15 @@ def test_the_demo_human_can_serve_every_queue_of_the_shipped_policy() -> None:
     skills = every_skill(policy)
     served = {m.lane.partition(".")[0] for m in memberships(skills, policy) if m.ring == 0}
     assert served == set(policy.queues)
+
+
+def test_an_offer_frame_says_preferred_and_whom_to_call_back() -> None:
+    from router.events import AssignmentOffered, Channel
+    from router.gateway.session import offer_frame
+    offer = AssignmentOffered(event_id="e", ts_ms=1_800_000_000_000, offer_id="o1",
+                              contact_id="c1", agent_id="a", domain="d",
+                              channel=Channel.CALLBACK, expires_at_ms=1_800_000_020_000,
+                              preferred=True, callback_to="tel:+8613800138000")
+    frame = offer_frame(offer, None, 1_800_000_000_000)
+    assert (frame["channel"], frame["preferred"], frame["callback_to"]) == (
+        "callback", True, "tel:+8613800138000")

@@ -19,7 +19,7 @@ from load_tests.sim import (
     percentile,
     rate_factor,
 )
-from router.events import BotAction, BotReplied, Decision, RoutingDecision
+from router.events import BotAction, BotReplied, ContactWaitUpdated, Decision, RoutingDecision
 from router.routing.config import DEFAULT_POLICY, parse_policy
 
 
@@ -174,3 +174,27 @@ def test_several_domains_share_the_staffing_by_their_weights() -> None:
     assert three.agents_per_domain() == [13, 9, 6]  # 10 each, times the weights
     assert Options(profile="steady", duration_s=60, out=Path("x"), agents=2,
                    domains=3).agents_per_domain() == [1, 1, 1]  # at least one each
+
+
+def test_estimated_wait_errors_are_against_the_wait_after_the_notice_beside_naive() -> None:
+    """The ledger keeps the first wait notice; the report compares it with the answer time
+    and the naive estimate (position x mean handle time / agents serving the lane)."""
+    ledger = Ledger()
+    for i, (told_s, answered_after_s) in enumerate([(10, 12), (20, 20), (40, 30)]):
+        cid = f"c{i}"
+        ledger.published(cid, 1_000)
+        ledger.observe(ContactWaitUpdated(
+            event_id=f"w{i}", ts_ms=2_000, contact_id=cid, domain="d", position=i + 1,
+            estimated_wait_s=told_s, queue="q", lane="q.zh"), 2_000)
+        ledger.observe(ContactWaitUpdated(  # a later notice does not replace the first
+            event_id=f"w{i}b", ts_ms=5_000, contact_id=cid, domain="d", position=1,
+            estimated_wait_s=0, queue="q", lane="q.zh"), 5_000)
+        ledger.observe(RoutingDecision(
+            event_id=f"a{i}", ts_ms=2_000 + answered_after_s * 1000, domain="d",
+            contact_id=cid, decision=Decision.ACCEPTED, agent_id="a", waited_ms=1), 0)
+    ledger.published("never-queued", 1_000)
+    figures = rpt.wait_estimates(ledger.contacts, handle_mean_s=60.0, serving={"d/q.zh": 4})
+    assert figures["ewt_contacts"] == 3
+    assert (figures["ewt_error_p50_s"], figures["ewt_error_p90_s"]) == (2.0, 10.0)
+    # naive: 15, 30, 45 s against 12, 20, 30 s
+    assert (figures["naive_ewt_error_p50_s"], figures["naive_ewt_error_p90_s"]) == (10.0, 15.0)

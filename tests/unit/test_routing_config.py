@@ -31,7 +31,7 @@ def test_the_shipped_policy_covers_an_e_commerce_operation() -> None:
     assert set(domain.queues) == {"presale", "orders", "refunds", "payment", "security",
                                   "complaints", "general"}
     assert domain.default_queue == "general"
-    assert domain.capacity == {"chat": 3, "voice": 1, "email": 5}
+    assert domain.capacity == {"chat": 3, "voice": 1, "email": 5, "callback": 1}
     assert domain.on_no_answer == AgentOutcome.NOT_READY
     refunds = domain.queues["refunds"]
     assert refunds.normal.target_s == 30.0

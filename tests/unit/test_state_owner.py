@@ -151,3 +151,8 @@ def test_routing_md_shows_the_owners_layout() -> None:
     assert layout_markdown() in doc, (
         "docs/ROUTING.md's layout table differs from router/routing/state.py: paste the output "
         "of `python -m router.routing.state`")
+
+
+def test_the_callback_channel_is_the_contracts() -> None:
+    from router.events import Channel
+    assert Channel.CALLBACK.value == state.CALLBACK_CHANNEL

@@ -30,6 +30,8 @@ function renderOffers() {
     const card = el("article", { class: "offer", "data-testid": "offer", "data-offer-id": o.offer_id, tabindex: "-1" },
       el("div", { class: "offer-head" },
         el("strong", {}, o.queue || "—"), c.vip ? el("span", { class: "badge vip" }, t("vip")) : null,
+        o.preferred ? el("span", { class: "badge preferred", "data-testid": "preferred" }, t("preferred")) : null,
+        o.callback_to ? el("span", { class: "badge callback", "data-testid": "callback" }, `${t("callback")}: ${o.callback_to}`) : null,
         el("span", { class: "countdown", "data-expires": o.expires_at, role: "timer" }, "")),
       el("div", { class: "bar" }, el("div", { class: "bar-fill", "data-expires": o.expires_at, "data-total": o.total_ms })),
       el("dl", { class: "facts" },

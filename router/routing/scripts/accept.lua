@@ -15,6 +15,21 @@ if a then
   remove_offer_of(a, cid)
   adirty(aid)
 end
+if c.cu and c.cu ~= '' then  -- the customer's last agent (the preferred-agent history)
+  redis.call('HSET', K_LAST_AGENT, c.cu, aid .. '|' .. NOW)
+  redis.call('ZADD', K_LAST_AGENT_TIMES, NOW, c.cu)
+end
+-- The lane's pace: a moving average of the time between answers (the estimated wait's);
+-- a gap is capped at a minute (an idle lane is not a slow one).
+local pace = redis.call('HGET', K_LANE_PACE, c.ln)
+local gap, last = string.match(pace or '', '^([-%d.]+)|(%d+)$')
+local mean = -1
+if last then
+  local since = math.min(math.max(NOW - tonumber(last), 0), 60000)
+  mean = tonumber(gap)
+  if mean < 0 then mean = since else mean = mean * 0.9 + since * 0.1 end
+end
+redis.call('HSET', K_LANE_PACE, c.ln, string.format('%.1f|%d', mean, NOW))
 local w = math.max(waited, 0)
 local w1 = 0
 if within then w1 = 1 end

@@ -320,10 +320,20 @@ end
 
 local function waiting_member(cid, c) return list_of(c) .. '|' .. place(c.score) .. '|' .. cid end
 
--- Put a contact in its waiting list (at its place) and schedule its next ring.
+-- A contact in its preferred ring waits for that agent only: `<agent>|<place>|<contact>`.
+local function preferred_member(cid, c) return c.pa .. '|' .. place(c.score) .. '|' .. cid end
+local function in_preferred_ring(c) return c.pa ~= nil and c.pa ~= '' end
+
+-- Put a contact in its waiting list (at its place) and schedule its next ring; in its
+-- preferred ring, in the preferred agent's list until the ring ends.
 local function enqueue(cid, c)
   c.st, c.ag, c.of = CS_QUEUED, '', ''
   cdirty(cid)
+  if in_preferred_ring(c) then
+    redis.call('ZADD', K_PREFERRED, 0, preferred_member(cid, c))
+    redis.call('ZADD', K_RINGS, c.pu, cid)
+    return
+  end
   local l = list_of(c)
   if redis.call('ZADD', K_WAITING, 0, waiting_member(cid, c)) == 1 then
     if redis.call('HINCRBY', K_WAITING_COUNTS, l, 1) == 1 then
@@ -335,12 +345,49 @@ local function enqueue(cid, c)
 end
 
 local function dequeue(cid, c)
-  if redis.call('ZREM', K_WAITING, waiting_member(cid, c)) == 1 then
+  if in_preferred_ring(c) then
+    redis.call('ZREM', K_PREFERRED, preferred_member(cid, c))
+  elseif redis.call('ZREM', K_WAITING, waiting_member(cid, c)) == 1 then
     local l = list_of(c)
     if redis.call('HINCRBY', K_WAITING_COUNTS, l, -1) <= 0 then redis.call('HDEL', K_WAITING_COUNTS, l) end
   end
   redis.call('ZREM', K_RINGS, cid)
   redis.call('ZREM', K_PENDING, cid)
+  redis.call('ZREM', K_WAIT_NOTICES, cid)
+end
+
+-- Position and estimated wait (docs/ROUTING.md): the position is 1 + the contacts of the same
+-- lane (any channel, class or ring) whose place in line comes first; the estimate is the
+-- position times the lane's recent mean time between answers (K_LANE_PACE, a moving average
+-- the accept script keeps), or, before the lane has two answers, times the lane's target
+-- shared by the agents ready in its ring-0 pool.
+local function position_of(cid, c)
+  local ahead, mine, head = 0, '|' .. place(c.score) .. '|' .. cid, c.ln .. ':'
+  local lists = redis.call('HGETALL', K_WAITING_COUNTS)
+  for i = 1, #lists, 2 do
+    local l = lists[i]
+    if string.sub(l, 1, #head) == head then
+      ahead = ahead + redis.call('ZLEXCOUNT', K_WAITING, '[' .. l .. '|', '(' .. l .. mine)
+    end
+  end
+  return ahead + 1
+end
+
+local function estimate_of(c, position)
+  local ready = tonumber(redis.call('HGET', K_READY_COUNTS, c.rp[1]) or '0')
+  local gap = tonumber(string.match(redis.call('HGET', K_LANE_PACE, c.ln) or '', '^([%d.]+)|'))
+  if gap then return math.floor(position * gap), ready end
+  return math.floor(position * tonumber(c.tg) / math.max(ready, 1)), ready
+end
+
+-- Tell a waiting customer where they stand (T_waiting: contact.wait_updated.v1); the timer
+-- looks again after check_ms (0: it does not).
+local function tell_wait(cid, c, now, out, check_ms, position, estimate, ready)
+  c.wa, c.we, c.wk = now, estimate, (tonumber(c.wk) or 0) + 1
+  cdirty(cid)
+  out[#out + 1] = T_waiting(cid, '', c.ch, c.ln, tonumber(c.rg), waited_of(c, now),
+                            tonumber(c.pri), position, estimate, ready, c.wk)
+  if check_ms > 0 then redis.call('ZADD', K_WAIT_NOTICES, now + check_ms, cid) end
 end
 
 -- An offer id that stays unique when Redis loses its data: derived from the contact and its
@@ -370,13 +417,14 @@ local function offer(cid, c, aid, a, now, out, pool)
   a.load[ch] = load_of(a, ch) + 1
   -- Idle time and turns only move forward (workers' clocks may differ): scores never fall.
   touch(aid, a, now)
-  if now > (tonumber(a.rr[pool]) or 0) then a.rr[pool] = now end
+  if pool and now > (tonumber(a.rr[pool]) or 0) then a.rr[pool] = now end
   adirty(aid)
   -- Full or not, the agent's entries in its other pools stay as they are: pick_agent drops or
   -- re-scores them when they come up (see fresh_score).
   stat('offered')
   out[#out + 1] = T_offered(cid, aid, ch, c.ln, tonumber(c.rg), waited_of(c, now),
-                            tonumber(c.pri), oid, expires)
+                            tonumber(c.pri), oid, expires, c.pa ~= nil and c.pa == aid,
+                            c.cb or '')
   return true
 end
 
@@ -420,6 +468,16 @@ end
 -- contact sits in its waiting list now (a new one does not yet). A match that ran out of its
 -- scan budget leaves the contact to the timer (K_PENDING): it finishes the look.
 local function match_contact(cid, c, now, limit, out, exclude, queued)
+  if in_preferred_ring(c) then  -- only the preferred agent, if it has room now
+    local aid = c.pa
+    local a = agent(aid)
+    if aid == exclude or not a or not has_room(a, c.ch) then return false end
+    local from = tonumber(profile(aid).serves[c.ln])
+    if queued then dequeue(cid, c) end
+    if offer(cid, c, aid, a, now, out, from and c.rp[from + 1]) then return true end
+    if queued then enqueue(cid, c) end
+    return false
+  end
   local extra = parse_skills(c.xs)
   local exhausted = false
   for r = 0, tonumber(c.rg) do
@@ -452,7 +510,27 @@ end
 -- its lanes (urgency = effective wait / target x weight; VIP first at equal urgency). Only
 -- non-empty lists are read, each only if the agent may take its contacts (lane and ring it
 -- serves, the list's extra skills), and only its head: the work is bounded by the lists.
+-- The contacts waiting in their preferred ring for this agent, in place order, while it has
+-- room on their channel (they come before its lanes' lists: only it may take them now).
+local function match_preferred(aid, a, now, out, exclude)
+  local got = redis.call('ZRANGEBYLEX', K_PREFERRED, '[' .. aid .. '|', '(' .. aid .. '}',
+                         'LIMIT', 0, 100)
+  for _, member in ipairs(got) do
+    local cid = string.match(member, '|%d+|(.+)$')
+    local c = contact(cid)
+    if c and cid ~= exclude and has_room(a, c.ch) then
+      local from = tonumber(profile(aid).serves[c.ln])
+      dequeue(cid, c)
+      if not offer(cid, c, aid, a, now, out, from and c.rp[from + 1]) then
+        enqueue(cid, c)
+        return
+      end
+    end
+  end
+end
+
 local function match_agent(aid, a, now, limit, out, exclude)
+  match_preferred(aid, a, now, out, exclude or '')
   local waiting = redis.call('HGETALL', K_WAITING_COUNTS)
   if #waiting == 0 then return end
   local p = profile(aid)
@@ -538,10 +616,43 @@ local function relax(cid, c, rg, skipped, waited, out)
   out[#out + 1] = T_relaxed(cid, '', c.ch, c.ln, rg, waited, tonumber(c.pri), next_seq(cid, c), why)
 end
 
+-- The contact's preferred ring ends (its time ran out, or the agent left): it joins the normal
+-- rings its wait opened, audited as a relaxation (why: preferred_ring_over,
+-- preferred_agent_left), and is offered at once if it can be. It is queued (in K_PREFERRED).
+local function end_preferred(cid, c, why, now, limit, out)
+  dequeue(cid, c)
+  c.pa = ''
+  local waited = waited_of(c, now)
+  local rg = open_ring(c.rp, c.rd, waited)
+  if rg > tonumber(c.rg) then c.rg = rg end
+  cdirty(cid)
+  stat('relaxed')
+  out[#out + 1] = T_relaxed(cid, '', c.ch, c.ln, tonumber(c.rg), waited, tonumber(c.pri),
+                            next_seq(cid, c), why)
+  enqueue(cid, c)
+  redis.call('ZADD', K_WAIT_NOTICES, now, cid)  -- the timer tells it where it stands
+  match_contact(cid, c, now, limit, out, nil, true)
+end
+
+-- An agent leaves: contacts waiting in its preferred ring wait no longer for it.
+local function release_preferred(aid, now, limit, out)
+  local got = redis.call('ZRANGEBYLEX', K_PREFERRED, '[' .. aid .. '|', '(' .. aid .. '}')
+  for _, member in ipairs(got) do
+    local cid = string.match(member, '|%d+|(.+)$')
+    local c = contact(cid)
+    if c and c.st == CS_QUEUED and c.pa == aid then
+      end_preferred(cid, c, 'preferred_agent_left', now, limit, out)
+    else
+      redis.call('ZREM', K_PREFERRED, member)
+    end
+  end
+end
+
 -- An offer ends without an answer (declined, expired, agent left): the agent's capacity frees,
 -- the contact goes back to its place in line and is offered elsewhere at once if it can be.
 local function return_offer(cid, c, aid, a, oid, kind, reason, now, limit, out)
   release_offer(cid, c, aid, a)
+  if in_preferred_ring(c) and c.pa == aid then c.pa = '' end  -- it let it go: normal rings
   local waited = waited_of(c, now)
   local pri, rg = tonumber(c.pri), tonumber(c.rg)
   if kind == 'rescinded' then
@@ -553,6 +664,7 @@ local function return_offer(cid, c, aid, a, oid, kind, reason, now, limit, out)
     out[#out + 1] = T_expired(cid, aid, c.ch, c.ln, rg, waited, pri, oid, reason)
   end
   enqueue(cid, c)
+  if not in_preferred_ring(c) then redis.call('ZADD', K_WAIT_NOTICES, now, cid) end
   if not match_contact(cid, c, now, limit, out, aid, true) then
     out[#out + 1] = T_queued(cid, '', c.ch, c.ln, rg, waited, pri, next_seq(cid, c), 'requeued')
   end

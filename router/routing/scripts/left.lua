@@ -3,6 +3,9 @@
 local cid = A.contact_id
 local c = contact(cid)
 local st = c and c.st
+if c and c.cb and c.cb ~= '' and (st == CS_QUEUED or st == CS_OFFERED) then
+  return {T_stale(cid, '', '', st)}  -- a callback: the customer is away on purpose
+end
 local out = {}
 local ag = c and c.ag or ''
 if st == CS_ESCALATING then

@@ -1,5 +1,6 @@
 -- An agent logged out (or went offline): it leaves every index; its outstanding offers are
--- rescinded and re-routed. Contacts it already answered stay with it until completed.
+-- rescinded and re-routed, contacts waiting in its preferred ring join their normal rings.
+-- Contacts it already answered stay with it until completed.
 -- Arguments: state.LogoutArgs.
 local aid = A.agent_id
 local a = agent(aid)
@@ -18,5 +19,7 @@ for _, cid in ipairs(offered) do
     remove_offer_of(a, cid)
   end
 end
+-- An absent preferred agent costs no wait: contacts in its preferred ring go to their rings.
+release_preferred(aid, NOW, A.scan_limit, out)
 out[#out + 1] = T_logged_out('', aid)
 return out

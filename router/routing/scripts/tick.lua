@@ -1,6 +1,8 @@
 -- Time-driven step of one domain, bounded per call: offers whose answer time ran out are
 -- withdrawn (the agent becomes what on_no_answer says; redirect on no answer); waiting
--- contacts whose next ring opened are relaxed and offered to the wider pool; matches that ran
+-- contacts whose next ring opened are relaxed and offered to the wider pool (a preferred ring
+-- that ended: the normal rings); customers' last agents past the history window are
+-- forgotten; matches that ran
 -- out of their scan budget are finished; finished contacts past retention are forgotten; and
 -- outbox entries nobody deleted within the lease (the worker that made them died before Kafka
 -- had them) are returned to be sent again. Arguments: state.TickArgs.
@@ -18,6 +20,8 @@ for _, cid in ipairs(redis.call('ZRANGEBYSCORE', K_RINGS, '-inf', NOW, 'LIMIT', 
   local c = contact(cid)
   if not c or c.st ~= CS_QUEUED then
     redis.call('ZREM', K_RINGS, cid)
+  elseif c.pa and c.pa ~= '' then  -- its preferred ring is over: the normal rings now
+    end_preferred(cid, c, 'preferred_ring_over', NOW, limit, out)
   else
     local waited = waited_of(c, NOW)
     local nrg, skipped = open_ring(c.rp, c.rd, waited)
@@ -44,6 +48,32 @@ for _, cid in ipairs(redis.call('ZRANGEBYSCORE', K_RETAINED, '-inf', NOW, 'LIMIT
   if c and (c.st == CS_DONE or c.st == CS_ABANDONED or c.st == CS_CONTAINED) then
     forget_contact(cid)
   end
+end
+-- Waiting customers are told their position and estimated wait again every wait_update_ms,
+-- sooner when the estimate moved by more than wait_threshold_ms (looked at every quarter).
+if A.wait_update_ms > 0 then
+  local check = math.max(1000, math.floor(A.wait_update_ms / 4))
+  for _, cid in ipairs(redis.call('ZRANGEBYSCORE', K_WAIT_NOTICES, '-inf', NOW, 'LIMIT', 0, max)) do
+    local c = contact(cid)
+    if not c or c.st ~= CS_QUEUED or (c.pa and c.pa ~= '') then
+      redis.call('ZREM', K_WAIT_NOTICES, cid)
+    else
+      local position = position_of(cid, c)
+      local estimate, ready = estimate_of(c, position)
+      if NOW - (tonumber(c.wa) or 0) >= A.wait_update_ms
+          or math.abs(estimate - (tonumber(c.we) or 0)) > A.wait_threshold_ms then
+        tell_wait(cid, c, NOW, out, check, position, estimate, ready)
+      else
+        redis.call('ZADD', K_WAIT_NOTICES, NOW + check, cid)
+      end
+    end
+  end
+end
+-- The customers' last agents answered longer ago than the history window: forgotten.
+for _, cu in ipairs(redis.call('ZRANGEBYSCORE', K_LAST_AGENT_TIMES, '-inf', NOW - A.history_ms,
+                               'LIMIT', 0, A.purge_max)) do
+  redis.call('ZREM', K_LAST_AGENT_TIMES, cu)
+  redis.call('HDEL', K_LAST_AGENT, cu)
 end
 for _, eid in ipairs(redis.call('ZRANGEBYSCORE', K_OUTBOX_TIMES, '-inf', NOW - A.outbox_lease_ms,
                                 'LIMIT', 0, max)) do

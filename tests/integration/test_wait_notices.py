@@ -1,0 +1,120 @@
+"""Position and estimated wait told to waiting customers, on a real Redis with a simulated
+clock: the notice when a contact is queued, the lane's pace from its answers, and the timer's
+updates (every interval, sooner when the estimate moves past the threshold)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from router.events import (
+    AgentLoggedIn,
+    ContactCompleted,
+    ContactWaitUpdated,
+    Event,
+    OfferAccepted,
+    RoutingRequested,
+)
+from router.routing import state
+from router.routing.config import parse_policy
+from router.routing.stage import transition_outputs
+from router.routing.state import Transition, rows
+from router.routing.store import RoutingStore
+from router.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+POLICY = """
+domains:
+  "*":
+    offer_timeout_s: 600
+    queues:
+      general:
+        skills: {general: 1}
+        service_target_s: 30
+"""
+T0 = 1_800_000_000_000
+
+
+class Run:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.store = RoutingStore(client, Settings(wait_update_interval_s=20,
+                                                   wait_update_threshold_s=5),
+                                  parse_policy(POLICY, "<test>"))
+        self.domain = f"w-{uuid.uuid4().hex[:10]}"
+        self.now = T0
+        self.n = 0
+
+    def eid(self) -> str:
+        self.n += 1
+        return f"e{self.n}"
+
+    async def apply(self, *events: Event) -> list[Transition]:
+        out: list[Transition] = []
+        for r in await self.store.apply(list(events), self.now):
+            assert not isinstance(r, Exception), r
+            self.store.ack_entries(r)
+            out.extend(rows(r))
+        return out
+
+    async def tick(self, ms: int) -> list[Transition]:
+        self.now += ms
+        mine = [e for e in await self.store.tick(self.now) if e.rows
+                and e.rows[0].domain == self.domain]
+        self.store.ack_entries(mine)
+        return rows(mine)
+
+    def request(self, cid: str) -> RoutingRequested:
+        return RoutingRequested(event_id=self.eid(), ts_ms=self.now, contact_id=cid,
+                                domain=self.domain)
+
+    async def answer_and_complete(self, ts: list[Transition]) -> None:
+        for t in ts:
+            if isinstance(t, state.Offered):
+                await self.apply(OfferAccepted(
+                    event_id=self.eid(), ts_ms=self.now, agent_id=t.agent_id,
+                    domain=self.domain, offer_id=t.offer_id, contact_id=t.contact_id))
+
+
+def told(ts: list[Transition]) -> dict[str, tuple[int, int]]:
+    return {t.contact_id: (t.position, t.estimate_ms) for t in ts
+            if isinstance(t, state.Waiting)}
+
+
+async def test_queued_customers_hear_their_position_and_an_estimate_from_the_lanes_pace(
+        store_redis: aioredis.Redis) -> None:
+    run = Run(store_redis)
+    await run.apply(AgentLoggedIn(event_id=run.eid(), ts_ms=run.now, agent_id="a",
+                                  domain=run.domain, skills={"zh": 1, "general": 1},
+                                  capacity={"chat": 1}))
+    await run.answer_and_complete(await run.apply(run.request("c0")))  # "a" is busy now
+    got: dict[str, tuple[int, int]] = {}
+    for i in (1, 2, 3):
+        run.now += 1
+        got |= told(await run.apply(run.request(f"c{i}")))
+    # Before the lane has two answers: position x target / agents ready in ring 0 (none).
+    assert got == {"c1": (1, 30_000), "c2": (2, 60_000), "c3": (3, 90_000)}
+    waiting = [t for t in await run.apply(run.request("c4")) if isinstance(t, state.Waiting)]
+    [notice] = [o.event for o in transition_outputs(waiting[0], run.now)]
+    assert isinstance(notice, ContactWaitUpdated)
+    assert (notice.position, notice.estimated_wait_s, notice.queue) == (4, 120, "general")
+    assert not notice.callback_offered  # no callback offered unless asked to
+    [offering] = [o.event for o in transition_outputs(waiting[0], run.now,
+                                                       callback_after_s=120)]
+    assert isinstance(offering, ContactWaitUpdated)
+    assert offering.callback_offered
+    # Answers about 10 s apart set the lane's pace: the timer tells the customers the new estimate
+    # (it moved by more than the 5 s threshold) before the 20 s interval is up.
+    for cid in ("c0", "c1"):
+        run.now += 10_000
+        ts = await run.apply(ContactCompleted(event_id=run.eid(), ts_ms=run.now, agent_id="a",
+                                              domain=run.domain, contact_id=cid))
+        await run.answer_and_complete(ts)
+    updates = told(await run.tick(1_000))  # c2 is answered; c3 and c4 wait
+    assert {cid: (p, round(ms, -3)) for cid, (p, ms) in updates.items()} == {
+        "c3": (1, 10_000), "c4": (2, 20_000)}
+    # Nothing moved: the next notices come at the interval.
+    assert told(await run.tick(5_000)) == {}
+    assert set(told(await run.tick(15_000))) == {"c3", "c4"}
