@@ -82,8 +82,13 @@ def worker(stack: Settings, request: pytest.FixtureRequest) -> Iterator[WorkerPr
     the test is parametrised with (``PEAKROUTE_RUNTIME``: faust or lean)."""
     runtime = getattr(request, "param", None) or DEFAULT_RUNTIME
     logs = stack.state_dir / "logs"
-    proc = WorkerProcess(stack.replace(runtime=runtime), 0 if runtime == DEFAULT_RUNTIME else 1,
-                         logs)
+    settings = stack.replace(runtime=runtime)
+    if runtime != DEFAULT_RUNTIME:
+        # A consumer group of its own: the runtimes' assignors differ, and Kafka refuses a
+        # member whose protocol the group's does not share (InconsistentGroupProtocol) while the
+        # default's stopped worker is still a member (the embedded stack skips LeaveGroup).
+        settings = settings.replace(app_id=f"{stack.app_id}-{runtime}")
+    proc = WorkerProcess(settings, 0 if runtime == DEFAULT_RUNTIME else 1, logs)
     try:
         asyncio.run(wait_ready([proc]))
         yield proc
