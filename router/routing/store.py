@@ -66,7 +66,6 @@ PURGE_BATCH = 2000  # finished contacts one tick forgets per domain
 RESEAT_BATCH = 500  # agents one tick looks at for re-seating, per domain
 OUTBOX_LEASE_MS = 10_000  # an outbox entry older than this is re-sent by the timer
 APPLY_MAX_CALLS = 64  # calls of one domain one run of the apply script takes, at most
-DOMAINS_REFRESH_S = 5.0  # how often the timer reads the domain registry
 
 # Re-exported readers (callers that only need the books).
 domain_stats = state.stats
@@ -131,7 +130,6 @@ class RoutingStore:
         self._reseat: dict[str, _Reseat] = {}
         self._tick_ids = f"t:{uuid.uuid4().hex[:12]}:"
         self._known_domains: set[str] = set()
-        self._domains_read_at = 0.0
         self._ticks = 0
 
     # -- running scripts ------------------------------------------------------------------
@@ -407,8 +405,9 @@ class RoutingStore:
     async def tick(self, now_ms: int) -> list[Entry]:
         """Time-driven step in every domain: lapse overdue offers, open due rings, finish
         matches cut short, forget finished contacts, re-send outbox entries left behind, and
-        re-seat agents seated under another routing policy. One round trip (and one more per
-        domain to re-seat, when a policy changed)."""
+        re-seat agents seated under another routing policy. Two round trips: the domain
+        registry, then every domain's step (and one more per domain to re-seat, when a policy
+        changed)."""
         names = await self._domains()
         out: list[Entry] = []
         calls: list[_Call] = []
@@ -451,13 +450,9 @@ class RoutingStore:
         return out
 
     async def _domains(self) -> list[str]:
-        """The domains the timer walks: Redis's registry, read every DOMAINS_REFRESH_S (a
-        domain another worker registered waits that long for this worker's timer; its own
-        timer serves it meanwhile), with the domains this worker wrote to since."""
-        at = time.monotonic()
-        if at - self._domains_read_at >= DOMAINS_REFRESH_S or not self._known_domains:
-            self._known_domains |= set(await state.domains(self.redis))
-            self._domains_read_at = at
+        """The domains the timer walks: Redis's registry, with the domains this worker wrote
+        to (Redis may have lost the registry: the next batch registers them again)."""
+        self._known_domains |= set(await state.domains(self.redis))
         return sorted(self._known_domains)
 
     async def reseat(self, domain: str, now_ms: int) -> list[Entry]:
