@@ -131,7 +131,8 @@ async def loading(url: str) -> AsyncIterator[Holding]:
     """DEBUG RELOAD of a big data set (in a database of its own): the server saves it, then
     loads it; while it loads, commands get LOADING (while it saves they wait)."""
     big = url.rsplit("/", 1)[0] + f"/{BIG_DB}"
-    async with aioredis.Redis.from_url(big) as admin:
+    # Saving and loading 2 M keys takes seconds: the admin waits for it as long as it takes.
+    async with aioredis.Redis.from_url(big, socket_timeout=120) as admin:
         await admin.execute_command("DEBUG", "POPULATE", BIG_KEYS, "big", 16)
         reloading = asyncio.create_task(admin.execute_command("DEBUG", "RELOAD"))
         await asyncio.sleep(0.05)
