@@ -138,7 +138,7 @@ class ContactTimes:
     # The first contact.wait_updated.v1 (when it was queued): what the customer was told.
     told_ms: int = 0
     told_position: int = 0
-    told_estimate_s: int = -1
+    told_estimate_s: float = -1.0  # to the millisecond (whole seconds from an older router)
     told_lane: str = ""  # "<domain>/<lane>"
 
     @property
@@ -173,7 +173,8 @@ class Ledger:
             c = self.contacts.get(event.contact_id)
             if c is not None and not c.told_ms:
                 c.told_ms, c.told_position = event.ts_ms, event.position
-                c.told_estimate_s = event.estimated_wait_s
+                c.told_estimate_s = (event.estimated_wait_ms / 1000 if event.estimated_wait_ms
+                                     else float(event.estimated_wait_s))
                 c.told_lane = f"{event.domain}/{event.lane}"
         elif isinstance(event, RoutingDecision):
             c = self.contacts.get(event.contact_id)

@@ -215,6 +215,7 @@ class ContactWaitUpdated(Event):
     lane: Label = ""  # queue and language, e.g. refunds.zh: the line the position is in
     agents: Count = 0  # agents ready in the lane's first ring now
     callback_offered: Flag = False  # the wait is long: offer the customer a callback
+    estimated_wait_ms: Count = 0  # the same estimate in milliseconds (not rounded)
 
 
 # --- routing.requests (bot stage -> routing stage), key: domain ---------------------------

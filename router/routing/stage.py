@@ -68,7 +68,8 @@ def transition_outputs(t: Transition, now: int, skills: dict[str, int] | None = 
             event_id=derived_id(f"{t.domain}/{t.contact_id}//{t.seq}", "wait"), ts_ms=now,
             contact_id=t.contact_id, domain=t.domain, position=min(t.position, MAX_WAITED_MS),
             estimated_wait_s=estimate_s, queue=t.queue, lane=t.lane, agents=t.agents,
-            callback_offered=0 < callback_after_s <= estimate_s), outbox)]
+            callback_offered=0 < callback_after_s <= estimate_s,
+            estimated_wait_ms=min(max(t.estimate_ms, 0), MAX_WAITED_MS * 1000)), outbox)]
     decision = DECISIONS.get(type(t))
     if decision is None or not isinstance(t, state.Placed):
         return []

@@ -73,6 +73,7 @@ class Key(enum.StrEnum):
     LAST_AGENT_TIMES = "laz"
     LANE_PACE = "pace"
     WAIT_NOTICES = "wnx"
+    LANE_LINE = "ql"
 
 
 # What each key holds: docs/ROUTING.md's layout table is checked against this (a test).
@@ -113,10 +114,14 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
                              "answered the customer (preferred-agent history)"),
     Key.LAST_AGENT_TIMES: ("zset", "customer id -> when its last agent answered (the timer "
                                    "forgets entries past the policy's history window)"),
-    Key.LANE_PACE: ("hash", "lane -> `<mean ms between answers>|<last answer ms>` (moving "
-                            "average: the estimated wait's pace)"),
+    Key.LANE_PACE: ("hash", "lane -> `<mean ms between answers>|<last answer ms>|<1: others "
+                            "were waiting then>` (moving average of the gaps while the lane "
+                            "had a line: the estimated wait's pace)"),
     Key.WAIT_NOTICES: ("zset", "waiting contact -> when the timer next looks whether to tell "
                                "the customer their position and wait again"),
+    Key.LANE_LINE: ("zset (lex)", "the waiting contacts of each lane in place order (any "
+                                  "channel, class or ring; not in a preferred ring): "
+                                  "`<lane>|<place>|<contact>` (positions in line)"),
 }
 SLA_KEY_DOCS = buckets.KEY_DOCS
 

@@ -4,8 +4,6 @@ agent with a callback slot finds it most urgent; leaving the chat does not aband
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -13,15 +11,11 @@ from router.events import (
     AgentLoggedIn,
     CustomerCallbackRequested,
     CustomerLeft,
-    Event,
     RoutingRequested,
 )
 from router.routing import state
-from router.routing.config import parse_policy
 from router.routing.stage import transition_outputs
-from router.routing.state import Transition, rows
-from router.routing.store import RoutingStore
-from router.settings import Settings
+from tests.integration._clocked import ClockedRun
 
 pytestmark = pytest.mark.integration
 
@@ -33,28 +27,11 @@ domains:
       general:
         skills: {general: 1}
 """
-T0 = 1_800_000_000_000
 
 
-class Run:
+class Run(ClockedRun):
     def __init__(self, client: aioredis.Redis) -> None:
-        self.store = RoutingStore(client, Settings(), parse_policy(POLICY, "<test>"))
-        self.client = client
-        self.domain = f"cb-{uuid.uuid4().hex[:10]}"
-        self.now = T0
-        self.n = 0
-
-    def eid(self) -> str:
-        self.n += 1
-        return f"e{self.n}"
-
-    async def apply(self, *events: Event) -> list[Transition]:
-        out: list[Transition] = []
-        for r in await self.store.apply(list(events), self.now):
-            assert not isinstance(r, Exception), r
-            self.store.ack_entries(r)
-            out.extend(rows(r))
-        return out
+        super().__init__(client, POLICY, name="cb")
 
     def request(self, cid: str) -> RoutingRequested:
         self.now += 1

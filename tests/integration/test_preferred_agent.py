@@ -5,7 +5,6 @@ absent one costs no wait; the ring ends after the policy's time; every choice is
 from __future__ import annotations
 
 import dataclasses
-import uuid
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,17 +15,16 @@ from router.events import (
     AgentState,
     AgentStateChanged,
     ContactCompleted,
-    Event,
     OfferAccepted,
     RoutingRequested,
     RoutingRequestedV2,
 )
 from router.routing import state
-from router.routing.config import parse_policy
 from router.routing.stage import transition_outputs
-from router.routing.state import Transition, rows
+from router.routing.state import Transition
 from router.routing.store import RoutingStore
 from router.settings import Settings
+from tests.integration._clocked import ClockedRun
 
 pytestmark = pytest.mark.integration
 
@@ -39,36 +37,12 @@ domains:
       general:
         skills: {general: 1}
 """
-T0 = 1_800_000_000_000
 ZH = {"zh": 1, "general": 1}
 
 
-class Run:
+class Run(ClockedRun):
     def __init__(self, client: aioredis.Redis, policy: str = POLICY) -> None:
-        self.store = RoutingStore(client, Settings(), parse_policy(policy, "<test>"))
-        self.client = client
-        self.domain = f"pa-{uuid.uuid4().hex[:10]}"
-        self.now = T0
-        self.n = 0
-
-    def eid(self) -> str:
-        self.n += 1
-        return f"e{self.n}"
-
-    async def apply(self, *events: Event) -> list[Transition]:
-        out: list[Transition] = []
-        for r in await self.store.apply(list(events), self.now):
-            assert not isinstance(r, Exception), r
-            self.store.ack_entries(r)
-            out.extend(rows(r))
-        return out
-
-    async def tick(self, ms: int) -> list[Transition]:
-        self.now += ms
-        mine = [e for e in await self.store.tick(self.now) if e.rows
-                and e.rows[0].domain == self.domain]
-        self.store.ack_entries(mine)
-        return rows(mine)
+        super().__init__(client, policy, name="pa")
 
     async def login(self, aid: str, ready: bool = True) -> list[Transition]:
         return await self.apply(AgentLoggedIn(

@@ -4,8 +4,6 @@ updates (every interval, sooner when the estimate moves past the threshold)."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -13,16 +11,14 @@ from router.events import (
     AgentLoggedIn,
     ContactCompleted,
     ContactWaitUpdated,
-    Event,
     OfferAccepted,
     RoutingRequested,
 )
 from router.routing import state
-from router.routing.config import parse_policy
 from router.routing.stage import transition_outputs
-from router.routing.state import Transition, rows
-from router.routing.store import RoutingStore
+from router.routing.state import Transition
 from router.settings import Settings
+from tests.integration._clocked import ClockedRun
 
 pytestmark = pytest.mark.integration
 
@@ -35,36 +31,12 @@ domains:
         skills: {general: 1}
         service_target_s: 30
 """
-T0 = 1_800_000_000_000
 
 
-class Run:
+class Run(ClockedRun):
     def __init__(self, client: aioredis.Redis) -> None:
-        self.store = RoutingStore(client, Settings(wait_update_interval_s=20,
-                                                   wait_update_threshold_s=5),
-                                  parse_policy(POLICY, "<test>"))
-        self.domain = f"w-{uuid.uuid4().hex[:10]}"
-        self.now = T0
-        self.n = 0
-
-    def eid(self) -> str:
-        self.n += 1
-        return f"e{self.n}"
-
-    async def apply(self, *events: Event) -> list[Transition]:
-        out: list[Transition] = []
-        for r in await self.store.apply(list(events), self.now):
-            assert not isinstance(r, Exception), r
-            self.store.ack_entries(r)
-            out.extend(rows(r))
-        return out
-
-    async def tick(self, ms: int) -> list[Transition]:
-        self.now += ms
-        mine = [e for e in await self.store.tick(self.now) if e.rows
-                and e.rows[0].domain == self.domain]
-        self.store.ack_entries(mine)
-        return rows(mine)
+        super().__init__(client, POLICY, name="w", settings=Settings(
+            wait_update_interval_s=20, wait_update_threshold_s=5))
 
     def request(self, cid: str) -> RoutingRequested:
         return RoutingRequested(event_id=self.eid(), ts_ms=self.now, contact_id=cid,
@@ -94,12 +66,14 @@ async def test_queued_customers_hear_their_position_and_an_estimate_from_the_lan
     for i in (1, 2, 3):
         run.now += 1
         got |= told(await run.apply(run.request(f"c{i}")))
-    # Before the lane has two answers: position x target / agents ready in ring 0 (none).
+    # Before the lane has a gap between answers with a line: position x target / agents ready
+    # in ring 0 (none).
     assert got == {"c1": (1, 30_000), "c2": (2, 60_000), "c3": (3, 90_000)}
     waiting = [t for t in await run.apply(run.request("c4")) if isinstance(t, state.Waiting)]
     [notice] = [o.event for o in transition_outputs(waiting[0], run.now)]
     assert isinstance(notice, ContactWaitUpdated)
     assert (notice.position, notice.estimated_wait_s, notice.queue) == (4, 120, "general")
+    assert notice.estimated_wait_ms == 120_000
     assert not notice.callback_offered  # no callback offered unless asked to
     [offering] = [o.event for o in transition_outputs(waiting[0], run.now,
                                                        callback_after_s=120)]
@@ -118,3 +92,33 @@ async def test_queued_customers_hear_their_position_and_an_estimate_from_the_lan
     # Nothing moved: the next notices come at the interval.
     assert told(await run.tick(5_000)) == {}
     assert set(told(await run.tick(15_000))) == {"c3", "c4"}
+
+
+async def test_the_pace_counts_only_gaps_while_the_lane_had_a_line(
+        store_redis: aioredis.Redis) -> None:
+    """Before a peak, answers come as slowly as contacts arrive: such gaps (nobody was waiting
+    when the gap began) say nothing of how fast a line moves and stay out of the pace."""
+    run = Run(store_redis)
+    await run.apply(AgentLoggedIn(event_id=run.eid(), ts_ms=run.now, agent_id="a",
+                                  domain=run.domain, skills={"zh": 1, "general": 1},
+                                  capacity={"chat": 1}))
+
+    async def complete(cid: str) -> None:
+        await run.answer_and_complete(await run.apply(ContactCompleted(
+            event_id=run.eid(), ts_ms=run.now, agent_id="a", domain=run.domain,
+            contact_id=cid)))
+
+    await run.answer_and_complete(await run.apply(run.request("c0")))
+    run.now += 5_000
+    await complete("c0")
+    run.now += 55_000  # an idle minute, then the peak: c1 is answered at once, c2-c4 queue
+    await run.answer_and_complete(await run.apply(run.request("c1")))
+    for cid in ("c2", "c3", "c4"):
+        run.now += 1
+        await run.apply(run.request(cid))
+    run.now += 10_000  # c1 -> c2 began with nobody waiting: not counted either
+    await complete("c1")
+    run.now += 8_000  # c2 -> c3 began with a line: the lane's pace is 8 s
+    await complete("c2")
+    updates = told(await run.tick(1_000))
+    assert updates == {"c4": (1, 8_000)}

@@ -320,6 +320,9 @@ end
 
 local function waiting_member(cid, c) return list_of(c) .. '|' .. place(c.score) .. '|' .. cid end
 
+-- The same contact in its lane's line (K_LANE_LINE): every list of the lane, in place order.
+local function line_member(cid, c) return c.ln .. '|' .. place(c.score) .. '|' .. cid end
+
 -- A contact in its preferred ring waits for that agent only: `<agent>|<place>|<contact>`.
 local function preferred_member(cid, c) return c.pa .. '|' .. place(c.score) .. '|' .. cid end
 local function in_preferred_ring(c) return c.pa ~= nil and c.pa ~= '' end
@@ -336,6 +339,7 @@ local function enqueue(cid, c)
   end
   local l = list_of(c)
   if redis.call('ZADD', K_WAITING, 0, waiting_member(cid, c)) == 1 then
+    redis.call('ZADD', K_LANE_LINE, 0, line_member(cid, c))
     if redis.call('HINCRBY', K_WAITING_COUNTS, l, 1) == 1 then
       redis.call('HSET', K_LIST_URGENCY, c.ln .. ':' .. c.cls, c.tg .. '|' .. c.wt)  -- alive
     end
@@ -348,6 +352,7 @@ local function dequeue(cid, c)
   if in_preferred_ring(c) then
     redis.call('ZREM', K_PREFERRED, preferred_member(cid, c))
   elseif redis.call('ZREM', K_WAITING, waiting_member(cid, c)) == 1 then
+    redis.call('ZREM', K_LANE_LINE, line_member(cid, c))
     local l = list_of(c)
     if redis.call('HINCRBY', K_WAITING_COUNTS, l, -1) <= 0 then redis.call('HDEL', K_WAITING_COUNTS, l) end
   end
@@ -357,20 +362,17 @@ local function dequeue(cid, c)
 end
 
 -- Position and estimated wait (docs/ROUTING.md): the position is 1 + the contacts of the same
--- lane (any channel, class or ring) whose place in line comes first; the estimate is the
--- position times the lane's recent mean time between answers (K_LANE_PACE, a moving average
--- the accept script keeps), or, before the lane has two answers, times the lane's target
--- shared by the agents ready in its ring-0 pool.
+-- lane (any channel, class or ring) whose place in line comes first (K_LANE_LINE, one count);
+-- the estimate is the position times the lane's recent mean time between answers while it
+-- had a line (K_LANE_PACE, a moving average the accept script keeps), or, before the lane has
+-- such a gap, times the lane's target shared by the agents ready in its ring-0 pool.
 local function position_of(cid, c)
-  local ahead, mine, head = 0, '|' .. place(c.score) .. '|' .. cid, c.ln .. ':'
-  local lists = redis.call('HGETALL', K_WAITING_COUNTS)
-  for i = 1, #lists, 2 do
-    local l = lists[i]
-    if string.sub(l, 1, #head) == head then
-      ahead = ahead + redis.call('ZLEXCOUNT', K_WAITING, '[' .. l .. '|', '(' .. l .. mine)
-    end
-  end
-  return ahead + 1
+  return redis.call('ZLEXCOUNT', K_LANE_LINE, '[' .. c.ln .. '|', '(' .. line_member(cid, c)) + 1
+end
+
+-- Whether anyone waits in the lane's line now.
+local function lane_has_line(ln)
+  return #redis.call('ZRANGEBYLEX', K_LANE_LINE, '[' .. ln .. '|', '(' .. ln .. '}', 'LIMIT', 0, 1) > 0
 end
 
 local function estimate_of(c, position)
