@@ -243,7 +243,9 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         scripts += len(events)
         return made  # latency is counted per decision
 
+    await client.config_resetstat()  # Redis's own account of the run: INFO commandstats
     _, elapsed, lat = await drive(args.seconds, args.concurrency, routing_step)
+    server = server_time(await client.info("commandstats"), scripts)
     noop = client.register_script("return ARGV[1]")
     await noop(keys=[state.prefix("noop")], args=[0])  # load it
 
@@ -292,6 +294,28 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         "p50_ms": round(percentile(lat, 0.50), 3),
         "p99_ms": round(percentile(lat, 0.99), 3),
         "redis_noop_evalsha_per_s": round(ceiling),
+        **server,
+    }
+
+
+def server_time(commandstats: dict[str, Any], events: int) -> dict[str, Any]:
+    """Where Redis spent the run, per event: the scripts' time in all, and the commands it ran
+    (calls and microseconds per event, the costliest first: those the scripts called, and the
+    store's few own, such as the outbox's deletes); what is left of the scripts' time is about
+    Lua's own (decoding and encoding records, building members)."""
+    per: dict[str, tuple[float, float]] = {}
+    for name, stat in commandstats.items():
+        cmd = name.removeprefix("cmdstat_")
+        per[cmd] = (stat["calls"] / max(events, 1), stat["usec"] / max(events, 1))
+    script_us = sum(us for cmd, (_, us) in per.items() if cmd in ("evalsha", "eval"))
+    inner = {cmd: v for cmd, v in per.items()
+             if cmd not in ("evalsha", "eval", "info", "config|resetstat", "config")}
+    top = sorted(inner.items(), key=lambda kv: -kv[1][1])[:12]
+    return {
+        "redis_script_us_per_event": round(script_us, 1),
+        "redis_lua_us_per_event": round(script_us - sum(us for _, us in inner.values()), 1),
+        "redis_commands_per_event": {cmd: {"calls": round(calls, 2), "us": round(us, 1)}
+                                     for cmd, (calls, us) in top},
     }
 
 

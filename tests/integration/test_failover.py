@@ -8,16 +8,12 @@ its own."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import orjson
 import pytest
 
 from router.settings import RUNTIMES
-from tests.conftest import repo_root
+from tests.integration._proof import assert_books_hold, run_proof
 
 CONTRACT = ("published", "terminal", "lost", "stranded", "phantom_not_ready", "double_assigned",
             "deadletters", "counters_match_audit", "kills")
@@ -26,31 +22,19 @@ CONTRACT = ("published", "terminal", "lost", "stranded", "phantom_not_ready", "d
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_killed_and_restarted_workers_lose_nothing_and_assign_nothing_twice(
         tmp_path: Path, runtime: str, session_bot_model: str) -> None:
-    argv = [sys.executable, "-m", "load_tests.failover", "--workers", "2", "--rate", "15",
-            "--duration", "16", "--kills", "2", "--restart-after", "1", "--backlog", "3",
-            "--drain", "150", "--state-dir", str(tmp_path), "--json"]
-    # The session's model (tests/conftest.py): no worker trains its own.
-    env = {**os.environ, "PEAKROUTE_RUNTIME": runtime, "PEAKROUTE_BOT_MODEL_DIR": session_bot_model}
-    done = subprocess.run(argv, cwd=repo_root(), capture_output=True, text=True, timeout=290,
-                          check=False, env=env)
-    lines = done.stdout.strip().splitlines()
-    assert lines, done.stderr[-3000:]
-    result = orjson.loads(lines[-1])
-    assert set(CONTRACT) <= set(result)
-    detail = f"{result}\n{done.stderr[-2000:]}"
+    result, detail, code = run_proof("load_tests.failover", [
+        "--workers", "2", "--rate", "15", "--duration", "16", "--kills", "2",
+        "--restart-after", "1", "--backlog", "3", "--drain", "150", "--state-dir",
+        str(tmp_path)], wall_s=290, model_dir=session_bot_model,
+        env={"PEAKROUTE_RUNTIME": runtime})
+    assert set(CONTRACT) <= set(result), detail
     assert result["published"] > 100, detail
     assert result["kills"] == 4, detail  # two single kills + both workers for the backlog
-    assert result["lost"] == 0, detail
-    assert result["double_assigned"] == 0, detail
-    assert result["stranded"] == 0, detail
-    assert result["phantom_not_ready"] == 0, detail
-    assert result["deadletters_as_sent"] is True, detail
-    assert result["counters_match_audit"] is True, detail
-    assert result["terminal"] == result["published"], detail
+    assert_books_hold(result, detail)
     assert result["counted_once"], detail
     assert result["counters"]["invariant_violations"] == 0, detail
     assert result["graceful"]["restarts"] == 1, detail
     assert result["redis"]["restarts"] == 1, detail
     assert result["redis"]["state_intact"] is True, detail
     assert result["redis"]["contacts_checked"] > 0, detail
-    assert done.returncode == 0, detail
+    assert code == 0, detail
