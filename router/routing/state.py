@@ -501,8 +501,7 @@ SLA_SCRIPTS = frozenset(n for n in SCRIPTS if set(SLA_KEY_NAMES) & keys_named(n)
 APPLY = "apply"
 BOT = "bot"
 BODIES = tuple(n for n in SCRIPTS if n != BOT)
-SCRIPT_KEYS[APPLY] = tuple(k for k in Key if k.name in keys_named(APPLY)
-                           or any(k in SCRIPT_KEYS[b] for b in BODIES))
+SCRIPT_KEYS[APPLY] = tuple(k for k in Key if any(k in SCRIPT_KEYS[b] for b in BODIES))
 SLA_SCRIPTS = SLA_SCRIPTS | ({APPLY} if SLA_SCRIPTS & set(BODIES) else set())
 RUN_SCRIPTS = (APPLY, BOT)
 

@@ -1,10 +1,10 @@
 """The fault proof, short: at 100 contacts/s, on a stack of its own (real broker, real
 redis-server with its append-only file, two real worker processes, the simulated gateway and
-agents), every fault of load_tests.faults once (the connection resets 8 times), all within
-90 s of wall time. Each fault must bite (the workers counted errors of its kind, or the killed
-workers were restarted) and the books must hold: nothing lost, stranded or set not ready by an
-offer its agent never saw, nobody accepted twice, the dead letters exactly the malformed
-records sent, the counters equal to the audit log. Select it with ``-m faults``."""
+agents), every fault of load_tests.faults once (the connection resets 8 times), within 150 s of
+wall time (it takes about 75 s). Each fault must bite (the workers counted errors of its kind,
+or the killed workers were restarted) and the books must hold: nothing lost, stranded or set
+not ready by an offer its agent never saw, nobody accepted twice, the dead letters exactly the
+malformed records sent, the counters equal to the audit log. Select it with ``-m faults``."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from load_tests.faults import EXPECTED, SINGLE_FAULTS
 from tests.integration._proof import assert_books_hold, run_proof
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-WALL_S = 90
+WALL_S = 150
 CONTRACT = ("published", "terminal", "lost", "stranded", "phantom_not_ready", "double_assigned",
             "deadletters", "counters_match_audit", "faults")
 
 
 def test_every_fault_bites_and_the_books_hold(tmp_path: Path, session_bot_model: str) -> None:
-    # The proof's 90 s are for the proof, not for training a model in each of its workers.
+    # The proof's time is for the proof, not for training a model in each of its workers.
     result, detail, code = run_proof("load_tests.faults", [
         "--rate", "100", "--duration", "10", "--warmup", "1", "--gap", "0.5", "--settle", "0.5",
         "--restart-after", "1", "--ready-timeout", "12", "--resets", "8", "--reset-every",

@@ -5,7 +5,6 @@
 -- run on; a refusal of the server (OOM, READONLY, ...: a write it cannot take now) ends the
 -- batch with that error, for the caller to retry the batch (calls that ran before it give
 -- their kept transitions back then).
--- Counters are written once, at the end (write_counts).
 -- Returns MessagePack: per call, its list of {entry id, transitions}, or its error's text.
 local results = {}
 for i, call in ipairs(cmsgpack.unpack(ARGV[3])) do
@@ -15,15 +14,8 @@ for i, call in ipairs(cmsgpack.unpack(ARGV[3])) do
     results[i] = res
   else
     local msg = type(res) == 'table' and res.err or tostring(res)
-    if REFUSALS[string.match(msg, '^(%u+)')] then
-      -- The calls that ran keep their effects (their outbox entries answer the retry): and
-      -- their counters. (A refused first write leaves nothing to count; after a write, Redis
-      -- lets a script go on writing, even out of memory.)
-      write_counts()
-      return redis.error_reply(msg)
-    end
+    if REFUSALS[string.match(msg, '^(%u+)')] then return redis.error_reply(msg) end
     results[i] = msg
   end
 end
-write_counts()
 return cmsgpack.pack(results)

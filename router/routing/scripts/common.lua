@@ -91,20 +91,7 @@ local function flush()
   CDIRTY, ADIRTY, PDIRTY = {}, {}, {}
 end
 
--- Counters (the books in K_STATS, the SLA buckets) are added up in memory, the running call's
--- apart (a call that fails midway drops its own, as it drops its records), and written once
--- per batch (write_counts, from the driver): a batch of eight accepts raises `answered` once.
--- CALL_COUNTS / BATCH_COUNTS: key -> field -> by; *_MAXES: key -> field -> largest value.
-local CALL_COUNTS, CALL_MAXES, BATCH_COUNTS, BATCH_MAXES = {}, {}, {}, {}
-local SLA_NEW_QUEUE = {}  -- SLA totals field -> its queue, for fields that mark a new queue
-
-local function count(k, field, by)
-  local t = CALL_COUNTS[k]
-  if not t then t = {}; CALL_COUNTS[k] = t end
-  t[field] = (t[field] or 0) + by
-end
-
-local function stat(field, by) count(K_STATS, field, by or 1) end
+local function stat(field, by) redis.call('HINCRBY', K_STATS, field, by or 1) end
 
 -- A score as a fixed-width string: lexicographic order of members is score order.
 local function place(n)
@@ -138,62 +125,26 @@ end
 -- SLA accounting (docs/METRICS.md; the layout is router/sla/buckets.py's), counted in the same
 -- step as the transition that causes it: the call's minute and hour buckets (declared keys that
 -- expire) and the running totals, each a field `<queue>|<count>`. counts = {field, by, ...}, the
--- first a count of 1 whose field, once new to a bucket, tells that the bucket is new to this
--- queue: its expiry is set then (and the queue recorded). wait_ms (answered) also raises
--- wait_max_ms. Written with the other counters (write_counts).
+-- first a count of 1 whose new value tells whether the bucket is new to this queue: only then
+-- is its expiry set (and the queue recorded). wait_ms (answered) also raises wait_max_ms.
 local function sla_count(qn, counts, wait_ms)
   if not qn or qn == '' then return end
   local head = qn .. SLA_FIELD_SEP
-  SLA_NEW_QUEUE[head .. counts[1]] = qn
-  for _, k in ipairs({K_SLA_MINUTE, K_SLA_HOUR, K_SLA_TOTALS}) do
-    for j = 1, #counts, 2 do
-      if counts[j + 1] ~= 0 then count(k, head .. counts[j], counts[j + 1]) end
+  local keys = {K_SLA_MINUTE, K_SLA_HOUR, K_SLA_TOTALS}
+  for i, k in ipairs(keys) do
+    local first = redis.call('HINCRBY', k, head .. counts[1], counts[2])
+    for j = 3, #counts, 2 do  -- a zero (not within target, not short) needs no command
+      if counts[j + 1] ~= 0 then redis.call('HINCRBY', k, head .. counts[j], counts[j + 1]) end
     end
-    if wait_ms and k ~= K_SLA_TOTALS then
-      local m = CALL_MAXES[k]
-      if not m then m = {}; CALL_MAXES[k] = m end
-      local f = head .. 'wait_max_ms'
-      if not m[f] or wait_ms > m[f] then m[f] = wait_ms end
-    end
-  end
-end
-
--- The running call's counters join the batch's (it succeeded), or are dropped (it failed).
-local function keep_counts()
-  for k, t in pairs(CALL_COUNTS) do
-    local b = BATCH_COUNTS[k]
-    if not b then b = {}; BATCH_COUNTS[k] = b end
-    for f, by in pairs(t) do b[f] = (b[f] or 0) + by end
-  end
-  for k, t in pairs(CALL_MAXES) do
-    local b = BATCH_MAXES[k]
-    if not b then b = {}; BATCH_MAXES[k] = b end
-    for f, v in pairs(t) do
-      if not b[f] or v > b[f] then b[f] = v end
-    end
-  end
-  CALL_COUNTS, CALL_MAXES = {}, {}
-end
-
--- Write the batch's counters: one HINCRBY per key and field (none for a net zero); a bucket
--- that got a new field has its expiry set, a queue new to the totals is recorded.
-local function write_counts()
-  for k, t in pairs(BATCH_COUNTS) do
-    local bucket, fresh = k == K_SLA_MINUTE or k == K_SLA_HOUR, false
-    for f, by in pairs(t) do
-      if by ~= 0 and redis.call('HINCRBY', k, f, by) == by and SLA_NEW_QUEUE[f] then
-        fresh = true
-        if k == K_SLA_TOTALS then redis.call('SADD', K_SLA_QUEUES, SLA_NEW_QUEUE[f]) end
+    if i < 3 then
+      if first == counts[2] then redis.call('EXPIRE', k, SLA_TTL) end
+      if wait_ms and wait_ms > tonumber(redis.call('HGET', k, head .. 'wait_max_ms') or '-1') then
+        redis.call('HSET', k, head .. 'wait_max_ms', wait_ms)
       end
-    end
-    if bucket and fresh then redis.call('EXPIRE', k, SLA_TTL) end
-  end
-  for k, t in pairs(BATCH_MAXES) do
-    for f, v in pairs(t) do
-      if v > tonumber(redis.call('HGET', k, f) or '-1') then redis.call('HSET', k, f, v) end
+    elseif first == counts[2] then
+      redis.call('SADD', K_SLA_QUEUES, qn)
     end
   end
-  BATCH_COUNTS, BATCH_MAXES, SLA_NEW_QUEUE = {}, {}, {}
 end
 
 -- Escalated contacts not yet answered nor abandoned, per queue and class (waiting, oldest
@@ -742,7 +693,6 @@ local EXTRA_ENTRIES = {}  -- the tick adds entries it re-sends
 -- Forget what a call held in memory (a call that failed midway leaves it unflushed).
 local function reset()
   CREC, AREC, CDIRTY, ADIRTY, PREC, PDIRTY, EXTRA_ENTRIES = {}, {}, {}, {}, {}, {}, {}
-  CALL_COUNTS, CALL_MAXES = {}, {}
 end
 
 local function outboxed(body)
@@ -753,7 +703,6 @@ local function outboxed(body)
   end
   local out = body()
   flush()
-  keep_counts()
   local publish = false
   for _, t in ipairs(out) do
     if PUBLISHED[t.k] then
