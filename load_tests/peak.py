@@ -350,6 +350,8 @@ async def _drive(opts: Options, settings: Settings, workers: list[WorkerProcess]
         f"{d}/{m.lane}" for d, r in rosters.items() for p in r
         for m in memberships(p.skills, policy.for_domain(d)))
     result.update(rpt.wait_estimates(ledger.contacts, opts.scaled(opts.handle_mean_s), serving))
+    rpt.write_csv(opts.out / "ewt.csv", rpt.wait_estimate_rows(
+        ledger.contacts, opts.scaled(opts.handle_mean_s), serving))
     slots = sum(sum(p.capacity.values()) for p in profiles)
     title = (f"{opts.profile}, {opts.duration_s:g} s, base {opts.rate:g}/s, {agents} agents, "
              f"time scale {opts.time_scale:g}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import statistics
 from collections import defaultdict
@@ -50,6 +51,32 @@ def service_level(contacts: Iterable[ContactTimes], short_abandon_ms: int) -> di
     }
 
 
+def wait_estimate_rows(contacts: dict[str, ContactTimes], handle_mean_s: float,
+                       serving: dict[str, int]) -> list[dict[str, Any]]:
+    """One row per contact that was told an estimate and then answered: lane, when (ms), the
+    position and estimate told, the naive estimate and the wait it had (seconds; ``ewt.csv``)."""
+    rows = []
+    for cid, c in contacts.items():
+        if c.told_estimate_s < 0 or not c.answered_ms:
+            continue
+        agents = max(serving.get(c.told_lane, 0), 1)
+        rows.append({"contact_id": cid, "lane": c.told_lane, "escalated_ms": c.escalated_ms,
+                     "told_ms": c.told_ms, "answered_ms": c.answered_ms,
+            "position": c.told_position, "estimate_s": c.told_estimate_s,
+            "naive_s": c.told_position * handle_mean_s / agents,
+            "actual_s": max(c.answered_ms - c.told_ms, 0) / 1000})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows of one shape as CSV with a header (an empty file when there are none)."""
+    with path.open("w", newline="") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
 def wait_estimates(contacts: dict[str, ContactTimes], handle_mean_s: float,
                    serving: dict[str, int]) -> dict[str, Any]:
     """How good the estimated wait told to queued customers was: for each contact that was
@@ -58,21 +85,15 @@ def wait_estimates(contacts: dict[str, ContactTimes], handle_mean_s: float,
     notice's time); beside it the naive estimate's: position x mean handle time / agents
     serving the lane (``serving``: "<domain>/<lane>" -> agents logged in who serve it at any
     ring)."""
-    ours: list[float] = []
-    naive: list[float] = []
-    for c in contacts.values():
-        if c.told_estimate_s < 0 or not c.answered_ms:
-            continue
-        actual = max(c.answered_ms - c.told_ms, 0) / 1000
-        ours.append(abs(c.told_estimate_s - actual))
-        agents = max(serving.get(c.told_lane, 0), 1)
-        naive.append(abs(c.told_position * handle_mean_s / agents - actual))
+    rows = wait_estimate_rows(contacts, handle_mean_s, serving)
+    ours = [abs(r["estimate_s"] - r["actual_s"]) for r in rows]
+    naive = [abs(r["naive_s"] - r["actual_s"]) for r in rows]
     q_ours, q_naive = quantiles(ours, 2), quantiles(naive, 2)
     return {
         "ewt_error_p50_s": q_ours["p50"], "ewt_error_p90_s": q_ours["p90"],
         "naive_ewt_error_p50_s": q_naive["p50"], "naive_ewt_error_p90_s": q_naive["p90"],
         "ewt_contacts": len(ours),
-        "ewt_method": "position x the lane's moving mean time between answers "
+        "ewt_method": "position x the recent wait per place in line (running median) "
                       "(docs/ROUTING.md, Position and estimated wait)",
     }
 

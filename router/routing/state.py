@@ -114,9 +114,9 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
                              "answered the customer (preferred-agent history)"),
     Key.LAST_AGENT_TIMES: ("zset", "customer id -> when its last agent answered (the timer "
                                    "forgets entries past the policy's history window)"),
-    Key.LANE_PACE: ("hash", "lane -> `<mean ms between answers>|<last answer ms>|<1: others "
-                            "were waiting then>` (moving average of the gaps while the lane "
-                            "had a line: the estimated wait's pace)"),
+    Key.LANE_PACE: ("hash", "lane, and `*` for the domain -> `<ms of wait per place in line>|"
+                            "<answers>`: a running median over the contacts answered after "
+                            "being told a position (the estimated wait's pace)"),
     Key.WAIT_NOTICES: ("zset", "waiting contact -> when the timer next looks whether to tell "
                                "the customer their position and wait again"),
     Key.LANE_LINE: ("zset (lex)", "the waiting contacts of each lane in place order (any "
@@ -255,6 +255,8 @@ class ContactRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Fa
     wa: int = 0  # when the customer was last told their position and wait (ms)
     we: int = 0  # the estimated wait they were told then (ms)
     wk: int = 0  # notices sent so far (distinct event ids)
+    wf: int = 0  # when the customer was first told their position (ms; 0: never)
+    wp: int = 0  # the position they were first told (the lane's pace learns from it)
     cb: str = ""  # a callback: whom to call back (the contact's channel is then callback)
     och: str = ""  # a callback's channel before it became one
 

@@ -94,10 +94,13 @@ async def test_queued_customers_hear_their_position_and_an_estimate_from_the_lan
     assert set(told(await run.tick(15_000))) == {"c3", "c4"}
 
 
-async def test_the_pace_counts_only_gaps_while_the_lane_had_a_line(
+async def test_the_pace_is_the_recent_wait_per_place_in_line(
         store_redis: aioredis.Redis) -> None:
-    """Before a peak, answers come as slowly as contacts arrive: such gaps (nobody was waiting
-    when the gap began) say nothing of how fast a line moves and stay out of the pace."""
+    """A contact answered after being told a position teaches what a place in line costs now:
+    its wait since that notice / that position. The pace moves toward each answer's figure by at
+    most 10 % (one customer who waited very long cannot throw it); a lane uses the
+    domain's pace until it has 20 answers of its own. A contact answered at once teaches
+    nothing."""
     run = Run(store_redis)
     await run.apply(AgentLoggedIn(event_id=run.eid(), ts_ms=run.now, agent_id="a",
                                   domain=run.domain, skills={"zh": 1, "general": 1},
@@ -108,17 +111,15 @@ async def test_the_pace_counts_only_gaps_while_the_lane_had_a_line(
             event_id=run.eid(), ts_ms=run.now, agent_id="a", domain=run.domain,
             contact_id=cid)))
 
-    await run.answer_and_complete(await run.apply(run.request("c0")))
-    run.now += 5_000
-    await complete("c0")
-    run.now += 55_000  # an idle minute, then the peak: c1 is answered at once, c2-c4 queue
-    await run.answer_and_complete(await run.apply(run.request("c1")))
-    for cid in ("c2", "c3", "c4"):
-        run.now += 1
-        await run.apply(run.request(cid))
-    run.now += 10_000  # c1 -> c2 began with nobody waiting: not counted either
-    await complete("c1")
-    run.now += 8_000  # c2 -> c3 began with a line: the lane's pace is 8 s
-    await complete("c2")
-    updates = told(await run.tick(1_000))
-    assert updates == {"c4": (1, 8_000)}
+    await run.answer_and_complete(await run.apply(run.request("c0")))  # at once: no sample
+    told_first = told(await run.apply(run.request("c1"))) | told(
+        await run.apply(run.request("c2")))
+    assert told_first == {"c1": (1, 30_000), "c2": (2, 60_000)}  # no pace yet: the target
+    run.now += 6_000
+    await complete("c0")  # c1 answered 6 s after it was told position 1: 6 s a place
+    assert told(await run.apply(run.request("c3"))) == {"c3": (2, 12_000)}
+    run.now += 30_000
+    await complete("c1")  # c2: 36 s for position 2, 18 s a place: the pace moves 10 % up, no more
+    assert told(await run.tick(1_000)) == {"c3": (1, 6_600)}
+    paces = await store_redis.hgetall(state.key(run.domain, state.Key.LANE_PACE))
+    assert paces == {b"general.zh": b"6600.0|2", b"*": b"6600.0|2"}

@@ -19,19 +19,7 @@ if c.cu and c.cu ~= '' then  -- the customer's last agent (the preferred-agent h
   redis.call('HSET', K_LAST_AGENT, c.cu, aid .. '|' .. NOW)
   redis.call('ZADD', K_LAST_AGENT_TIMES, NOW, c.cu)
 end
--- The lane's pace: a moving average of the time between answers while the lane had a line
--- (the estimated wait's). A gap after an answer that left nobody waiting holds idle time (it
--- waited for arrivals, not for agents): it only restarts the clock.
-local pace = redis.call('HGET', K_LANE_PACE, c.ln)
-local gap, last, busy = string.match(pace or '', '^([-%d.]+)|(%d+)|?(%d*)$')
-local mean = tonumber(gap) or -1
-if last and busy ~= '0' then
-  local since = math.min(math.max(NOW - tonumber(last), 0), 60000)
-  if mean < 0 then mean = since else mean = mean * 0.9 + since * 0.1 end
-end
-local line = 0
-if lane_has_line(c.ln) then line = 1 end
-redis.call('HSET', K_LANE_PACE, c.ln, string.format('%.1f|%d|%d', mean, NOW, line))
+learn_pace(c, NOW)  -- what a place in line costs now (the estimated wait's pace)
 local w = math.max(waited, 0)
 local w1 = 0
 if within then w1 = 1 end

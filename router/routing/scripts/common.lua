@@ -7,6 +7,10 @@
 -- scripts to (tests/oracle.py); docs/ROUTING.md describes the layout.
 local RANK_SCALE, MAX_RANK, OCC_STEPS = 1e13, 100, 1000
 local MAX_PLACE = 9999999999999999
+-- The estimated wait's pace (docs/ROUTING.md): each answer moves it toward its own figure by
+-- at most this share (a running median, near enough); a lane's own after this many answers,
+-- before them the domain's (field PACE_ALL).
+local PACE_STEP, PACE_MIN_SAMPLES, PACE_ALL = 0.1, 20, '*'
 
 -- Records (contacts in K_CONTACTS, agents in K_AGENTS) are loaded once per call into these
 -- identity maps and written back once, at the end (flush): every function sees the same table.
@@ -363,29 +367,58 @@ end
 
 -- Position and estimated wait (docs/ROUTING.md): the position is 1 + the contacts of the same
 -- lane (any channel, class or ring) whose place in line comes first (K_LANE_LINE, one count);
--- the estimate is the position times the lane's recent mean time between answers while it
--- had a line (K_LANE_PACE, a moving average the accept script keeps), or, before the lane has
--- such a gap, times the lane's target shared by the agents ready in its ring-0 pool.
+-- the estimate is the position times the pace (K_LANE_PACE: what a place in line has cost
+-- lately, the lane's own once it has PACE_MIN_SAMPLES answers, else the domain's), or, before
+-- the domain has one, times the lane's target shared by the agents ready in its ring-0 pool.
 local function position_of(cid, c)
   return redis.call('ZLEXCOUNT', K_LANE_LINE, '[' .. c.ln .. '|', '(' .. line_member(cid, c)) + 1
 end
 
--- Whether anyone waits in the lane's line now.
-local function lane_has_line(ln)
-  return #redis.call('ZRANGEBYLEX', K_LANE_LINE, '[' .. ln .. '|', '(' .. ln .. '}', 'LIMIT', 0, 1) > 0
+-- A pace field's `<ms per place>|<answers>`.
+local function parse_pace(raw)
+  local m, n = string.match(raw or '', '^([%d.]+)|(%d+)$')
+  return tonumber(m), tonumber(n) or 0
 end
 
 local function estimate_of(c, position)
   local ready = tonumber(redis.call('HGET', K_READY_COUNTS, c.rp[1]) or '0')
-  local gap = tonumber(string.match(redis.call('HGET', K_LANE_PACE, c.ln) or '', '^([%d.]+)|'))
-  if gap then return math.floor(position * gap), ready end
+  local paces = redis.call('HMGET', K_LANE_PACE, c.ln, PACE_ALL)
+  local lane, seen = parse_pace(paces[1])
+  local pace = parse_pace(paces[2])
+  if lane and seen >= PACE_MIN_SAMPLES then pace = lane end
+  if pace then return math.floor(position * pace), ready end
   return math.floor(position * tonumber(c.tg) / math.max(ready, 1)), ready
+end
+
+-- A contact answered after being told a position: its wait since that notice per place in
+-- line moves the lane's pace and the domain's toward it, by at most PACE_STEP of the pace (one
+-- customer who waited very long cannot throw it).
+local function learn_pace(c, now)
+  local told_at, told_pos = tonumber(c.wf) or 0, tonumber(c.wp) or 0
+  if told_at <= 0 or told_pos <= 0 then return end
+  local sample = math.max(now - told_at, 0) / told_pos
+  local fields = {c.ln, PACE_ALL}
+  local paces = redis.call('HMGET', K_LANE_PACE, c.ln, PACE_ALL)
+  local updated = {}
+  for i, f in ipairs(fields) do
+    local m, n = parse_pace(paces[i])
+    if not m then
+      m = sample
+    else  -- toward the sample, by at most PACE_STEP of the pace
+      local most = PACE_STEP * math.max(m, 1)
+      m = m + math.max(-most, math.min(most, sample - m))
+    end
+    updated[#updated + 1] = f
+    updated[#updated + 1] = string.format('%.1f|%d', m, n + 1)
+  end
+  redis.call('HSET', K_LANE_PACE, unpack(updated))
 end
 
 -- Tell a waiting customer where they stand (T_waiting: contact.wait_updated.v1); the timer
 -- looks again after check_ms (0: it does not).
 local function tell_wait(cid, c, now, out, check_ms, position, estimate, ready)
   c.wa, c.we, c.wk = now, estimate, (tonumber(c.wk) or 0) + 1
+  if (tonumber(c.wf) or 0) == 0 then c.wf, c.wp = now, position end
   cdirty(cid)
   out[#out + 1] = T_waiting(cid, '', c.ch, c.ln, tonumber(c.rg), waited_of(c, now),
                             tonumber(c.pri), position, estimate, ready, c.wk)
