@@ -218,10 +218,13 @@ def render(r: dict[str, Any]) -> str:
            line("ours", r["ours"]) + " (threshold chosen on validation)"]
     ours, base = r["ours_best_in_hindsight"], r["baseline_best"]
     if base:
-        out.append(f"  baseline  best point of its test curve (oracle): threshold "
-                   f"{base['threshold']:.4f}, closes correctly {base['correct_containment']:.1%}"
-                   f", false containment of all {base['false_containment_of_all']:.1%}; "
-                   f"ours is {r['gain_points']:+.1f} points")
+        for name, point in r["baseline_best_by_reading"].items():
+            if point is not None:
+                out.append(f"  baseline  ({name} reading) best point of its test curve (oracle): "
+                           f"threshold {point['threshold']:.4f}, closes correctly "
+                           f"{point['correct_containment']:.1%}, false containment of all "
+                           f"{point['false_containment_of_all']:.1%}")
+        out.append(f"  ours is {r['gain_points']:+.1f} points above the better reading")
     if ours:
         out.append(f"  ours      best in hindsight: threshold {ours['threshold']:.2f}, "
                    f"{ours['correct_containment']:.1%} at "
