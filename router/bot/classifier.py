@@ -47,11 +47,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import normalize as l2_rows
 from sklearn.svm import LinearSVC
+from sklearn.utils.extmath import softmax
 
 from router.bot.errors import ModelError
 from router.bot.escalation import EscalationDetector
 from router.bot.scoring import OOS, Outcome, Prediction, Scores, pick_threshold, score
 from router.bot.text import detect_language, features_text
+from router.bot.tfidf import FastTfidf
 
 FORMAT = 2  # 2: the examples' features (neighbours.joblib) scale the confidence
 MODEL_FILE = "model.joblib"
@@ -247,16 +249,40 @@ class Neighbours:
                     if (y == c).any()})
 
     def similarity(self, x: Any, best: Any) -> Any:
-        """The cosine between each row of ``x`` and the nearest example of class ``best``."""
+        """The cosine between each row of ``x`` and the nearest example of class ``best``: the
+        rows sorted by class once, then one product per class with a contiguous slice of them
+        and the class's examples transposed ahead of time (the same products, and so the same
+        numbers, as ``x[rows] @ examples.T`` row by row)."""
         x = l2_rows(sparse.csr_matrix(x))
         out = np.zeros(x.shape[0])
-        for c in np.unique(best).tolist():
-            examples = self._rows.get(int(c))
+        order = np.argsort(best, kind="stable")
+        classes, starts = np.unique(best[order], return_index=True)
+        ends = np.append(starts[1:], len(order))
+        x = x[order]
+        transposed = self._transposed()
+        for c, start, end in zip(classes.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            examples = transposed.get(int(c))
             if examples is None:
                 continue
-            rows = np.flatnonzero(best == c)
-            out[rows] = (x[rows] @ examples.T).max(axis=1).toarray().ravel()
+            product = x[start:end] @ examples
+            # Cosines of non-negative TF-IDF rows: a row's largest stored value is its maximum
+            # (0 for a row with none stored).
+            filled = np.flatnonzero(np.diff(product.indptr))
+            if filled.size:
+                out[order[start + filled]] = np.maximum.reduceat(product.data,
+                                                                 product.indptr[filled])
         return np.clip(out, 0.0, 1.0)
+
+    def _transposed(self) -> dict[int, Any]:
+        """Each class's examples transposed, as CSR (built on first use: not pickled)."""
+        cached: dict[int, Any] | None = self.__dict__.get("_by_column")
+        if cached is None:
+            cached = {c: rows.T.tocsr() for c, rows in self._rows.items()}
+            self.__dict__["_by_column"] = cached
+        return cached
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_rows": self._rows}
 
 
 class Scorer:
@@ -269,6 +295,9 @@ class Scorer:
     def __init__(self, vectorizers: Sequence[Any], logistic: Any, folds: Sequence[Any],
                  weights: Any, gate: Any | None) -> None:
         self._vectorizers = list(vectorizers)
+        # The vectorizers' transform as FastTfidf where it reproduces them (router/bot/tfidf.py)
+        self._transforms = [getattr(FastTfidf.of(v), "transform", v.transform)
+                            for v in self._vectorizers]
         self._logistic = logistic
         n = len(logistic.classes_)
         self._n = n
@@ -279,6 +308,11 @@ class Scorer:
                         np.array([c.b_ for c in f.calibrators]),
                         np.searchsorted(f.classes, f.estimator.classes_)) for f in folds]
         self._weights = np.asarray(weights, dtype=float) / np.sum(weights)
+        # Every linear model's weights side by side: one product per batch instead of one per
+        # model (each column's sums are the same, so the numbers are too).
+        self._stacked = np.ascontiguousarray(np.hstack(
+            [logistic.coef_.T] + [coef for coef, *_ in self._folds]))
+        self._bounds = np.cumsum([n] + [coef.shape[1] for coef, *_ in self._folds]).tolist()
         self.has_gate = gate is not None
         if gate is not None:
             self._gate_w, self._gate_b = gate.coef_[0], gate.intercept_[0]
@@ -306,17 +340,21 @@ class Scorer:
         return cls(vectorizers, logistic, svm.calibrated_classifiers_, w, gate)
 
     def features(self, texts: Sequence[str]) -> Any:
-        return sparse.hstack([v.transform(texts) for v in self._vectorizers]).tocsr()
+        return sparse.hstack([transform(texts) for transform in self._transforms]).tocsr()
 
     def probabilities(self, x: Any) -> Any:
-        """Soft vote of the logistic regression and the sigmoid-calibrated SVM folds."""
-        logistic = self._logistic.predict_proba(x)
+        """Soft vote of the logistic regression and the sigmoid-calibrated SVM folds (what
+        their ``predict_proba`` computes, from one product with the stacked weights)."""
+        decisions = x @ self._stacked
+        n = self._n
+        logistic = softmax(decisions[:, :n] + self._logistic.intercept_, copy=False)
         if not self._folds:
             return logistic
         svm = np.zeros_like(logistic)
-        for coef, intercept, a, b, columns in self._folds:
+        for (_, intercept, a, b, columns), start, end in zip(
+                self._folds, self._bounds[:-1], self._bounds[1:], strict=True):
             proba = np.zeros_like(logistic)
-            proba[:, columns] = expit(-(a * (x @ coef + intercept) + b))
+            proba[:, columns] = expit(-(a * (decisions[:, start:end] + intercept) + b))
             total = proba.sum(axis=1, keepdims=True)
             uniform = np.full_like(proba, 1 / self._n)
             proba = np.divide(proba, total, out=uniform, where=total != 0)
