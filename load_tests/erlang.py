@@ -40,6 +40,7 @@ import orjson
 from agents.client import AgentBus
 from agents.simulated import AgentPool, AgentProfile, Behaviour
 from load_tests.sim import (
+    BrokerProbe,
     Ledger,
     Publisher,
     Recorder,
@@ -126,8 +127,9 @@ domains:
 
 
 async def run_pipeline(args: argparse.Namespace, times: list[float], handles: list[float]
-                       ) -> Ledger:
-    """Publish the arrivals through the real pipeline; return what the router reported."""
+                       ) -> tuple[Ledger, list[tuple[int, int]]]:
+    """Publish the arrivals through the real pipeline; return what the router reported and
+    the broker probe's samples (sent ms, latency ms) over the same time."""
     handle_of = {contact_id(i): h for i, h in enumerate(handles)}
     ledger = Ledger()
     with tempfile.TemporaryDirectory(prefix="erlang-") as tmp:
@@ -144,6 +146,7 @@ async def run_pipeline(args: argparse.Namespace, times: list[float], handles: li
         pool: AgentPool | None = None
         recorder = Recorder(settings, ledger, roles=("routing_decisions",))
         publisher = Publisher(settings)
+        probe = BrokerProbe(settings)
         try:
             await wait_ready([worker])
             await bus.start()
@@ -156,6 +159,7 @@ async def run_pipeline(args: argparse.Namespace, times: list[float], handles: li
             await wait_agents_known(settings, DOMAIN, args.agents)
             await recorder.start()
             await publisher.start()
+            await probe.start()
 
             def make(i: int) -> tuple[str, str, Event | bytes]:
                 return settings.topic_routing_requests, DOMAIN, RoutingRequested(
@@ -173,6 +177,7 @@ async def run_pipeline(args: argparse.Namespace, times: list[float], handles: li
                     break
                 await asyncio.sleep(0.2)
         finally:
+            await probe.stop()
             await recorder.stop()
             await publisher.stop()
             if pool is not None:
@@ -180,15 +185,41 @@ async def run_pipeline(args: argparse.Namespace, times: list[float], handles: li
             await bus.stop()
             worker.stop()
             stack.stop()
-    return ledger
+    return ledger, probe.samples
 
 
 def contact_id(i: int) -> str:
     return f"e-{i:07d}"
 
 
+def per_minute(arrived_ms: Sequence[int], extra_ms: Sequence[float], unanswered_ms: Sequence[int],
+               probes: Sequence[tuple[int, int]], origin_ms: int, from_s: float,
+               minute_s: float = 60.0) -> list[dict[str, Any]]:
+    """Each minute of the run from ``from_s`` (by arrival): the measured contacts, the extra
+    wait's p99 and max, the contacts left unanswered, and the broker probe's p99 and max over
+    the same minute (the control: the broker alone)."""
+    def minute(ms: int) -> int:
+        return int((ms - origin_ms) / 1000 // minute_s)
+    first = int(from_s // minute_s)
+    last = max([minute(a) for a in arrived_ms] + [minute(a) for a in unanswered_ms] + [first])
+    rows = []
+    for m in range(first, last + 1):
+        extra = [e for a, e in zip(arrived_ms, extra_ms, strict=True) if minute(a) == m]
+        broker = [lat for sent, lat in probes if minute(sent) == m]
+        rows.append({
+            "minute": m, "contacts": len(extra),
+            "extra_wait_p99_ms": round(percentile(extra, 0.99), 1) if extra else None,
+            "extra_wait_max_ms": round(max(extra), 1) if extra else None,
+            "unanswered": sum(minute(a) == m for a in unanswered_ms),
+            "broker_probes": len(broker),
+            "broker_p99_ms": round(percentile(broker, 0.99), 1) if broker else None,
+            "broker_max_ms": max(broker) if broker else None,
+        })
+    return rows
+
+
 def compare(args: argparse.Namespace, times: list[float], handles: list[float],
-            ledger: Ledger) -> dict[str, Any]:
+            ledger: Ledger, probes: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
     """Pair the router's waits with the ideal replay's; Erlang C with its tolerance."""
     ids = [contact_id(i) for i in range(len(times))]
     unanswered = [c for c in ids if not ledger.contacts[c].answered_ms]
@@ -213,6 +244,10 @@ def compare(args: argparse.Namespace, times: list[float], handles: list[float],
     erlang_asa = erlang_c_asa(args.agents, args.rate, args.aht)
     tol_sl, tol_asa = Z * sl_sd, Z * asa_sd
     extra_p99 = percentile(extra_ms, 0.99)
+    minutes = per_minute([ledger.contacts[ids[i]].arrived_ms for i in kept], extra_ms,
+                         [ledger.contacts[c].arrived_ms for c in unanswered], probes, origin,
+                         warmup_s)
+    broker = sorted(lat for _, lat in probes)
     paired_ok = (not unanswered and abs(measured.service_level - ideal_fig.service_level)
                  <= SL_GOAL_POINTS and extra_p99 <= EXTRA_WAIT_P99_GOAL_MS)
     erlang_ok = (abs(measured.service_level - erlang_sl) <= tol_sl
@@ -270,6 +305,14 @@ def compare(args: argparse.Namespace, times: list[float], handles: list[float],
         "erlang_c_asa_s": round(erlang_asa, 4),
         "extra_wait_p99_ms": round(extra_p99, 1),
         "extra_wait_max_ms": round(max(extra_ms, default=0.0), 1),
+        # The broker alone over the same run (load_tests.sim.BrokerProbe): a record every
+        # 100 ms, produced and read back as the router's clients do.
+        "broker_probe_p50_ms": round(percentile(broker, 0.5), 1) if broker else None,
+        "broker_probe_p99_ms": round(percentile(broker, 0.99), 1) if broker else None,
+        "per_minute": minutes,
+        "per_minute_ok": all(r["extra_wait_p99_ms"] is not None
+                             and r["extra_wait_p99_ms"] <= EXTRA_WAIT_P99_GOAL_MS
+                             and not r["unanswered"] for r in minutes),
     }
 
 
@@ -313,6 +356,11 @@ def render(result: dict[str, Any]) -> str:
         f"  ideal replay with each agent cycle {hop['agent_cycle_hops_ms']} ms longer (two "
         f"hops): SL {hop['sl'] * 100:.2f} %, extra wait mean {hop['extra_wait_mean_ms']} ms, "
         f"p99 {hop['extra_wait_p99_ms']} ms",
+        f"  the broker alone (probe): p50 {result['broker_probe_p50_ms']} ms, p99 "
+        f"{result['broker_probe_p99_ms']} ms",
+        "  minute  contacts  extra p99 ms  unanswered  broker p99 ms",
+        *(f"  {r['minute']:6d}  {r['contacts']:8d}  {r['extra_wait_p99_ms'] or '-':>12}  "
+          f"{r['unanswered']:10d}  {r['broker_p99_ms'] or '-':>13}" for r in result["per_minute"]),
         f"  paired replay {'OK' if result['paired_ok'] else 'NOT MET'} (SL within "
         f"{SL_GOAL_POINTS * 100:g} point, p99 <= {EXTRA_WAIT_P99_GOAL_MS:g} ms); Erlang C "
         f"{'OK' if result['erlang_ok'] else 'OUTSIDE TOLERANCE'}",
@@ -362,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     times = arrival_times(args.rate, args.duration, rng)
     handles = [rng.expovariate(1 / args.aht) for _ in times]
     load_before = os.getloadavg()[0]
-    ledger = asyncio.run(run_pipeline(args, times, handles))
-    result = compare(args, times, handles, ledger)
+    ledger, probes = asyncio.run(run_pipeline(args, times, handles))
+    result = compare(args, times, handles, ledger, probes)
     # A shared machine's other work shows in the latency tails: say how busy it was.
     result["params"]["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     if args.dump is not None:

@@ -51,8 +51,8 @@ def rehearse_once(args: argparse.Namespace, agents: int, seed: int) -> dict[str,
     rng = random.Random(seed)
     times = arrival_times(args.rate, args.duration, rng)
     handles = [rng.expovariate(1 / args.aht) for _ in times]
-    ledger = asyncio.run(rehearsal.run_pipeline(run, times, handles))
-    return rehearsal.compare(run, times, handles, ledger)
+    ledger, probes = asyncio.run(rehearsal.run_pipeline(run, times, handles))
+    return rehearsal.compare(run, times, handles, ledger, probes)
 
 
 def summarise(plan: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:

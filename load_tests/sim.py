@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from router.decode import Decoder
 from router.events import (
@@ -30,7 +31,7 @@ from router.events import (
     Event,
     RoutingDecision,
 )
-from router.kafka import assign_all, consumer, producer
+from router.kafka import assign_all, client_kwargs, consumer, producer
 from router.settings import Settings
 from router.stage import now_ms
 
@@ -252,6 +253,59 @@ class Recorder:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._consumer.stop()
+
+
+class BrokerProbe:
+    """The broker's own latency through a run, beside the router's: a record every
+    ``every_s`` to a topic of its own (one partition, produced as the router's producers do),
+    read back from its end by a consumer with the router's fetch wait; ``samples`` holds
+    (sent ms, sent-to-read ms) each. A control: the same broker and machine, no router."""
+
+    TOPIC = "peakroute.load.broker-probe"
+
+    def __init__(self, settings: Settings, every_s: float = 0.1) -> None:
+        self.settings = settings
+        self.every_s = every_s
+        self.samples: list[tuple[int, int]] = []
+        self._producer = producer(settings)
+        self._consumer = consumer(settings, group_id=None)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
+        await admin.start()
+        try:
+            with contextlib.suppress(Exception):  # it may exist (a kept stack)
+                await admin.create_topics([NewTopic(self.TOPIC, 1, 1)])
+        finally:
+            await admin.close()
+        await self._producer.start()
+        await self._consumer.start()
+        await assign_all(self._consumer, [self.TOPIC], from_end=True)
+        self._tasks = [asyncio.create_task(self._send(), name="probe-send"),
+                       asyncio.create_task(self._read(), name="probe-read")]
+
+    async def _send(self) -> None:
+        while True:
+            await self._producer.send(self.TOPIC, str(now_ms()).encode())
+            await asyncio.sleep(self.every_s)
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100)
+            seen = now_ms()
+            for records in batches.values():
+                for rec in records:
+                    sent = int(rec.value or b"0")
+                    self.samples.append((sent, seen - sent))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._producer.stop()
         await self._consumer.stop()
 
 

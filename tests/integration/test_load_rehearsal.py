@@ -50,6 +50,12 @@ def test_an_mmn_queue_through_the_router_matches_its_ideal_replay_and_erlang_c()
     assert isinstance(hops, dict)
     assert hops["request_to_offer_ms"]["p50"] <= 100
     assert hops["offer_to_accept_ms"]["p50"] <= 100
+    # The broker alone, probed through the same run, and each minute's figures beside it.
+    assert r["broker_probe_p99_ms"] is not None
+    minutes = r["per_minute"]
+    assert isinstance(minutes, list)
+    assert sum(m["contacts"] for m in minutes) == r["measured_contacts"]
+    assert all(m["broker_probes"] > 0 for m in minutes)
 
 
 @pytest.mark.timeout(300)

@@ -15,6 +15,7 @@ from load_tests.erlang import (
     erlang_policy_text,
     figures,
     mmn_fifo_waits,
+    per_minute,
     replicate,
 )
 from load_tests.sim import arrival_times
@@ -79,3 +80,14 @@ def test_the_erlang_policy_is_one_fifo_queue_of_capacity_one() -> None:
     domain = policy.for_domain("erlang")
     assert list(domain.queues) == ["erlang"]
     assert domain.capacity["chat"] == 1
+
+
+def test_per_minute_puts_each_contact_and_probe_in_its_minute_of_arrival() -> None:
+    origin = 1_000_000
+    arrived = [origin + 61_000, origin + 70_000, origin + 125_000]
+    rows = per_minute(arrived, [10.0, 80.0, 5.0], [origin + 130_000],
+                      [(origin + 65_000, 3), (origin + 66_000, 40), (origin + 121_000, 7)],
+                      origin, from_s=60.0)
+    assert [(r["minute"], r["contacts"], r["extra_wait_max_ms"], r["unanswered"],
+             r["broker_probes"], r["broker_max_ms"]) for r in rows] == [
+        (1, 2, 80.0, 0, 2, 40), (2, 1, 5.0, 1, 1, 7)]
