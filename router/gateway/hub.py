@@ -22,6 +22,7 @@ class Hub:
         self.supervisors: set[Session] = set()
         self.gates: dict[tuple[str, str, Role], FloodGate] = {}  # per identity, all its sockets
         self.offer_owner: dict[tuple[str, str], str] = {}  # (domain, offer id) -> agent
+        self.closed = 0  # signed-in sockets forgotten so far (router/gateway/heap.py)
 
     def of_agent(self, domain: str, agent_id: str) -> set[Session]:
         """The agent's sockets on this process (an empty set when none)."""
@@ -66,6 +67,7 @@ class Hub:
         ident = session.identity
         if ident is None:
             return
+        self.closed += 1
         if ident.role == Role.SUPERVISOR:
             if session in self.supervisors:
                 self.supervisors.discard(session)
