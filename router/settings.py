@@ -181,6 +181,9 @@ class Settings:
     gateway_flood_strikes: int = 20  # frames refused for flooding before the socket is closed
     gateway_hello_timeout_s: float = 10.0  # a socket without a valid hello by then is closed
     gateway_console_interval_s: float = 1.0  # supervisor console push period
+    # The sync loop reads each round the agents a decision touched, and every connected agent
+    # at least once per this many seconds (changes no decision announces: router/gateway/sync.py)
+    gateway_sync_sweep_s: float = 5.0
     # The cycle collector (router/gateway/heap.py): every this many seconds the young objects
     # are collected and the survivors frozen out of its scans (0: CPython's own schedule, whose
     # full scans of 10,000 desktops stop the gateway for ~0.8 s every few seconds)
@@ -350,7 +353,7 @@ class Settings:
                     "gateway_console_interval_s", "gateway_sockets_per_agent",
                     "gateway_jwks_ttl_s", "gateway_jwks_timeout_s", "gateway_jwks_unknown_kid_s",
                     "gateway_revocation_keep_s", "gateway_seen_ttl_s",
-                    "gateway_fetch_max_wait_ms", "gateway_gc_sweep_after",
+                    "gateway_fetch_max_wait_ms", "gateway_gc_sweep_after", "gateway_sync_sweep_s",
                     "gateway_gc_sweep_min_s")
         for name in positive:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
