@@ -169,21 +169,23 @@ def domains_by_instance(instances: int, partitions: int, per_instance: int
 
 
 def publish_offers(settings: Settings, targets: list[tuple[str, str]], rate: float,
-                   total: int) -> float:
+                   total: int) -> tuple[float, float]:
     """Publish ``total`` offers (to ``targets`` in turn) from a child process, paced at
-    ``rate``/s (0: at once); the seconds it took."""
+    ``rate``/s (0: at once); the seconds it took and the CPU seconds it used."""
     ctx = multiprocessing.get_context("spawn")
-    out: multiprocessing.queues.Queue[float] = ctx.Queue()
+    out: multiprocessing.queues.Queue[tuple[float, float]] = ctx.Queue()
     proc = ctx.Process(target=_publisher, args=(settings.as_env(), targets, rate, total, out))
     proc.start()
-    seconds = out.get()
+    seconds, cpu = out.get()
     proc.join()
-    return seconds
+    return seconds, cpu
 
 
 def _publisher(env: dict[str, str], targets: list[tuple[str, str]], rate: float, total: int,
-               out: multiprocessing.queues.Queue[float]) -> None:
-    out.put(asyncio.run(_publish(Settings.from_env(env), targets, rate, total)))
+               out: multiprocessing.queues.Queue[tuple[float, float]]) -> None:
+    cpu = time.process_time()
+    seconds = asyncio.run(_publish(Settings.from_env(env), targets, rate, total))
+    out.put((seconds, time.process_time() - cpu))
 
 
 async def _publish(settings: Settings, targets: list[tuple[str, str]], rate: float,
@@ -232,6 +234,43 @@ def write_trace(path: Path, desks: list[Desk]) -> None:
         lines.append(f"{sec - start},{len(v)},{percentile(v, 0.5):.1f},{percentile(v, 0.99):.1f},"
                      f"{max(v):.1f}")
     path.write_text("\n".join(lines) + "\n")
+
+
+def offer_delay_buckets(ports: list[int]) -> dict[str, dict[float, float]]:
+    """The gateways' peakroute_gateway_offer_delay_seconds, summed over instances: stage ->
+    upper bound (s) -> cumulative count."""
+    out: dict[str, dict[float, float]] = {}
+    for port in ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        for line in text.decode().splitlines():
+            if not line.startswith("peakroute_gateway_offer_delay_seconds_bucket{"):
+                continue
+            labels, _, value = line.partition("} ")
+            fields = dict(kv.split("=", 1) for kv in labels.split("{", 1)[1].split(","))
+            stage, le = fields["stage"].strip('"'), fields["le"].strip('"')
+            bound = float("inf") if le == "+Inf" else float(le)
+            out.setdefault(stage, {})
+            out[stage][bound] = out[stage].get(bound, 0.0) + float(value)
+    return out
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
+    """A quantile from cumulative histogram buckets (linear within a bucket, as Prometheus's
+    histogram_quantile); in ms."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return round(lower * 1000, 1)
+            return round((lower + (bound - lower) * (rank - below) / max(count - below, 1e-9))
+                         * 1000, 1)
+        lower, below = bound, count
+    return None
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -306,7 +345,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             offers_cpu = cpu_snapshot(stack, procs)
             # The offers come from a process of their own (as from the router's workers), so
             # this one's sockets do not slow the publishing, nor the publishing their reading.
-            publish_s = await asyncio.to_thread(
+            publish_s, publisher_cpu = await asyncio.to_thread(
                 publish_offers, settings, [(d, a) for _, d, a in homes], args.rate, total)
             published_at = time.perf_counter()
             deadline = time.monotonic() + 120
@@ -316,7 +355,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             push_s = publish_s + time.perf_counter() - published_at  # the child's start aside
             gateway_cpu = sum(cpu_s(p.pid) for p in procs) - sum(cpu_before)
             cores_busy = cores_since(offers_cpu, stack, procs, push_s)
+            cores_busy["publisher"] = round(publisher_cpu / push_s, 2)
             delivered = sum(d.offers for d in desks)
+            delays = await asyncio.to_thread(offer_delay_buckets, ports)
 
             # --- actions: state frames from every desktop ------------------------------------
             stop_at = time.monotonic() + args.action_seconds
@@ -363,6 +404,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "offer_p50_ms": round(percentile(latencies, 0.5) or 0.0, 1),
             "offer_p99_ms": round(p99, 1) if p99 is not None else None,
             "offer_max_ms": round(max(latencies), 1) if latencies else None,
+            # the same offers seen by the gateways: from the record's time to the record read
+            # from Kafka, and to its frame queued for the socket (their histograms)
+            **{f"gateway_offer_{stage}_{name}_ms": bucket_quantile(delays.get(stage, {}), q)
+               for stage in ("fetched", "queued") for name, q in (("p50", 0.5), ("p99", 0.99))},
             "gateway_cpu_s_per_1000_offers": round(gateway_cpu / max(delivered, 1) * 1000, 3),
             "cores_busy_during_connect": connect_cores,
             "cores_busy_during_offers": cores_busy,

@@ -969,14 +969,7 @@ async def seated_agents(client: aioredis.Redis, domain: str) -> list[str]:
 
 
 async def read_context(client: aioredis.Redis, domain: str, contact_id: str) -> OfferContext:
-    raw = await client.hget(key(domain, Key.CONTEXT), contact_id)
-    if not raw:
-        return OfferContext()
-    data = msgspec.json.decode(raw)
-    return OfferContext(str(data.get("intent", "")), str(data.get("tier", "")),
-                        str(data.get("language", "")), float(data.get("confidence", 0.0)),
-                        str(data.get("reason", "")),
-                        tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
+    return _context(await client.hget(key(domain, Key.CONTEXT), contact_id))
 
 
 async def read_contexts(client: aioredis.Redis, domain: str, contact_ids: Sequence[str]
@@ -985,18 +978,40 @@ async def read_contexts(client: aioredis.Redis, domain: str, contact_ids: Sequen
     if not contact_ids:
         return {}
     raw = await client.hmget(key(domain, Key.CONTEXT), list(contact_ids))
-    out = {}
-    for cid, r in zip(contact_ids, raw, strict=True):
-        if not r:
-            out[cid] = OfferContext()
-            continue
-        data = msgspec.json.decode(r)
-        out[cid] = OfferContext(
-            str(data.get("intent", "")), str(data.get("tier", "")),
-            str(data.get("language", "")), float(data.get("confidence", 0.0)),
-            str(data.get("reason", "")),
-            tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
+    return {cid: _context(r) for cid, r in zip(contact_ids, raw, strict=True)}
+
+
+async def read_offered(client: aioredis.Redis, by_domain: Mapping[str, Sequence[str]]
+                       ) -> dict[tuple[str, str], tuple[ContactView | None, OfferContext]]:
+    """(domain, contact) -> the contact (None if unknown) and its request's context, for
+    contacts of any number of domains in one round trip (a pipeline of two reads a domain)."""
+    items = [(domain, list(cids)) for domain, cids in by_domain.items() if cids]
+    if not items:
+        return {}
+    async with client.pipeline(transaction=False) as pipe:
+        for domain, cids in items:
+            pipe.hmget(key(domain, Key.CONTACTS), cids)
+            pipe.hmget(key(domain, Key.CONTEXT), cids)
+        rows = await pipe.execute()
+    out: dict[tuple[str, str], tuple[ContactView | None, OfferContext]] = {}
+    for n, (domain, cids) in enumerate(items):
+        contacts, contexts = rows[2 * n], rows[2 * n + 1]
+        for cid, c, x in zip(cids, contacts, contexts, strict=True):
+            rec = decode_contact(c)
+            out[(domain, cid)] = (ContactView.of(cid, rec) if rec is not None else None,
+                                  _context(x))
     return out
+
+
+def _context(raw: Any) -> OfferContext:
+    if not raw:
+        return OfferContext()
+    data = msgspec.json.decode(raw)
+    return OfferContext(
+        str(data.get("intent", "")), str(data.get("tier", "")),
+        str(data.get("language", "")), float(data.get("confidence", 0.0)),
+        str(data.get("reason", "")),
+        tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
 
 
 async def offers_of(client: aioredis.Redis, domain: str, agent_id: str
