@@ -169,12 +169,13 @@ def domains_by_instance(instances: int, partitions: int, per_instance: int
 
 
 def publish_offers(settings: Settings, targets: list[tuple[str, str]], rate: float,
-                   total: int) -> tuple[float, float]:
+                   total: int, linger_ms: int) -> tuple[float, float]:
     """Publish ``total`` offers (to ``targets`` in turn) from a child process, paced at
     ``rate``/s (0: at once); the seconds it took and the CPU seconds it used."""
     ctx = multiprocessing.get_context("spawn")
     out: multiprocessing.queues.Queue[tuple[float, float]] = ctx.Queue()
-    proc = ctx.Process(target=_publisher, args=(settings.as_env(), targets, rate, total, out))
+    proc = ctx.Process(target=_publisher,
+                       args=(settings.as_env(), targets, rate, total, linger_ms, out))
     proc.start()
     seconds, cpu = out.get()
     proc.join()
@@ -182,15 +183,15 @@ def publish_offers(settings: Settings, targets: list[tuple[str, str]], rate: flo
 
 
 def _publisher(env: dict[str, str], targets: list[tuple[str, str]], rate: float, total: int,
-               out: multiprocessing.queues.Queue[tuple[float, float]]) -> None:
+               linger_ms: int, out: multiprocessing.queues.Queue[tuple[float, float]]) -> None:
     cpu = time.process_time()
-    seconds = asyncio.run(_publish(Settings.from_env(env), targets, rate, total))
+    seconds = asyncio.run(_publish(Settings.from_env(env), targets, rate, total, linger_ms))
     out.put((seconds, time.process_time() - cpu))
 
 
 async def _publish(settings: Settings, targets: list[tuple[str, str]], rate: float,
-                   total: int) -> float:
-    prod = producer(settings, linger_ms=2)
+                   total: int, linger_ms: int) -> float:
+    prod = producer(settings, linger_ms=linger_ms)
     await prod.start()
 
     async def send(n: int) -> None:
@@ -286,7 +287,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stack = EmbeddedStack(state, partitions=PARTITIONS)
     settings: Settings = (await stack.start()).replace(
         gateway_jwt_secret="bench-secret-" + "x" * 32, gateway_frames_per_s=50.0,
-        gateway_frame_burst=100)
+        gateway_frame_burst=100,
+        gateway_fetch_max_wait_ms=args.fetch_wait_ms or Settings().gateway_fetch_max_wait_ms)
     layout = domains_by_instance(args.instances, PARTITIONS, DOMAINS_PER_INSTANCE)
     ports = [free_port() for _ in layout]
     procs = [start_gateway(settings.replace(gateway_partitions=",".join(map(str, parts))),
@@ -346,7 +348,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # The offers come from a process of their own (as from the router's workers), so
             # this one's sockets do not slow the publishing, nor the publishing their reading.
             publish_s, publisher_cpu = await asyncio.to_thread(
-                publish_offers, settings, [(d, a) for _, d, a in homes], args.rate, total)
+                publish_offers, settings, [(d, a) for _, d, a in homes], args.rate, total,
+                args.linger_ms or settings.kafka_linger_ms)
             published_at = time.perf_counter()
             deadline = time.monotonic() + 120
             # polling a sum over every desktop (no one event to await)
@@ -444,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="gateway processes, desktops routed to them by domain")
     parser.add_argument("--action-seconds", type=float, default=10.0,
                         help="length of the action phase (0: none)")
+    parser.add_argument("--linger-ms", type=int, default=0,
+                        help="the offer publisher's linger (0: PEAKROUTE_KAFKA_LINGER_MS's "
+                        "default, a router worker's)")
+    parser.add_argument("--fetch-wait-ms", type=int, default=0,
+                        help="the gateways' PEAKROUTE_GATEWAY_FETCH_MAX_WAIT_MS (0: its default)")
     parser.add_argument("--trace", default="",
                         help="write offer latency per second of sending to this CSV file")
     parser.add_argument("--concurrency", type=int, default=200, help="sign-ins at once")
