@@ -83,6 +83,9 @@ class Heap:
         if self.policy.interval_s <= 0:
             return
         settle()
-        while not stopping():
-            await asyncio.sleep(self.policy.interval_s)
-            self.step()
+        try:
+            while not stopping():
+                await asyncio.sleep(self.policy.interval_s)
+                self.step()
+        finally:  # a gateway stopped inside a longer-lived process (the demo, tests)
+            gc.unfreeze()
