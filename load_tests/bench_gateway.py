@@ -45,6 +45,7 @@ from aiokafka.partitioner import murmur2
 
 from router.events import AssignmentOffered, Channel
 from router.gateway.auth import Role, issue
+from router.gateway.heap import Heap, HeapPolicy
 from router.gateway.roster import Profile, Roster
 from router.kafka import producer
 from router.redis_client import redis_client
@@ -91,6 +92,7 @@ class Desk:
         self.acks = 0
         self.errors = 0
         self.latencies_ms: list[float] = []
+        self.sent_ms: list[float] = []  # each offer's send time (for --trace)
         self.welcome = asyncio.Event()
         self.answered = asyncio.Event()  # an ack or error arrived
         self.reader = asyncio.create_task(self._read())
@@ -104,7 +106,9 @@ class Desk:
             if kind == "offer":
                 self.offers += 1
                 # Sent at expires_at - OFFER_TTL_MS by the publisher (one clock: one machine).
-                self.latencies_ms.append(time.time() * 1000 - (frame["expires_at"] - OFFER_TTL_MS))
+                sent = frame["expires_at"] - OFFER_TTL_MS
+                self.latencies_ms.append(time.time() * 1000 - sent)
+                self.sent_ms.append(sent)
             elif kind == "ack":
                 self.acks += 1
                 self.answered.set()
@@ -165,26 +169,29 @@ def domains_by_instance(instances: int, partitions: int, per_instance: int
 
 
 def publish_offers(settings: Settings, targets: list[tuple[str, str]], rate: float,
-                   total: int) -> float:
+                   total: int, linger_ms: int) -> tuple[float, float]:
     """Publish ``total`` offers (to ``targets`` in turn) from a child process, paced at
-    ``rate``/s (0: at once); the seconds it took."""
+    ``rate``/s (0: at once); the seconds it took and the CPU seconds it used."""
     ctx = multiprocessing.get_context("spawn")
-    out: multiprocessing.queues.Queue[float] = ctx.Queue()
-    proc = ctx.Process(target=_publisher, args=(settings.as_env(), targets, rate, total, out))
+    out: multiprocessing.queues.Queue[tuple[float, float]] = ctx.Queue()
+    proc = ctx.Process(target=_publisher,
+                       args=(settings.as_env(), targets, rate, total, linger_ms, out))
     proc.start()
-    seconds = out.get()
+    seconds, cpu = out.get()
     proc.join()
-    return seconds
+    return seconds, cpu
 
 
 def _publisher(env: dict[str, str], targets: list[tuple[str, str]], rate: float, total: int,
-               out: multiprocessing.queues.Queue[float]) -> None:
-    out.put(asyncio.run(_publish(Settings.from_env(env), targets, rate, total)))
+               linger_ms: int, out: multiprocessing.queues.Queue[tuple[float, float]]) -> None:
+    cpu = time.process_time()
+    seconds = asyncio.run(_publish(Settings.from_env(env), targets, rate, total, linger_ms))
+    out.put((seconds, time.process_time() - cpu))
 
 
 async def _publish(settings: Settings, targets: list[tuple[str, str]], rate: float,
-                   total: int) -> float:
-    prod = producer(settings, linger_ms=2)
+                   total: int, linger_ms: int) -> float:
+    prod = producer(settings, linger_ms=linger_ms)
     await prod.start()
 
     async def send(n: int) -> None:
@@ -215,6 +222,58 @@ async def _publish(settings: Settings, targets: list[tuple[str, str]], rate: flo
         await prod.stop()
 
 
+def write_trace(path: Path, desks: list[Desk]) -> None:
+    """Per second of sending: offers, p50, p99 and max latency (ms), as CSV."""
+    by_s: dict[int, list[float]] = {}
+    for d in desks:
+        for sent, ms in zip(d.sent_ms, d.latencies_ms, strict=True):
+            by_s.setdefault(int(sent // 1000), []).append(ms)
+    lines = ["second,offers,p50_ms,p99_ms,max_ms"]
+    start = min(by_s, default=0)
+    for sec in sorted(by_s):
+        v = by_s[sec]
+        lines.append(f"{sec - start},{len(v)},{percentile(v, 0.5):.1f},{percentile(v, 0.99):.1f},"
+                     f"{max(v):.1f}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def offer_delay_buckets(ports: list[int]) -> dict[str, dict[float, float]]:
+    """The gateways' peakroute_gateway_offer_delay_seconds, summed over instances: stage ->
+    upper bound (s) -> cumulative count."""
+    out: dict[str, dict[float, float]] = {}
+    for port in ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        for line in text.decode().splitlines():
+            if not line.startswith("peakroute_gateway_offer_delay_seconds_bucket{"):
+                continue
+            labels, _, value = line.partition("} ")
+            fields = dict(kv.split("=", 1) for kv in labels.split("{", 1)[1].split(","))
+            stage, le = fields["stage"].strip('"'), fields["le"].strip('"')
+            bound = float("inf") if le == "+Inf" else float(le)
+            out.setdefault(stage, {})
+            out[stage][bound] = out[stage].get(bound, 0.0) + float(value)
+    return out
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
+    """A quantile from cumulative histogram buckets (linear within a bucket, as Prometheus's
+    histogram_quantile); in ms."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return round(lower * 1000, 1)
+            return round((lower + (bound - lower) * (rank - below) / max(count - below, 1e-9))
+                         * 1000, 1)
+        lower, below = bound, count
+    return None
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -228,7 +287,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stack = EmbeddedStack(state, partitions=PARTITIONS)
     settings: Settings = (await stack.start()).replace(
         gateway_jwt_secret="bench-secret-" + "x" * 32, gateway_frames_per_s=50.0,
-        gateway_frame_burst=100)
+        gateway_frame_burst=100,
+        gateway_fetch_max_wait_ms=args.fetch_wait_ms or Settings().gateway_fetch_max_wait_ms)
     layout = domains_by_instance(args.instances, PARTITIONS, DOMAINS_PER_INSTANCE)
     ports = [free_port() for _ in layout]
     procs = [start_gateway(settings.replace(gateway_partitions=",".join(map(str, parts))),
@@ -273,6 +333,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             desks = list(await asyncio.gather(*(sign_in(h) for h in homes)))
             connect_s = time.perf_counter() - started
+            # This process's 10,000 sockets are long-lived too: kept out of the collector's
+            # scans as the gateway keeps its own, or its pauses would count as offer latency.
+            heap = asyncio.create_task(Heap(HeapPolicy(1.0, sys.maxsize, float("inf")),
+                                            lambda: 0).run(lambda: False))
             connect_cores = cores_since(connect_cpu, stack, procs, connect_s)
             await asyncio.sleep(2.0)  # let a sync round pass
             rss_connected = sum(rss_kib(p.pid) for p in procs)
@@ -283,8 +347,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             offers_cpu = cpu_snapshot(stack, procs)
             # The offers come from a process of their own (as from the router's workers), so
             # this one's sockets do not slow the publishing, nor the publishing their reading.
-            publish_s = await asyncio.to_thread(
-                publish_offers, settings, [(d, a) for _, d, a in homes], args.rate, total)
+            publish_s, publisher_cpu = await asyncio.to_thread(
+                publish_offers, settings, [(d, a) for _, d, a in homes], args.rate, total,
+                args.linger_ms or settings.kafka_linger_ms)
             published_at = time.perf_counter()
             deadline = time.monotonic() + 120
             # polling a sum over every desktop (no one event to await)
@@ -293,7 +358,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             push_s = publish_s + time.perf_counter() - published_at  # the child's start aside
             gateway_cpu = sum(cpu_s(p.pid) for p in procs) - sum(cpu_before)
             cores_busy = cores_since(offers_cpu, stack, procs, push_s)
+            cores_busy["publisher"] = round(publisher_cpu / push_s, 2)
             delivered = sum(d.offers for d in desks)
+            delays = await asyncio.to_thread(offer_delay_buckets, ports)
 
             # --- actions: state frames from every desktop ------------------------------------
             stop_at = time.monotonic() + args.action_seconds
@@ -316,9 +383,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             sent = sum(await asyncio.gather(*(toggle(d, i) for i, d in enumerate(desks))))
             action_s = max(time.perf_counter() - started, 1e-9)
             acked = sum(d.acks for d in desks) - acks_before
+            heap.cancel()
             for d in desks:
                 await d.ws.close()
         latencies = [ms for d in desks for ms in d.latencies_ms]
+        if args.trace:
+            write_trace(Path(args.trace), desks)
         p99 = percentile(latencies, 0.99)
         return {
             "instances": len(procs),
@@ -337,6 +407,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "offer_p50_ms": round(percentile(latencies, 0.5) or 0.0, 1),
             "offer_p99_ms": round(p99, 1) if p99 is not None else None,
             "offer_max_ms": round(max(latencies), 1) if latencies else None,
+            # the same offers seen by the gateways: from the record's time to the record read
+            # from Kafka, and to its frame queued for the socket (their histograms)
+            **{f"gateway_offer_{stage}_{name}_ms": bucket_quantile(delays.get(stage, {}), q)
+               for stage in ("fetched", "queued") for name, q in (("p50", 0.5), ("p99", 0.99))},
             "gateway_cpu_s_per_1000_offers": round(gateway_cpu / max(delivered, 1) * 1000, 3),
             "cores_busy_during_connect": connect_cores,
             "cores_busy_during_offers": cores_busy,
@@ -373,6 +447,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="gateway processes, desktops routed to them by domain")
     parser.add_argument("--action-seconds", type=float, default=10.0,
                         help="length of the action phase (0: none)")
+    parser.add_argument("--linger-ms", type=int, default=0,
+                        help="the offer publisher's linger (0: PEAKROUTE_KAFKA_LINGER_MS's "
+                        "default, a router worker's)")
+    parser.add_argument("--fetch-wait-ms", type=int, default=0,
+                        help="the gateways' PEAKROUTE_GATEWAY_FETCH_MAX_WAIT_MS (0: its default)")
+    parser.add_argument("--trace", default="",
+                        help="write offer latency per second of sending to this CSV file")
     parser.add_argument("--concurrency", type=int, default=200, help="sign-ins at once")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))

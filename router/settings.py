@@ -181,6 +181,17 @@ class Settings:
     gateway_flood_strikes: int = 20  # frames refused for flooding before the socket is closed
     gateway_hello_timeout_s: float = 10.0  # a socket without a valid hello by then is closed
     gateway_console_interval_s: float = 1.0  # supervisor console push period
+    # The sync loop reads each round the agents a decision touched, and every connected agent
+    # at least once per this many seconds (changes no decision announces: router/gateway/sync.py)
+    gateway_sync_sweep_s: float = 5.0
+    # The cycle collector (router/gateway/heap.py): every this many seconds the young objects
+    # are collected and the survivors frozen out of its scans (0: CPython's own schedule, whose
+    # full scans of 10,000 desktops stop the gateway for ~0.8 s every few seconds)
+    gateway_gc_freeze_s: float = 1.0
+    # ... and a full sweep (every object scanned: ~0.1 s per 1,000 desktops) frees the garbage
+    # of closed sockets once this many closed since the last one, at most every _MIN_S
+    gateway_gc_sweep_after: int = 2000
+    gateway_gc_sweep_min_s: float = 600.0
 
     # Embedded stack and logs
     state_dir: Path = DEFAULT_STATE_DIR
@@ -342,10 +353,14 @@ class Settings:
                     "gateway_console_interval_s", "gateway_sockets_per_agent",
                     "gateway_jwks_ttl_s", "gateway_jwks_timeout_s", "gateway_jwks_unknown_kid_s",
                     "gateway_revocation_keep_s", "gateway_seen_ttl_s",
-                    "gateway_fetch_max_wait_ms")
+                    "gateway_fetch_max_wait_ms", "gateway_gc_sweep_after", "gateway_sync_sweep_s",
+                    "gateway_gc_sweep_min_s")
         for name in positive:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")
+        if not math.isfinite(self.gateway_gc_freeze_s) or self.gateway_gc_freeze_s < 0:
+            raise SettingsError(f"{env_name('gateway_gc_freeze_s')} must be >= 0 (0: off), got "
+                                f"{self.gateway_gc_freeze_s}")
 
     def _validate_bot(self) -> None:
         positive = ("bot_silence_close_s", "bot_reload_interval_s", "bot_transcript_turns",

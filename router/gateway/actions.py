@@ -223,6 +223,7 @@ class Actions:
                     await ends.announce(self.redis, domain, target, EndReason.LOGGED_OUT)
                 for s in self.hub.agents.get((domain, target), ()):
                     s.hold_until = 0.0  # show the supervisor's change at the next sync
+                self.hub.touch(domain, target)
         session.push(ack(frame.type, ref))
 
     def _own_offer(self, session: Session, offer_id: str, ref: str | None

@@ -132,6 +132,10 @@ def run_gateway(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await gateway.stop()
 
+    if settings.event_loop == "uvloop":  # as the worker's (router/app.py)
+        import uvloop
+
+        uvloop.install()
     asyncio.run(main())
     return 0
 

@@ -114,22 +114,18 @@ async def offer_contexts(client: aioredis.Redis, items: Iterable[tuple[str, str]
                          ) -> dict[tuple[str, str], OfferContext]:
     """(domain, contact) -> what the agent should see before accepting, from the routing
     state: the context its request carried (intent, language, transcript) and its record
-    (priority, service class). Two round trips per domain, whatever the number of offers."""
+    (priority, service class). One round trip, whatever the number of offers and domains."""
     by_domain: dict[str, list[str]] = {}
     for domain, cid in dict.fromkeys(items):
         by_domain.setdefault(domain, []).append(cid)
     out = {}
-    for domain, cids in by_domain.items():
-        contacts = await state.read_contacts(client, domain, cids)
-        contexts = await state.read_contexts(client, domain, cids)
-        for cid in cids:
-            contact, ctx = contacts.get(cid), contexts[cid]
-            lane = contact.lane if contact else ""
-            out[(domain, cid)] = OfferContext(
-                intent=ctx.intent, language=ctx.language or lane.partition(".")[2],
-                priority=contact.priority if contact else 0,
-                vip=contact.vip if contact else ctx.tier == "vip",
-                transcript=[dict(t) for t in ctx.transcript])
+    for (domain, cid), (contact, ctx) in (await state.read_offered(client, by_domain)).items():
+        lane = contact.lane if contact else ""
+        out[(domain, cid)] = OfferContext(
+            intent=ctx.intent, language=ctx.language or lane.partition(".")[2],
+            priority=contact.priority if contact else 0,
+            vip=contact.vip if contact else ctx.tier == "vip",
+            transcript=[dict(t) for t in ctx.transcript])
     return out
 
 

@@ -24,6 +24,7 @@ from router.events import (
     RoutingDecision,
 )
 from router.gateway import console
+from router.gateway import metrics as gm
 from router.gateway.hub import Hub
 from router.gateway.roster import served_queues
 from router.gateway.session import offer_frame
@@ -75,9 +76,11 @@ class Fanout:
         while not self.stopping():
             try:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+                fetched = now_ms()
                 events = [self.decoder.decode(rec.value) for recs in batches.values()
                           for rec in recs if self._for_us(rec.value)]
-                await self._dispatch([e for e in events if not isinstance(e, Rejection)])
+                await self._dispatch([e for e in events if not isinstance(e, Rejection)],
+                                     fetched)
                 delay = 0.1
             except asyncio.CancelledError:
                 raise
@@ -98,14 +101,16 @@ class Fanout:
                 and isinstance(head.get("agent_id"), str)
                 and (head["domain"], head["agent_id"]) in self.hub.agents)
 
-    async def _dispatch(self, events: Iterable[Event]) -> None:
+    async def _dispatch(self, events: Iterable[Event], fetched_ms: int) -> None:
         offers: list[AssignmentOffered] = []
         counts: list[tuple[str, str, str, str]] = []  # domain, agent, figure, event id
+        touched: list[tuple[str, str]] = []  # agents the next sync round reads
         for ev in events:
             match ev:
                 case AssignmentOffered() if (ev.domain, ev.agent_id) in self.hub.agents:
                     self.hub.offer_owner[(ev.domain, ev.offer_id)] = ev.agent_id
                     offers.append(ev)
+                    gm.OFFER_FETCHED.observe(max(fetched_ms - ev.ts_ms, 0) / 1000)
                 case AssignmentRescinded():
                     self.hub.offer_owner.pop((ev.domain, ev.offer_id), None)
                     for s in self.hub.agents.get((ev.domain, ev.agent_id), ()):
@@ -113,6 +118,7 @@ class Fanout:
                         s.push({"type": "rescind", "offer_id": ev.offer_id,
                                 "contact_id": ev.contact_id, "reason": ev.reason})
                         s.hold_until = 0.0  # a lapse may have made the agent not ready
+                    touched.append((ev.domain, ev.agent_id))
                 case RoutingDecision():
                     if ev.agent_id is None:
                         continue
@@ -122,16 +128,23 @@ class Fanout:
                         if ev.decision == Decision.ACCEPTED and ev.within_target:
                             counts.append((*key, "within_target", ev.event_id + "w"))
                     self._decision(ev)
+                    touched.append(key)
                 case AgentProfileApplied() if (ev.domain, ev.agent_id) in self.hub.agents:
                     queues = served_queues(ev.skills, self.policy.for_domain(ev.domain))
                     for s in self.hub.agents[(ev.domain, ev.agent_id)]:
                         s.push({"type": "profile", "skills": ev.skills, "capacity": ev.capacity,
                                 "queues": queues, "changed_by": ev.changed_by})
                         s.last["skills"] = ev.skills
+                    touched.append((ev.domain, ev.agent_id))
         if offers:
             await self.push_offers(offers)
+            queued = now_ms()
+            for o in offers:
+                gm.OFFER_QUEUED.observe(max(queued - o.ts_ms, 0) / 1000)
         if counts:
             await self._count(counts)
+        for domain, aid in touched:  # after the counts: the sync reads them
+            self.hub.touch(domain, aid)
 
     def _decision(self, d: RoutingDecision) -> None:
         sessions = self.hub.agents.get((d.domain, d.agent_id or ""), ())

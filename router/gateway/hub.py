@@ -22,6 +22,10 @@ class Hub:
         self.supervisors: set[Session] = set()
         self.gates: dict[tuple[str, str, Role], FloodGate] = {}  # per identity, all its sockets
         self.offer_owner: dict[tuple[str, str], str] = {}  # (domain, offer id) -> agent
+        self.closed = 0  # signed-in sockets forgotten so far (router/gateway/heap.py)
+        # agents whose routing state, load or figures a decision may have changed since the
+        # last sync round (router/gateway/sync.py reads these, not every agent)
+        self.touched: set[tuple[str, str]] = set()
 
     def of_agent(self, domain: str, agent_id: str) -> set[Session]:
         """The agent's sockets on this process (an empty set when none)."""
@@ -40,6 +44,15 @@ class Hub:
             return len(self.of_agent(ident.domain, ident.subject))
         return sum(1 for s in self.supervisors if s.identity is not None
                    and (s.identity.domain, s.identity.subject) == (ident.domain, ident.subject))
+
+    def touch(self, domain: str, agent_id: str) -> None:
+        """Have the next sync round read this agent (if it is connected here)."""
+        if (domain, agent_id) in self.agents:
+            self.touched.add((domain, agent_id))
+
+    def take_touched(self) -> set[tuple[str, str]]:
+        touched, self.touched = self.touched, set()
+        return touched
 
     def gate(self, session: Session) -> FloodGate:
         """The identity's gate once signed in (shared by its sockets), the socket's before."""
@@ -66,6 +79,7 @@ class Hub:
         ident = session.identity
         if ident is None:
             return
+        self.closed += 1
         if ident.role == Role.SUPERVISOR:
             if session in self.supervisors:
                 self.supervisors.discard(session)

@@ -7,6 +7,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     disable_created_metrics,
     generate_latest,
 )
@@ -35,6 +36,16 @@ PUBLISHED = Counter(
     "peakroute_gateway_published_total", "Events the gateway published to agents.events, by type.",
     ["type"], registry=REGISTRY,
 )
+
+OFFER_DELAY = Histogram(
+    "peakroute_gateway_offer_delay_seconds",
+    "From an offer's event time (the router's, when it offered) to the gateway: read from "
+    "Kafka (stage=fetched), and its frame queued for the agent's sockets (stage=queued).",
+    ["stage"], registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0),
+)
+OFFER_FETCHED = OFFER_DELAY.labels("fetched")
+OFFER_QUEUED = OFFER_DELAY.labels("queued")
 
 
 def exposition() -> bytes:

@@ -16,7 +16,8 @@ This module wires the parts and runs their lifecycle; each part does one job:
 * ``fanout``: Kafka in, pushed to the agents' sockets;
 * ``sync``: the periodic state, load and figures sync and the consoles' push;
 * ``console_frame``: the supervisor console's frame (figures from router/sla, ``console``);
-* ``hub``: who is connected to this process.
+* ``hub``: who is connected to this process;
+* ``heap``: the long-lived objects kept out of the cycle collector's scans.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from router.gateway.auth import Verifier
 from router.gateway.console_frame import ConsoleView
 from router.gateway.fanout import Fanout
 from router.gateway.guard import Guard
+from router.gateway.heap import Heap, HeapPolicy
 from router.gateway.hub import Hub
 from router.gateway.publish import Publisher
 from router.gateway.roster import Roster
@@ -68,6 +70,8 @@ class Gateway:
         self.sockets = Sockets(settings, self.hub, self.guard, self.actions)
         self.sync = Sync(settings, self.policy, self.redis, self.hub, self.console,
                          lambda: self._stopping)
+        self.heap = Heap(HeapPolicy(settings.gateway_gc_freeze_s, settings.gateway_gc_sweep_after,
+                                    settings.gateway_gc_sweep_min_s), lambda: self.hub.closed)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._stopping = False
@@ -80,7 +84,9 @@ class Gateway:
                        asyncio.create_task(self.sync.run(), name="gateway-sync"),
                        asyncio.create_task(ends.follow(self.redis, self.guard.end,
                                                        lambda: self._stopping),
-                                           name="gateway-ends")]
+                                           name="gateway-ends"),
+                       asyncio.create_task(self.heap.run(lambda: self._stopping),
+                                           name="gateway-heap")]
 
     async def serve(self, host: str, port: int) -> None:
         """Start and listen on host:port (returns once listening)."""

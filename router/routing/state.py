@@ -954,17 +954,21 @@ async def contact_states(client: aioredis.Redis, domain: str, contact_ids: Seque
 async def read_agents(client: aioredis.Redis, domain: str,
                       agent_ids: Sequence[str] | None = None) -> dict[str, AgentView]:
     """Agents by id (all logged in when ``agent_ids`` is None); one that never logged in is
-    offline with nothing."""
-    seated = {_text(a) for a in await client.smembers(key(domain, Key.SEATED))}
-    ids = sorted(seated) if agent_ids is None else list(agent_ids)
+    offline with nothing. Agents by id cost one round trip, whatever the domain's size (their
+    seats are checked one by one, not by reading every seated agent)."""
+    if agent_ids is None:
+        ids = sorted(_text(a) for a in await client.smembers(key(domain, Key.SEATED)))
+    else:
+        ids = list(agent_ids)
     if not ids:
         return {}
     async with client.pipeline(transaction=True) as pipe:
+        pipe.smismember(key(domain, Key.SEATED), ids)
         pipe.hmget(key(domain, Key.AGENTS), ids)
         pipe.hmget(key(domain, Key.AGENT_PROFILES), ids)
-        raw, profiles = await pipe.execute()
-    return {aid: AgentView.of(aid, decode_agent(r), decode_profile(p), aid in seated)
-            for aid, r, p in zip(ids, raw, profiles, strict=True)}
+        seated, raw, profiles = await pipe.execute()
+    return {aid: AgentView.of(aid, decode_agent(r), decode_profile(p), bool(s))
+            for aid, s, r, p in zip(ids, seated, raw, profiles, strict=True)}
 
 
 async def seated_agents(client: aioredis.Redis, domain: str) -> list[str]:
@@ -972,14 +976,7 @@ async def seated_agents(client: aioredis.Redis, domain: str) -> list[str]:
 
 
 async def read_context(client: aioredis.Redis, domain: str, contact_id: str) -> OfferContext:
-    raw = await client.hget(key(domain, Key.CONTEXT), contact_id)
-    if not raw:
-        return OfferContext()
-    data = msgspec.json.decode(raw)
-    return OfferContext(str(data.get("intent", "")), str(data.get("tier", "")),
-                        str(data.get("language", "")), float(data.get("confidence", 0.0)),
-                        str(data.get("reason", "")),
-                        tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
+    return _context(await client.hget(key(domain, Key.CONTEXT), contact_id))
 
 
 async def read_contexts(client: aioredis.Redis, domain: str, contact_ids: Sequence[str]
@@ -988,18 +985,40 @@ async def read_contexts(client: aioredis.Redis, domain: str, contact_ids: Sequen
     if not contact_ids:
         return {}
     raw = await client.hmget(key(domain, Key.CONTEXT), list(contact_ids))
-    out = {}
-    for cid, r in zip(contact_ids, raw, strict=True):
-        if not r:
-            out[cid] = OfferContext()
-            continue
-        data = msgspec.json.decode(r)
-        out[cid] = OfferContext(
-            str(data.get("intent", "")), str(data.get("tier", "")),
-            str(data.get("language", "")), float(data.get("confidence", 0.0)),
-            str(data.get("reason", "")),
-            tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
+    return {cid: _context(r) for cid, r in zip(contact_ids, raw, strict=True)}
+
+
+async def read_offered(client: aioredis.Redis, by_domain: Mapping[str, Sequence[str]]
+                       ) -> dict[tuple[str, str], tuple[ContactView | None, OfferContext]]:
+    """(domain, contact) -> the contact (None if unknown) and its request's context, for
+    contacts of any number of domains in one round trip (a pipeline of two reads a domain)."""
+    items = [(domain, list(cids)) for domain, cids in by_domain.items() if cids]
+    if not items:
+        return {}
+    async with client.pipeline(transaction=False) as pipe:
+        for domain, cids in items:
+            pipe.hmget(key(domain, Key.CONTACTS), cids)
+            pipe.hmget(key(domain, Key.CONTEXT), cids)
+        rows = await pipe.execute()
+    out: dict[tuple[str, str], tuple[ContactView | None, OfferContext]] = {}
+    for n, (domain, cids) in enumerate(items):
+        contacts, contexts = rows[2 * n], rows[2 * n + 1]
+        for cid, c, x in zip(cids, contacts, contexts, strict=True):
+            rec = decode_contact(c)
+            out[(domain, cid)] = (ContactView.of(cid, rec) if rec is not None else None,
+                                  _context(x))
     return out
+
+
+def _context(raw: Any) -> OfferContext:
+    if not raw:
+        return OfferContext()
+    data = msgspec.json.decode(raw)
+    return OfferContext(
+        str(data.get("intent", "")), str(data.get("tier", "")),
+        str(data.get("language", "")), float(data.get("confidence", 0.0)),
+        str(data.get("reason", "")),
+        tuple(t for t in data.get("transcript", ()) if isinstance(t, dict)))
 
 
 async def offers_of(client: aioredis.Redis, domain: str, agent_id: str
