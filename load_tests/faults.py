@@ -8,7 +8,8 @@ Faults, in order (``--faults`` picks some):
 
 - ``worker_kill``: SIGKILL one worker, restart it ``--restart-after`` s later;
 - ``all_workers_kill``: SIGKILL every worker, restart them ``--backlog`` s later;
-- ``redis_oom``: ``maxmemory`` just above ``used_memory`` with ``noeviction`` for ``--oom`` s;
+- ``redis_oom``: ``maxmemory`` just above ``used_memory`` with ``noeviction`` for ``--oom`` s,
+  longer until Redis has refused a write (INFO errorstats), at most ``--oom-max`` s;
 - ``redis_readonly``: ``REPLICAOF`` an address where nothing listens for ``--readonly`` s (a
   failover window: a read-only replica that keeps its data), then ``REPLICAOF NO ONE``; the
   data must survive;
@@ -251,14 +252,30 @@ class Proof:
         saved = await admin.config_get("maxmemory", "maxmemory-policy")
         used = int((await admin.info("memory"))["used_memory"])
         limit = used + self.args.oom_margin
+        refused_before = await self.oom_refusals()
         await admin.config_set("maxmemory-policy", "noeviction")
         await admin.config_set("maxmemory", limit)
+        started = time.monotonic()
         try:
+            # At least --oom seconds, and on until Redis has refused a write (workers that are
+            # still starting after the previous fault may write nothing for a while), at most
+            # --oom-max.
             await asyncio.sleep(self.args.oom)
+            for _ in range(int(max(self.args.oom_max - self.args.oom, 0) / 0.25)):
+                if await self.oom_refusals() > refused_before:
+                    break
+                await asyncio.sleep(0.25)
         finally:
             await admin.config_set("maxmemory", saved["maxmemory"])
             await admin.config_set("maxmemory-policy", saved["maxmemory-policy"])
-        fault.detail.update(used_memory=used, maxmemory=limit)
+        fault.detail.update(used_memory=used, maxmemory=limit,
+                            held_s=round(time.monotonic() - started, 1),
+                            refused=await self.oom_refusals() - refused_before)
+
+    async def oom_refusals(self) -> int:
+        """Replies Redis gave with an OOM error so far (INFO errorstats)."""
+        stats = await self.admin.info("errorstats")
+        return int(stats.get("errorstat_OOM", {}).get("count", 0))
 
     async def redis_readonly(self, fault: Fault) -> None:
         admin = self.admin
@@ -495,7 +512,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="at most this long waiting for every worker's /readyz before a "
                         "Redis fault")
     parser.add_argument("--oom", type=float, default=4.0,
-                        help="redis_oom: seconds Redis stays at maxmemory")
+                        help="redis_oom: seconds Redis stays at maxmemory (at least)")
+    parser.add_argument("--oom-max", type=float, default=20.0,
+                        help="redis_oom: at most this long while Redis has refused no write "
+                             "(the workers may still be starting after the previous fault)")
     parser.add_argument("--oom-margin", type=int, default=64 * 1024,
                         help="redis_oom: maxmemory is used_memory plus this many bytes")
     parser.add_argument("--readonly", type=float, default=4.0,
