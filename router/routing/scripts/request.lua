@@ -23,6 +23,7 @@ stat('escalated')
 unanswered_add(cid, c)
 sla_count(c.qn, {'offered', 1})
 c.cu, c.pa, c.pu, c.pf, c.wa, c.we, c.wk = A.customer_id, '', 0, '', 0, 0, 0
+c.wf, c.wp = 0, 0  -- not told a position yet (the lane's pace learns from the first one)
 local out = {}
 local waited = waited_of(c, NOW)
 -- The preferred agent: the one the request names, else the customer's last agent within the
