@@ -204,14 +204,8 @@ class Worker:
     async def _readyz(self, request: web.Request) -> web.Response:
         """Ready once this worker owns partitions, no rebalance is under way and no Redis or
         Kafka failure was met in the last few seconds (router/transient.py)."""
-        owns = self.transport.ready()
-        healthy = transient.HEALTH.healthy()
-        body: dict[str, object] = {"ready": owns and healthy}
-        if not healthy and transient.HEALTH.last_kind is not None:
-            body["failing"] = transient.HEALTH.last_kind.value
-        elif not owns:
-            body["reason"] = "no_partitions"
-        return web.json_response(body, status=200 if owns and healthy else 503)
+        body, status = transient.readiness(self.transport.ready())
+        return web.json_response(body, status=status)
 
     async def run(self) -> None:
         await self.transport.run()

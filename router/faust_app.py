@@ -388,14 +388,8 @@ class FaustRouter:
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:
-            owns = self.ready()
-            healthy = transient.HEALTH.healthy()
-            body: dict[str, object] = {"ready": owns and healthy}
-            if not healthy and transient.HEALTH.last_kind is not None:
-                body["failing"] = transient.HEALTH.last_kind.value
-            elif not owns:
-                body["reason"] = "no_partitions"
-            return web.json(body, status=200 if owns and healthy else 503)
+            body, status = transient.readiness(self.ready())
+            return web.json(body, status=status)
 
     async def close(self) -> None:
         await self._probe.close()

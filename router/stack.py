@@ -315,20 +315,10 @@ class EmbeddedStack:
         ok and sees every node."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         for port in ports:
-            client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
-            try:
-                while True:
-                    self._check_alive()
-                    try:
-                        client.ping()
-                        break
-                    except redis.ConnectionError:
-                        if time.monotonic() > deadline:
-                            raise StackError(f"redis-server on {port} did not answer within "
-                                             f"{READY_TIMEOUT_S:.0f} s") from None
-                        await asyncio.sleep(0.05)
-            finally:
-                client.close()
+            await self._await_ping(redis.Redis(host="127.0.0.1", port=port,
+                                               socket_connect_timeout=1), deadline,
+                                   f"redis-server on {port} did not answer within "
+                                   f"{READY_TIMEOUT_S:.0f} s")
         argv = [redis_cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
                 "--cluster-replicas", str(self.redis_replicas), "--cluster-yes"]
         proc = await asyncio.create_subprocess_exec(
@@ -380,23 +370,28 @@ class EmbeddedStack:
             )
         self.processes.append(StackProcess(name, proc.pid, argv[0]))
 
-    async def _wait_ready(self, settings: Settings) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
+    async def _await_ping(self, client: redis.Redis, deadline: float, failure: str) -> None:
+        """Until ``client``'s redis-server answers a PING (the stack's processes still alive),
+        or StackError(``failure``) past ``deadline``; the client is closed either way."""
         try:
             while True:
                 self._check_alive()
                 try:
                     client.ping()
-                    break
+                    return
                 except redis.ConnectionError:
                     if time.monotonic() > deadline:
-                        raise StackError("redis-server did not answer within "
-                                         f"{READY_TIMEOUT_S:.0f} s; see {self._log('redis')}"
-                                         ) from None
+                        raise StackError(failure) from None
                     await asyncio.sleep(0.05)
         finally:
             client.close()
+
+    async def _wait_ready(self, settings: Settings) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        await self._await_ping(
+            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1), deadline,
+            f"redis-server did not answer within {READY_TIMEOUT_S:.0f} s; see "
+            f"{self._log('redis')}")
         while True:
             self._check_alive()
             try:

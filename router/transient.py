@@ -157,6 +157,18 @@ class Health:
 HEALTH = Health()
 
 
+def readiness(owns: bool) -> tuple[dict[str, object], int]:
+    """A worker's /readyz body and status, whichever runtime serves it: ready once it owns
+    partitions (no rebalance under way) and no Redis or Kafka failure was met lately."""
+    healthy = HEALTH.healthy()
+    body: dict[str, object] = {"ready": owns and healthy}
+    if not healthy and HEALTH.last_kind is not None:
+        body["failing"] = HEALTH.last_kind.value
+    elif not owns:
+        body["reason"] = "no_partitions"
+    return body, 200 if owns and healthy else 503
+
+
 def count(exc: BaseException) -> Kind | None:
     """Count ``exc`` if it is a dependency failure (by dependency and kind) and mark this
     process unhealthy for a while; return its kind (None: not a dependency failure)."""
