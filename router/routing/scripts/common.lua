@@ -237,6 +237,18 @@ local function index_all(aid, a)
   for _, ch in ipairs(profile(aid).chs) do index_channel(aid, a, ch) end
 end
 
+-- Leave every index of channel ch (groups `<pool>:<ch>`), whatever the seats say now.
+local function index_leave_channel(aid, a, ch)
+  local tail = ':' .. ch
+  for g, old in pairs(a.fx) do
+    if string.sub(g, -#tail) == tail then
+      redis.call('ZREM', K_FREE, g .. '|' .. old .. '|' .. aid)
+      a.fx[g] = nil
+      adirty(aid)
+    end
+  end
+end
+
 -- Leave every index (whatever the seats say now: fx remembers where it sits).
 local function index_none(aid, a)
   for g, old in pairs(a.fx) do redis.call('ZREM', K_FREE, g .. '|' .. old .. '|' .. aid) end
@@ -454,8 +466,10 @@ local function offer(cid, c, aid, a, now, out, pool)
   touch(aid, a, now)
   if pool and now > (tonumber(a.rr[pool]) or 0) then a.rr[pool] = now end
   adirty(aid)
-  -- Full or not, the agent's entries in its other pools stay as they are: pick_agent drops or
-  -- re-scores them when they come up (see fresh_score).
+  -- Full on this channel now: out of each of its indexes at once (fx says where it sits), as
+  -- each would drop it when it came up anyway. Room left: its entries in its pools stay as they
+  -- are, and pick_agent re-scores them when they come up (see fresh_score).
+  if load_of(a, ch) >= cap_of(a, ch) then index_leave_channel(aid, a, ch) end
   stat('offered')
   out[#out + 1] = T_offered(cid, aid, ch, c.ln, tonumber(c.rg), waited_of(c, now),
                             tonumber(c.pri), oid, expires, c.pa ~= nil and c.pa == aid,
@@ -472,9 +486,14 @@ local function pick_agent(pool, ch, ring, extra, exclude, limit, strategy)
   local lo, hi = '[' .. g .. '|', '(' .. g .. '}'
   local check = #extra > 0 and ring == 0
   local passed = 0  -- fresh entries at the head that may not take it (excluded, lacking skills)
-  -- Each entry is re-scored or dropped at most once per call, so this ends; only candidates
-  -- that are fresh but may not take it count against the scan limit.
-  for _ = 0, 2 * redis.call('ZLEXCOUNT', K_FREE, lo, hi) do
+  -- Each entry is re-scored or dropped at most once per call, so this ends (bounded by twice
+  -- the group's size, counted only when the look runs long); only candidates that are fresh
+  -- but may not take it count against the scan limit.
+  local bound = 64
+  local looked = 0
+  while looked <= bound do
+    looked = looked + 1
+    if looked == bound then bound = math.max(bound, 2 * redis.call('ZLEXCOUNT', K_FREE, lo, hi) + 1) end
     local got = redis.call('ZRANGEBYLEX', K_FREE, lo, hi, 'LIMIT', passed, 1)
     if #got == 0 then return nil, false end
     local stored_text, aid = string.match(got[1], '|(%d+)|(.+)$')
