@@ -23,6 +23,7 @@ import redis.asyncio.cluster as aiocluster
 import redis.cluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry as SyncRetry
 
 from router.settings import Settings
@@ -159,22 +160,37 @@ def redacted_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in userinfo else f"{scheme}://{user}@{host}"
 
 
-async def load_scripts(client: aioredis.Redis,
-                       sources: Iterable[str | bytes | memoryview]) -> None:
-    """SCRIPT LOAD every source, in one round trip: into the single node, or into every
-    primary of a cluster (a cluster pipeline refuses SCRIPT LOAD; a replica promoted by a
-    failover, or a node added later, has none of them until they are loaded again)."""
+async def load_scripts(client: aioredis.Redis, sources: Iterable[str | bytes | memoryview],
+                       libraries: Iterable[str] = ()) -> None:
+    """SCRIPT LOAD every source and FUNCTION LOAD REPLACE every function library, in one round
+    trip: into the single node, or into every primary of a cluster (a cluster pipeline refuses
+    both; a node added later, or a replica promoted by a failover, lacks scripts, and a node
+    restarted without persistence lacks both, until they are loaded again). A library is
+    named by its source's digest: replacing it with itself is harmless."""
     texts = list(sources)
+    libs = list(libraries)
     if isinstance(client, aiocluster.RedisCluster):
         await client.initialize()
         send: Any = client.execute_command  # redis-py leaves it untyped
-        await asyncio.gather(*(send("SCRIPT", "LOAD", text, target_nodes=node)
-                               for node in client.get_primaries() for text in texts))
+        await asyncio.gather(
+            *(send("SCRIPT", "LOAD", text, target_nodes=node)
+              for node in client.get_primaries() for text in texts),
+            *(send("FUNCTION", "LOAD", "REPLACE", lib, target_nodes=node)
+              for node in client.get_primaries() for lib in libs))
         return
     pipe = client.pipeline(transaction=False)
     for text in texts:
         pipe.script_load(text)
+    for lib in libs:
+        pipe.function_load(lib, replace=True)
     await pipe.execute()
+
+
+def missing_code(reply: object) -> bool:
+    """Whether a reply says Redis lacks the script (NOSCRIPT) or the function (``Function not
+    found``) a call named: it restarted, was flushed, or is a node that never had them."""
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, ResponseError) and str(reply).startswith("Function not found"))
 
 
 def queue_wait(pipe: Any, client: aioredis.Redis, keys: Iterable[str | bytes], replicas: int,

@@ -2,10 +2,10 @@
 
 The layout, the scripts' arguments and their results belong to router/routing/state.py; this
 module decides which script body an event calls with which arguments (from the routing policy),
-runs them (one EVALSHA of the ``apply`` script per domain and batch, all in one round trip; a
-script Redis lost is loaded and its calls re-sent), and keeps the outbox moving: the entries a
-batch's transitions were kept under are deleted once Kafka has their records (``ack``; the
-deletes ride along with the next batch).
+runs them (one FCALL of the ``apply`` function per domain and batch, all in one round trip; a
+script or library Redis lost is loaded and its calls re-sent), and keeps the outbox moving:
+the entries a batch's transitions were kept under are deleted once Kafka has their records
+(``ack``; the deletes ride along with the next batch).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
 from router import logs, metrics, redis_client, transient
 from router.errors import PeakrouteError, PolicyError, RoutingStoreError
@@ -113,7 +112,8 @@ class RoutingStore:
         self.policy = policy
         self.policy_loaded_ms = time.time_ns() // 1_000_000
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(state.script_source(name)) for name in state.RUN_SCRIPTS}
+            name: client.register_script(state.script_source(name))
+            for name in state.RUN_SCRIPTS if name != state.APPLY}
         self._scripts[state.POLICY_CLAIM] = client.register_script(state.POLICY_CLAIM_SCRIPT)
         self._shas = {name: script.sha for name, script in self._scripts.items()}
         self._key_cache: dict[tuple[str, str, int], list[bytes]] = {}
@@ -135,12 +135,19 @@ class RoutingStore:
     # -- running scripts ------------------------------------------------------------------
 
     async def _load_scripts(self) -> None:
-        """All scripts at once, so a Redis has either every one of them or (restarted,
-        flushed) none: a batch's calls then all run, or none does. On a Cluster, into every
-        primary (SCRIPT LOAD goes to each), once the client has the slot map: a replica
-        promoted by a failover has none of them, and answers NOSCRIPT until loaded again."""
-        await redis_client.load_scripts(self.redis, (s.script for s in self._scripts.values()))
+        """All scripts and the apply library at once, so a Redis has either every one of them
+        or (restarted, flushed) none: a batch's calls then all run, or none does. On a
+        Cluster, into every primary, once the client has the slot map: a replica promoted by a
+        failover has no scripts (libraries replicate), and answers NOSCRIPT until loaded."""
+        await redis_client.load_scripts(self.redis, (s.script for s in self._scripts.values()),
+                                        [state.script_source(state.APPLY)])
         self._loaded = True
+
+    def _queue(self, pipe: Any, name: str, keys: list[bytes], argv: Sequence[Any]) -> None:
+        if name == state.APPLY:
+            pipe.fcall(state.APPLY_FUNCTION, len(keys), *keys, *argv)
+        else:
+            pipe.evalsha(self._shas[name], len(keys), *keys, *argv)
 
     def _keys(self, name: str, domain: str, now_ms: int) -> list[bytes]:
         """The script's declared keys, encoded once per (script, domain, minute): redis-py's
@@ -156,14 +163,15 @@ class RoutingStore:
 
     async def _send(self, requests: Sequence[tuple[str, list[bytes], Sequence[Any]]],
                     register: Sequence[str] = ()) -> list[Any]:
-        """EVALSHA each (script, keys, arguments) in one pipeline (one round trip). Beside
+        """Call each (script, keys, arguments) in one pipeline (one round trip). Beside
         them, not inside: the domains are registered (an idempotent SADD: Redis may have lost
-        them) and the outbox entries Kafka has are deleted. A Redis that lost the
-        scripts answers NOSCRIPT: they are loaded and the requests from the first refused one
-        on are sent again, in order (any that did run keeps its result: the outbox gives it
-        back). Per request: its raw result, or the error it raised. Dependency failures
-        (router/transient.py) raise: Redis refusing (OOM, READONLY, BUSY, ...) is not the
-        data's fault, the batch is retried and nothing is dead-lettered."""
+        them) and the outbox entries Kafka has are deleted. A Redis that lost the scripts
+        answers NOSCRIPT (the library: function not found): they are loaded and the requests
+        from the first refused one on are sent again, in order (any that did run keeps its
+        result: the outbox gives it back). Per request: its raw result, or the error it
+        raised. Dependency failures (router/transient.py) raise: Redis refusing (OOM,
+        READONLY, BUSY, ...) is not the data's fault, the batch is retried and nothing is
+        dead-lettered."""
         if not self._loaded:
             await self._load_scripts()
         acks = self._pending.take()
@@ -176,7 +184,7 @@ class RoutingStore:
             pipe.zrem(state.key(domain, Key.OUTBOX_TIMES), *entries)
         head = 2 * len(acks) + bool(register)
         for name, keys, argv in requests:
-            pipe.evalsha(self._shas[name], len(keys), *keys, *argv)
+            self._queue(pipe, name, keys, argv)
         waits = redis_client.queue_wait(
             pipe, self.redis, (keys[0] for _, keys, _ in requests if keys),
             self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms)
@@ -190,12 +198,12 @@ class RoutingStore:
         transient.raise_transient(raw[:head])
         redis_client.check_waits(raw[len(raw) - waits:], self.settings.redis_wait_replicas)
         results = raw[head:len(raw) - waits]
-        first = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)), None)
+        first = next((i for i, r in enumerate(results) if redis_client.missing_code(r)), None)
         if first is not None:
             await self._load_scripts()
             pipe = self.redis.pipeline(transaction=False)
             for name, keys, argv in requests[first:]:
-                pipe.evalsha(self._shas[name], len(keys), *keys, *argv)
+                self._queue(pipe, name, keys, argv)
             waits = redis_client.queue_wait(
                 pipe, self.redis, (keys[0] for _, keys, _ in requests[first:] if keys),
                 self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms)
@@ -203,7 +211,7 @@ class RoutingStore:
             redis_client.check_waits(again[len(again) - waits:],
                                      self.settings.redis_wait_replicas)
             for i, result in enumerate(again[:len(again) - waits], start=first):
-                if isinstance(results[i], NoScriptError):
+                if redis_client.missing_code(results[i]):
                     results[i] = result
         transient.raise_transient(results)
         return results

@@ -35,14 +35,16 @@ async def test_going_offline_rescinds_the_offer_and_requeues_the_contact(
 async def test_a_redis_that_lost_its_scripts_gets_them_again_in_the_same_batch(
     stack: Settings, store_redis: aioredis.Redis, domain: str,
 ) -> None:
-    """A restarted or flushed Redis answers NOSCRIPT: the store loads the scripts and re-sends
-    just those calls (they did not run), so nothing is lost or applied twice."""
+    """A restarted or flushed Redis answers NOSCRIPT (scripts) or "Function not found" (the
+    apply library): the store loads them and re-sends just those calls (they did not run), so
+    nothing is lost or applied twice."""
     store = RoutingStore(store_redis, stack, policy_from_settings(stack))
     now = now_ms()
     login = AgentLoggedIn(event_id="e1", ts_ms=now, agent_id="a1", domain=domain,
                           skills={"zh": 1, "general": 1}, capacity={"chat": 1})
     await store.apply([login], now)
     await store_redis.script_flush()
+    await store_redis.function_flush()
     request = RoutingRequested(event_id="e2", ts_ms=now, contact_id="c1", domain=domain,
                                queue="general")
     [result] = await store.apply([request], now)

@@ -164,7 +164,7 @@ async def test_a_reply_lost_after_the_scripts_ran_gives_the_same_outputs_once_re
     lost = []
 
     async def execute_then_lose_the_reply(self: Pipeline, *a: Any, **kw: Any) -> Any:
-        scripts = any(c[0][0] == "EVALSHA" for c in self.command_stack)
+        scripts = any(c[0][0] in ("EVALSHA", "FCALL") for c in self.command_stack)
         result = await original(self, *a, **kw)
         if not lost and scripts:
             lost.append(True)

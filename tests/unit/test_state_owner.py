@@ -118,10 +118,8 @@ def test_the_transition_constructors_come_from_the_owner() -> None:
 
 
 def _declared(source: str) -> set[str]:
-    declared = set(re.findall(r"local K_([A-Z_]+) = KEYS\[\d+\]", source))
-    if re.search(r"local K_SLA_MINUTE, K_SLA_HOUR = KEYS", source):
-        declared |= {"SLA_MINUTE", "SLA_HOUR"}
-    return declared
+    # A script's `local K_X = KEYS[i]`, or the apply library's bind: `K_X = keys[i]`.
+    return set(re.findall(r"^(?:local |  )K_([A-Z_]+) = (?:KEYS|keys)\[\d+\]", source, re.M))
 
 
 def test_every_script_declares_the_keys_it_can_reach() -> None:

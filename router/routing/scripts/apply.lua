@@ -1,4 +1,5 @@
--- The batch driver (state.APPLY): ARGV[3] holds the batch's calls, {body, outbox entry id,
+-- The batch driver (state.APPLY: the library's one function, its keys and arguments bound by
+-- the prelude's bind before this runs): ARGV[3] holds the batch's calls, {body, outbox entry id,
 -- arguments} each (state.encode_calls). Each runs in order with its own arguments (A), entry
 -- id (EID) and identity maps (fresh for each: a call that failed midway leaves nothing),
 -- wrapped in the outbox (outboxed). A body's own error is that call's result and the others
