@@ -110,12 +110,23 @@ local function split(s, sep)
   return out
 end
 
+-- Pure functions of a string, remembered across calls: the library stays loaded, so a list
+-- id or a skills text is parsed once, not on every event. Results are shared (never change
+-- one); each memo is dropped whole past MEMO_MAX entries (the ids a policy makes are few).
+local MEMO_MAX = 20000
+local SKILLS, SKILLS_N = {}, 0
+
 -- "zh=1,refund=2" -> {{'zh', 1}, {'refund', 2}}
 local function parse_skills(s)
+  s = s or ''
+  local hit = SKILLS[s]
+  if hit then return hit end
   local out = {}
-  for name, level in string.gmatch(s or '', '([^,=]+)=(%d+)') do
+  for name, level in string.gmatch(s, '([^,=]+)=(%d+)') do
     out[#out + 1] = {name, tonumber(level)}
   end
+  if SKILLS_N >= MEMO_MAX then SKILLS, SKILLS_N = {}, 0 end
+  SKILLS[s], SKILLS_N = out, SKILLS_N + 1
   return out
 end
 
@@ -583,20 +594,32 @@ local function match_preferred(aid, a, now, out, exclude)
   end
 end
 
+-- A waiting list's id parsed (list_of), remembered across calls like parse_skills'.
+local LISTS, LISTS_N = {}, 0
+local function parse_list(l)
+  local ln, ch, cls, r, xs = string.match(l, '^([^:]+):([^:]+):([^:]+):(%d+):?(.*)$')
+  if LISTS_N >= MEMO_MAX then LISTS, LISTS_N = {}, 0 end
+  local m = {ln = ln, ch = ch, cls = cls, ring = tonumber(r) or 0,
+             xs = xs ~= '' and parse_skills(xs), w = (ln or '') .. ':' .. (cls or '')}
+  LISTS[l], LISTS_N = m, LISTS_N + 1
+  return m
+end
+
 local function match_agent(aid, a, now, limit, out, exclude)
   match_preferred(aid, a, now, out, exclude or '')
-  local waiting = redis.call('HGETALL', K_WAITING_COUNTS)
+  local waiting = redis.call('HKEYS', K_WAITING_COUNTS)
   if #waiting == 0 then return end
   local p = profile(aid)
+  local serves = p.serves
   local visible, wnames = {}, {}
-  for i = 1, #waiting, 2 do
+  for i = 1, #waiting do  -- the hot loop: every non-empty list of the domain
     local l = waiting[i]
-    local ln, ch, cls, r, xs = string.match(l, '^([^:]+):([^:]+):([^:]+):(%d+):?(.*)$')
-    local from = tonumber(p.serves[ln])
-    r = tonumber(r)
-    if from and r >= from and (xs == '' or has_skills(p, parse_skills(xs))) then
-      visible[#visible + 1] = {id = l, ln = ln, ch = ch, cls = cls, ring = r, from = from}
-      wnames[#wnames + 1] = ln .. ':' .. cls
+    local m = LISTS[l] or parse_list(l)
+    local from = serves[m.ln]
+    if from and m.ring >= from and (not m.xs or has_skills(p, m.xs)) then
+      visible[#visible + 1] = {id = l, ln = m.ln, ch = m.ch, cls = m.cls, ring = m.ring,
+                               from = from}
+      wnames[#wnames + 1] = m.w
     end
   end
   if #visible == 0 then return end
