@@ -470,10 +470,15 @@ def _common_functions() -> dict[str, str]:
             for i, (at, name) in enumerate(starts)}
 
 
+APPLY = "apply"  # the routing stage's function library (its driver: apply.lua)
+BOT = "bot"  # the bot stage's script
+
+
 def keys_named(script: str) -> set[str]:
-    """The K_ names a script can reach (body, common functions it calls, the wrapper)."""
-    functions = {} if script == "bot" else _common_functions()
-    todo = [_read(script)] + ([functions["outboxed"]] if functions else [])
+    """The K_ names a script can reach (body, common functions it calls, the wrapper and the
+    batch driver, which write the outbox and the books once per batch)."""
+    functions = {} if script == BOT else _common_functions()
+    todo = [_read(script)] + ([functions["outboxed"], _read(APPLY)] if functions else [])
     seen: set[str] = set()
     names: set[str] = set()
     while todo:
@@ -497,12 +502,11 @@ def _declared(script: str) -> tuple[Key, ...]:
 SCRIPT_KEYS: dict[str, tuple[Key, ...]] = {name: _declared(name) for name in SCRIPTS}
 SLA_SCRIPTS = frozenset(n for n in SCRIPTS if set(SLA_KEY_NAMES) & keys_named(n))
 
-# Redis runs two scripts. `apply` is the routing stage's: one call per domain and batch runs the
-# batch's transitions in order (each script above but `bot` is a body of it, atomic on its own
-# terms: its own outbox entry, its own error), so a batch costs one EVALSHA per domain instead
-# of one per event. It declares every key its bodies can reach. `bot` counts the bot's outcomes.
-APPLY = "apply"
-BOT = "bot"
+# Redis runs two scripts. `apply` is the routing stage's (a function library): one call per
+# domain and batch runs the batch's transitions in order (each script above but `bot` is a body
+# of it, atomic on its own terms: its own outbox entry, its own error), so a batch costs one
+# FCALL per domain instead of one call per event. It declares every key its bodies can reach.
+# `bot` counts the bot's outcomes.
 BODIES = tuple(n for n in SCRIPTS if n != BOT)
 SCRIPT_KEYS[APPLY] = tuple(k for k in Key if any(k in SCRIPT_KEYS[b] for b in BODIES))
 SLA_SCRIPTS = SLA_SCRIPTS | ({APPLY} if SLA_SCRIPTS & set(BODIES) else set())

@@ -6,17 +6,29 @@
 -- run on; a refusal of the server (OOM, READONLY, ...: a write it cannot take now) ends the
 -- batch with that error, for the caller to retry the batch (calls that ran before it give
 -- their kept transitions back then).
+-- The outbox entries the calls keep and the books' counts are written once, at the batch's end
+-- (batch_start reads the entries the calls' ids have, batch_end writes).
 -- Returns MessagePack: per call, its list of {entry id, transitions}, or its error's text.
 local results = {}
-for i, call in ipairs(cmsgpack.unpack(ARGV[3])) do
+local calls = cmsgpack.unpack(ARGV[3])
+local eids = {}
+for _, call in ipairs(calls) do
+  if call[2] ~= '' then eids[#eids + 1] = call[2] end
+end
+batch_start(eids)
+for i, call in ipairs(calls) do
   EID, A = call[2], call[3]
   local ok, res = pcall(outboxed, BODIES[call[1]])
   if ok then
     results[i] = res
   else
     local msg = type(res) == 'table' and res.err or tostring(res)
-    if REFUSALS[string.match(msg, '^(%u+)')] then return redis.error_reply(msg) end
+    if REFUSALS[string.match(msg, '^(%u+)')] then
+      pcall(batch_end)  -- what the calls before it kept, if the server still takes it
+      return redis.error_reply(msg)
+    end
     results[i] = msg
   end
 end
+batch_end()
 return cmsgpack.pack(results)

@@ -95,7 +95,11 @@ local function flush()
   CDIRTY, ADIRTY, PDIRTY = {}, {}, {}
 end
 
-local function stat(field, by) redis.call('HINCRBY', K_STATS, field, by or 1) end
+-- Per batch (one apply): the books' counts, added up and written once at its end (batch_end),
+-- and the outbox entries its calls kept (see outboxed).
+local COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
+
+local function stat(field, by) COUNTS[field] = (COUNTS[field] or 0) + (by or 1) end
 
 -- A score as a fixed-width string: lexicographic order of members is score order.
 local function place(n)
@@ -770,10 +774,32 @@ local function reset()
   CREC, AREC, CDIRTY, ADIRTY, PREC, PDIRTY, EXTRA_ENTRIES = {}, {}, {}, {}, {}, {}, {}
 end
 
+-- A batch begins: the entries its calls' ids already have (one read for all of them).
+local function batch_start(eids)
+  COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
+  if #eids == 0 then return end
+  local got = redis.call('HMGET', K_OUTBOX, unpack(eids))
+  for i, eid in ipairs(eids) do
+    if got[i] then KEPT[eid] = got[i] end
+  end
+end
+
+-- A batch ends (or stops at a refusal): the entries its calls kept and its counts, written.
+local function batch_end()
+  if #KEPT_FIELDS > 0 then
+    redis.call('HSET', K_OUTBOX, unpack(KEPT_FIELDS))
+    redis.call('ZADD', K_OUTBOX_TIMES, unpack(KEPT_TIMES))
+  end
+  for field, by in pairs(COUNTS) do
+    if by ~= 0 then redis.call('HINCRBY', K_STATS, field, by) end
+  end
+  COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
+end
+
 local function outboxed(body)
   reset()
   if EID ~= '' then
-    local kept = redis.call('HGET', K_OUTBOX, EID)
+    local kept = KEPT[EID]  -- kept before this batch, or by an earlier call of it
     if kept then return {{EID, cmsgpack.unpack(kept)}} end
   end
   local out = body()
@@ -787,8 +813,12 @@ local function outboxed(body)
   end
   local id = ''
   if publish and EID ~= '' then
-    redis.call('HSET', K_OUTBOX, EID, cmsgpack.pack(out))
-    redis.call('ZADD', K_OUTBOX_TIMES, NOW, EID)
+    local packed = cmsgpack.pack(out)
+    KEPT[EID] = packed
+    KEPT_FIELDS[#KEPT_FIELDS + 1] = EID
+    KEPT_FIELDS[#KEPT_FIELDS + 1] = packed
+    KEPT_TIMES[#KEPT_TIMES + 1] = NOW
+    KEPT_TIMES[#KEPT_TIMES + 1] = EID
     id = EID
   end
   local entries = {{id, out}}
