@@ -96,7 +96,7 @@ local function flush()
 end
 
 -- Per batch (one apply): the books' counts, added up and written once at its end (batch_end),
--- and the outbox entries its calls kept (see outboxed).
+-- the outbox entries its calls kept (see outboxed), and its SLA counts (sla_count).
 local COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
 
 local function stat(field, by) COUNTS[field] = (COUNTS[field] or 0) + (by or 1) end
@@ -144,26 +144,47 @@ end
 -- SLA accounting (docs/METRICS.md; the layout is router/sla/buckets.py's), counted in the same
 -- step as the transition that causes it: the call's minute and hour buckets (declared keys that
 -- expire) and the running totals, each a field `<queue>|<count>`. counts = {field, by, ...}, the
--- first a count of 1 whose new value tells whether the bucket is new to this queue: only then
--- is its expiry set (and the queue recorded). wait_ms (answered) also raises wait_max_ms.
+-- first a count of 1 whose field, new to a bucket, tells that the bucket is new to this queue:
+-- only then is its expiry set (and the queue recorded). wait_ms (answered) also raises
+-- wait_max_ms. A batch adds its counts up per queue and writes them once, at its end
+-- (sla_flush: the buckets are the same for all its calls): a busy queue's events share them.
+local SLA_ADD, SLA_FIRST, SLA_MAX = {}, {}, {}
+
 local function sla_count(qn, counts, wait_ms)
   if not qn or qn == '' then return end
-  local head = qn .. SLA_FIELD_SEP
+  local add = SLA_ADD[qn]
+  if not add then
+    add = {}
+    SLA_ADD[qn], SLA_FIRST[qn] = add, {}
+  end
+  SLA_FIRST[qn][counts[1]] = true
+  for j = 1, #counts, 2 do add[counts[j]] = (add[counts[j]] or 0) + counts[j + 1] end
+  if wait_ms and wait_ms > (SLA_MAX[qn] or -1) then SLA_MAX[qn] = wait_ms end
+end
+
+local function sla_flush()
   local keys = {K_SLA_MINUTE, K_SLA_HOUR, K_SLA_TOTALS}
-  for i, k in ipairs(keys) do
-    local first = redis.call('HINCRBY', k, head .. counts[1], counts[2])
-    for j = 3, #counts, 2 do  -- a zero (not within target, not short) needs no command
-      if counts[j + 1] ~= 0 then redis.call('HINCRBY', k, head .. counts[j], counts[j + 1]) end
-    end
-    if i < 3 then
-      if first == counts[2] then redis.call('EXPIRE', k, SLA_TTL) end
-      if wait_ms and wait_ms > tonumber(redis.call('HGET', k, head .. 'wait_max_ms') or '-1') then
-        redis.call('HSET', k, head .. 'wait_max_ms', wait_ms)
+  for qn, add in pairs(SLA_ADD) do
+    local head, first, wait_ms = qn .. SLA_FIELD_SEP, SLA_FIRST[qn], SLA_MAX[qn]
+    for i, k in ipairs(keys) do
+      local new = false
+      for field, by in pairs(add) do
+        if by ~= 0 then  -- a zero (not within target, not short) needs no command
+          local now_at = redis.call('HINCRBY', k, head .. field, by)
+          if first[field] and now_at == by then new = true end
+        end
       end
-    elseif first == counts[2] then
-      redis.call('SADD', K_SLA_QUEUES, qn)
+      if i < 3 then
+        if new then redis.call('EXPIRE', k, SLA_TTL) end
+        if wait_ms and wait_ms > tonumber(redis.call('HGET', k, head .. 'wait_max_ms') or '-1') then
+          redis.call('HSET', k, head .. 'wait_max_ms', wait_ms)
+        end
+      elseif new then
+        redis.call('SADD', K_SLA_QUEUES, qn)
+      end
     end
   end
+  SLA_ADD, SLA_FIRST, SLA_MAX = {}, {}, {}
 end
 
 -- Escalated contacts not yet answered nor abandoned, per queue and class (waiting, oldest
@@ -777,6 +798,7 @@ end
 -- A batch begins: the entries its calls' ids already have (one read for all of them).
 local function batch_start(eids)
   COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
+  SLA_ADD, SLA_FIRST, SLA_MAX = {}, {}, {}
   if #eids == 0 then return end
   local got = redis.call('HMGET', K_OUTBOX, unpack(eids))
   for i, eid in ipairs(eids) do
@@ -793,6 +815,7 @@ local function batch_end()
   for field, by in pairs(COUNTS) do
     if by ~= 0 then redis.call('HINCRBY', K_STATS, field, by) end
   end
+  sla_flush()
   COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
 end
 
