@@ -20,15 +20,15 @@ for i, call in ipairs(calls) do
   EID, A = call[2], call[3]
   local ok, res = pcall(outboxed, BODIES[call[1]])
   if ok then
-    results[i] = res
+    results[i] = res  -- packed already
   else
     local msg = type(res) == 'table' and res.err or tostring(res)
     if REFUSALS[string.match(msg, '^(%u+)')] then
       pcall(batch_end)  -- what the calls before it kept, if the server still takes it
       return redis.error_reply(msg)
     end
-    results[i] = msg
+    results[i] = cmsgpack.pack(msg)
   end
 end
 batch_end()
-return cmsgpack.pack(results)
+return array_head(#results) .. table.concat(results)

@@ -788,8 +788,8 @@ end
 -- call that finds its entry kept (a retry after a lost reply, a re-delivery before Kafka had
 -- the outputs) returns the kept transitions and changes nothing. The stage deletes an entry
 -- once Kafka has its records (store.ack); the timer re-sends entries left behind (tick.lua).
--- Returns a list of {entry id, transitions}.
-local EXTRA_ENTRIES = {}  -- the tick adds entries it re-sends
+-- Returns the call's result as MessagePack, a list of {entry id, transitions} (see packed_entry).
+local EXTRA_ENTRIES = {}  -- the tick adds entries it re-sends: {entry id, transitions packed}
 -- Forget what a call held in memory (a call that failed midway leaves it unflushed).
 local function reset()
   CREC, AREC, CDIRTY, ADIRTY, PREC, PDIRTY, EXTRA_ENTRIES = {}, {}, {}, {}, {}, {}, {}
@@ -819,11 +819,19 @@ local function batch_end()
   COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
 end
 
+-- MessagePack by hand where the parts are packed already (kept entries are stored packed):
+-- nothing is decoded and packed again. An array's head, and one {entry id, transitions} entry.
+local function array_head(n)
+  if n < 16 then return string.char(0x90 + n) end
+  return string.char(0xdc, math.floor(n / 256), n % 256)
+end
+local function packed_entry(id, rows) return '\146' .. cmsgpack.pack(id) .. rows end
+
 local function outboxed(body)
   reset()
   if EID ~= '' then
     local kept = KEPT[EID]  -- kept before this batch, or by an earlier call of it
-    if kept then return {{EID, cmsgpack.unpack(kept)}} end
+    if kept then return array_head(1) .. packed_entry(EID, kept) end
   end
   local out = body()
   flush()
@@ -835,8 +843,8 @@ local function outboxed(body)
     end
   end
   local id = ''
+  local packed = cmsgpack.pack(out)
   if publish and EID ~= '' then
-    local packed = cmsgpack.pack(out)
     KEPT[EID] = packed
     KEPT_FIELDS[#KEPT_FIELDS + 1] = EID
     KEPT_FIELDS[#KEPT_FIELDS + 1] = packed
@@ -844,7 +852,7 @@ local function outboxed(body)
     KEPT_TIMES[#KEPT_TIMES + 1] = EID
     id = EID
   end
-  local entries = {{id, out}}
-  for _, e in ipairs(EXTRA_ENTRIES) do entries[#entries + 1] = e end
-  return entries
+  local parts = {array_head(1 + #EXTRA_ENTRIES), packed_entry(id, packed)}
+  for _, e in ipairs(EXTRA_ENTRIES) do parts[#parts + 1] = packed_entry(e[1], e[2]) end
+  return table.concat(parts)
 end

@@ -80,7 +80,7 @@ for _, eid in ipairs(redis.call('ZRANGEBYSCORE', K_OUTBOX_TIMES, '-inf', NOW - A
   local kept = redis.call('HGET', K_OUTBOX, eid)
   if kept then
     redis.call('ZADD', K_OUTBOX_TIMES, NOW, eid)  -- leased again: one worker re-sends it
-    EXTRA_ENTRIES[#EXTRA_ENTRIES + 1] = {eid, cmsgpack.unpack(kept)}
+    EXTRA_ENTRIES[#EXTRA_ENTRIES + 1] = {eid, kept}
   else
     redis.call('ZREM', K_OUTBOX_TIMES, eid)
   end
