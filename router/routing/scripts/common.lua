@@ -529,7 +529,9 @@ local function pick_agent(pool, ch, ring, extra, exclude, limit, strategy)
   local looked = 0
   while looked <= bound do
     looked = looked + 1
-    if looked == bound then bound = math.max(bound, 2 * redis.call('ZLEXCOUNT', K_FREE, lo, hi) + 1) end
+    if looked == bound then
+      bound = math.max(bound, 2 * redis.call('ZLEXCOUNT', K_FREE, lo, hi) + 1)
+    end
     local got = redis.call('ZRANGEBYLEX', K_FREE, lo, hi, 'LIMIT', passed, 1)
     if #got == 0 then return nil, false end
     local stored_text, aid = string.match(got[1], '|(%d+)|(.+)$')
