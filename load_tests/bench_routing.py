@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -244,8 +245,16 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         return made  # latency is counted per decision
 
     await client.config_resetstat()  # Redis's own account of the run: INFO commandstats
+    cpu0 = await cpu_seconds(client)
     _, elapsed, lat = await drive(args.seconds, args.concurrency, routing_step)
+    cpu1 = await cpu_seconds(client)
     server = server_time(await client.info("commandstats"), scripts)
+    # CPU time per event, Redis's and this process's (the driver and the store's client side):
+    # unlike wall time, it does not count what another job on the machine takes.
+    server["redis_cpu_us_per_event"] = round((cpu1[0] - cpu0[0]) * 1e6 / max(scripts, 1), 1)
+    server["client_cpu_us_per_event"] = round((cpu1[1] - cpu0[1]) * 1e6 / max(scripts, 1), 1)
+    server["redis_busy"] = round((cpu1[0] - cpu0[0]) / elapsed, 2)
+    server["client_busy"] = round((cpu1[1] - cpu0[1]) / elapsed, 2)
     noop = client.register_script("return ARGV[1]")
     await noop(keys=[state.prefix("noop")], args=[0])  # load it
 
@@ -296,6 +305,14 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         "redis_noop_evalsha_per_s": round(ceiling),
         **server,
     }
+
+
+async def cpu_seconds(client: aioredis.Redis) -> tuple[float, float]:
+    """CPU seconds used so far by Redis (INFO cpu, user + system) and by this process."""
+    info = await client.info("cpu")
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return (float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+            own.ru_utime + own.ru_stime)
 
 
 def server_time(commandstats: dict[str, Any], events: int) -> dict[str, Any]:
