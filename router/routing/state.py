@@ -742,9 +742,10 @@ def script_source(name: str) -> str:
     return _LIBRARY
 
 
-def _library() -> tuple[str, str]:
+def _library() -> tuple[str, str, str]:
     """The apply library's source and its function's name, both named by the source's digest:
-    workers of different versions (a rolling deploy) each call their own, side by side."""
+    workers of different versions (a rolling deploy) each call their own, side by side; and
+    the same code as a script, for a Redis older than 7 (no functions: EVALSHA per batch)."""
     bodies = "".join(f"local function body_{b}()\n{_read(b)}\nend\n" for b in BODIES)
     table = "local BODIES = {" + ", ".join(f"{b} = body_{b}" for b in BODIES) + "}\n"
     refusals = "local REFUSALS = {" + ", ".join(
@@ -754,15 +755,18 @@ def _library() -> tuple[str, str]:
     digest = hashlib.sha1(code.encode()).hexdigest()[:16]
     function = f"peakroute_apply_{digest}"
     head = f"#!lua name=peakroute_routing_{digest}\n"
-    return (head + code + f"redis.register_function{{function_name={_lua_str(function)}, "
-            "callback=apply}\n"), function
+    library = head + code + (f"redis.register_function{{function_name={_lua_str(function)}, "
+                             "callback=apply}\n")
+    # The prelude's own KEYS and ARGV hide the script's globals: they are taken first.
+    script = "local G_KEYS, G_ARGV = KEYS, ARGV\n" + code + "return apply(G_KEYS, G_ARGV)\n"
+    return library, function, script
 
 
 # The error replies a body may meet that are the server's, not the call's: the driver stops
 # the batch with them (the caller retries it: router/transient.py), instead of reporting them
 # as that call's failure.
 REFUSAL_CODES = (*transient.REPLY_CODES, "NOSCRIPT")
-_LIBRARY, APPLY_FUNCTION = _library()
+_LIBRARY, APPLY_FUNCTION, APPLY_SCRIPT = _library()
 
 
 class CallFailed(RoutingStoreError):
