@@ -368,7 +368,7 @@ async def run_worst_case(args: argparse.Namespace, redis_url: str) -> dict[str, 
     waiting = (await state.live(client, domain))["waiting"]
     # One agent event per call measured: a function call (a script on a Redis older than 7).
     apply_call = ((b"FCALL", state.APPLY_FUNCTION.encode()) if store.functions
-                  else (b"EVALSHA", store._apply_script.sha.encode()))
+                  else (b"EVALSHA", store._shas[state.APPLY].encode()))
     noop = client.register_script("return ARGV[1]")  # the control: Redis's own noise
     await noop(keys=[state.prefix(domain)], args=[0])
     await client.config_set("slowlog-log-slower-than", 0)

@@ -703,9 +703,9 @@ def lua_prelude(script: str) -> str:
         # A function library: loaded once, its functions run per call. The call's keys and
         # arguments are bound for each call (bind): ARGV is the time, the SLA buckets' expiry
         # and the calls (encode_calls); A and EID are each call's own, set by the driver.
-        lines += ["local KEYS, ARGV, NOW, SLA_TTL", "local A, EID = {}, ''",
+        lines += ["local ARGV, NOW, SLA_TTL", "local A, EID = {}, ''",
                   "local " + ", ".join(names),
-                  "local function bind(keys, args)", "  KEYS, ARGV = keys, args",
+                  "local function bind(keys, args)", "  ARGV = args",
                   "  NOW, SLA_TTL = tonumber(args[1]), tonumber(args[2])"]
         lines += [f"  {name} = keys[{i}]" for i, name in enumerate(names, start=1)]
         lines.append("end")
@@ -757,7 +757,7 @@ def _library() -> tuple[str, str, str]:
     head = f"#!lua name=peakroute_routing_{digest}\n"
     library = head + code + (f"redis.register_function{{function_name={_lua_str(function)}, "
                              "callback=apply}\n")
-    # The prelude's own KEYS and ARGV hide the script's globals: they are taken first.
+    # The prelude's own ARGV hides the script's global: it is taken first.
     script = "local G_KEYS, G_ARGV = KEYS, ARGV\n" + code + "return apply(G_KEYS, G_ARGV)\n"
     return library, function, script
 

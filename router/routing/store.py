@@ -117,8 +117,8 @@ class RoutingStore:
             for name in state.RUN_SCRIPTS if name != state.APPLY}
         self._scripts[state.POLICY_CLAIM] = client.register_script(state.POLICY_CLAIM_SCRIPT)
         self._shas = {name: script.sha for name, script in self._scripts.items()}
-        # Redis 7 runs apply as a function; an older one (no FUNCTION command) as a script.
-        self._apply_script = client.register_script(state.APPLY_SCRIPT)
+        # Redis 7 runs apply as a function; an older one (no FUNCTION command) as a script,
+        # then one of _scripts.
         self.functions = True
         self._key_cache: dict[tuple[str, str, int], list[bytes]] = {}
         self._limit = settings.match_scan_limit
@@ -143,26 +143,23 @@ class RoutingStore:
         or (restarted, flushed) none: a batch's calls then all run, or none does. On a
         Cluster, into every primary, once the client has the slot map: a replica promoted by a
         failover has no scripts (libraries replicate), and answers NOSCRIPT until loaded."""
-        scripts = [s.script for s in self._scripts.values()]
-        if self.functions:
-            try:
-                await redis_client.load_scripts(self.redis, scripts,
-                                                [state.script_source(state.APPLY)])
-                self._loaded = True
-                return
-            except ResponseError as exc:
-                if "unknown command" not in str(exc).lower():
-                    raise
-                self.functions = False  # Redis < 7 (or FUNCTION renamed away): apply as a script
-                log.warning("routing_apply_as_script", extra=logs.fields(reason=str(exc)[:120]))
-        await redis_client.load_scripts(self.redis, [*scripts, self._apply_script.script])
+        try:
+            await redis_client.load_scripts(
+                self.redis, (s.script for s in self._scripts.values()),
+                [state.script_source(state.APPLY)] if self.functions else [])
+        except ResponseError as exc:
+            if not self.functions or "unknown command" not in str(exc).lower():
+                raise
+            self.functions = False  # Redis < 7 (or FUNCTION renamed away): apply as a script
+            log.warning("routing_apply_as_script", extra=logs.fields(reason=str(exc)[:120]))
+            script = self._scripts[state.APPLY] = self.redis.register_script(state.APPLY_SCRIPT)
+            self._shas[state.APPLY] = script.sha
+            await redis_client.load_scripts(self.redis, (s.script for s in self._scripts.values()))
         self._loaded = True
 
     def _queue(self, pipe: Any, name: str, keys: list[bytes], argv: Sequence[Any]) -> None:
         if name == state.APPLY and self.functions:
             pipe.fcall(state.APPLY_FUNCTION, len(keys), *keys, *argv)
-        elif name == state.APPLY:
-            pipe.evalsha(self._apply_script.sha, len(keys), *keys, *argv)
         else:
             pipe.evalsha(self._shas[name], len(keys), *keys, *argv)
 

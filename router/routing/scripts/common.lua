@@ -184,7 +184,6 @@ local function sla_flush()
       end
     end
   end
-  SLA_ADD, SLA_FIRST, SLA_MAX = {}, {}, {}
 end
 
 -- Escalated contacts not yet answered nor abandoned, per queue and class (waiting, oldest
@@ -273,22 +272,16 @@ local function index_all(aid, a)
   for _, ch in ipairs(profile(aid).chs) do index_channel(aid, a, ch) end
 end
 
--- Leave every index of channel ch (groups `<pool>:<ch>`), whatever the seats say now.
-local function index_leave_channel(aid, a, ch)
-  local tail = ':' .. ch
+-- Leave every index of channel ch (groups `<pool>:<ch>`), or every index when ch is nil,
+-- whatever the seats say now: fx remembers where it sits.
+local function index_leave(aid, a, ch)
+  local tail = ch and ':' .. ch
   for g, old in pairs(a.fx) do
-    if string.sub(g, -#tail) == tail then
+    if not tail or string.sub(g, -#tail) == tail then
       redis.call('ZREM', K_FREE, g .. '|' .. old .. '|' .. aid)
       a.fx[g] = nil
-      adirty(aid)
     end
   end
-end
-
--- Leave every index (whatever the seats say now: fx remembers where it sits).
-local function index_none(aid, a)
-  for g, old in pairs(a.fx) do redis.call('ZREM', K_FREE, g .. '|' .. old .. '|' .. aid) end
-  a.fx = {}
   adirty(aid)
 end
 
@@ -505,7 +498,7 @@ local function offer(cid, c, aid, a, now, out, pool)
   -- Full on this channel now: out of each of its indexes at once (fx says where it sits), as
   -- each would drop it when it came up anyway. Room left: its entries in its pools stay as they
   -- are, and pick_agent re-scores them when they come up (see fresh_score).
-  if load_of(a, ch) >= cap_of(a, ch) then index_leave_channel(aid, a, ch) end
+  if load_of(a, ch) >= cap_of(a, ch) then index_leave(aid, a, ch) end
   stat('offered')
   out[#out + 1] = T_offered(cid, aid, ch, c.ln, tonumber(c.rg), waited_of(c, now),
                             tonumber(c.pri), oid, expires, c.pa ~= nil and c.pa == aid,
@@ -797,7 +790,8 @@ local function reset()
   CREC, AREC, CDIRTY, ADIRTY, PREC, PDIRTY, EXTRA_ENTRIES = {}, {}, {}, {}, {}, {}, {}
 end
 
--- A batch begins: the entries its calls' ids already have (one read for all of them).
+-- A batch begins: its counts and kept entries start empty, and the entries its calls' ids
+-- already have are read (one read for all of them).
 local function batch_start(eids)
   COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
   SLA_ADD, SLA_FIRST, SLA_MAX = {}, {}, {}
@@ -818,7 +812,6 @@ local function batch_end()
     if by ~= 0 then redis.call('HINCRBY', K_STATS, field, by) end
   end
   sla_flush()
-  COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
 end
 
 -- MessagePack by hand where the parts are packed already (kept entries are stored packed):

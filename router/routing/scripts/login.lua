@@ -27,7 +27,7 @@ if redis.call('HGET', K_META, META_POLICY) ~= A.digest then redis.call('HDEL', K
 local was = a.st
 if not seated then was = AS_OFFLINE end
 if was == AS_READY then count_ready(p.seats, -1) end
-index_none(aid, a)
+index_leave(aid, a)
 local state = AS_NOT_READY
 if A.mode == 'login' then
   if A.ready then state = AS_READY end

@@ -7,7 +7,7 @@ local a = agent(aid)
 if redis.call('SISMEMBER', K_SEATED, aid) == 0 or not a then return {T_unknown_agent('', aid)} end
 local out = {}
 set_state(aid, a, AS_OFFLINE, NOW)
-index_none(aid, a)
+index_leave(aid, a)
 redis.call('SREM', K_SEATED, aid)
 local offered = {}
 for i, cid in ipairs(a.offers) do offered[i] = cid end
