@@ -16,18 +16,24 @@ local PACE_STEP, PACE_MIN_SAMPLES, PACE_ALL = 0.1, 20, '*'
 -- identity maps and written back once, at the end (flush): every function sees the same table.
 local CREC, AREC, CDIRTY, ADIRTY = {}, {}, {}, {}
 
+-- A contact record's optional fields (C_DEFAULTS, from the prelude) are not stored while at
+-- their defaults (most are, most of the time: no offer yet, no preferred agent, not told a
+-- wait): packing and unpacking cost per field. A loaded record reads a missing one as its
+-- default.
+local C_META = {__index = C_DEFAULTS}
+
 local function contact(cid)
   local r = CREC[cid]
   if r == nil then
     local raw = redis.call('HGET', K_CONTACTS, cid)
-    r = raw and cmsgpack.unpack(raw) or false
+    r = raw and setmetatable(cmsgpack.unpack(raw), C_META) or false
     CREC[cid] = r
   end
   return r or nil
 end
 
 local function new_contact(cid)
-  local r = {}
+  local r = setmetatable({}, C_META)
   CREC[cid] = r
   CDIRTY[cid] = true
   return r
@@ -85,7 +91,12 @@ end
 local function flush()
   for cid in pairs(CDIRTY) do
     local r = CREC[cid]
-    if r then redis.call('HSET', K_CONTACTS, cid, cmsgpack.pack(r)) end
+    if r then
+      for f, default in pairs(C_DEFAULTS) do
+        if r[f] == default then r[f] = nil end
+      end
+      redis.call('HSET', K_CONTACTS, cid, cmsgpack.pack(r))
+    end
   end
   for aid in pairs(ADIRTY) do
     local r = AREC[aid]
@@ -650,11 +661,17 @@ local function match_agent(aid, a, now, limit, out, exclude)
     q.vip = 1
     if q.cls == SC_VIP then q.vip = 0 end
   end
+  -- Each list's head is read once (q.head: its contact, false when empty) and read again only
+  -- after its contact was offered: the other lists did not change meanwhile.
   for _ = 1, 100 do  -- at most every slot of the agent (3 channels x 32)
     local best, best_key, best_q = nil, nil, nil
     for _, q in ipairs(visible) do
       if has_room(a, q.ch) then
-        local cid, score = list_head(q.id, exclude or '')
+        if q.head == nil then
+          q.head, q.at = list_head(q.id, exclude or '')
+          q.head = q.head or false
+        end
+        local cid, score = q.head, q.at
         if cid then
           local u = (now - score) / q.tg * q.wt
           if not best or u > best_key[1]
@@ -667,6 +684,7 @@ local function match_agent(aid, a, now, limit, out, exclude)
       end
     end
     if not best then return end
+    best_q.head = nil
     local c = contact(best)
     dequeue(best, c)
     local pool = c.rp[best_q.from + 1]  -- the agent's pool for the lane
