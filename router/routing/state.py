@@ -462,11 +462,12 @@ def encode_args(args: Args) -> bytes:
 
 # Keys each script declares (KEYS[1..n], in Key's order), worked out from the Lua itself: the
 # keys its body and every common.lua function it can reach (and the outbox wrapper) name. A
-# script that counts service level also declares the call's SLA minute and hour buckets last.
+# script that counts service level also declares, last, the call's SLA minute bucket and the
+# minute the timer rolls up now with the hour bucket it rolls into (buckets.roll_keys).
 _LUA_FUNCTION = re.compile(r"^local function (\w+)\(", re.M)
 _KEY_NAME = re.compile(r"\bK_([A-Z_]+)\b")
 _CALLED = re.compile(r"\b([a-z_]+)\(")
-SLA_KEY_NAMES = ("SLA_MINUTE", "SLA_HOUR")
+SLA_KEY_NAMES = ("SLA_MINUTE", "SLA_ROLL_MINUTE", "SLA_ROLL_HOUR")
 
 
 def _common_functions() -> dict[str, str]:
@@ -523,7 +524,7 @@ def script_keys(name: str, domain: str, now_ms: int) -> list[str]:
     p = prefix(domain)
     keys = [p + k.value for k in SCRIPT_KEYS[name]]
     if name in SLA_SCRIPTS:
-        keys += [buckets.minute_key(p, now_ms), buckets.hour_key(p, now_ms)]
+        keys += [buckets.minute_key(p, now_ms), *buckets.roll_keys(p, now_ms)]
     return keys
 
 
@@ -738,6 +739,9 @@ def lua_prelude(script: str) -> str:
     lines.append("local C_DEFAULTS = {" + ", ".join(
         f"{n} = {_lua_value(defaults[n])}" for n in SPARSE_CONTACT_FIELDS) + "}")
     lines.append(f"local SLA_FIELD_SEP = {_lua_str(buckets.FIELD_SEP)}")
+    lines.append(f"local SLA_WAIT_MAX, SLA_ROLLED = {_lua_str(buckets.WAIT_MAX)}, "
+                 f"{_lua_str(buckets.ROLLED)}")
+    lines.append(f"local SLA_ROLL_LAG = {buckets.ROLL_LAG_MINUTES}")
     lines.append(f"local CH_CALLBACK = {_lua_str(CALLBACK_CHANNEL)}")
     lines.append(f"local META_POLICY, META_RESEATED = {_lua_str(META_POLICY)}, "
                  f"{_lua_str(META_RESEATED)}")

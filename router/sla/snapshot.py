@@ -25,10 +25,12 @@ from router.sla.windows import (
     WindowPlan,
     active_span_s,
     average_wait_s,
+    epoch_minute,
     estimated_wait_s,
     plan,
     service_level,
     timezone,
+    unroll,
     window_counts,
 )
 
@@ -166,7 +168,7 @@ class BucketCache:
     stage's clock, so only a worker whose clock lags by more than that could still add to it.
     Each refresh then reads just the current buckets, the totals and the live values."""
 
-    FINAL_AFTER_MS = 120_000
+    FINAL_AFTER_MS = buckets.FINAL_AFTER_MS
     # The agent tally costs the reader ~0.5 s of CPU at 10 000 agents (a pipelined HMGET each,
     # parsed in Python): a reader that keeps a cache redoes it at most this often. (Inside
     # Redis as a script it held Redis ~200 ms per 5 000 agents: worse for everyone.)
@@ -187,6 +189,17 @@ class BucketCache:
             del self.done[key]
 
 
+def _hour_keys(p: str, plans: dict[str, WindowPlan]) -> dict[int, str]:
+    return {h: buckets.hour_key_of(p, h) for pl in plans.values() for h in pl.hours}
+
+
+def _bucket_keys(p: str, plans: dict[str, WindowPlan]) -> dict[str, int]:
+    """The windows' bucket keys -> the epoch minute each one's time ends at."""
+    ends = {buckets.minute_key_of(p, m): m + 1 for pl in plans.values() for m in pl.minutes}
+    ends.update((k, (h + 1) * 60) for h, k in _hour_keys(p, plans).items())
+    return ends
+
+
 async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings: Settings,
                       cache: BucketCache | None = None, with_agents: bool = True
                       ) -> tuple[DomainFigures, list[QueueFigures]]:
@@ -197,18 +210,15 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
     cache = cache if cache is not None else BucketCache()
     p = state.prefix(domain)
     tz = timezone(settings.sla_timezone)
+    now_min = epoch_minute(now_ms)
     plans: dict[str, WindowPlan] = {w: plan(w, now_ms, tz) for w in WINDOW_NAMES}
-    minutes = sorted({m for pl in plans.values() for m in pl.minutes})
-    hours = sorted({h for pl in plans.values() for h in pl.hours})
+    # An hour the timer cannot have rolled up yet (it just ended) is read from its minutes.
+    plans = {w: unroll(pl, [h for h in pl.hours if not buckets.rolled_by(h, now_min)])
+             for w, pl in plans.items()}
     queues = sorted(_text(q) for q in await client.smembers(state.key(domain,
                                                                        state.Key.SLA_QUEUES)))
-    minute_keys = [buckets.minute_key_of(p, m) for m in minutes]
-    hour_keys = [buckets.hour_key_of(p, h) for h in hours]
-    ends: dict[str, int] = {}  # bucket key -> the epoch minute its time ends at
-    ends.update(zip(minute_keys, (m + 1 for m in minutes), strict=True))
-    ends.update(zip(hour_keys, ((h + 1) * 60 for h in hours), strict=True))
-    needed = set(ends)
-    cache.keep(p, needed)
+    needed = _bucket_keys(p, plans)
+    cache.keep(p, set(needed))
     to_read = sorted(k for k in needed if k not in cache.done)
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(state.key(domain, state.Key.SLA_TOTALS))
@@ -218,16 +228,36 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
         pipe.hgetall(state.key(domain, state.Key.STATS))
         results = iter(await pipe.execute())
     totals_of = buckets.per_queue(next(results))
-    fresh = {k: buckets.per_queue(next(results)) for k in to_read}
+    raw_of = {k: next(results) for k in to_read}
+    wn_raw, stats_raw = next(results), next(results)
+    # An hour the timer missed a minute of is read from its minutes too (finished by now: a
+    # second read sees what the first would have).
+    hour_keys = {k: h for h, k in _hour_keys(p, plans).items()}
+    missed = [h for k, h in hour_keys.items()
+              if k in raw_of and not buckets.complete(raw_of[k], h)]
+    if missed:
+        plans = {w: unroll(pl, missed) for w, pl in plans.items()}
+        more = sorted(k for k in _bucket_keys(p, plans) if k not in cache.done and k not in raw_of)
+        async with client.pipeline(transaction=False) as pipe:
+            for k in more:
+                pipe.hgetall(k)
+            raw_of.update(zip(more, await pipe.execute(), strict=True))
+        cache.keep(p, set(_bucket_keys(p, plans)))
+    fresh = {k: buckets.per_queue(raw) for k, raw in raw_of.items()}
     all_buckets = {**cache.done, **fresh}
-    cache.done.update((k, c) for k, c in fresh.items() if BucketCache.finished(ends[k], now_ms))
+    ends = _bucket_keys(p, plans)
+    cache.done.update((k, c) for k, c in fresh.items()
+                      if k in ends and BucketCache.finished(ends[k], now_ms)
+                      and (k not in hour_keys or buckets.complete(raw_of[k], hour_keys[k])))
+    minutes = sorted({m for pl in plans.values() for m in pl.minutes})
+    hours = sorted({h for pl in plans.values() for h in pl.hours})
     per_queue: dict[str, tuple[Counts, dict[int, Counts], dict[int, Counts]]] = {}
     for q in queues:
         per_queue[q] = (totals_of.get(q, Counts()),
-                        {m: all_buckets[k].get(q, Counts())
-                         for m, k in zip(minutes, minute_keys, strict=True)},
-                        {h: all_buckets[k].get(q, Counts())
-                         for h, k in zip(hours, hour_keys, strict=True)})
+                        {m: all_buckets[buckets.minute_key_of(p, m)].get(q, Counts())
+                         for m in minutes},
+                        {h: all_buckets[buckets.hour_key_of(p, h)].get(q, Counts())
+                         for h in hours})
     live: dict[str, list[int | float]] = {}  # queue -> [waiting, oldest escalation, at risk]
     targets: dict[str, int] = {}
     for u in await state.unanswered(client, domain, now_ms, settings.sla_at_risk_share):
@@ -237,9 +267,9 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
             cur[1] = min(cur[1], float(u.oldest_escalated_ms))
         cur[2] += u.at_risk
         targets[u.queue] = max(targets.get(u.queue, 0), u.target_ms)
-    wn = {_text(k): int(v) for k, v in next(results).items()}
+    wn = {_text(k): int(v) for k, v in wn_raw.items()}
     stats = dict.fromkeys(state.STAT_FIELDS, 0)
-    stats.update({_text(k): int(v) for k, v in next(results).items()})
+    stats.update({_text(k): int(v) for k, v in stats_raw.items()})
     # Agents are tallied apart from the MULTI: their counts need not share the queues' instant.
     tally = cache.agents.get(p)
     if not with_agents:

@@ -130,6 +130,15 @@ def plan(window: str, now_ms: int, tz: dt.tzinfo) -> WindowPlan:
     return WindowPlan(minutes, hours, (now_min - start) * 60 + into_minute_s)
 
 
+def unroll(p: WindowPlan, hours: Iterable[int]) -> WindowPlan:
+    """The same window with these of its hours read as their 60 minute buckets instead."""
+    drop = set(hours) & set(p.hours)
+    if not drop:
+        return p
+    minutes = sorted({*p.minutes, *(m for h in drop for m in range(h * 60, h * 60 + 60))})
+    return WindowPlan(tuple(minutes), tuple(h for h in p.hours if h not in drop), p.span_s)
+
+
 def window_counts(p: WindowPlan, minutes: Mapping[int, Counts],
                   hours: Mapping[int, Counts]) -> Counts:
     """Sum a window's buckets (absent buckets are empty)."""

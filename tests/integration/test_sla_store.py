@@ -163,3 +163,64 @@ async def test_one_worker_at_a_time_holds_the_export_lease(
     families = list(collector.collect())
     assert [(f.name, [s.value for s in f.samples]) for f in families] == [
         ("peakroute_sla_exporter", [0.0])]
+
+
+async def test_the_timer_rolls_each_final_minute_into_its_hour_once_and_in_turn(
+    stack: Settings, store_redis: aioredis.Redis, domain: str,
+) -> None:
+    """Contacts answered through two hours (T0 is an hour boundary). The timer runs every
+    minute of the first hour and rolls each minute into the hour's bucket once it is final;
+    in the second it misses a minute, so that hour stays incomplete and readers take it from
+    its minutes. Either way `today` and the rolling windows read the same counts."""
+    stack = stack.replace(sla_timezone="UTC")
+    store = RoutingStore(store_redis, stack, policy_from_settings(stack))
+    await _step(store, AgentLoggedIn(event_id="l1", ts_ms=T0, agent_id="a1", domain=domain,
+                                     skills={"zh": 1, "general": 1}, capacity={"chat": 1}), 0)
+    p = prefix(domain)
+    hour0 = T0 // buckets.HOUR_MS
+    expected = Counts()
+    for n, minute in enumerate((0, 1, 17, 59, 60, 75, 119)):
+        at = minute * 60 + 7
+        cid = f"c{n}"
+        [offered] = [r for r in await _step(store, _request(cid, domain, at - 5 - n), at)
+                     if r.startswith("offered")]
+        await _step(store, OfferAccepted(event_id=f"a{n}", ts_ms=T0, agent_id="a1",
+                                         domain=domain, offer_id=offered.split(":")[2],
+                                         contact_id=cid), at + 1)
+        await _step(store, ContactCompleted(event_id=f"d{n}", ts_ms=T0, agent_id="a1",
+                                            domain=domain, contact_id=cid), at + 2)
+        wait = (6 + n) * 1000
+        expected = expected + Counts(offered=1, answered=1, answered_within_target=1,
+                                     wait_sum_ms=wait, wait_max_ms=wait)
+    for minute in range(0, 123):
+        if minute == 60 + 41 + buckets.ROLL_LAG_MINUTES:
+            continue  # no timer ran in this minute: minute 101 is never rolled up
+        for _ in range(2):  # the timer runs again and again in a minute: once is counted
+            await store.tick(T0 + minute * 60_000 + 30_000)
+    raw0 = await store_redis.hgetall(buckets.hour_key_of(p, hour0))
+    raw1 = await store_redis.hgetall(buckets.hour_key_of(p, hour0 + 1))
+    assert buckets.complete(raw0, hour0)
+    assert not buckets.complete(raw1, hour0 + 1)
+    first = [_minutes_sum(await store_redis.hgetall(buckets.minute_key_of(p, m)))
+             for m in range(hour0 * 60, hour0 * 60 + 60)]
+    assert buckets.per_queue(raw0)["general"] == sum(first, Counts())
+    assert sum(first, Counts()).answered == 4
+    assert await store_redis.ttl(buckets.hour_key_of(p, hour0)) > 86_400
+
+    for now_ms in (T0 + 123 * 60_000, T0 + 200 * 60_000):
+        for cache in (None, BucketCache(), BucketCache()):
+            snap = await read_snapshot(store_redis, stack, now_ms=now_ms, only=domain,
+                                       cache=cache)
+            [q] = snap.queues
+            assert q.windows["today"].counts == expected
+            if cache is not None:  # read twice: what it kept is right too
+                again = await read_snapshot(store_redis, stack, now_ms=now_ms, only=domain,
+                                            cache=cache)
+                assert again.queues[0].windows["today"].counts == expected
+    # Before the timer rolled the first hour's last minutes, readers take it from its minutes.
+    early = await read_snapshot(store_redis, stack, now_ms=T0 + 61 * 60_000, only=domain)
+    assert early.queues[0].windows["today"].counts.answered == 5
+
+
+def _minutes_sum(raw: dict[bytes, bytes]) -> Counts:
+    return buckets.per_queue(raw).get("general", Counts())

@@ -153,12 +153,13 @@ local function has_skills(p, skills)  -- p: the agent's profile
 end
 
 -- SLA accounting (docs/METRICS.md; the layout is router/sla/buckets.py's), counted in the same
--- step as the transition that causes it: the call's minute and hour buckets (declared keys that
--- expire) and the running totals, each a field `<queue>|<count>`. counts = {field, by, ...}, the
--- first a count of 1 whose field, new to a bucket, tells that the bucket is new to this queue:
--- only then is its expiry set (and the queue recorded). wait_ms (answered) also raises
+-- step as the transition that causes it: the call's minute bucket (a declared key that
+-- expires) and the running totals, each a field `<queue>|<count>`. counts = {field, by, ...},
+-- the first a count of 1 whose field, new to a bucket, tells that the bucket is new to this
+-- queue: only then is its expiry set (and the queue recorded). wait_ms (answered) also raises
 -- wait_max_ms. A batch adds its counts up per queue and writes them once, at its end
 -- (sla_flush: the buckets are the same for all its calls): a busy queue's events share them.
+-- Hours are the timer's (sla_roll).
 local SLA_ADD, SLA_FIRST, SLA_MAX = {}, {}, {}
 
 local function sla_count(qn, counts, wait_ms)
@@ -173,8 +174,15 @@ local function sla_count(qn, counts, wait_ms)
   if wait_ms and wait_ms > (SLA_MAX[qn] or -1) then SLA_MAX[qn] = wait_ms end
 end
 
+-- Raise a bucket's wait_max_ms field to wait_ms if it is below.
+local function sla_raise_max(k, field, wait_ms)
+  if wait_ms > tonumber(redis.call('HGET', k, field) or '-1') then
+    redis.call('HSET', k, field, wait_ms)
+  end
+end
+
 local function sla_flush()
-  local keys = {K_SLA_MINUTE, K_SLA_HOUR, K_SLA_TOTALS}
+  local keys = {K_SLA_MINUTE, K_SLA_TOTALS}
   for qn, add in pairs(SLA_ADD) do
     local head, first, wait_ms = qn .. SLA_FIELD_SEP, SLA_FIRST[qn], SLA_MAX[qn]
     for i, k in ipairs(keys) do
@@ -185,16 +193,36 @@ local function sla_flush()
           if first[field] and now_at == by then new = true end
         end
       end
-      if i < 3 then
+      if i == 1 then
         if new then redis.call('EXPIRE', k, SLA_TTL) end
-        if wait_ms and wait_ms > tonumber(redis.call('HGET', k, head .. 'wait_max_ms') or '-1') then
-          redis.call('HSET', k, head .. 'wait_max_ms', wait_ms)
-        end
+        if wait_ms then sla_raise_max(k, head .. SLA_WAIT_MAX, wait_ms) end
       elseif new then
         redis.call('SADD', K_SLA_QUEUES, qn)
       end
     end
   end
+end
+
+-- The timer adds the minute that is final now (SLA_ROLL_LAG minutes ago: K_SLA_ROLL_MINUTE)
+-- into its hour's bucket (K_SLA_ROLL_HOUR), once, and only in turn: the hour's first minute,
+-- or the one after the last added (its field SLA_ROLLED). A minute missed (no timer ran in it)
+-- leaves the rest of that hour to be read from its minutes; the next hour starts afresh.
+local function sla_roll()
+  local m = math.floor(NOW / 60000) - SLA_ROLL_LAG
+  local last = tonumber(redis.call('HGET', K_SLA_ROLL_HOUR, SLA_ROLLED))
+  if (last and last ~= m - 1) or (not last and m % 60 ~= 0) then return end
+  local raw = redis.call('HGETALL', K_SLA_ROLL_MINUTE)
+  local tail = '|' .. SLA_WAIT_MAX  -- SLA_FIELD_SEP
+  for i = 1, #raw, 2 do
+    local field, value = raw[i], raw[i + 1]
+    if string.sub(field, -#tail) == tail then
+      sla_raise_max(K_SLA_ROLL_HOUR, field, tonumber(value))
+    else
+      redis.call('HINCRBY', K_SLA_ROLL_HOUR, field, value)
+    end
+  end
+  redis.call('HSET', K_SLA_ROLL_HOUR, SLA_ROLLED, m)
+  redis.call('EXPIRE', K_SLA_ROLL_HOUR, SLA_TTL)
 end
 
 -- Escalated contacts not yet answered nor abandoned, per queue and class (waiting, oldest

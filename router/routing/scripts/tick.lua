@@ -5,7 +5,9 @@
 -- forgotten; matches that ran
 -- out of their scan budget are finished; finished contacts past retention are forgotten; and
 -- outbox entries nobody deleted within the lease (the worker that made them died before Kafka
--- had them) are returned to be sent again. Arguments: state.TickArgs.
+-- had them) are returned to be sent again; and the minute that is final now is rolled into
+-- its hour's SLA bucket (sla_roll). Arguments: state.TickArgs.
+sla_roll()
 local out = {}
 local max, limit = A.max_per_step, A.scan_limit
 for _, cid in ipairs(redis.call('ZRANGEBYSCORE', K_OFFERS, '-inf', NOW, 'LIMIT', 0, max)) do
