@@ -262,12 +262,6 @@ class ContactRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Fa
     och: str = ""  # a callback's channel before it became one
 
 
-# The contact fields the scripts store only when they differ from their default (most do not,
-# most of the time); the Lua prelude's C_DEFAULTS, generated from ContactRecord's defaults.
-SPARSE_CONTACT_FIELDS = ("rg", "pri", "ag", "of", "att", "n", "ans", "cu", "pa", "pu", "pf",
-                         "wa", "we", "wk", "wf", "wp", "xs", "cb", "och", "arr")
-
-
 class AgentRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
     """One agent's hot record: what offers, answers and state changes rewrite. (An empty map
     arrives as [] from Lua.)"""
@@ -690,14 +684,6 @@ def _lua_str(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _lua_value(value: object) -> str:
-    if isinstance(value, str):
-        return _lua_str(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"no Lua literal for {value!r}")
-    return repr(value)
-
-
 def _constructor(cls: type[T]) -> str:
     """``local function T_offered(contact_id, ...) return {k='offered', ...} end``."""
     names = [f for f in cls.__struct_fields__ if f != "domain"]
@@ -735,9 +721,6 @@ def lua_prelude(script: str) -> str:
             lines.append(f"local {prefix_}_{member.name} = {_lua_str(member.value)}")
     lines.append("local PUBLISHED = {" + ", ".join(
         f"[{_lua_str(str(c.__struct_config__.tag))}]=true" for c in PUBLISHED) + "}")
-    defaults = {f.name: f.default for f in msgspec.structs.fields(ContactRecord)}
-    lines.append("local C_DEFAULTS = {" + ", ".join(
-        f"{n} = {_lua_value(defaults[n])}" for n in SPARSE_CONTACT_FIELDS) + "}")
     lines.append(f"local SLA_FIELD_SEP = {_lua_str(buckets.FIELD_SEP)}")
     lines.append(f"local SLA_WAIT_MAX, SLA_ROLLED = {_lua_str(buckets.WAIT_MAX)}, "
                  f"{_lua_str(buckets.ROLLED)}")

@@ -16,8 +16,8 @@ if a then
   adirty(aid)
 end
 if c.cu and c.cu ~= '' then  -- the customer's last agent (the preferred-agent history)
-  redis.call('HSET', K_LAST_AGENT, c.cu, aid .. '|' .. NOW)
-  redis.call('ZADD', K_LAST_AGENT_TIMES, NOW, c.cu)
+  redis.call('HSET', K_LAST_AGENT, c.cu, aid .. '|' .. int(NOW))
+  redis.call('ZADD', K_LAST_AGENT_TIMES, int(NOW), c.cu)
 end
 learn_pace(c, NOW)  -- what a place in line costs now (the estimated wait's pace)
 local w = math.max(waited, 0)

@@ -16,24 +16,18 @@ local PACE_STEP, PACE_MIN_SAMPLES, PACE_ALL = 0.1, 20, '*'
 -- identity maps and written back once, at the end (flush): every function sees the same table.
 local CREC, AREC, CDIRTY, ADIRTY = {}, {}, {}, {}
 
--- A contact record's optional fields (C_DEFAULTS, from the prelude) are not stored while at
--- their defaults (most are, most of the time: no offer yet, no preferred agent, not told a
--- wait): packing and unpacking cost per field. A loaded record reads a missing one as its
--- default.
-local C_META = {__index = C_DEFAULTS}
-
 local function contact(cid)
   local r = CREC[cid]
   if r == nil then
     local raw = redis.call('HGET', K_CONTACTS, cid)
-    r = raw and setmetatable(cmsgpack.unpack(raw), C_META) or false
+    r = raw and cmsgpack.unpack(raw) or false
     CREC[cid] = r
   end
   return r or nil
 end
 
 local function new_contact(cid)
-  local r = setmetatable({}, C_META)
+  local r = {}
   CREC[cid] = r
   CDIRTY[cid] = true
   return r
@@ -92,9 +86,6 @@ local function flush()
   for cid in pairs(CDIRTY) do
     local r = CREC[cid]
     if r then
-      for f, default in pairs(C_DEFAULTS) do
-        if r[f] == default then r[f] = nil end
-      end
       redis.call('HSET', K_CONTACTS, cid, cmsgpack.pack(r))
     end
   end
@@ -109,6 +100,10 @@ end
 -- Per batch (one apply): the books' counts, added up and written once at its end (batch_end),
 -- the outbox entries its calls kept (see outboxed), and its SLA counts (sla_count).
 local COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
+
+-- A whole number as Redis is given it: string.format('%d') instead of Lua's own conversion
+-- (a %.14g through the C library's floating-point formatting, for every number passed).
+local function int(n) return string.format('%d', n) end
 
 local function stat(field, by) COUNTS[field] = (COUNTS[field] or 0) + (by or 1) end
 
@@ -189,7 +184,7 @@ local function sla_flush()
       local new = false
       for field, by in pairs(add) do
         if by ~= 0 then  -- a zero (not within target, not short) needs no command
-          local now_at = redis.call('HINCRBY', k, head .. field, by)
+          local now_at = redis.call('HINCRBY', k, head .. field, int(by))
           if first[field] and now_at == by then new = true end
         end
       end
@@ -230,7 +225,7 @@ end
 local function unanswered_member(cid, c) return c.qn .. ':' .. c.cls .. '|' .. place(c.esc) .. '|' .. cid end
 
 local function unanswered_add(cid, c)
-  redis.call('ZADD', K_UNANSWERED, 0, unanswered_member(cid, c))
+  redis.call('ZADD', K_UNANSWERED, '0', unanswered_member(cid, c))
   redis.call('HSET', K_UNANSWERED_TARGETS, c.qn .. ':' .. c.cls, c.tg)
 end
 
@@ -261,7 +256,7 @@ local function index_put(aid, a, pool, ch, score)
   local old = a.fx[g]
   if old == new then return end
   if old then redis.call('ZREM', K_FREE, g .. '|' .. old .. '|' .. aid) end
-  redis.call('ZADD', K_FREE, 0, g .. '|' .. new .. '|' .. aid)
+  redis.call('ZADD', K_FREE, '0', g .. '|' .. new .. '|' .. aid)
   a.fx[g] = new
   adirty(aid)
 end
@@ -341,7 +336,7 @@ end
 
 -- Count the agent in (by = 1) or out of (by = -1) the ready agents of each of its pools.
 local function count_ready(seats, by)
-  for _, seat in ipairs(seats) do redis.call('HINCRBY', K_READY_COUNTS, seat[1], by) end
+  for _, seat in ipairs(seats) do redis.call('HINCRBY', K_READY_COUNTS, seat[1], int(by)) end
 end
 
 local function touch(aid, a, now)  -- idle time only moves forward (workers' clocks may differ)
@@ -417,19 +412,19 @@ local function enqueue(cid, c)
   c.st, c.ag, c.of = CS_QUEUED, '', ''
   cdirty(cid)
   if in_preferred_ring(c) then
-    redis.call('ZADD', K_PREFERRED, 0, preferred_member(cid, c))
-    redis.call('ZADD', K_RINGS, c.pu, cid)
+    redis.call('ZADD', K_PREFERRED, '0', preferred_member(cid, c))
+    redis.call('ZADD', K_RINGS, int(c.pu), cid)
     return
   end
   local l = list_of(c)
-  if redis.call('ZADD', K_WAITING, 0, waiting_member(cid, c)) == 1 then
-    redis.call('ZADD', K_LANE_LINE, 0, line_member(cid, c))
-    if redis.call('HINCRBY', K_WAITING_COUNTS, l, 1) == 1 then
+  if redis.call('ZADD', K_WAITING, '0', waiting_member(cid, c)) == 1 then
+    redis.call('ZADD', K_LANE_LINE, '0', line_member(cid, c))
+    if redis.call('HINCRBY', K_WAITING_COUNTS, l, '1') == 1 then
       redis.call('HSET', K_LIST_URGENCY, c.ln .. ':' .. c.cls, c.tg .. '|' .. c.wt)  -- alive
     end
   end
   local nxt = c.rd[tonumber(c.rg) + 2]
-  if nxt then redis.call('ZADD', K_RINGS, c.esc + nxt, cid) else redis.call('ZREM', K_RINGS, cid) end
+  if nxt then redis.call('ZADD', K_RINGS, int(c.esc + nxt), cid) else redis.call('ZREM', K_RINGS, cid) end
 end
 
 local function dequeue(cid, c)
@@ -438,7 +433,7 @@ local function dequeue(cid, c)
   elseif redis.call('ZREM', K_WAITING, waiting_member(cid, c)) == 1 then
     redis.call('ZREM', K_LANE_LINE, line_member(cid, c))
     local l = list_of(c)
-    if redis.call('HINCRBY', K_WAITING_COUNTS, l, -1) <= 0 then redis.call('HDEL', K_WAITING_COUNTS, l) end
+    if redis.call('HINCRBY', K_WAITING_COUNTS, l, '-1') <= 0 then redis.call('HDEL', K_WAITING_COUNTS, l) end
   end
   redis.call('ZREM', K_RINGS, cid)
   redis.call('ZREM', K_PENDING, cid)
@@ -502,7 +497,7 @@ local function tell_wait(cid, c, now, out, check_ms, position, estimate, ready)
   cdirty(cid)
   out[#out + 1] = T_waiting(cid, '', c.ch, c.ln, tonumber(c.rg), waited_of(c, now),
                             tonumber(c.pri), position, estimate, ready, c.wk)
-  if check_ms > 0 then redis.call('ZADD', K_WAIT_NOTICES, now + check_ms, cid) end
+  if check_ms > 0 then redis.call('ZADD', K_WAIT_NOTICES, int(now + check_ms), cid) end
 end
 
 -- An offer id that stays unique when Redis loses its data: derived from the contact and its
@@ -527,7 +522,7 @@ local function offer(cid, c, aid, a, now, out, pool)
   local expires = now + A.offer_timeout_ms
   c.st, c.ag, c.of = CS_OFFERED, aid, oid
   cdirty(cid)
-  redis.call('ZADD', K_OFFERS, expires, cid)
+  redis.call('ZADD', K_OFFERS, int(expires), cid)
   a.offers[#a.offers + 1] = cid
   a.load[ch] = load_of(a, ch) + 1
   -- Idle time and turns only move forward (workers' clocks may differ): scores never fall.
@@ -564,7 +559,7 @@ local function pick_agent(pool, ch, ring, extra, exclude, limit, strategy)
     if looked == bound then
       bound = math.max(bound, 2 * redis.call('ZLEXCOUNT', K_FREE, lo, hi) + 1)
     end
-    local got = redis.call('ZRANGEBYLEX', K_FREE, lo, hi, 'LIMIT', passed, 1)
+    local got = redis.call('ZRANGEBYLEX', K_FREE, lo, hi, 'LIMIT', passed, '1')
     if #got == 0 then return nil, false end
     local stored_text, aid = string.match(got[1], '|(%d+)|(.+)$')
     local stored = tonumber(stored_text)
@@ -615,7 +610,7 @@ local function match_contact(cid, c, now, limit, out, exclude, queued)
       exhausted = true
     end
   end
-  if exhausted then redis.call('ZADD', K_PENDING, 'NX', now, cid) end
+  if exhausted then redis.call('ZADD', K_PENDING, 'NX', int(now), cid) end
   return false
 end
 
@@ -744,7 +739,7 @@ end
 local function finish(cid, c, state, retention_s, now)
   c.st = state
   cdirty(cid)
-  redis.call('ZADD', K_RETAINED, now + retention_s * 1000, cid)
+  redis.call('ZADD', K_RETAINED, int(now + retention_s * 1000), cid)
   redis.call('HDEL', K_CONTEXT, cid)  -- the offer's context is of no use any more
 end
 
@@ -773,7 +768,7 @@ local function end_preferred(cid, c, why, now, limit, out)
   out[#out + 1] = T_relaxed(cid, '', c.ch, c.ln, tonumber(c.rg), waited, tonumber(c.pri),
                             next_seq(cid, c), why)
   enqueue(cid, c)
-  redis.call('ZADD', K_WAIT_NOTICES, now, cid)  -- the timer tells it where it stands
+  redis.call('ZADD', K_WAIT_NOTICES, int(now), cid)  -- the timer tells it where it stands
   match_contact(cid, c, now, limit, out, nil, true)
 end
 
@@ -807,7 +802,7 @@ local function return_offer(cid, c, aid, a, oid, kind, reason, now, limit, out)
     out[#out + 1] = T_expired(cid, aid, c.ch, c.ln, rg, waited, pri, oid, reason)
   end
   enqueue(cid, c)
-  if not in_preferred_ring(c) then redis.call('ZADD', K_WAIT_NOTICES, now, cid) end
+  if not in_preferred_ring(c) then redis.call('ZADD', K_WAIT_NOTICES, int(now), cid) end
   if not match_contact(cid, c, now, limit, out, aid, true) then
     out[#out + 1] = T_queued(cid, '', c.ch, c.ln, rg, waited, pri, next_seq(cid, c), 'requeued')
   end
@@ -855,7 +850,7 @@ local function batch_end()
     redis.call('ZADD', K_OUTBOX_TIMES, unpack(KEPT_TIMES))
   end
   for field, by in pairs(COUNTS) do
-    if by ~= 0 then redis.call('HINCRBY', K_STATS, field, by) end
+    if by ~= 0 then redis.call('HINCRBY', K_STATS, field, int(by)) end
   end
   sla_flush()
 end
@@ -889,7 +884,7 @@ local function outboxed(body)
     KEPT[EID] = packed
     KEPT_FIELDS[#KEPT_FIELDS + 1] = EID
     KEPT_FIELDS[#KEPT_FIELDS + 1] = packed
-    KEPT_TIMES[#KEPT_TIMES + 1] = NOW
+    KEPT_TIMES[#KEPT_TIMES + 1] = int(NOW)
     KEPT_TIMES[#KEPT_TIMES + 1] = EID
     id = EID
   end

@@ -66,7 +66,7 @@ if A.wait_update_ms > 0 then
           or math.abs(estimate - (tonumber(c.we) or 0)) > A.wait_threshold_ms then
         tell_wait(cid, c, NOW, out, check, position, estimate, ready)
       else
-        redis.call('ZADD', K_WAIT_NOTICES, NOW + check, cid)
+        redis.call('ZADD', K_WAIT_NOTICES, int(NOW + check), cid)
       end
     end
   end
@@ -81,7 +81,7 @@ for _, eid in ipairs(redis.call('ZRANGEBYSCORE', K_OUTBOX_TIMES, '-inf', NOW - A
                                 'LIMIT', 0, max)) do
   local kept = redis.call('HGET', K_OUTBOX, eid)
   if kept then
-    redis.call('ZADD', K_OUTBOX_TIMES, NOW, eid)  -- leased again: one worker re-sends it
+    redis.call('ZADD', K_OUTBOX_TIMES, int(NOW), eid)  -- leased again: one worker re-sends it
     EXTRA_ENTRIES[#EXTRA_ENTRIES + 1] = {eid, kept}
   else
     redis.call('ZREM', K_OUTBOX_TIMES, eid)
