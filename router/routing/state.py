@@ -18,6 +18,7 @@ Records, script arguments and results are MessagePack (``cmsgpack`` in Lua, msgs
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import re
@@ -103,7 +104,8 @@ KEY_DOCS: dict[str, tuple[str, str]] = {
                                    "`<queue>:<class>|<escalated at>|<contact>`"),
     Key.UNANSWERED_TARGETS: ("hash", "`<queue>:<class>` -> target_ms"),
     Key.SLA_QUEUES: ("set", "queues with SLA figures"),
-    Key.SLA_TOTALS: ("hash", "`<queue>|<field>` -> running total (router/sla/buckets.py)"),
+    Key.SLA_TOTALS: ("hash", "`<queue>` -> its running totals, packed as a minute's "
+                             "(router/sla/buckets.py)"),
     Key.OUTBOX: ("hash", "entry id (the input event's id, or a timer step's) -> the "
                          "transitions it produced, until Kafka has them (MessagePack)"),
     Key.OUTBOX_TIMES: ("zset", "outbox entry id -> when it was recorded or last re-sent"),
@@ -721,10 +723,13 @@ def lua_prelude(script: str) -> str:
             lines.append(f"local {prefix_}_{member.name} = {_lua_str(member.value)}")
     lines.append("local PUBLISHED = {" + ", ".join(
         f"[{_lua_str(str(c.__struct_config__.tag))}]=true" for c in PUBLISHED) + "}")
-    lines.append(f"local SLA_FIELD_SEP = {_lua_str(buckets.FIELD_SEP)}")
-    lines.append(f"local SLA_WAIT_MAX, SLA_ROLLED = {_lua_str(buckets.WAIT_MAX)}, "
-                 f"{_lua_str(buckets.ROLLED)}")
-    lines.append(f"local SLA_ROLL_LAG = {buckets.ROLL_LAG_MINUTES}")
+    counts = buckets.COUNT_FIELDS  # a bucket's packed value: these, in this order
+    lines.append("local SLA_INDEX = {" + ", ".join(
+        f"{name} = {i}" for i, name in enumerate(counts, start=1)) + "}")
+    lines.append(f"local SLA_N, SLA_MAX_AT = {len(counts)}, "
+                 f"{counts.index(buckets.WAIT_MAX) + 1}")
+    lines.append(f"local SLA_ROLLED, SLA_ROLL_LAG = {_lua_str(buckets.ROLLED)}, "
+                 f"{buckets.ROLL_LAG_MINUTES}")
     lines.append(f"local CH_CALLBACK = {_lua_str(CALLBACK_CHANNEL)}")
     lines.append(f"local META_POLICY, META_RESEATED = {_lua_str(META_POLICY)}, "
                  f"{_lua_str(META_RESEATED)}")
@@ -1309,11 +1314,7 @@ async def agent_state(client: aioredis.Redis, domain: str, agent_id: str) -> str
 async def sla_totals(client: aioredis.Redis, domain: str) -> dict[str, dict[str, int]]:
     """Queue -> its running SLA totals (the Prometheus counters' source)."""
     raw = await client.hgetall(key(domain, Key.SLA_TOTALS))
-    out: dict[str, dict[str, int]] = {}
-    for k, v in raw.items():
-        queue, _, count = _text(k).rpartition(buckets.FIELD_SEP)
-        out.setdefault(queue, {})[count] = int(v)
-    return out
+    return {q: dataclasses.asdict(c) for q, c in buckets.per_queue(raw).items()}
 
 
 if __name__ == "__main__":

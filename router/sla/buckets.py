@@ -3,22 +3,30 @@
 The routing scripts count service level in the same step as the transition that causes it
 (docs/METRICS.md), into two hashes per routing domain: the minute bucket of the call's time
 (``sm:<epoch minute>``, which expires) and the running totals (the routing state's ``sq`` key,
-never expiring: Prometheus counters). In each, a field is ``<queue>|<count>``. The timer rolls
-each minute, once it is final (FINAL_AFTER_MS after it ended), into its hour's bucket
-(``hr:<epoch hour>``, expiring too): ``~rolled`` there is the last minute added, and an hour
-whose 60 minutes were all added in turn is complete. A reader takes a complete hour from its
-hour bucket and any other from its minutes (an hour the timer missed a minute of, or the one
-that just ended). The bucket keys depend on the time only, so a script declares them in its
-KEYS (router/routing/state.py passes them); the snapshot reads them back here.
+never expiring: Prometheus counters). In each, a queue's counts are one field, ``<queue>`` ->
+a MessagePack array ``[offered, answered, ...]`` (COUNT_FIELDS, in that order): a batch reads
+and writes each bucket once (HMGET, HSET) however many counts it moves, and a bucket has one
+field per queue. (Earlier versions wrote a field per queue and count, ``<queue>|<count>``: it
+is still read, and a bucket may hold both; they add up.) The timer rolls each minute, once it
+is final (FINAL_AFTER_MS after it ended), into its hour's bucket (``hr:<epoch hour>``, expiring
+too): ``~rolled`` there is the last minute added, and an hour whose 60 minutes were all added
+in turn is complete. A reader takes a complete hour from its hour bucket and any other from
+its minutes (an hour the timer missed a minute of, or the one that just ended). The bucket
+keys depend on the time only, so a script declares them in its KEYS (router/routing/state.py
+passes them); the snapshot reads them back here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import astuple, fields
+
+import msgspec
 
 from router.sla.windows import MINUTE_MS, Counts
 
-FIELD_SEP = "|"
+FIELD_SEP = "|"  # the earlier layout's `<queue>|<count>` fields
+COUNT_FIELDS = tuple(f.name for f in fields(Counts))  # a packed value's order
 WAIT_MAX = "wait_max_ms"  # the count that is a maximum, not a sum
 HOUR_MS = 60 * MINUTE_MS
 # A bucket is final once its time ended this long ago: transitions count in the bucket of the
@@ -28,9 +36,10 @@ FINAL_AFTER_MS = 120_000
 ROLL_LAG_MINUTES = FINAL_AFTER_MS // MINUTE_MS + 1
 ROLLED = "~rolled"  # an hour bucket's field: the last minute rolled into it
 KEY_DOCS = {  # docs/ROUTING.md's layout table (router/routing/state.py renders it)
-    "sm:<minute>": ("hash", "`<queue>|<field>` for one epoch minute (expires)"),
-    "hr:<hour>": ("hash", "`<queue>|<field>` for one epoch hour, its minutes rolled up by the "
-                          "timer; `~rolled`: the last minute added (expires)"),
+    "sm:<minute>": ("hash", "`<queue>` -> its counts for one epoch minute, a MessagePack "
+                            "array (router/sla/buckets.py; expires)"),
+    "hr:<hour>": ("hash", "the same for one epoch hour, its minutes rolled up by the timer; "
+                          "`~rolled`: the last minute added (expires)"),
 }
 
 
@@ -68,13 +77,34 @@ def complete(raw_hour: Mapping[bytes | str, bytes | str], hour: int) -> bool:
     return got is not None and int(got) == hour * 60 + 59
 
 
+_PACKED = msgspec.msgpack.Decoder(list[int])
+
+
+def pack(c: Counts) -> bytes:
+    """A queue's counts as a bucket holds them."""
+    return msgspec.msgpack.encode(astuple(c))
+
+
+def unpack(value: bytes | str) -> Counts:
+    """A bucket's packed value -> counts (missing trailing counts are 0)."""
+    raw = value.encode() if isinstance(value, str) else value
+    return Counts(**dict(zip(COUNT_FIELDS, _PACKED.decode(raw), strict=False)))
+
+
 def per_queue(raw: Mapping[bytes | str, bytes | str]) -> dict[str, Counts]:
-    """A bucket hash as Redis returns it -> queue -> counts."""
-    grouped: dict[str, dict[bytes | str, bytes | str]] = {}
+    """A bucket hash as Redis returns it -> queue -> counts (both layouts, added up)."""
+    out: dict[str, Counts] = {}
+    legacy: dict[str, dict[bytes | str, bytes | str]] = {}
     for k, v in raw.items():
         name = k.decode() if isinstance(k, bytes) else k
         if name == ROLLED:
             continue
-        queue, _, count = name.rpartition(FIELD_SEP)
-        grouped.setdefault(queue, {})[count] = v
-    return {q: Counts.from_hash(fields) for q, fields in grouped.items()}
+        queue, sep, count = name.rpartition(FIELD_SEP)
+        if sep:
+            legacy.setdefault(queue, {})[count] = v
+        else:
+            out[count] = out[count] + unpack(v) if count in out else unpack(v)
+    for queue, counts in legacy.items():
+        c = Counts.from_hash(counts)
+        out[queue] = out[queue] + c if queue in out else c
+    return out

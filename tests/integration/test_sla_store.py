@@ -192,6 +192,9 @@ async def test_the_timer_rolls_each_final_minute_into_its_hour_once_and_in_turn(
         wait = (6 + n) * 1000
         expected = expected + Counts(offered=1, answered=1, answered_within_target=1,
                                      wait_sum_ms=wait, wait_max_ms=wait)
+    # A worker of the earlier version counted into minute 30 as `<queue>|<count>`: it adds in.
+    await store_redis.hset(buckets.minute_key_of(p, hour0 * 60 + 30), "general|offered", 2)
+    expected = expected + Counts(offered=2)
     for minute in range(0, 123):
         if minute == 60 + 41 + buckets.ROLL_LAG_MINUTES:
             continue  # no timer ran in this minute: minute 101 is never rolled up

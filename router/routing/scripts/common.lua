@@ -149,74 +149,100 @@ end
 
 -- SLA accounting (docs/METRICS.md; the layout is router/sla/buckets.py's), counted in the same
 -- step as the transition that causes it: the call's minute bucket (a declared key that
--- expires) and the running totals, each a field `<queue>|<count>`. counts = {field, by, ...},
--- the first a count of 1 whose field, new to a bucket, tells that the bucket is new to this
--- queue: only then is its expiry set (and the queue recorded). wait_ms (answered) also raises
--- wait_max_ms. A batch adds its counts up per queue and writes them once, at its end
--- (sla_flush: the buckets are the same for all its calls): a busy queue's events share them.
--- Hours are the timer's (sla_roll).
-local SLA_ADD, SLA_FIRST, SLA_MAX = {}, {}, {}
+-- expires) and the running totals. In each, a queue's counts are one field, `<queue>` -> a
+-- MessagePack array of the numbers in SLA_INDEX's order. A batch adds its counts up per queue (sla_count:
+-- counts = {name, by, ...}; wait_ms, of an answer, raises wait_max_ms) and reads and writes
+-- each bucket once, at its end (sla_flush). A bucket new to a queue gets its expiry then (and
+-- the queue is recorded). Hours are the timer's (sla_roll).
+local SLA_ADD, SLA_MAX = {}, {}
 
 local function sla_count(qn, counts, wait_ms)
   if not qn or qn == '' then return end
   local add = SLA_ADD[qn]
   if not add then
     add = {}
-    SLA_ADD[qn], SLA_FIRST[qn] = add, {}
+    for j = 1, SLA_N do add[j] = 0 end
+    SLA_ADD[qn] = add
   end
-  SLA_FIRST[qn][counts[1]] = true
-  for j = 1, #counts, 2 do add[counts[j]] = (add[counts[j]] or 0) + counts[j + 1] end
+  for j = 1, #counts, 2 do
+    local at = SLA_INDEX[counts[j]]
+    add[at] = add[at] + counts[j + 1]
+  end
   if wait_ms and wait_ms > (SLA_MAX[qn] or -1) then SLA_MAX[qn] = wait_ms end
 end
 
--- Raise a bucket's wait_max_ms field to wait_ms if it is below.
-local function sla_raise_max(k, field, wait_ms)
-  if wait_ms > tonumber(redis.call('HGET', k, field) or '-1') then
-    redis.call('HSET', k, field, wait_ms)
+-- A packed value (a MessagePack array) -> its numbers (all 0 when absent; missing trailing
+-- ones are 0).
+local function sla_parse(v)
+  local t = v and cmsgpack.unpack(v) or {}
+  for j = #t + 1, SLA_N do t[j] = 0 end
+  return t
+end
+
+-- Add each queue's counts in adds (queue -> numbers) to bucket k, raising wait_max_ms to
+-- maxes' (when given). Returns the queues new to the bucket.
+local function sla_add(k, queues, adds, maxes)
+  local got = redis.call('HMGET', k, unpack(queues))
+  local out, new = {}, {}
+  for i, qn in ipairs(queues) do
+    local t, add = sla_parse(got[i]), adds[qn]
+    if not got[i] then new[#new + 1] = qn end
+    for j = 1, SLA_N do
+      if j ~= SLA_MAX_AT then t[j] = t[j] + add[j] end
+    end
+    local m = maxes and maxes[qn]
+    if m and m > t[SLA_MAX_AT] then t[SLA_MAX_AT] = m end
+    out[#out + 1] = qn
+    out[#out + 1] = cmsgpack.pack(t)
   end
+  redis.call('HSET', k, unpack(out))
+  return new
 end
 
 local function sla_flush()
-  local keys = {K_SLA_MINUTE, K_SLA_TOTALS}
-  for qn, add in pairs(SLA_ADD) do
-    local head, first, wait_ms = qn .. SLA_FIELD_SEP, SLA_FIRST[qn], SLA_MAX[qn]
-    for i, k in ipairs(keys) do
-      local new = false
-      for field, by in pairs(add) do
-        if by ~= 0 then  -- a zero (not within target, not short) needs no command
-          local now_at = redis.call('HINCRBY', k, head .. field, int(by))
-          if first[field] and now_at == by then new = true end
-        end
-      end
-      if i == 1 then
-        if new then redis.call('EXPIRE', k, SLA_TTL) end
-        if wait_ms then sla_raise_max(k, head .. SLA_WAIT_MAX, wait_ms) end
-      elseif new then
-        redis.call('SADD', K_SLA_QUEUES, qn)
-      end
-    end
+  local queues = {}
+  for qn in pairs(SLA_ADD) do queues[#queues + 1] = qn end
+  if #queues == 0 then return end
+  if #sla_add(K_SLA_MINUTE, queues, SLA_ADD, SLA_MAX) > 0 then
+    redis.call('EXPIRE', K_SLA_MINUTE, SLA_TTL)
   end
+  local new = sla_add(K_SLA_TOTALS, queues, SLA_ADD, nil)  -- totals keep no maximum
+  if #new > 0 then redis.call('SADD', K_SLA_QUEUES, unpack(new)) end
 end
 
 -- The timer adds the minute that is final now (SLA_ROLL_LAG minutes ago: K_SLA_ROLL_MINUTE)
 -- into its hour's bucket (K_SLA_ROLL_HOUR), once, and only in turn: the hour's first minute,
 -- or the one after the last added (its field SLA_ROLLED). A minute missed (no timer ran in it)
--- leaves the rest of that hour to be read from its minutes; the next hour starts afresh.
+-- leaves the rest of that hour to be read from its minutes; the next hour starts afresh. A
+-- minute may hold `<queue>|<count>` fields too (workers of an earlier version): they add in.
 local function sla_roll()
   local m = math.floor(NOW / 60000) - SLA_ROLL_LAG
   local last = tonumber(redis.call('HGET', K_SLA_ROLL_HOUR, SLA_ROLLED))
   if (last and last ~= m - 1) or (not last and m % 60 ~= 0) then return end
   local raw = redis.call('HGETALL', K_SLA_ROLL_MINUTE)
-  local tail = '|' .. SLA_WAIT_MAX  -- SLA_FIELD_SEP
+  local adds, maxes, queues = {}, {}, {}
   for i = 1, #raw, 2 do
-    local field, value = raw[i], raw[i + 1]
-    if string.sub(field, -#tail) == tail then
-      sla_raise_max(K_SLA_ROLL_HOUR, field, tonumber(value))
+    local qn, count = string.match(raw[i], '^(.*)|([^|]*)$')  -- buckets.FIELD_SEP
+    local t = sla_parse(not qn and raw[i + 1] or nil)
+    if qn then
+      local at = SLA_INDEX[count]
+      if at then t[at] = tonumber(raw[i + 1]) end
     else
-      redis.call('HINCRBY', K_SLA_ROLL_HOUR, field, value)
+      qn = raw[i]
     end
+    local add = adds[qn]
+    if not add then
+      add = sla_parse(nil)
+      adds[qn], maxes[qn] = add, 0
+      queues[#queues + 1] = qn
+    end
+    for j = 1, SLA_N do
+      if j ~= SLA_MAX_AT then add[j] = add[j] + t[j] end
+    end
+    maxes[qn] = math.max(maxes[qn], t[SLA_MAX_AT])
   end
-  redis.call('HSET', K_SLA_ROLL_HOUR, SLA_ROLLED, m)
+  if #queues > 0 then sla_add(K_SLA_ROLL_HOUR, queues, adds, maxes) end
+  redis.call('HSET', K_SLA_ROLL_HOUR, SLA_ROLLED, int(m))
   redis.call('EXPIRE', K_SLA_ROLL_HOUR, SLA_TTL)
 end
 
@@ -835,7 +861,7 @@ end
 -- already have are read (one read for all of them).
 local function batch_start(eids)
   COUNTS, KEPT, KEPT_FIELDS, KEPT_TIMES = {}, {}, {}, {}
-  SLA_ADD, SLA_FIRST, SLA_MAX = {}, {}, {}
+  SLA_ADD, SLA_MAX = {}, {}
   if #eids == 0 then return end
   local got = redis.call('HMGET', K_OUTBOX, unpack(eids))
   for i, eid in ipairs(eids) do
