@@ -340,7 +340,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             connect_s = time.perf_counter() - started
             # This process's 10,000 sockets are long-lived too: kept out of the collector's
             # scans as the gateway keeps its own, or its pauses would count as offer latency.
-            heap = asyncio.create_task(Heap(HeapPolicy(1.0, sys.maxsize, float("inf")),
+            heap = asyncio.create_task(Heap(HeapPolicy(settings.gateway_gc_freeze_s, sys.maxsize,
+                                                       float("inf")),
                                             lambda: 0).run(lambda: False))
             connect_cores = cores_since(connect_cpu, stack, procs, connect_s)
             await asyncio.sleep(2.0)  # let a sync round pass
