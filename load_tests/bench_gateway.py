@@ -16,7 +16,12 @@ aiohttp) connects that many desktops (hello with a token each), then measures
     ``--action-seconds``; acknowledged frames per second (each a validated agents.events record).
 With ``--instances N`` desktops are routed by domain: records are keyed by domain, each
 instance reads only its partitions (PEAKROUTE_GATEWAY_PARTITIONS) and gets the desktops of the
-domains those partitions hold. No router worker runs: the bench measures the gateways alone.
+domains those partitions hold. The topics have ``--partitions`` partitions, one per instance by
+default, so each instance reads one partition whichever N: the embedded broker (Tansu, memory
+store) lists every batch a partition ever stored for each fetch that finds new records there,
+so its share of the latency grows with the partitions holding records per reader (with 8
+partitions the bench's domains fell on 2 of them for one instance and on 2 and 4 for two,
+docs/ARCHITECTURE.md). No router worker runs: the bench measures the gateways alone.
 The client shares the machine's cores with the gateways, the broker and Redis, so the figures
 are a floor. It raises its own open-file limit (and so the gateways'). The last line is one JSON
 object.
@@ -53,7 +58,6 @@ from router.settings import Settings
 from router.stack import EmbeddedStack, _die_with_parent, free_port
 from router.stage import now_ms
 
-PARTITIONS = 8
 DOMAINS_PER_INSTANCE = 4
 ERROR_CODES: dict[str, int] = {}
 OFFER_TTL_MS = 3_600_000  # an offer's expiry is its send time plus this: its latency's clock
@@ -284,12 +288,13 @@ def percentile(values: list[float], q: float) -> float | None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     open_files = raise_open_files()
     state = Path(tempfile.mkdtemp(prefix="bench-gw-"))
-    stack = EmbeddedStack(state, partitions=PARTITIONS)
+    partitions = args.partitions or args.instances
+    stack = EmbeddedStack(state, partitions=partitions)
     settings: Settings = (await stack.start()).replace(
         gateway_jwt_secret="bench-secret-" + "x" * 32, gateway_frames_per_s=50.0,
         gateway_frame_burst=100,
         gateway_fetch_max_wait_ms=args.fetch_wait_ms or Settings().gateway_fetch_max_wait_ms)
-    layout = domains_by_instance(args.instances, PARTITIONS, DOMAINS_PER_INSTANCE)
+    layout = domains_by_instance(args.instances, partitions, DOMAINS_PER_INSTANCE)
     ports = [free_port() for _ in layout]
     procs = [start_gateway(settings.replace(gateway_partitions=",".join(map(str, parts))),
                            port, state / f"gateway-{i}.log")
@@ -335,7 +340,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             connect_s = time.perf_counter() - started
             # This process's 10,000 sockets are long-lived too: kept out of the collector's
             # scans as the gateway keeps its own, or its pauses would count as offer latency.
-            heap = asyncio.create_task(Heap(HeapPolicy(1.0, sys.maxsize, float("inf")),
+            heap = asyncio.create_task(Heap(HeapPolicy(settings.gateway_gc_freeze_s, sys.maxsize,
+                                                       float("inf")),
                                             lambda: 0).run(lambda: False))
             connect_cores = cores_since(connect_cpu, stack, procs, connect_s)
             await asyncio.sleep(2.0)  # let a sync round pass
@@ -392,6 +398,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         p99 = percentile(latencies, 0.99)
         return {
             "instances": len(procs),
+            "partitions": partitions,
             "agents_connected": len(desks),
             "connect_per_s": round(len(desks) / connect_s, 1),
             "gateway_rss_idle_mib": round(rss_idle / 1024, 1),
@@ -452,10 +459,14 @@ def main(argv: list[str] | None = None) -> int:
                         "default, a router worker's)")
     parser.add_argument("--fetch-wait-ms", type=int, default=0,
                         help="the gateways' PEAKROUTE_GATEWAY_FETCH_MAX_WAIT_MS (0: its default)")
+    parser.add_argument("--partitions", type=int, default=0,
+                        help="partitions of the bench's topics (0: one per instance)")
     parser.add_argument("--trace", default="",
                         help="write offer latency per second of sending to this CSV file")
     parser.add_argument("--concurrency", type=int, default=200, help="sign-ins at once")
     args = parser.parse_args(argv)
+    if args.partitions and args.partitions < args.instances:
+        parser.error(f"--partitions {args.partitions}: at least one per instance")
     result = asyncio.run(run(args))
     for key, value in result.items():
         print(f"{key:28} {value}", file=sys.stderr)

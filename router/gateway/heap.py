@@ -10,7 +10,14 @@ waited for it (docs/ARCHITECTURE.md, "Agent gateway").
 So the long-lived objects are moved out of the collector's way: every ``interval_s`` the young
 objects are collected (cyclic garbage among them is freed: only what survived since the last
 round is scanned, a few milliseconds) and the survivors are frozen (``gc.freeze``, the
-permanent generation: never scanned, still freed by reference counting). What becomes cyclic
+permanent generation: never scanned, still freed by reference counting). The interval bounds
+what any collection scans: every frame a socket reads or writes leaves a new waiting chain
+(coroutine, future, handle) alive in place of a frozen one, about ten objects, and the frozen
+one's death lowers the count that starts CPython's own collections, so the young generation
+grows by what the sockets did since the last round: at 5,000 frames/s a 1 s interval made each
+round, and the full collections CPython starts over what was promoted since, 40-70 ms (the bench
+client's own heap 100-200 ms: 5,000 sockets' chains) once a second; 0.1 s makes them a few
+milliseconds (docs/ARCHITECTURE.md, "Agent gateway"). What becomes cyclic
 garbage after it was frozen (a closed socket's objects that refer to each other) is reclaimed
 by a sweep (unfreeze, full collection, freeze), which costs the full scan: it runs only once
 ``sweep_after`` sockets closed since the last one, and not more often than every

@@ -1,0 +1,219 @@
+"""Reproduction of the embedded broker's fetch cost, without the router or the gateway: records
+produced at a steady rate to a fresh Tansu broker, read by plain aiokafka consumers (no group,
+each assigned its share of the partitions, from the end, as the gateway reads).
+
+    python -m load_tests.tansu_fetch --readers 2 --used 8   # 4 partitions with records each
+    python -m load_tests.tansu_fetch --readers 2 --used 2   # 1 each: the same records
+    python -m load_tests.tansu_fetch --readers 1 --used 4   # one reader of 4
+    python -m load_tests.tansu_fetch --readers 0            # produce only
+
+Tansu's memory store keeps each produced batch as an object; a fetch that finds new records in
+a partition lists every batch that partition ever stored, and is answered at once, so a reader
+that keeps up fetches again at once and keeps a broker thread listing. The latency (record made
+-> read) and the broker's CPU then grow with the partitions holding records per reader and with
+the batches each holds (one per producer linger). Prints the latency per 5 s of sending; the
+last line is one JSON object (docs/ARCHITECTURE.md, "Agent gateway").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import multiprocessing.queues
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import murmur2
+
+from router.stack import _die_with_parent, broker_binary, free_port
+
+TOPIC = "tansu-fetch"
+Queue = multiprocessing.queues.Queue
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def keys_for(count: int, partitions: int, used: int) -> list[str]:
+    """``count`` keys spread evenly over partitions 0 .. used-1 (Kafka's default partitioner)."""
+    out: list[str] = []
+    per: dict[int, int] = {}
+    most = -(-count // used)
+    j = 0
+    while len(out) < count:
+        key = f"k-{j}"
+        j += 1
+        part = (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+        if part < used and per.get(part, 0) < most:
+            per[part] = per.get(part, 0) + 1
+            out.append(key)
+    return out
+
+
+async def _produce(boot: str, keys: list[str], rate: float, seconds: float,
+                   linger_ms: int) -> None:
+    prod = AIOKafkaProducer(bootstrap_servers=boot, linger_ms=linger_ms, acks="all")
+    await prod.start()
+    total, n, pad = int(rate * seconds), 0, "x" * 250
+    started = time.perf_counter()
+    try:
+        while n < total:  # the records due by now, every 2 ms (as the gateway bench paces)
+            due = min(total, int((time.perf_counter() - started) * rate) + 1)
+            while n < due:
+                value = orjson.dumps({"ts": time.time() * 1000, "n": n, "pad": pad})
+                await prod.send(TOPIC, value, key=keys[n % len(keys)].encode())
+                n += 1
+            await asyncio.sleep(0.002)
+        await prod.flush()
+    finally:
+        await prod.stop()
+
+
+def producer_main(boot: str, keys: list[str], rate: float, seconds: float,
+                  linger_ms: int) -> None:
+    asyncio.run(_produce(boot, keys, rate, seconds, linger_ms))
+
+
+async def _read(boot: str, parts: list[int], options: dict[str, int], seconds: float,
+                out: Queue[Any]) -> None:
+    cons = AIOKafkaConsumer(bootstrap_servers=boot, enable_auto_commit=False, **options)
+    await cons.start()
+    tps = [TopicPartition(TOPIC, p) for p in parts]
+    cons.assign(tps)
+    await cons.seek_to_end(*tps)
+    for tp in tps:
+        await cons.position(tp)
+    out.put(("ready", None))
+    seen: list[tuple[float, float]] = []  # (record made, ms until read)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            batches = await cons.getmany(timeout_ms=200, max_records=5000)
+            now = time.time() * 1000
+            for recs in batches.values():
+                for rec in recs:
+                    made = orjson.loads(rec.value)["ts"]
+                    seen.append((made, now - made))
+    finally:
+        await cons.stop()
+    out.put(("done", seen))
+
+
+def reader_main(boot: str, parts: list[int], options: dict[str, int], seconds: float,
+                out: Queue[Any]) -> None:
+    asyncio.run(_read(boot, parts, options, seconds, out))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
+
+
+async def create_topic(boot: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=boot)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await admin.start()
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+    try:
+        await admin.create_topics([NewTopic(TOPIC, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    boot = f"127.0.0.1:{free_port()}"
+    broker = subprocess.Popen(
+        [broker_binary(), "broker", "--listener-url", f"tcp://{boot}",
+         "--advertised-listener-url", f"tcp://{boot}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[multiprocessing.process.BaseProcess] = []
+    try:
+        asyncio.run(create_topic(boot, args.partitions))
+        keys = keys_for(args.keys, args.partitions, args.used or args.partitions)
+        out: Queue[Any] = ctx.Queue()
+        options = {"fetch_max_wait_ms": args.fetch_wait_ms, "fetch_min_bytes": args.min_bytes}
+        for i in range(args.readers):
+            parts = [p for p in range(args.partitions) if p % args.readers == i]
+            procs.append(ctx.Process(target=reader_main,
+                                     args=(boot, parts, options, args.seconds + 8, out)))
+            procs[-1].start()
+        for _ in procs:
+            out.get()
+        broker_cpu, started = cpu_s(broker.pid), time.time() * 1000
+        prod = ctx.Process(target=producer_main,
+                           args=(boot, keys, args.rate, args.seconds, args.linger_ms))
+        prod.start()
+        prod.join()
+        broker_cores = (cpu_s(broker.pid) - broker_cpu) / args.seconds
+        seen: list[tuple[float, float]] = []
+        for _ in procs:
+            seen += out.get()[1]
+        for proc in procs:
+            proc.join()
+        windows = {}
+        for s in range(0, int(args.seconds), 5):
+            ms = [v for made, v in seen if started + s * 1000 <= made < started + (s + 5) * 1000]
+            windows[f"{s}-{s + 5}s"] = {"p50_ms": percentile(ms, 0.5),
+                                         "p99_ms": percentile(ms, 0.99)}
+        latencies = [v for _, v in seen]
+        return {"readers": args.readers, "partitions": args.partitions,
+                "partitions_with_records": args.used or args.partitions, "rate": args.rate,
+                "seconds": args.seconds, "linger_ms": args.linger_ms,
+                "fetch_wait_ms": args.fetch_wait_ms, "fetch_min_bytes": args.min_bytes,
+                "sent": int(args.rate * args.seconds), "read": len(latencies),
+                "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
+                "max_ms": round(max(latencies), 1) if latencies else None,
+                "broker_cores": round(broker_cores, 2), "by_5s": windows,
+                "loadavg_1m": round(os.getloadavg()[0], 2)}
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        broker.terminate()
+        broker.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--partitions", type=int, default=8, help="partitions of the topic")
+    parser.add_argument("--used", type=int, default=0,
+                        help="partitions that get records, 0 .. used-1 (0: all)")
+    parser.add_argument("--keys", type=int, default=8, help="record keys (as domains)")
+    parser.add_argument("--readers", type=int, default=2,
+                        help="consumers; reader i reads the partitions p with p %% readers == i")
+    parser.add_argument("--rate", type=float, default=5000.0, help="records per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--linger-ms", type=int, default=5, help="the producer's linger")
+    parser.add_argument("--fetch-wait-ms", type=int, default=5, help="the readers' fetch wait")
+    parser.add_argument("--min-bytes", type=int, default=1, help="the readers' fetch_min_bytes")
+    args = parser.parse_args(argv)
+    result = run(args)
+    for name, value in result.items():
+        print(f"{name:24} {value}", file=sys.stderr)
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
