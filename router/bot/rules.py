@@ -47,12 +47,16 @@ class PhraseMatcher:
 
     @classmethod
     def of(cls, phrases: Iterable[str]) -> PhraseMatcher:
-        parts = []
+        chinese, latin = [], []
         for phrase in sorted({normalize(p) for p in phrases if p.strip()}, key=len, reverse=True):
-            escaped = re.escape(phrase)
-            # Latin words must stand alone; next to a Chinese character counts as standing alone.
-            parts.append(escaped if _CJK.search(phrase)
-                         else rf"(?<![a-z0-9]){escaped}(?![a-z0-9])")
+            (chinese if _CJK.search(phrase) else latin).append(re.escape(phrase))
+        # Latin words must stand alone; next to a Chinese character counts as standing alone.
+        # The word boundaries are checked once around all Latin phrases, not around each one:
+        # the same matches (the regex tries every phrase at a position before it moves on), in
+        # a fraction of the time.
+        parts = ["|".join(chinese)] if chinese else []
+        if latin:
+            parts.append(rf"(?<![a-z0-9])(?:{'|'.join(latin)})(?![a-z0-9])")
         return cls(re.compile("|".join(parts)) if parts else None)
 
     def matches(self, normalized_text: str) -> bool:
