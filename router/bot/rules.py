@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from router.bot.escalation import EscalationDetector
@@ -47,7 +47,8 @@ class PhraseMatcher:
 
     @classmethod
     def of(cls, phrases: Iterable[str]) -> PhraseMatcher:
-        chinese, latin = [], []
+        chinese: list[str] = []
+        latin: list[str] = []
         for phrase in sorted({normalize(p) for p in phrases if p.strip()}, key=len, reverse=True):
             (chinese if _CJK.search(phrase) else latin).append(re.escape(phrase))
         # Latin words must stand alone; next to a Chinese character counts as standing alone.
@@ -93,6 +94,19 @@ class Rules:
             kind = self.detector.kind(text)
             human, anger = kind == Rule.HUMAN_REQUEST, kind == Rule.ANGER
         return RuleHits(human, anger, self.not_helpful.matches(norm))
+
+    def check_batch(self, texts: Sequence[str]) -> list[RuleHits]:
+        """``check`` of each text, with the hand-off detector run once for the batch (on the
+        texts no phrase flags)."""
+        norms = [normalize(text) for text in texts]
+        flags = [(self.human_request.matches(n), self.anger.matches(n)) for n in norms]
+        if self.detector is not None:
+            unflagged = [i for i, (human, anger) in enumerate(flags) if not (human or anger)]
+            for i, kind in zip(unflagged, self.detector.kinds([texts[i] for i in unflagged]),
+                               strict=True):
+                flags[i] = (kind == Rule.HUMAN_REQUEST, kind == Rule.ANGER)
+        return [RuleHits(human, anger, self.not_helpful.matches(n))
+                for (human, anger), n in zip(flags, norms, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,12 +90,18 @@ class BotStage:
             (e.domain, e.contact_id) for e in events if isinstance(e, Spoken))
         state: dict[Key, Conversation | None] = {k: v.conversation for k, v in loaded.items()}
         predictions = iter(self._classify(brain, events))
+        # The phrase rules and the hand-off detector, for every text of the batch at once.
+        hits_of = dict(zip(
+            (i for i, e in enumerate(events) if isinstance(e, ContactArrived | CustomerMessage)),
+            brain.rules.check_batch([e.text for e in events
+                                     if isinstance(e, ContactArrived | CustomerMessage)]),
+            strict=True))
         writes: list[Write] = []
         pending: list[tuple[_Effect, list[Output], Spoken]] = []
         clears: list[Key] = []
         arrivals: list[tuple[str, str, str]] = []
         seen: set[str] = set()
-        for event in events:
+        for index, event in enumerate(events):
             if isinstance(event, CustomerLeft):
                 key = (event.domain, event.contact_id)
                 state[key] = None
@@ -121,7 +127,7 @@ class BotStage:
                 decision = human_requested(event.language, conv.context(), brain.kb,
                                            brain.config)
             else:
-                hits = brain.rules.check(text)
+                hits = hits_of[index]
                 decision = decide(hits, prediction, event.language, conv.context(), brain.kb,
                                   brain.config)
             customer_text = None if isinstance(event, HumanRequested) else text
