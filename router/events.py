@@ -14,7 +14,6 @@ from typing import Annotated, Any, ClassVar, TypeAlias
 
 import orjson
 
-
 # Per event class, its fields' names in order (``dataclasses.fields`` builds a tuple of Field
 # objects on every call: too slow for once per record).
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

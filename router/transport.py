@@ -283,7 +283,7 @@ class Transport:
 
     async def _send_now(self, outputs: Sequence[Output]) -> list[asyncio.Future[Any]]:
         topics = self.settings.topics
-        return [await self.producer.send(topics[out.role], out.event.to_json(),
+        return [await self.producer.send(topics[out.role], out.value(),
                                          key=out.key.encode())
                 for out in outputs]
 

@@ -133,7 +133,7 @@ class BotStage:
             customer_text = None if isinstance(event, HumanRequested) else text
             conv = advance(conv, decision, customer_text, now, self.caps)
             state[key] = conv
-            produced = self._outputs(event, decision, conv, now)
+            produced = _serialized(self._outputs(event, decision, conv, now))
             writes.append(Write(event.domain, event.contact_id, event.event_id, conv,
                                 silence_deadline(conv, self.silence_ms), _keep(produced)))
             pending.append((_Effect(decision, event.language.value,
@@ -244,12 +244,17 @@ class BotStage:
 
 def _keep(outputs: Sequence[Output]) -> bytes:
     """An event's records as its outbox keeps them: [role, key, event JSON] each."""
-    return orjson.dumps([[o.role, o.key, o.event.to_json().decode()] for o in outputs])
+    return orjson.dumps([[o.role, o.key, o.value().decode()] for o in outputs])
+
+
+def _serialized(outputs: Sequence[Output]) -> list[Output]:
+    """The outputs with their JSON made once (the outbox keeps it, the producer sends it)."""
+    return [Output(o.role, o.key, o.event, o.outbox, o.event.to_json()) for o in outputs]
 
 
 def _boxed(outputs: Sequence[Output], event: Spoken) -> list[Output]:
     box = (conversation_key(event.domain, event.contact_id), OUTBOX_FIELD + event.event_id)
-    return [Output(o.role, o.key, o.event, box) for o in outputs]
+    return [Output(o.role, o.key, o.event, box, o.raw) for o in outputs]
 
 
 def _outcome(action: BotAction) -> str:

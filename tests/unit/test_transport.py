@@ -226,3 +226,11 @@ async def test_a_failed_acknowledgement_sends_the_outputs_again_before_the_next_
     await _run_until(transport, lambda: len(sent) == 3)
     assert sent == ["a0", "a0", "a1"]  # a0 again, before a1
     assert [c[tp] for c in cons.commits] == [1, 2]
+
+
+def test_an_output_sends_the_json_its_stage_made_or_makes_it() -> None:
+    plain = _output("a")
+    assert plain.value() == plain.event.to_json()
+    made = Output(plain.role, plain.key, plain.event, None, b'{"kept": true}')
+    assert made.value() == b'{"kept": true}'
+    assert made == plain  # the JSON is a cache, not part of the output's identity
