@@ -71,7 +71,7 @@ class Transport:
     def __init__(self, settings: Settings, routes: dict[str, Route]) -> None:
         self.settings = settings
         self.routes = routes  # topic name -> route
-        self.producer: AIOKafkaProducer = kafka.producer(settings)
+        self.producer: AIOKafkaProducer = kafka.producer(settings, partitioner=kafka.KeyHashes())
         self.consumer: AIOKafkaConsumer = self._new_consumer()
         self.rebalancing = True  # until the group hands this worker its first partitions
         self._batch = asyncio.Lock()  # held while a poll is handled, produced and committed
