@@ -6,6 +6,8 @@ One consumer in the router's group (``Settings.app_id``) reads the stages' input
 batch; the stages of one poll run concurrently (their Redis round trips overlap), and the
 poll's offsets are committed once every output of it is acknowledged by the broker
 (at-least-once: a crash re-delivers the uncommitted batch, and the stages are idempotent).
+The acknowledgements are awaited in the background while the next poll's stages run; that
+poll's outputs are sent once they have arrived, so outputs leave in poll order.
 A batch never raises out of the loop: transient Redis and Kafka errors are retried until they
 pass, and a record a script refuses is dead-lettered by its stage.
 
