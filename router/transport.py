@@ -6,8 +6,6 @@ One consumer in the router's group (``Settings.app_id``) reads the stages' input
 batch; the stages of one poll run concurrently (their Redis round trips overlap), and the
 poll's offsets are committed once every output of it is acknowledged by the broker
 (at-least-once: a crash re-delivers the uncommitted batch, and the stages are idempotent).
-The acknowledgements are awaited in the background while the next poll's stages run; that
-poll's outputs are sent once they have arrived, so outputs leave in poll order.
 A batch never raises out of the loop: transient Redis and Kafka errors are retried until they
 pass, and a record a script refuses is dead-lettered by its stage.
 
@@ -80,9 +78,6 @@ class Transport:
         self._next: dict[TopicPartition, int] = {}  # next offset to process, per partition
         self._uncommitted: dict[TopicPartition, int] = {}  # delivered, commit not yet sent
         self._committer: asyncio.Task[None] | None = None
-        # The previous poll's outputs on their way: acknowledged, then its outbox deletes and
-        # its commit. The next poll is handled meanwhile, but its outputs leave after these.
-        self._delivering: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         # The stall watchdog (router/watchdog.py): rejoins when the group leaves this worker
@@ -106,7 +101,6 @@ class Transport:
         so the next owner starts where this worker stopped."""
         self.rebalancing = True
         async with self._batch:
-            await self._delivered()
             await self._commits_done()
             for tp in revoked:
                 self._next.pop(tp, None)
@@ -147,14 +141,8 @@ class Transport:
                 if polled:
                     async with self._batch:
                         await self._handle(polled)
-                elif self._delivering is not None and self._delivering.done():
-                    await self._delivered()  # (a bug in the last one raises here)
-            async with self._batch:
-                await self._delivered()
         finally:
             watching.cancel()
-            if self._delivering is not None and not self._delivering.done():
-                self._delivering.cancel()  # cancelled: not committed (re-delivered)
             if self._woken is not None:
                 self._woken.cancel()
             self._stopped.set()
@@ -243,11 +231,6 @@ class Transport:
         await consumer.stop()
 
     async def _handle(self, polled: dict[TopicPartition, list[Any]]) -> None:
-        """One poll: each topic's records through its stage (the stages concurrently), then,
-        once the previous poll's outputs are acknowledged, this poll's outputs sent; their
-        acknowledgement, the outbox deletes and the commit follow in the background while the
-        next poll is handled (``_deliver``). So outputs leave in the order of the polls, and a
-        poll's offsets are committed after its outputs and the previous poll's offsets."""
         by_topic: dict[str, list[Record]] = {}
         offsets: dict[TopicPartition, int] = {}
         for tp, messages in polled.items():
@@ -257,49 +240,11 @@ class Transport:
             offsets[tp] = messages[-1].offset + 1
             # The records in hand still count as lag, also while a batch waits on Redis.
             self._next[tp] = messages[0].offset
-        started = time.perf_counter()
-        batches = [(self.routes[topic], records) for topic, records in by_topic.items()]
-        outputs = await asyncio.gather(*(prepare(route.stage, route.handle, records)
-                                         for route, records in batches))
-        await self._delivered()
-        sent = [await self._send(out) for out in outputs]
-        self._delivering = asyncio.create_task(
-            self._deliver(batches, outputs, sent, offsets, started), name="deliver")
-
-    async def _delivered(self) -> None:
-        """Wait until the previous poll's outputs are acknowledged and its commit is queued;
-        a bug met there (not a dependency failure: those are retried) raises here."""
-        delivering, self._delivering = self._delivering, None
-        if delivering is not None:
-            await delivering
-
-    async def _send(self, outputs: Sequence[Output]) -> list[asyncio.Future[Any]]:
-        """Hand every output to the producer; its futures resolve once the broker has them.
-        A send the producer refuses at once counts as a failed delivery (retried)."""
-        try:
-            return await self._send_now(outputs)
-        except Exception as exc:
-            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return [failed]
-
-    async def _send_now(self, outputs: Sequence[Output]) -> list[asyncio.Future[Any]]:
-        topics = self.settings.topics
-        return [await self.producer.send(topics[out.role], out.value(),
-                                         key=out.key.encode())
-                for out in outputs]
-
-    async def _deliver(self, batches: Sequence[tuple[Route, Sequence[Record]]],
-                       outputs: Sequence[list[Output]], sent: Sequence[list[asyncio.Future[Any]]],
-                       offsets: dict[TopicPartition, int], started: float) -> None:
-        """A poll's outputs acknowledged (sent again until they are, as ``deliver`` does),
-        the stages told (the outbox deletes), the offsets committed in the background."""
-        for (route, records), out, futures in zip(batches, outputs, sent, strict=True):
-            await confirm(route.stage, records, out, futures, self.produce, route.delivered,
-                          started)
-        for tp, offset in offsets.items():
-            if self._next.get(tp, -1) < offset:
-                self._next[tp] = offset
+        await asyncio.gather(*(self.run_batch(self.routes[topic].stage,
+                                              self.routes[topic].handle, records,
+                                              self.routes[topic].delivered)
+                               for topic, records in by_topic.items()))
+        self._next.update(offsets)
         self._commit_soon(offsets)
 
     def _commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
@@ -326,7 +271,10 @@ class Transport:
 
     async def produce(self, outputs: Sequence[Output]) -> None:
         """Send every output and wait until the broker has them all (acks=all)."""
-        futures = await self._send_now(outputs)
+        topics = self.settings.topics
+        futures = [await self.producer.send(topics[out.role], out.value(),
+                                            key=out.key.encode())
+                   for out in outputs]
         if futures:
             await asyncio.gather(*futures)
 
@@ -377,58 +325,29 @@ class Transport:
 async def deliver(stage: str, handle: Handler, records: Sequence[Record], produce: Produce,
                   delivered: Delivered | None = None) -> None:
     """Handle and produce one batch, then tell the stage its outputs are in Kafka (the outbox's
-    deletes); both runtimes run their timer steps, and faust its batches, through here (the lean
-    loop runs ``prepare`` and ``confirm`` apart, to overlap them with its next poll).
-    Dependency failures (router/transient.py: Redis refusing or unreachable, Kafka errors) are
-    retried until they pass, with capped backoff, the handler's outputs kept (the stages are
-    idempotent anyway). Anything else is a bug and propagates: the caller must then not commit
-    the batch."""
+    deletes); both runtimes run every batch and timer step through here. Dependency failures
+    (router/transient.py: Redis refusing or unreachable, Kafka errors) are retried until they
+    pass, with capped backoff, the handler's outputs kept (the stages are idempotent anyway).
+    Anything else is a bug and propagates: the caller must then not commit the batch."""
     started = time.perf_counter()
-    outputs = await prepare(stage, handle, records)
-    await confirm(stage, records, outputs, None, produce, delivered, started)
-
-
-async def prepare(stage: str, handle: Handler, records: Sequence[Record]) -> list[Output]:
-    """The batch's outputs, dependency failures retried (``deliver``)."""
     delay = 0.1
+    outputs: list[Output] | None = None
     while True:
         try:
-            return await handle(records)
-        except Exception as exc:
-            delay = await _retry_later(exc, stage, records, delay)
-
-
-async def confirm(stage: str, records: Sequence[Record], outputs: list[Output],
-                  sent: Sequence[asyncio.Future[Any]] | None, produce: Produce,
-                  delivered: Delivered | None, started: float) -> None:
-    """The outputs in Kafka (``sent``: already handed to the producer, their futures; a failed
-    delivery sends them all again with ``produce``), then the stage told (``deliver``)."""
-    delay = 0.1
-    while True:
-        try:
-            if sent is None:
-                await produce(outputs)
-            elif sent:
-                await asyncio.gather(*sent)
+            if outputs is None:
+                outputs = await handle(records)
+            await produce(outputs)
             if delivered is not None:
                 delivered(outputs)
             break
         except Exception as exc:
-            sent = None
-            delay = await _retry_later(exc, stage, records, delay)
+            kind = transient.count(exc)
+            if kind is None:
+                raise
+            log.warning("batch_retried", extra=logs.fields(
+                stage=stage, records=len(records), kind=kind.value,
+                error=type(exc).__name__, retry_in_s=delay))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
     metrics.BATCH_SIZE.labels(stage).observe(len(records))
     metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
-
-
-async def _retry_later(exc: Exception, stage: str, records: Sequence[Record],
-                       delay: float) -> float:
-    """Count a dependency failure and wait before the next try (the next delay); re-raise
-    anything else."""
-    kind = transient.count(exc)
-    if kind is None:
-        raise exc
-    log.warning("batch_retried", extra=logs.fields(
-        stage=stage, records=len(records), kind=kind.value,
-        error=type(exc).__name__, retry_in_s=delay))
-    await asyncio.sleep(delay)
-    return min(delay * 2, RETRY_MAX_S)

@@ -170,64 +170,6 @@ async def test_a_rebalance_waits_for_the_batch_in_hand_and_its_commit() -> None:
     await task
 
 
-async def test_the_next_poll_is_handled_while_outputs_wait_but_sent_and_committed_after() -> None:
-    seen: list[int] = []
-
-    async def handle(records: Sequence[Record]) -> list[Output]:
-        seen.extend(r.offset for r in records)
-        return [_output(f"a{r.offset}") for r in records]
-
-    topic = "agents.events"
-    tp = TopicPartition(topic, 0)
-    transport, cons, prod = await _transport(
-        [_poll(topic, 0, range(0, 2)), _poll(topic, 0, range(2, 4))],
-        {topic: Route("agents", handle)})
-    task = asyncio.create_task(_run_until(transport, lambda: len(prod.sent) == 4))
-    for _ in range(100):
-        if seen == [0, 1, 2, 3]:
-            break
-        await asyncio.sleep(0.001)
-    assert seen == [0, 1, 2, 3]  # the second poll handled while the first's outputs wait
-    assert len(prod.sent) == 2  # ... but its outputs leave after the first's are acknowledged
-    assert cons.commits == []
-    prod.delivered.set()
-    await task
-    assert len(prod.sent) == 4
-    assert [c[tp] for c in cons.commits][-1] == 4  # committed in order, the last poll last
-    assert all(a <= b for a, b in zip([c[tp] for c in cons.commits],
-                                      [c[tp] for c in cons.commits][1:], strict=False))
-
-
-async def test_a_failed_acknowledgement_sends_the_outputs_again_before_the_next_poll() -> None:
-    topic = "agents.events"
-    tp = TopicPartition(topic, 0)
-
-    async def handle(records: Sequence[Record]) -> list[Output]:
-        return [_output(f"a{r.offset}") for r in records]
-
-    transport, cons, prod = await _transport(
-        [_poll(topic, 0, range(0, 1)), _poll(topic, 0, range(1, 2))],
-        {topic: Route("agents", handle)})
-    fails = 1
-    sent: list[str] = []
-
-    async def send(topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
-        nonlocal fails
-        sent.append(value.decode().split('"event_id":"')[1].split('"')[0])
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if fails:
-            fails -= 1
-            fut.set_exception(RedisConnectionError("broker away"))  # a transient failure
-        else:
-            fut.set_result(None)
-        return fut
-
-    prod.send = send  # type: ignore[method-assign]
-    await _run_until(transport, lambda: len(sent) == 3)
-    assert sent == ["a0", "a0", "a1"]  # a0 again, before a1
-    assert [c[tp] for c in cons.commits] == [1, 2]
-
-
 def test_an_output_sends_the_json_its_stage_made_or_makes_it() -> None:
     plain = _output("a")
     assert plain.value() == plain.event.to_json()
