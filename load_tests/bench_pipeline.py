@@ -299,34 +299,68 @@ async def raw_passthrough(settings: Settings, seconds: float, record_bytes: int)
 class Search:
     """The rate search of one runtime: doubling from the start rate until a step is not
     sustained, then halving the gap until the best sustained rate is known to within
-    ``REFINE`` (the next step would be less than 10 % above it), or ``max_steps``."""
+    ``REFINE`` (the next step would be less than 10 % above it), or ``max_steps``. Then, up to
+    ``goal_steps`` more steps, the same for the best rate within the p99 goal: halving the gap
+    between the highest step within it and the lowest step above that is not (or halving down
+    from the lowest step while none is), so ``best_within_p99_per_s`` is known to within 10 %
+    too, not only at the rates the first search happened to try."""
 
-    def __init__(self, start: float, fixed: bool, max_steps: int) -> None:
+    def __init__(self, start: float, fixed: bool, max_steps: int, goal_steps: int = 0) -> None:
         self.rate: float | None = start
         self.fixed = fixed
         self.max_steps = max_steps
+        self.goal_steps = goal_steps
         self.good: float | None = None
         self.bad: float | None = None
         self.steps: list[Step] = []
+        self.in_goal: list[bool] = []  # per step: sustained within the p99 goal
+        self._searching = True  # the first search (the sustained rate) is under way
+        self._goal_taken = 0
 
-    def record(self, step: Step, ok: bool) -> None:
+    def record(self, step: Step, ok: bool, in_goal: bool = False) -> None:
         self.steps.append(step)
+        self.in_goal.append(in_goal)
         rate = step.rate
-        if self.fixed or len(self.steps) >= self.max_steps:
+        if self.fixed:
             self.rate = None
             return
-        if ok:
-            self.good = rate
-        else:
-            self.bad = rate
-        if self.bad is None:
-            self.rate = rate * 2
-        elif self.good is None:
-            self.rate = rate / 2 if rate > MIN_RATE else None
-        elif self.bad / self.good > REFINE:
-            self.rate = (self.good + self.bad) / 2
-        else:
+        if not self._searching:
+            self._goal_taken += 1
+            self.rate = self._goal_rate()
+            return
+        if len(self.steps) >= self.max_steps:
             self.rate = None
+        else:
+            if ok:
+                self.good = rate
+            else:
+                self.bad = rate
+            if self.bad is None:
+                self.rate = rate * 2
+            elif self.good is None:
+                self.rate = rate / 2 if rate > MIN_RATE else None
+            elif self.bad / self.good > REFINE:
+                self.rate = (self.good + self.bad) / 2
+            else:
+                self.rate = None
+        if self.rate is None:
+            self._searching = False
+            self.rate = self._goal_rate()
+
+    def _goal_rate(self) -> float | None:
+        """The next step of the search for the best rate within the p99 goal, if any."""
+        if self._goal_taken >= self.goal_steps:
+            return None
+        rates = [s.rate for s in self.steps]
+        within = [r for r, g in zip(rates, self.in_goal, strict=True) if g]
+        if not within:
+            lowest = min(rates)
+            return lowest / 2 if lowest > MIN_RATE else None
+        good = max(within)
+        above = [r for r, g in zip(rates, self.in_goal, strict=True) if not g and r > good]
+        if not above or min(above) / good <= REFINE:
+            return None
+        return (good + min(above)) / 2
 
 
 MIN_RATE = 10.0  # the search halves down to this (a loaded machine still gets a figure)
@@ -383,7 +417,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     [WorkerProcess(settings, len(lanes) * args.workers + w, Path(tmp))
                      for w in range(args.workers)],
                     Agents(settings, domains, args.agents_per_domain, args.handle),
-                    Search(args.rate or args.start_rate, bool(args.rate), args.max_steps)))
+                    Search(args.rate or args.start_rate, bool(args.rate), args.max_steps,
+                           args.goal_steps)))
             sample = ContactArrived(event_id="x" * 30, ts_ms=now_ms(), contact_id="x" * 30,
                                     domain=domains[0], customer_id="u1234567",
                                     text=handoff_questions()[0][1])
@@ -416,7 +451,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                           f"{s['published_per_s']:8.1f}/s, through {s['contacts_per_s']:8.1f}/s, "
                           f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms -> "
                           f"{'sustained' if ok else 'not sustained'}", flush=True)
-                    lane.search.record(step, ok)
+                    lane.search.record(step, ok, ok and step.sustained(args.p99_ms))
                     if spy is not None:
                         spy.wait(timeout=args.seconds + 30)
                         spy = None
@@ -483,6 +518,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="first step of the search, contacts/s (250)")
     ap.add_argument("--max-steps", type=int, default=9,
                     help="steps per runtime at most (9: enough to refine to within 10 %%)")
+    ap.add_argument("--goal-steps", type=int, default=3,
+                    help="steps per runtime after the search, to refine the best rate within "
+                         "the p99 goal to within 10 %% (3)")
     ap.add_argument("--runtime", choices=("faust", "lean", "both"), default="lean",
                     help="the worker's runtime; both: alternating steps of each in one run, "
                          "one JSON object per runtime and faust_to_lean (lean)")

@@ -202,7 +202,7 @@ class FaustRouter:
         """Send every output with faust's producer and wait until the broker has them all."""
         producer = self.app.producer
         topics = self.settings.topics
-        futures = [await producer.send(topics[out.role], out.key.encode(), out.event.to_json(),
+        futures = [await producer.send(topics[out.role], out.key.encode(), out.value(),
                                        None, None, None)
                    for out in outputs]
         if futures:

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from router.errors import StackError
 from router.settings import Settings
@@ -69,6 +70,28 @@ async def assign_all(cons: AIOKafkaConsumer, topics: list[str], *, from_end: boo
         await cons.seek_to_beginning(*tps)
     for tp in tps:
         await cons.position(tp)
+
+
+class KeyHashes:
+    """aiokafka's default partitioner (murmur2 of the key, as the Java client) with each key's
+    hash kept: the worker's outputs are keyed by a few routing domains (and contact ids), and
+    aiokafka's murmur2 is pure Python, a few microseconds per record. The same partitions as
+    ``DefaultPartitioner``; at most ``limit`` hashes are kept (then forgotten at once)."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int],
+                 available: list[int]) -> int:
+        if key is None:
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        h = self._hashes.get(key)
+        if h is None:
+            if len(self._hashes) >= self.limit:
+                self._hashes.clear()
+            h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[h % len(all_partitions)]
 
 
 def producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:

@@ -7,15 +7,11 @@ and for the SLA figures domain, queue, window, outcome and agent state (docs/MET
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Self
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client import Counter as _Counter
+from prometheus_client import Histogram as _Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -25,6 +21,43 @@ if TYPE_CHECKING:  # annotations only: router.sla.snapshot imports the store, wh
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the exposition and nobody graphs them
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+class _CachedChildren:
+    """``labels()`` with the children kept by the label values as given: the stages ask for a
+    child per record, and prometheus-client's own ``labels`` turns every value into a string
+    and takes a lock each time. ``remove`` and ``clear`` forget the kept children."""
+
+    _children: dict[tuple[object, ...], Any]
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc,no-any-return]
+        try:
+            return self._children[labelvalues]  # type: ignore[no-any-return]
+        except AttributeError:
+            self._children = {}
+        except KeyError:
+            pass
+        child = super().labels(*labelvalues)  # type: ignore[misc]
+        self._children[labelvalues] = child
+        return child  # type: ignore[no-any-return]
+
+    def remove(self, *labelvalues: Any) -> None:
+        self._children = {}
+        super().remove(*labelvalues)  # type: ignore[misc]
+
+    def clear(self) -> None:
+        self._children = {}
+        super().clear()  # type: ignore[misc]
+
+
+class Counter(_CachedChildren, _Counter):
+    pass
+
+
+class Histogram(_CachedChildren, _Histogram):
+    pass
 
 EVENTS = Counter(
     "peakroute_events_total", "Input events decoded and processed, by stage and event type.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from router import metrics
 from router.decode import Decoder, Rejection, dead_letter
@@ -27,12 +27,18 @@ class Record:
 class Output:
     """One record to produce: a logical topic role (see Settings.topics), a key and an event;
     ``outbox``: the (domain, entry id) of the outbox entry it came from, deleted once Kafka
-    has every record of the batch (router/routing/state.py)."""
+    has every record of the batch (router/routing/state.py); ``raw``: the event's JSON if
+    the stage serialised it already (``value``)."""
 
     role: str
     key: str
     event: Event
     outbox: tuple[str, str] | None = None
+    raw: bytes | None = field(default=None, compare=False, repr=False)  # the JSON, if made
+
+    def value(self) -> bytes:
+        """The record's value: the event's JSON."""
+        return self.raw if self.raw is not None else self.event.to_json()
 
 
 def outbox_entries(outputs: Iterable[Output]) -> set[tuple[str, str]]:

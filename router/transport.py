@@ -71,7 +71,7 @@ class Transport:
     def __init__(self, settings: Settings, routes: dict[str, Route]) -> None:
         self.settings = settings
         self.routes = routes  # topic name -> route
-        self.producer: AIOKafkaProducer = kafka.producer(settings)
+        self.producer: AIOKafkaProducer = kafka.producer(settings, partitioner=kafka.KeyHashes())
         self.consumer: AIOKafkaConsumer = self._new_consumer()
         self.rebalancing = True  # until the group hands this worker its first partitions
         self._batch = asyncio.Lock()  # held while a poll is handled, produced and committed
@@ -272,7 +272,7 @@ class Transport:
     async def produce(self, outputs: Sequence[Output]) -> None:
         """Send every output and wait until the broker has them all (acks=all)."""
         topics = self.settings.topics
-        futures = [await self.producer.send(topics[out.role], out.event.to_json(),
+        futures = [await self.producer.send(topics[out.role], out.value(),
                                             key=out.key.encode())
                    for out in outputs]
         if futures:

@@ -294,11 +294,20 @@ class ConversationStore:
                 fields = [x for kv in encode(w.conversation).items() for x in kv]
                 self._call(pipe, "turn", [conversation_key(w.domain, w.contact_id)],
                            w.event_id, self.ttl_s, w.records, *fields)
-            for w in writes:  # beside the turn, not inside: another key (and Cluster slot)
-                if w.deadline_ms is None:
-                    pipe.zrem(due_key(w.domain), w.contact_id)
+            # Beside the turns, not inside: another key (and Cluster slot). Each conversation's
+            # deadline as its last write of the batch leaves it, one command per domain.
+            deadlines = {(w.domain, w.contact_id): w.deadline_ms for w in writes}
+            due: dict[str, dict[str, int]] = {}
+            gone: dict[str, list[str]] = {}
+            for (domain, cid), deadline in deadlines.items():
+                if deadline is None:
+                    gone.setdefault(domain, []).append(cid)
                 else:
-                    pipe.zadd(due_key(w.domain), {w.contact_id: w.deadline_ms})
+                    due.setdefault(domain, {})[cid] = deadline
+            for domain, cids in gone.items():
+                pipe.zrem(due_key(domain), *cids)
+            for domain, mapping in due.items():
+                pipe.zadd(due_key(domain), mapping)
             for domain, cid in clears:
                 pipe.delete(conversation_key(domain, cid))
                 pipe.zrem(due_key(domain), cid)

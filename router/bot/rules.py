@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from router.bot.escalation import EscalationDetector
@@ -47,12 +47,17 @@ class PhraseMatcher:
 
     @classmethod
     def of(cls, phrases: Iterable[str]) -> PhraseMatcher:
-        parts = []
+        chinese: list[str] = []
+        latin: list[str] = []
         for phrase in sorted({normalize(p) for p in phrases if p.strip()}, key=len, reverse=True):
-            escaped = re.escape(phrase)
-            # Latin words must stand alone; next to a Chinese character counts as standing alone.
-            parts.append(escaped if _CJK.search(phrase)
-                         else rf"(?<![a-z0-9]){escaped}(?![a-z0-9])")
+            (chinese if _CJK.search(phrase) else latin).append(re.escape(phrase))
+        # Latin words must stand alone; next to a Chinese character counts as standing alone.
+        # The word boundaries are checked once around all Latin phrases, not around each one:
+        # the same matches (the regex tries every phrase at a position before it moves on), in
+        # a fraction of the time.
+        parts = ["|".join(chinese)] if chinese else []
+        if latin:
+            parts.append(rf"(?<![a-z0-9])(?:{'|'.join(latin)})(?![a-z0-9])")
         return cls(re.compile("|".join(parts)) if parts else None)
 
     def matches(self, normalized_text: str) -> bool:
@@ -89,6 +94,19 @@ class Rules:
             kind = self.detector.kind(text)
             human, anger = kind == Rule.HUMAN_REQUEST, kind == Rule.ANGER
         return RuleHits(human, anger, self.not_helpful.matches(norm))
+
+    def check_batch(self, texts: Sequence[str]) -> list[RuleHits]:
+        """``check`` of each text, with the hand-off detector run once for the batch (on the
+        texts no phrase flags)."""
+        norms = [normalize(text) for text in texts]
+        flags = [(self.human_request.matches(n), self.anger.matches(n)) for n in norms]
+        if self.detector is not None:
+            unflagged = [i for i, (human, anger) in enumerate(flags) if not (human or anger)]
+            for i, kind in zip(unflagged, self.detector.kinds([texts[i] for i in unflagged]),
+                               strict=True):
+                flags[i] = (kind == Rule.HUMAN_REQUEST, kind == Rule.ANGER)
+        return [RuleHits(human, anger, self.not_helpful.matches(n))
+                for (human, anger), n in zip(flags, norms, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,12 +90,18 @@ class BotStage:
             (e.domain, e.contact_id) for e in events if isinstance(e, Spoken))
         state: dict[Key, Conversation | None] = {k: v.conversation for k, v in loaded.items()}
         predictions = iter(self._classify(brain, events))
+        # The phrase rules and the hand-off detector, for every text of the batch at once.
+        hits_of = dict(zip(
+            (i for i, e in enumerate(events) if isinstance(e, ContactArrived | CustomerMessage)),
+            brain.rules.check_batch([e.text for e in events
+                                     if isinstance(e, ContactArrived | CustomerMessage)]),
+            strict=True))
         writes: list[Write] = []
         pending: list[tuple[_Effect, list[Output], Spoken]] = []
         clears: list[Key] = []
         arrivals: list[tuple[str, str, str]] = []
         seen: set[str] = set()
-        for event in events:
+        for index, event in enumerate(events):
             if isinstance(event, CustomerLeft):
                 key = (event.domain, event.contact_id)
                 state[key] = None
@@ -121,13 +127,13 @@ class BotStage:
                 decision = human_requested(event.language, conv.context(), brain.kb,
                                            brain.config)
             else:
-                hits = brain.rules.check(text)
+                hits = hits_of[index]
                 decision = decide(hits, prediction, event.language, conv.context(), brain.kb,
                                   brain.config)
             customer_text = None if isinstance(event, HumanRequested) else text
             conv = advance(conv, decision, customer_text, now, self.caps)
             state[key] = conv
-            produced = self._outputs(event, decision, conv, now)
+            produced = _serialized(self._outputs(event, decision, conv, now))
             writes.append(Write(event.domain, event.contact_id, event.event_id, conv,
                                 silence_deadline(conv, self.silence_ms), _keep(produced)))
             pending.append((_Effect(decision, event.language.value,
@@ -238,12 +244,17 @@ class BotStage:
 
 def _keep(outputs: Sequence[Output]) -> bytes:
     """An event's records as its outbox keeps them: [role, key, event JSON] each."""
-    return orjson.dumps([[o.role, o.key, o.event.to_json().decode()] for o in outputs])
+    return orjson.dumps([[o.role, o.key, o.value().decode()] for o in outputs])
+
+
+def _serialized(outputs: Sequence[Output]) -> list[Output]:
+    """The outputs with their JSON made once (the outbox keeps it, the producer sends it)."""
+    return [Output(o.role, o.key, o.event, o.outbox, o.event.to_json()) for o in outputs]
 
 
 def _boxed(outputs: Sequence[Output], event: Spoken) -> list[Output]:
     box = (conversation_key(event.domain, event.contact_id), OUTBOX_FIELD + event.event_id)
-    return [Output(o.role, o.key, o.event, box) for o in outputs]
+    return [Output(o.role, o.key, o.event, box, o.raw) for o in outputs]
 
 
 def _outcome(action: BotAction) -> str:

@@ -308,3 +308,18 @@ async def test_an_event_id_that_looks_like_a_label_is_not_taken_for_a_repeat(
     await bot.handle([record(second)])
     turns = await redis_client.hget(conversation_key(domain, "c1"), "turns")
     assert turns == b"2"
+
+
+async def test_a_batch_leaves_each_deadline_as_the_contacts_last_event_set_it(
+        stage: tuple[BotStage, Clock], redis_client: aioredis.Redis, domain: str) -> None:
+    bot, clock = stage
+    await bot.handle([record(arrival(domain, "优惠券怎么用", cid="c9"))])
+    assert await redis_client.zscore(due_key(domain), "c9") == T0 + SILENCE_S * 1000
+    # One batch: c9 answered again, then handed to a person (no deadline: the bot no longer
+    # holds it); c7 answered (a deadline).
+    clock.now += 1000
+    await bot.handle([record(message(domain, "怎么开发票", cid="c9")),
+                      record(message(domain, "没用", cid="c9")),
+                      record(arrival(domain, "优惠券怎么用", cid="c7"))])
+    assert await redis_client.zscore(due_key(domain), "c9") is None
+    assert await redis_client.zscore(due_key(domain), "c7") == clock.now + SILENCE_S * 1000

@@ -164,3 +164,23 @@ def test_a_plain_request_is_not_a_hand_off(text: str) -> None:
     hits = rules().check(text)
     assert not hits.human_request
     assert not hits.anger
+
+
+def test_a_batch_gets_the_kinds_one_message_at_a_time_gets() -> None:
+    d = shipped_model().detector
+    assert d is not None
+    texts = ([row["text"] for row in must_escalate()] + list(OTHERS)
+             + [t for t, _ in HANDOFFS] + ["", "  ", "。", "我要投诉！我的快递到哪了 发票怎么开",
+                                          "are you kidding me?? where is my money"])
+    assert d.kinds(texts) == [d.kind(t) for t in texts]
+    assert d.kinds([]) == []
+    small = small_detector()
+    assert small.kinds(texts) == [small.kind(t) for t in texts]
+
+
+def test_rules_for_a_batch_are_the_rules_for_each_text() -> None:
+    texts = ([row["text"] for row in must_escalate()] + list(OTHERS)
+             + ["转人工", "this did not help", "", "I want a human, this is useless"])
+    r = rules()
+    assert r.check_batch(texts) == [r.check(t) for t in texts]
+    assert Rules.none().check_batch(texts) == [Rules.none().check(t) for t in texts]

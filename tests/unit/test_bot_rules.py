@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from router.bot.rules import (
     PhraseMatcher,
@@ -12,6 +14,7 @@ from router.bot.rules import (
     vip_boost,
     vip_goes_to_a_person,
 )
+from router.bot.text import normalize
 from router.errors import SettingsError
 from router.events import Tier
 
@@ -111,3 +114,36 @@ def test_parse_vip_policy_names_the_setting_and_the_choices() -> None:
     assert parse_vip_policy("always_human") is VipPolicy.ALWAYS_HUMAN
     with pytest.raises(SettingsError, match="PEAKROUTE_BOT_VIP_POLICY='gold': use none, boost"):
         parse_vip_policy("gold")
+
+
+def _reference(phrases: list[str], text: str) -> bool:
+    """The rule as the docstring states it: some phrase occurs in the normalised text, a
+    Latin one as whole words (a Chinese character next to it counts as a boundary)."""
+    import re
+
+    norm = normalize(text)
+    for phrase in {normalize(p) for p in phrases if p.strip()}:
+        if re.search(r"[\u3400-\u4dbf\u4e00-\u9fff]", phrase):
+            if phrase in norm:
+                return True
+        elif re.search(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])", norm):
+            return True
+    return False
+
+
+PHRASES = ["agent", "live agent", "human", "a.b", "人工", "转人工", "投诉", "x+", "real person"]
+
+
+@given(st.lists(st.sampled_from([*PHRASES, "agents", "reagent", " ", "我", "要", "a", "b", ".",
+                                 "x", "+", "1", "人", "工", "Agent", "ＡＧＥＮＴ", "!"]),
+                max_size=12))
+def test_one_pattern_matches_exactly_where_some_phrase_does(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert PhraseMatcher.of(PHRASES).matches(normalize(text)) == _reference(PHRASES, text)
+
+
+def test_only_latin_or_only_chinese_phrases() -> None:
+    assert PhraseMatcher.of(["agent"]).matches("an agent")
+    assert not PhraseMatcher.of(["agent"]).matches("reagent")
+    assert PhraseMatcher.of(["人工"]).matches("转人工")
+    assert not PhraseMatcher.of(["人工"]).matches("agent")

@@ -168,3 +168,11 @@ async def test_a_rebalance_waits_for_the_batch_in_hand_and_its_commit() -> None:
     assert cons.commits == [{TopicPartition(topic, 0): 2}]  # committed before the move
     transport._stopping.set()
     await task
+
+
+def test_an_output_sends_the_json_its_stage_made_or_makes_it() -> None:
+    plain = _output("a")
+    assert plain.value() == plain.event.to_json()
+    made = Output(plain.role, plain.key, plain.event, None, b'{"kept": true}')
+    assert made.value() == b'{"kept": true}'
+    assert made == plain  # the JSON is a cache, not part of the output's identity
