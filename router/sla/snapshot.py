@@ -217,9 +217,7 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
              for w, pl in plans.items()}
     queues = sorted(_text(q) for q in await client.smembers(state.key(domain,
                                                                        state.Key.SLA_QUEUES)))
-    needed = _bucket_keys(p, plans)
-    cache.keep(p, set(needed))
-    to_read = sorted(k for k in needed if k not in cache.done)
+    to_read = sorted(k for k in _bucket_keys(p, plans) if k not in cache.done)
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(state.key(domain, state.Key.SLA_TOTALS))
         for k in to_read:
@@ -242,10 +240,10 @@ async def read_domain(client: aioredis.Redis, domain: str, now_ms: int, settings
             for k in more:
                 pipe.hgetall(k)
             raw_of.update(zip(more, await pipe.execute(), strict=True))
-        cache.keep(p, set(_bucket_keys(p, plans)))
+    ends = _bucket_keys(p, plans)
+    cache.keep(p, set(ends))
     fresh = {k: buckets.per_queue(raw) for k, raw in raw_of.items()}
     all_buckets = {**cache.done, **fresh}
-    ends = _bucket_keys(p, plans)
     cache.done.update((k, c) for k, c in fresh.items()
                       if k in ends and BucketCache.finished(ends[k], now_ms)
                       and (k not in hour_keys or buckets.complete(raw_of[k], hour_keys[k])))

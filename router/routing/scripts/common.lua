@@ -85,9 +85,7 @@ end
 local function flush()
   for cid in pairs(CDIRTY) do
     local r = CREC[cid]
-    if r then
-      redis.call('HSET', K_CONTACTS, cid, cmsgpack.pack(r))
-    end
+    if r then redis.call('HSET', K_CONTACTS, cid, cmsgpack.pack(r)) end
   end
   for aid in pairs(ADIRTY) do
     local r = AREC[aid]
@@ -150,10 +148,10 @@ end
 -- SLA accounting (docs/METRICS.md; the layout is router/sla/buckets.py's), counted in the same
 -- step as the transition that causes it: the call's minute bucket (a declared key that
 -- expires) and the running totals. In each, a queue's counts are one field, `<queue>` -> a
--- MessagePack array of the numbers in SLA_INDEX's order. A batch adds its counts up per queue (sla_count:
--- counts = {name, by, ...}; wait_ms, of an answer, raises wait_max_ms) and reads and writes
--- each bucket once, at its end (sla_flush). A bucket new to a queue gets its expiry then (and
--- the queue is recorded). Hours are the timer's (sla_roll).
+-- MessagePack array of the numbers in SLA_INDEX's order. A batch adds its counts up per queue
+-- (sla_count: counts = {name, by, ...}; wait_ms, of an answer, raises wait_max_ms) and reads
+-- and writes each bucket once, at its end (sla_flush). A bucket new to a queue gets its expiry
+-- then (and the queue is recorded). Hours are the timer's (sla_roll).
 local SLA_ADD, SLA_MAX = {}, {}
 
 local function sla_count(qn, counts, wait_ms)
