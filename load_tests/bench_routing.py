@@ -196,6 +196,27 @@ async def drive(seconds: float, concurrency: int,
     return total, time.perf_counter() - start, sorted(latencies)
 
 
+async def log_in(store: RoutingStore, domains: Sequence[str], per_domain: int, queues: int,
+                 occupancy: float, rng: random.Random, now: int) -> list[Driver]:
+    """Log ``per_domain`` agents into each domain (profiles drawn from ``rng``); a driver per
+    domain that keeps its contacts at ``occupancy`` of the slots."""
+    drivers = []
+    for d in domains:
+        agents = [f"{d}-a{i}" for i in range(per_domain)]
+        slots = 0
+        for start in range(0, len(agents), 500):
+            events: list[Event] = []
+            for aid in agents[start:start + 500]:
+                skills, capacity = agent_profile(rng, queues)
+                slots += sum(capacity.values())
+                events.append(AgentLoggedIn(event_id=f"login-{aid}", ts_ms=now, agent_id=aid,
+                                            domain=d, skills=skills, capacity=capacity))
+            await store.apply(events, now)
+        drivers.append(Driver(d, queues, agents, random.Random(rng.random()),
+                              active_target=int(slots * occupancy)))
+    return drivers
+
+
 async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     client = aioredis.Redis.from_url(redis_url)
     await client.flushdb()
@@ -203,23 +224,10 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     policy = bench_policy(args.queues)
     store = RoutingStore(client, Settings(match_scan_limit=200), policy)
     domains = [f"bench-{i}" for i in range(args.concurrency)]
-    drivers = []
     now = int(time.time() * 1000)
     login_t0 = time.perf_counter()
     per_domain = args.agents // len(domains)
-    for d in domains:
-        agents = [f"{d}-a{i}" for i in range(per_domain)]
-        slots = 0
-        for start in range(0, len(agents), 500):
-            events: list[Event] = []
-            for aid in agents[start:start + 500]:
-                skills, capacity = agent_profile(rng, args.queues)
-                slots += sum(capacity.values())
-                events.append(AgentLoggedIn(event_id=f"login-{aid}", ts_ms=now, agent_id=aid,
-                                            domain=d, skills=skills, capacity=capacity))
-            await store.apply(events, now)
-        drivers.append(Driver(d, args.queues, agents, random.Random(rng.random()),
-                              active_target=int(slots * args.occupancy)))
+    drivers = await log_in(store, domains, per_domain, args.queues, args.occupancy, rng, now)
     login_s = time.perf_counter() - login_t0
     last_tick = time.perf_counter()
     decisions = scripts = 0

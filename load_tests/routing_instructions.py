@@ -29,7 +29,6 @@ import orjson
 import redis.asyncio as aioredis
 
 from load_tests import bench_routing as br
-from router.events import AgentLoggedIn, Event
 from router.routing.store import RoutingStore
 from router.settings import Settings
 from router.stack import free_port, redis_binary
@@ -40,23 +39,10 @@ STEP_MS = 20  # the fixed clock's step per batch
 
 async def _replay(client: aioredis.Redis, agents: int, warm: int, batches: int,
                   measure: Any) -> dict[str, Any]:
-    rng = random.Random(7)
     store = RoutingStore(client, Settings(match_scan_limit=200), br.bench_policy(50))
     now = T0
-    drivers = []
-    for d in ("bench-0", "bench-1"):
-        ids = [f"{d}-a{i}" for i in range(agents // 2)]
-        slots = 0
-        for start in range(0, len(ids), 500):
-            events: list[Event] = []
-            for aid in ids[start:start + 500]:
-                skills, capacity = br.agent_profile(rng, 50)
-                slots += sum(capacity.values())
-                events.append(AgentLoggedIn(event_id=f"login-{aid}", ts_ms=now, agent_id=aid,
-                                            domain=d, skills=skills, capacity=capacity))
-            await store.apply(events, now)
-        drivers.append(br.Driver(d, 50, ids, random.Random(rng.random()),
-                                 active_target=int(slots * 0.95)))
+    drivers = await br.log_in(store, ("bench-0", "bench-1"), agents // 2, 50, 0.95,
+                              random.Random(7), now)
 
     async def step(i: int) -> int:
         nonlocal now
