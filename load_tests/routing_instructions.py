@@ -10,7 +10,11 @@ callgrind with counting switched on only for the measured batches, and prints on
 network), `commands_per_event` (inside the functions) and the events counted. Two commits
 compared this way differ by what their code does, not by what else the machine did (the same
 code counts the same to about 0.1 %). `--plain` runs the replay without valgrind (fast: the
-commands per event only). Needs `valgrind` (Debian: `apt-get install valgrind`).
+commands per event only); `--profile FILE` keeps callgrind's counts for `callgrind_annotate FILE`
+(where the instructions went, by function). Instructions are not time: what memory costs
+(cache misses, a larger heap for Lua's collector to walk) is not in them, so time a change
+that grows what Redis holds before keeping it (docs/ROUTING.md). Needs `valgrind` (Debian:
+`apt-get install valgrind`).
 """
 
 from __future__ import annotations
@@ -124,6 +128,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         proc.wait()
     if not args.plain:
         got["instructions_per_event"] = round(_callgrind_total(out) / max(got["events"], 1))
+        if args.profile:
+            for f in out.parent.glob(out.name + "*"):
+                if _callgrind_total(f):
+                    shutil.copy(f, args.profile)
     shutil.rmtree(work, ignore_errors=True)
     return {"agents": args.agents, "batches": args.batches, **got}
 
@@ -135,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=1500, help="batches counted (8 events)")
     parser.add_argument("--plain", action="store_true",
                         help="no valgrind: the replay's commands per event only")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="also keep callgrind's counts in this file (for callgrind_annotate)")
     args = parser.parse_args(argv)
     if not args.plain and not shutil.which("valgrind"):
         print("valgrind is not installed: apt-get install valgrind (or use --plain)",
