@@ -246,6 +246,9 @@ def _spec(cls: type[Event], limits: Limits) -> _Spec:
     return _Spec(cls, tuple(checks), frozenset(f.name for f in fields(cls)) | {"type"})
 
 
+_UNPARSED: Any = object()  # Decoder.decode: the value was not parsed by the caller
+
+
 class Decoder:
     """Validating decoder for the topics the router consumes. Build once, reuse."""
 
@@ -255,22 +258,25 @@ class Decoder:
         self._accepted = {role: frozenset(c.TYPE for c in classes)
                           for role, classes in ACCEPTED_ON.items()}
 
-    def decode(self, raw: bytes | None, role: str | None = None) -> Event | Rejection:
-        """Decode one record value; ``role`` (e.g. ``"agents_events"``) limits the types."""
+    def decode(self, raw: bytes | None, role: str | None = None,
+               parsed: Any = _UNPARSED) -> Event | Rejection:
+        """Decode one record value; ``role`` (e.g. ``"agents_events"``) limits the types.
+        ``parsed``: the value as ``orjson.loads(raw)`` gave it, for a reader that parsed it
+        to look at it first (it is not parsed again)."""
         try:
-            return self._decode(raw, role)
+            return self._decode(raw, role, parsed)
         except _Invalid as invalid:
             return invalid.rejection
         except RecursionError:  # a value nested just under orjson's limit, met by a check
             return Rejection(Reason.TOO_DEEP, "a value is nested too deeply")
 
-    def _decode(self, raw: bytes | None, role: str | None) -> Event:
+    def _decode(self, raw: bytes | None, role: str | None, parsed: Any) -> Event:
         if not raw:
             raise _Invalid(Reason.EMPTY, "the record has no value")
         if len(raw) > self.limits.max_record_bytes:
             raise _Invalid(Reason.TOO_LARGE,
                            f"{len(raw)} bytes, max {self.limits.max_record_bytes}")
-        data = _parse(raw)
+        data = _parse(raw) if parsed is _UNPARSED else parsed
         if not isinstance(data, dict):
             raise _Invalid(Reason.NOT_AN_OBJECT, f"top level is {type(data).__name__}, "
                            "expected an object")

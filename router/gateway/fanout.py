@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -77,8 +78,9 @@ class Fanout:
             try:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
                 fetched = now_ms()
-                events = [self.decoder.decode(rec.value) for recs in batches.values()
-                          for rec in recs if self._for_us(rec.value)]
+                events = [self.decoder.decode(rec.value, parsed=head)
+                          for recs in batches.values() for rec in recs
+                          if (head := self._for_us(rec.value)) is not None]
                 await self._dispatch([e for e in events if not isinstance(e, Rejection)],
                                      fetched)
                 delay = 0.1
@@ -89,17 +91,20 @@ class Fanout:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _for_us(self, raw: bytes | None) -> bool:
-        """Whether a record names an agent connected here: only those are decoded (the full
-        contract check costs more than the rest of an offer's way to the socket), so an
-        instance reading records of many more agents than it holds spends little on them."""
+    def _for_us(self, raw: bytes | None) -> dict[str, Any] | None:
+        """The record parsed if it names an agent connected here, else None: only those are
+        checked against the contract (the full check costs more than the rest of an offer's
+        way to the socket), and with the value parsed here, so an instance reading records of
+        many more agents than it holds spends little on them, and parses its own once."""
         try:
             head = orjson.loads(raw or b"")
         except orjson.JSONDecodeError:
-            return False
-        return (isinstance(head, dict) and isinstance(head.get("domain"), str)
+            return None
+        if (isinstance(head, dict) and isinstance(head.get("domain"), str)
                 and isinstance(head.get("agent_id"), str)
-                and (head["domain"], head["agent_id"]) in self.hub.agents)
+                and (head["domain"], head["agent_id"]) in self.hub.agents):
+            return head
+        return None
 
     async def _dispatch(self, events: Iterable[Event], fetched_ms: int) -> None:
         offers: list[AssignmentOffered] = []

@@ -782,3 +782,35 @@ def test_dead_letter_of_any_rejected_bytes_decodes_back(
     assert len(letter.event_id) <= 64
     assert ID_RE.fullmatch(letter.event_id)
     assert DECODER.decode(letter.to_json()) == letter
+
+
+# --- a value the caller parsed already ---------------------------------------------------------
+
+
+def parses(raw: bytes) -> bool:
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("raw", [record(cls) for cls in SAMPLES]
+                         + [raw for raw, _ in EXAMPLE_FOR_REASON.values() if raw and parses(raw)],
+                         ids=lambda raw: raw[:40].decode(errors="replace"))
+def test_a_value_parsed_by_the_caller_decodes_as_its_bytes_do(raw: bytes) -> None:
+    """The gateway parses a record to see whose it is, then has it checked without parsing it
+    again: the same event, or the same rejection, as from the bytes alone."""
+    parsed = orjson.loads(raw)
+    for role in (None, "contacts_inbound"):
+        assert DECODER.decode(raw, role, parsed=parsed) == DECODER.decode(raw, role)
+
+
+def test_a_value_parsed_by_the_caller_is_not_parsed_again() -> None:
+    parsed = fields_of(contact_id="from-the-caller")
+    event = DECODER.decode(record(), parsed=parsed)
+    assert isinstance(event, ContactArrived)
+    assert event.contact_id == "from-the-caller"
+    too_large = DECODER.decode(b" " * (Limits().max_record_bytes + 1), parsed=parsed)
+    assert isinstance(too_large, Rejection)
+    assert too_large.reason is Reason.TOO_LARGE  # the bytes' own checks still hold
