@@ -77,8 +77,8 @@ class Sync:
         online: dict[str, list[str]] = defaultdict(list)
         for domain, aid in self.hub.agents:
             online[domain].append(aid)
-        # In slices, the marks as the reads: each slice's round trip yields the event loop, so
-        # offers keep flowing (one ZADD of 10,000 agents held it ~18 ms, most of it redis-py
+        # The marks and the reads go in slices: each slice's round trip yields the event loop,
+        # so offers keep flowing (one ZADD of 10,000 agents held it ~18 ms, most of it redis-py
         # packing the arguments).
         for domain, ids in online.items():
             for i in range(0, len(ids), SYNC_SLICE):
