@@ -102,8 +102,8 @@ def per_queue(raw: Mapping[bytes | str, bytes | str]) -> dict[str, Counts]:
         queue, sep, count = name.rpartition(FIELD_SEP)
         if sep:
             legacy.setdefault(queue, {})[count] = v
-        else:
-            out[count] = out[count] + unpack(v) if count in out else unpack(v)
+        else:  # a field per queue: each queue's packed counts are met once
+            out[name] = unpack(v)
     for queue, counts in legacy.items():
         c = Counts.from_hash(counts)
         out[queue] = out[queue] + c if queue in out else c

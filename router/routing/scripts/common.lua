@@ -177,17 +177,22 @@ local function sla_parse(v)
   return t
 end
 
+-- Add the counts of from to into (both arrays in SLA_INDEX's order), all but the maximum.
+local function sla_sum(into, from)
+  for j = 1, SLA_N do
+    if j ~= SLA_MAX_AT then into[j] = into[j] + from[j] end
+  end
+end
+
 -- Add each queue's counts in adds (queue -> numbers) to bucket k, raising wait_max_ms to
 -- maxes' (when given). Returns the queues new to the bucket.
 local function sla_add(k, queues, adds, maxes)
   local got = redis.call('HMGET', k, unpack(queues))
   local out, new = {}, {}
   for i, qn in ipairs(queues) do
-    local t, add = sla_parse(got[i]), adds[qn]
+    local t = sla_parse(got[i])
     if not got[i] then new[#new + 1] = qn end
-    for j = 1, SLA_N do
-      if j ~= SLA_MAX_AT then t[j] = t[j] + add[j] end
-    end
+    sla_sum(t, adds[qn])
     local m = maxes and maxes[qn]
     if m and m > t[SLA_MAX_AT] then t[SLA_MAX_AT] = m end
     out[#out + 1] = qn
@@ -234,9 +239,7 @@ local function sla_roll()
       adds[qn], maxes[qn] = add, 0
       queues[#queues + 1] = qn
     end
-    for j = 1, SLA_N do
-      if j ~= SLA_MAX_AT then add[j] = add[j] + t[j] end
-    end
+    sla_sum(add, t)
     maxes[qn] = math.max(maxes[qn], t[SLA_MAX_AT])
   end
   if #queues > 0 then sla_add(K_SLA_ROLL_HOUR, queues, adds, maxes) end
