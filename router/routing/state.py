@@ -527,8 +527,9 @@ def script_keys(name: str, domain: str, now_ms: int) -> list[str]:
 # --- transitions (what a script did) --------------------------------------------------------
 
 
-class T(msgspec.Struct, tag_field="k", frozen=True):
-    """One thing a script did. ``domain`` is filled in by the store."""
+class T(msgspec.Struct, tag_field="k", frozen=True, array_like=True):
+    """One thing a script did. ``domain`` is filled in by the store. On the wire (MessagePack
+    from the scripts, kept in the outbox) an array: the kind, then the fields in order."""
 
     contact_id: str = ""
     agent_id: str = ""
@@ -686,13 +687,31 @@ def _lua_str(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _lua_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _lua_str(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    raise TypeError(f"no Lua literal for {value!r}")
+
+
 def _constructor(cls: type[T]) -> str:
-    """``local function T_offered(contact_id, ...) return {k='offered', ...} end``."""
+    """``local function T_offered(contact_id, ...) return {'offered', contact_id or '', ...}
+    end``: an array in the struct's field order (array_like), the tag first, a field the caller
+    leaves nil at its default (a nil would end the array early), the domain '' (the store's)."""
     names = [f for f in cls.__struct_fields__ if f != "domain"]
     tag = str(cls.__struct_config__.tag)
-    body = ", ".join(f"{n}={n}" for n in names)
-    return (f"local function T_{tag}({', '.join(names)}) return {{k={_lua_str(tag)}, {body}}} "
-            "end")
+    values = [_lua_str(tag)]
+    for name, default in zip(cls.__struct_fields__, cls.__struct_defaults__, strict=True):
+        if name == "domain":
+            values.append("''")
+        elif default is False:
+            values.append(f"{name} == true")
+        else:
+            values.append(f"{name} or {_lua_value(default)}")
+    return (f"local function T_{tag}({', '.join(names)}) return {{{', '.join(values)}}} end")
 
 
 def lua_prelude(script: str) -> str:
@@ -791,10 +810,40 @@ def encode_calls(calls: Iterable[tuple[str, Args]]) -> bytes:
     return _ENCODER.encode([(a.SCRIPT, entry, a) for entry, a in calls])
 
 
+_BY_KIND: dict[str, type[T]] = {str(c.__struct_config__.tag): c for c in TRANSITION_TYPES}
+
+
+def _legacy_row(row: Any) -> Transition:
+    """A transition as workers before array-form transitions kept it in the outbox (a map, its
+    kind in "k"), or as now (an array)."""
+    if isinstance(row, dict):
+        cls = _BY_KIND[row["k"]]
+        row = [cls.__struct_config__.tag, *(row.get(f, d) for f, d in zip(
+            cls.__struct_fields__, cls.__struct_defaults__, strict=True))]
+    converted: Transition = msgspec.convert(row, Transition)
+    return converted
+
+
+def _decode_mixed(raw: bytes) -> list[list[Entry] | str]:
+    """The slow path of decode_applied: a result holding transitions in the map form of an
+    earlier version (entries kept in the outbox before an upgrade, re-sent by the timer)."""
+    out: list[list[Entry] | str] = []
+    for result in msgspec.msgpack.decode(raw):
+        if isinstance(result, str):
+            out.append(result)
+        else:
+            out.append([Entry(eid, [_legacy_row(r) for r in rows]) for eid, rows in result])
+    return out
+
+
 def decode_applied(raw: bytes, domain: str) -> list[list[Entry] | CallFailed]:
     """Per call of an ``apply``: its outbox entries with their transitions, or its error."""
     out: list[list[Entry] | CallFailed] = []
-    for result in _APPLIED.decode(raw):
+    try:
+        results = _APPLIED.decode(raw)
+    except msgspec.ValidationError:
+        results = _decode_mixed(raw)
+    for result in results:
         if isinstance(result, str):
             out.append(CallFailed(result))
         else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -186,3 +187,41 @@ async def test_a_reply_lost_after_the_scripts_ran_gives_the_same_outputs_once_re
     stage.delivered(outputs)
     await store.flush_acks()
     assert await state.outbox_size(store_redis, domain) == 0
+
+
+async def test_transition_constructors_fill_what_a_caller_leaves_nil(
+    store_redis: aioredis.Redis,
+) -> None:
+    """Transitions travel as arrays (the kind, then the fields in order): a nil argument would end
+    the array early, so each constructor puts the field's default in its place."""
+    constructors = "\n".join(line for line in state.lua_prelude("request").splitlines()
+                             if line.startswith("local function T_"))
+    raw = await store_redis.eval(  # type: ignore[misc]
+        constructors + "\nreturn cmsgpack.pack({T_offered('c1', nil, 'chat', nil, 2), "
+        "T_answered(nil, 'a1', nil, nil, nil, nil, nil, 'o1', true), T_stale('c2')})", 0)
+    decoded = msgspec.msgpack.Decoder(list[state.Transition]).decode(raw)
+    assert decoded == [
+        state.Offered(contact_id="c1", channel="chat", ring=2),
+        state.Answered(agent_id="a1", offer_id="o1", within_target=True),
+        state.Stale(contact_id="c2"),
+    ]
+
+
+async def test_an_outbox_entry_an_earlier_version_kept_as_maps_is_re_sent_and_read(
+    stack: Settings, store_redis: aioredis.Redis,
+) -> None:
+    """Workers before array-form transitions kept them in the outbox as maps: after an upgrade
+    the timer re-sends such an entry, and the store reads it as it was."""
+    domain = f"st-{uuid.uuid4().hex[:8]}"
+    store = RoutingStore(store_redis, Settings(), policy())
+    await store.apply([login(domain)], T0)
+    [entries] = await store.apply([request(domain, "c1")], T0)
+    assert not isinstance(entries, Exception)
+    [entry] = [e for e in entries if e.id]
+    as_maps = [{"k": t.kind, **{f: getattr(t, f) for f in t.__struct_fields__
+                                if f != "domain"}} for t in entry.rows]
+    await store_redis.hset(state.key(domain, state.Key.OUTBOX), entry.id,
+                           msgspec.msgpack.encode(as_maps))
+    later = T0 + 60_000
+    resent = [e for e in await store.tick(later) if e.id == entry.id]
+    assert [e.rows for e in resent] == [entry.rows]

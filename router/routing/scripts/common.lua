@@ -900,7 +900,7 @@ local function outboxed(body)
   flush()
   local publish = false
   for _, t in ipairs(out) do
-    if PUBLISHED[t.k] then
+    if PUBLISHED[t[1]] then  -- a transition: its kind, then its fields (state.T)
       publish = true
       break
     end
