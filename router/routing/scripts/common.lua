@@ -552,9 +552,11 @@ local function offer(cid, c, aid, a, now, out, pool)
   redis.call('ZADD', K_OFFERS, int(expires), cid)
   a.offers[#a.offers + 1] = cid
   a.load[ch] = load_of(a, ch) + 1
-  -- Idle time and turns only move forward (workers' clocks may differ): scores never fall.
+  -- Idle time and turns only move forward (workers' clocks may differ): scores never fall. A
+  -- turn is kept for a round_robin pool only (the one strategy that scores by it; a ring's
+  -- pool has its queue's strategy, c.sg).
   touch(aid, a, now)
-  if pool and now > (tonumber(a.rr[pool]) or 0) then a.rr[pool] = now end
+  if pool and c.sg == 'round_robin' and now > (tonumber(a.rr[pool]) or 0) then a.rr[pool] = now end
   adirty(aid)
   -- Full on this channel now: out of each of its indexes at once (fx says where it sits), as
   -- each would drop it when it came up anyway. Room left: its entries in its pools stay as they
