@@ -93,21 +93,34 @@ def run_split(rows: list[Labelled], split: int, seed: int, target: float) -> dic
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m load_tests.banking77_dev",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+def dev_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The options of a tool over development splits (this one, banking77_parts)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0] if doc else None)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/peakroute-banking77-dev"),
-                        help="where the prepared CSVs go")
     parser.add_argument("--splits", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=1, help="trainer seeds per split")
     parser.add_argument("--target", type=float, default=0.02)
+    return parser
+
+
+def training_rows(data: Path, out: Path) -> list[Labelled] | None:
+    """BANKING77's training split as labelled rows (None, said on stderr, when it is not at
+    data). Its test split is prepared beside it and never read here."""
+    if not (data / "categories.json").exists():
+        print(f"no BANKING77 at {data}: pass --data DIR", file=sys.stderr)
+        return None
+    train_csv, _, _ = prepare(data, out)
+    return read_labelled(train_csv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = dev_parser("python -m load_tests.banking77_dev", __doc__)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/peakroute-banking77-dev"),
+                        help="where the prepared CSVs go")
     args = parser.parse_args(argv)
-    if not (args.data / "categories.json").exists():
-        print(f"no BANKING77 at {args.data}: pass --data DIR", file=sys.stderr)
+    rows = training_rows(args.data, args.out)
+    if rows is None:
         return 2
-    train_csv, _, _ = prepare(args.data, args.out)  # its test.csv is written, never used
-    rows = read_labelled(train_csv)
     for split in range(args.splits):
         for seed in range(args.seeds):
             print(orjson.dumps(run_split(rows, split, seed, args.target)).decode(), flush=True)

@@ -18,7 +18,6 @@ reads the split's test at the choice and at the best point of its curve (docs/BO
 
 from __future__ import annotations
 
-import argparse
 import pickle
 import sys
 import time
@@ -31,12 +30,10 @@ import orjson
 from scipy.special import expit
 from sklearn.preprocessing import normalize
 
-from load_tests.banking77 import DEFAULT_DATA, prepare
-from load_tests.banking77_dev import baseline_best, dev_split
+from load_tests.banking77_dev import baseline_best, dev_parser, dev_split, training_rows
 from router.bot import classifier as C
 from router.bot.scoring import OOS, PICK_GRID
 from router.bot.text import features_text
-from router.bot.trainer import read_labelled
 
 NEAREST = 10
 Parts = dict[str, Any]
@@ -71,7 +68,7 @@ def parts_of(model: Any, fit_texts: Sequence[str], fit_labels: Sequence[str],
     label_index = np.array([classes.index(label) for label in fit_labels])
     return {"classes": classes, "p": p, "best": best, "claim": claim,
             "closeness": neighbours.similarity(x, best),
-            "coverage": C.word_coverage(texts, C._word_vocabulary(model)),
+            "coverage": C.word_coverage(texts, C._word_vocabulary(model) or {}),
             "nearest_cosine": np.take_along_axis(similarity, nearest, axis=1),
             "nearest_intent": label_index[nearest]}
 
@@ -184,19 +181,12 @@ def run(parts: Parts, options: Mapping[str, Option], target: float) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m load_tests.banking77_parts",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser = dev_parser("python -m load_tests.banking77_parts", __doc__)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/peakroute-banking77-parts"))
-    parser.add_argument("--splits", type=int, default=4)
-    parser.add_argument("--seeds", type=int, default=1, help="trainer seeds per split")
-    parser.add_argument("--target", type=float, default=0.02)
     args = parser.parse_args(argv)
-    if not (args.data / "categories.json").exists():
-        print(f"no BANKING77 at {args.data}: pass --data DIR", file=sys.stderr)
+    rows = training_rows(args.data, args.cache / "data")
+    if rows is None:
         return 2
-    train_csv, _, _ = prepare(args.data, args.cache / "data")  # its test.csv is never read
-    rows = read_labelled(train_csv)
     for split in range(args.splits):
         for seed in range(args.seeds):
             result = run(collect(rows, split, seed, args.cache), today(), args.target)
