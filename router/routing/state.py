@@ -688,8 +688,6 @@ def _lua_str(s: str) -> str:
 
 
 def _lua_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
     if isinstance(value, str):
         return _lua_str(value)
     if isinstance(value, int | float):
@@ -707,8 +705,8 @@ def _constructor(cls: type[T]) -> str:
     for name, default in zip(cls.__struct_fields__, cls.__struct_defaults__, strict=True):
         if name == "domain":
             values.append("''")
-        elif default is False:
-            values.append(f"{name} == true")
+        elif isinstance(default, bool):  # `x or true` would turn a false into true
+            values.append(f"{name} == true" if default is False else f"{name} ~= false")
         else:
             values.append(f"{name} or {_lua_value(default)}")
     return (f"local function T_{tag}({', '.join(names)}) return {{{', '.join(values)}}} end")
