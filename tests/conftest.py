@@ -77,9 +77,12 @@ def redis_cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Em
 
 
 @pytest.fixture(scope="session")
-def worker(stack: Settings, request: pytest.FixtureRequest) -> Iterator[WorkerProcess]:
+def worker(stack: Settings, session_bot_model: str, request: pytest.FixtureRequest
+           ) -> Iterator[WorkerProcess]:
     """One router worker process (both stages) connected to the session's stack, on the runtime
-    the test is parametrised with (``PEAKROUTE_RUNTIME``: faust or lean)."""
+    the test is parametrised with (``PEAKROUTE_RUNTIME``: faust or lean). The bot's model is
+    trained before it starts (session_bot_model, in the stack's state dir), so its ready timeout
+    covers starting, not training, which a loaded machine can stretch past it."""
     runtime = getattr(request, "param", None) or DEFAULT_RUNTIME
     logs = stack.state_dir / "logs"
     settings = stack.replace(runtime=runtime)
