@@ -80,13 +80,22 @@ async def _replay(client: aioredis.Redis, agents: int, warm: int, batches: int,
     return {"events": events, "commands_per_event": round(inner / max(events, 1), 2)}
 
 
-def _callgrind_total(path: Path) -> int:
+def _dump_total(dump: Path) -> int:
+    """The instructions one callgrind dump counted."""
     total = 0
-    for f in path.parent.glob(path.name + "*"):
-        for line in f.read_text(errors="replace").splitlines():
-            if line.startswith(("summary:", "totals:")):
-                total = max(total, int(line.split()[1]))
+    for line in dump.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            total = max(total, int(line.split()[1]))
     return total
+
+
+def _dumps(path: Path) -> list[Path]:
+    """Callgrind's dumps for --callgrind-out-file=path (path, and path.<pid>.<n> per dump)."""
+    return list(path.parent.glob(path.name + "*"))
+
+
+def _callgrind_total(path: Path) -> int:
+    return max((_dump_total(f) for f in _dumps(path)), default=0)
 
 
 async def _drive(port: int, args: argparse.Namespace, measure: Any) -> dict[str, Any]:
@@ -128,10 +137,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         proc.wait()
     if not args.plain:
         got["instructions_per_event"] = round(_callgrind_total(out) / max(got["events"], 1))
-        if args.profile:
-            for f in out.parent.glob(out.name + "*"):
-                if _callgrind_total(f):
-                    shutil.copy(f, args.profile)
+        if args.profile:  # the dump the figure was read from (the largest total)
+            shutil.copy(max(_dumps(out), key=_dump_total), args.profile)
     shutil.rmtree(work, ignore_errors=True)
     return {"agents": args.agents, "batches": args.batches, **got}
 
