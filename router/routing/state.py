@@ -815,7 +815,10 @@ def _legacy_row(row: Any) -> Transition:
     """A transition as workers before array-form transitions kept it in the outbox (a map, its
     kind in "k"), or as now (an array)."""
     if isinstance(row, dict):
-        cls = _BY_KIND[row["k"]]
+        kind = row.get("k")
+        cls = _BY_KIND.get(kind) if isinstance(kind, str) else None
+        if cls is None:  # as the array decoder says of an unknown kind
+            raise msgspec.ValidationError(f"unknown transition kind {kind!r}")
         row = [cls.__struct_config__.tag, *(row.get(f, d) for f, d in zip(
             cls.__struct_fields__, cls.__struct_defaults__, strict=True))]
     converted: Transition = msgspec.convert(row, Transition)

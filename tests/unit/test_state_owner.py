@@ -9,6 +9,7 @@ import ast
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from router.routing import state
@@ -154,3 +155,14 @@ def test_routing_md_shows_the_owners_layout() -> None:
 def test_the_callback_channel_is_the_contracts() -> None:
     from router.events import Channel
     assert Channel.CALLBACK.value == state.CALLBACK_CHANNEL
+
+
+def test_a_map_form_row_of_an_unknown_kind_is_a_validation_error() -> None:
+    """The fallback for rows an earlier version kept as maps refuses what the array decoder
+    refuses: an unknown kind is a ValidationError, not a KeyError."""
+    legacy = msgspec.msgpack.encode([[["e1", [{"k": "offered", "contact_id": "c1"}]]]])
+    [[entry]] = state.decode_applied(legacy, "d")  # type: ignore[misc]
+    assert entry.rows == [state.Offered(contact_id="c1", domain="d")]
+    unknown = msgspec.msgpack.encode([[["e1", [{"k": "no_such_kind", "contact_id": "c1"}]]]])
+    with pytest.raises(msgspec.ValidationError):
+        state.decode_applied(unknown, "d")
