@@ -309,14 +309,19 @@ async def test_the_books_and_status_ride_out_resets_and_a_busy_server(
                 await asyncio.sleep(0.05)
 
         reader = asyncio.create_task(read_books_often())
-        await asyncio.sleep(0.5)
-        printed_before, said = capsys.readouterr()
+        printed_before, said = "", ""
+        for _ in range(200):  # status's first snapshot: connecting and reading take a while
+            out, err = capsys.readouterr()  # on a loaded machine
+            printed_before, said = printed_before + out, said + err
+            if books and printed_before:
+                break
+            await asyncio.sleep(0.1)
         for fault in (resets, busy_script):
             async with fault(rig.url):
                 await asyncio.sleep(1.5)
         read_before = len(books)
         printed_after = ""
-        for _ in range(40):  # the readers' backoff reached ~2 s while the faults lasted
+        for _ in range(200):  # the readers' backoff reached ~2 s while the faults lasted
             out, err = capsys.readouterr()
             printed_after, said = printed_after + out, said + err
             if len(books) > read_before and printed_after:
