@@ -13,6 +13,14 @@ that keeps up fetches again at once and keeps a broker thread listing. The laten
 -> read) and the broker's CPU then grow with the partitions holding records per reader and with
 the batches each holds (one per producer linger). Prints the latency per 5 s of sending; the
 last line is one JSON object (docs/ARCHITECTURE.md, "Agent gateway").
+
+    python -m load_tests.tansu_fetch --retention [--steps 4 --batches 3000]
+
+asks whether anything bounds that growth: one partition of a topic created with
+`retention.ms` 1000 gets `--batches` one-record batches per step, and after each step a read of
+its last record is timed; then, past the retention time, the read again; then DeleteRecords
+(what a retention job would send) below the last record, and the read once more. The last line
+is one JSON object (docs/REHEARSAL.md, "Long runs slow down").
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.partitioner import murmur2
 
 from router.stack import _die_with_parent, broker_binary, free_port
@@ -193,6 +201,100 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         broker.wait()
 
 
+RETENTION_MS = 1000
+FRESH_CAP_S = 10.0  # a record not read by then counts as this long
+
+
+async def _fresh_ms(boot: str, topic: str, prod: AIOKafkaProducer, reads: int = 5) -> float:
+    """Median time from producing one record to reading it, from the partition's end."""
+    cons = AIOKafkaConsumer(bootstrap_servers=boot, enable_auto_commit=False,
+                            fetch_max_wait_ms=5)
+    await cons.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        cons.assign([tp])
+        await cons.seek_to_end(tp)
+        await cons.position(tp)
+        took = []
+        for _ in range(reads):
+            t0 = time.perf_counter()
+            await prod.send_and_wait(topic, b"y", partition=0)
+            while not (await cons.getmany(tp, timeout_ms=100)).get(tp):
+                if time.perf_counter() - t0 > FRESH_CAP_S:
+                    break
+            took.append((time.perf_counter() - t0) * 1000)
+        return percentile(took, 0.5) or 0.0
+    finally:
+        await cons.stop()
+
+
+async def _offsets(boot: str, tp: TopicPartition) -> tuple[int, int]:
+    """The partition's log start and end, as the broker lists them."""
+    cons = AIOKafkaConsumer(bootstrap_servers=boot, enable_auto_commit=False)
+    await cons.start()
+    try:
+        return ((await cons.beginning_offsets([tp]))[tp], (await cons.end_offsets([tp]))[tp])
+    finally:
+        await cons.stop()
+
+
+async def _retention(boot: str, steps: int, batches: int) -> dict[str, Any]:
+    topic = f"{TOPIC}-retention"
+    admin = AIOKafkaAdminClient(bootstrap_servers=boot)
+    await admin.start()
+    prod = AIOKafkaProducer(bootstrap_servers=boot, linger_ms=0)
+    await prod.start()
+    out: dict[str, Any] = {"retention_ms": RETENTION_MS, "batches_per_step": batches}
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1,
+                                            topic_configs={"retention.ms": str(RETENTION_MS)})])
+        growth = []
+        for step in range(1, steps + 1):
+            for _ in range(batches):  # one record per batch: one object in Tansu's store
+                await prod.send_and_wait(topic, b"x" * 100, partition=0)
+            growth.append({"batches": step * batches,
+                           "fresh_record_ms": await _fresh_ms(boot, topic, prod)})
+        out["growth"] = growth
+        await asyncio.sleep(2 * RETENTION_MS / 1000)
+        out["fresh_record_ms_past_retention"] = await _fresh_ms(boot, topic, prod)
+        tp = TopicPartition(topic, 0)
+        start, end = await _offsets(boot, tp)
+        out["offsets_past_retention"] = {"start": start, "end": end}
+        try:
+            got = await asyncio.wait_for(admin.delete_records({tp: RecordsToDelete(end - 1)}),
+                                         10)
+            out["delete_records"] = {str(k): v for k, v in got.items()}
+        except Exception as exc:  # the broker's answer is the finding
+            out["delete_records"] = f"{type(exc).__name__}: {exc}"
+        out["fresh_record_ms_after_delete_records"] = await _fresh_ms(boot, topic, prod)
+        return out
+    finally:
+        await prod.stop()
+        await admin.close()
+
+
+def run_retention(args: argparse.Namespace) -> dict[str, Any]:
+    boot = f"127.0.0.1:{free_port()}"
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"tansu-retention-{os.getpid()}.log"
+    with log.open("wb") as err:
+        broker = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", f"tcp://{boot}",
+             "--advertised-listener-url", f"tcp://{boot}"],
+            stdout=subprocess.DEVNULL, stderr=err,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    try:
+        asyncio.run(create_topic(boot, 1))  # waits for the broker to answer
+        result = asyncio.run(_retention(boot, args.steps, args.batches))
+        result["broker_alive"] = broker.poll() is None
+        said = log.read_text(errors="replace")
+        result["broker_panicked"] = "panicked" in said
+        result["broker_log"] = str(log)
+        return result
+    finally:
+        broker.terminate()
+        broker.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,8 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linger-ms", type=int, default=5, help="the producer's linger")
     parser.add_argument("--fetch-wait-ms", type=int, default=5, help="the readers' fetch wait")
     parser.add_argument("--min-bytes", type=int, default=1, help="the readers' fetch_min_bytes")
+    parser.add_argument("--retention", action="store_true",
+                        help="whether retention or DeleteRecords bounds the growth (above)")
+    parser.add_argument("--steps", type=int, default=4, help="--retention: steps")
+    parser.add_argument("--batches", type=int, default=3000,
+                        help="--retention: one-record batches per step")
     args = parser.parse_args(argv)
-    result = run(args)
+    result = run_retention(args) if args.retention else run(args)
     for name, value in result.items():
         print(f"{name:24} {value}", file=sys.stderr)
     print(orjson.dumps(result).decode())
