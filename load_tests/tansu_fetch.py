@@ -17,10 +17,11 @@ last line is one JSON object (docs/ARCHITECTURE.md, "Agent gateway").
     python -m load_tests.tansu_fetch --retention [--steps 4 --batches 3000]
 
 asks whether anything bounds that growth: one partition of a topic created with
-`retention.ms` 1000 gets `--batches` one-record batches per step, and after each step a read of
-its last record is timed; then, past the retention time, the read again; then DeleteRecords
-(what a retention job would send) below the last record, and the read once more. The last line
-is one JSON object (docs/REHEARSAL.md, "Long runs slow down").
+`retention.ms` 1000 gets `--batches` one-record batches per step, and after each step the time
+from producing a record to reading it is taken (median of 5); then again past the retention
+time, with the log's start offset; then DeleteRecords (what a retention job would send) below
+the last record, and once more. The last line is one JSON object (docs/REHEARSAL.md, "Long runs
+slow down").
 """
 
 from __future__ import annotations
