@@ -13,6 +13,13 @@ its offer arriving on ``assignments``.
 own) and alternates their steps, ending with ``{"lean": {...}, "faust": {...}, "faust_to_lean":
 ...}``.
 
+Each step after a lane's first runs on fresh logs: new topics and consumer group, the lane's
+Redis database emptied, its workers and agents started again (and warmed up) for it. The
+embedded broker's fetches cost more as its logs grow (docs/REHEARSAL.md, "Long runs slow
+down"), so on shared topics the late steps of a search measured how long the run had been
+going as much as their rate; the raw ceiling is measured on empty topics too. ``--shared-logs``
+runs every step of a lane on the same topics, as before.
+
 Rates are stepped (doubling from ``--start-rate``, then halving the gap until the best sustained
 rate is known to within 10 %): a step is sustained
 when 99 % of its contacts were offered by the step's end plus a grace second and the
@@ -41,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -370,24 +378,86 @@ REFINE = 1.1  # a sustained rate is known to within 10 %: the lowest failing ste
 @dataclass
 class Lane:
     """One runtime's workers and agents, on topics, a consumer group and a Redis database of
-    its own, so both runtimes stay up on one stack and their steps can alternate."""
+    its own, so both runtimes share one stack and their steps can alternate. With fresh logs
+    (the default), each step gets a generation of its own: new topics and group, an emptied
+    Redis database, and workers and agents started for it."""
 
     runtime: str
-    settings: Settings
-    workers: list[WorkerProcess]
-    agents: Agents
+    index: int
     search: Search
+    settings: Settings | None = None
+    workers: list[WorkerProcess] = field(default_factory=list)
+    agents: Agents | None = None
+    generation: int = 0
 
 
-def lane_settings(base: Settings, lane: str, index: int, lanes: int) -> Settings:
-    """A lane's settings: ``lean``, ``faust``, or either with ``_uvloop``."""
+def lane_settings(base: Settings, lane: str, index: int, lanes: int,
+                  generation: int = 0) -> Settings:
+    """A lane's settings: ``lean``, ``faust``, or either with ``_uvloop``; a generation above 0
+    has topics and a consumer group of its own (``<lane>.g<n>.<topic>``)."""
     runtime, _, loop = lane.partition("_")
     settings = base.replace(runtime=runtime, event_loop=loop or "asyncio")
-    if lanes == 1:
+    if lanes == 1 and not generation:
         return settings
-    topics = {f"topic_{role}": f"{lane}.{name}" for role, name in base.topics.items()}
+    name = f"{lane}.g{generation}" if generation else lane
+    topics = {f"topic_{role}": f"{name}.{topic}" for role, topic in base.topics.items()}
     redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{index}"
-    return settings.replace(app_id=f"peakroute-{lane}", redis_url=redis_url, **topics)
+    return settings.replace(app_id=f"peakroute-{name}", redis_url=redis_url, **topics)
+
+
+class Lanes:
+    """Opens and closes the lanes' generations (see Lane)."""
+
+    def __init__(self, base: Settings, args: argparse.Namespace, domains: list[str],
+                 lanes: int, log_dir: Path) -> None:
+        self.base, self.args, self.domains = base, args, domains
+        self.lanes, self.log_dir = lanes, log_dir
+
+    def start(self, lane: Lane, generation: int) -> None:
+        """The lane's workers for this generation, started (not yet ready)."""
+        lane.generation = generation
+        lane.settings = lane_settings(self.base, lane.runtime, lane.index, self.lanes,
+                                      generation)
+        first = (lane.index * self.args.workers) + generation * self.lanes * self.args.workers
+        lane.workers = [WorkerProcess(lane.settings, first + w, self.log_dir)
+                        for w in range(self.args.workers)]
+
+    async def topics(self, lane: Lane) -> None:
+        assert lane.settings is not None
+        await ensure_topics(lane.settings)
+
+    async def agents(self, lane: Lane) -> None:
+        """The lane's agents logged in, then a short warm-up step."""
+        assert lane.settings is not None
+        lane.agents = Agents(lane.settings, self.domains, self.args.agents_per_domain,
+                             self.args.handle)
+        await lane.agents.start()
+        await asyncio.sleep(2.0)  # the logins land
+        await run_step(lane.settings, lane.agents, min(200.0, self.args.start_rate), 3.0,
+                       self.domains)
+
+    async def close(self, lane: Lane) -> None:
+        if lane.agents is not None:
+            await lane.agents.stop()
+            lane.agents = None
+        for w in lane.workers:
+            w.stop()
+        lane.workers = []
+
+    async def renew(self, lane: Lane) -> None:
+        """A new generation: the old one stopped, its Redis database emptied, the new one's
+        topics, workers and agents up."""
+        await self.close(lane)
+        assert lane.settings is not None
+        client = aioredis.Redis.from_url(lane.settings.redis_url)
+        try:
+            await client.flushdb()
+        finally:
+            await client.aclose()
+        self.start(lane, lane.generation + 1)
+        await self.topics(lane)
+        await wait_ready(lane.workers)
+        await self.agents(lane)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -403,22 +473,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         policy.write_text(bench_policy(CAPACITY))
         stack = EmbeddedStack(Path(tmp) / "stack", partitions=args.partitions)
         base = (await stack.start()).replace(routing_policy=str(policy))
-        lanes: list[Lane] = []
+        lanes = [Lane(runtime, i, Search(args.rate or args.start_rate, bool(args.rate),
+                                         args.max_steps, args.goal_steps))
+                 for i, runtime in enumerate(runtimes)]
+        opener = Lanes(base, args, domains, len(lanes), Path(tmp))
         spy: subprocess.Popen[bytes] | None = None
         # The bot's model trained (and cached in the state dir) once, here, before the workers
         # start: several workers of a fresh stack would each train it at once.
         BrainHolder(base).load()
         try:
-            for i, runtime in enumerate(runtimes):
-                settings = lane_settings(base, runtime, i, len(runtimes))
-                await ensure_topics(settings)
-                lanes.append(Lane(
-                    runtime, settings,
-                    [WorkerProcess(settings, len(lanes) * args.workers + w, Path(tmp))
-                     for w in range(args.workers)],
-                    Agents(settings, domains, args.agents_per_domain, args.handle),
-                    Search(args.rate or args.start_rate, bool(args.rate), args.max_steps,
-                           args.goal_steps)))
+            for lane in lanes:
+                opener.start(lane, 0)
+                await opener.topics(lane)
             sample = ContactArrived(event_id="x" * 30, ts_ms=now_ms(), contact_id="x" * 30,
                                     domain=domains[0], customer_id="u1234567",
                                     text=handoff_questions()[0][1])
@@ -427,11 +493,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                   flush=True)
             await wait_ready([w for lane in lanes for w in lane.workers])
             for lane in lanes:
-                await lane.agents.start()
-            await asyncio.sleep(2.0)  # the logins land
-            for lane in lanes:  # warm-up
-                await run_step(lane.settings, lane.agents, min(200.0, args.start_rate), 3.0,
-                               domains)
+                await opener.agents(lane)
             round_ = 0
             while any(lane.search.rate is not None for lane in lanes):
                 order = lanes if round_ % 2 == 0 else lanes[::-1]
@@ -440,6 +502,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     rate = lane.search.rate
                     if rate is None:
                         continue
+                    if not args.shared_logs and lane.search.steps:
+                        await opener.renew(lane)
+                    assert lane.settings is not None
+                    assert lane.agents is not None
                     if args.py_spy and args.rate:  # one file per lane when there are several
                         out = args.py_spy if len(lanes) == 1 else f"{args.py_spy}.{lane.runtime}"
                         spy = start_py_spy(out, lane.workers[0].proc.pid, args.seconds)
@@ -457,12 +523,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         spy = None
         finally:
             for lane in lanes:
-                await lane.agents.stop()
-                for w in lane.workers:
-                    w.stop()
+                await opener.close(lane)
             stack.stop()
     results = {lane.runtime: summarize(args, lane.search.steps, raw)
-               | {"runtime": lane.settings.runtime, "event_loop": lane.settings.event_loop}
+               | {"runtime": runtime_of(lane), "event_loop": loop_of(lane),
+                  "fresh_logs": not args.shared_logs}
                for lane in lanes}
     if len(lanes) == 1:
         return results[runtimes[0]]
@@ -472,6 +537,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ratio = (round(faust["contacts_per_s"] / lean["contacts_per_s"], 3)
              if lean["contacts_per_s"] else 0.0)
     return {**results, "faust_to_lean": ratio}
+
+
+def runtime_of(lane: Lane) -> str:
+    return lane.runtime.partition("_")[0]
+
+
+def loop_of(lane: Lane) -> str:
+    return lane.runtime.partition("_")[2] or "asyncio"
 
 
 def summarize(args: argparse.Namespace, steps: list[Step], raw: float) -> dict[str, Any]:
@@ -539,6 +612,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--py-spy", default="",
                     help="with --rate: record the first worker with py-spy (raw format) here "
                          "(several lanes: FILE.<lane>)")
+    ap.add_argument("--shared-logs", action="store_true",
+                    help="every step of a lane on the same topics (before: the embedded "
+                         "broker's fetches slow down as its logs grow, so late steps measure "
+                         "the broker; by default each step has fresh topics, see above)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     return ap.parse_args(argv)
 
