@@ -10,10 +10,11 @@ RELOAD) and the worker's socket timeout is 1 s (PEAKROUTE_REDIS_SOCKET_TIMEOUT_S
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
+import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,7 +28,6 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.exceptions import ResponseError
 
-from router import status as status_cli
 from router.books import Books, read_books
 from router.demo import WorkerProcess, books_client, wait_ready
 from router.events import BotReplied, ContactArrived, Language, Tier
@@ -292,53 +292,72 @@ async def test_the_worker_rides_out_the_refusal(rig: Rig, fault: Fault, kind: st
     assert worker.proc.poll() is None
 
 
-async def test_the_books_and_status_ride_out_resets_and_a_busy_server(
-        rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_the_books_and_status_ride_out_resets_and_a_busy_server(rig: Rig) -> None:
     """What the demo's progress line and `peakroute status` read goes on through resets of
     every connection (and refused reconnections) and a BUSY server: they retry, say so, and
-    never raise."""
+    never exit. `peakroute status --json` runs as its own process (as a user runs it); the
+    books are read in this one."""
     refusals = Refusals()
     books: list[Books] = []
-    args = argparse.Namespace(json=True, once=False, domain="", interval=0.2)
-    status = asyncio.create_task(status_cli._run(args, rig.settings))
-    async with books_client(rig.settings) as client:
+    env = {**os.environ, **rig.settings.as_env()}
+    status = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli", "status", "--json", "--interval", "0.2", env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    printed: list[tuple[float, bytes]] = []  # (when, line) of each snapshot status printed
+    said: list[bytes] = []
 
-        async def read_books_often() -> None:
-            while True:
-                books.append(await read_through(lambda: read_books(client), refusals, 10))
-                await asyncio.sleep(0.05)
+    async def collect(stream: asyncio.StreamReader, into: list[Any], stamp: bool) -> None:
+        while line := await stream.readline():
+            into.append((time.monotonic(), line) if stamp else line)
 
-        reader = asyncio.create_task(read_books_often())
-        printed_before, said = "", ""
-        for _ in range(200):  # status's first snapshot: connecting and reading take a while
-            out, err = capsys.readouterr()  # on a loaded machine
-            printed_before, said = printed_before + out, said + err
-            if books and printed_before:
-                break
-            await asyncio.sleep(0.1)
-        for fault in (resets, busy_script):
-            async with fault(rig.url):
-                await asyncio.sleep(1.5)
-        read_before = len(books)
-        printed_after = ""
-        for _ in range(200):  # the readers' backoff reached ~2 s while the faults lasted
-            out, err = capsys.readouterr()
-            printed_after, said = printed_after + out, said + err
-            if len(books) > read_before and printed_after:
-                break
-            await asyncio.sleep(0.1)
-        assert not reader.done()
-        assert not status.done()
-        reader.cancel()
-        status.cancel()
-        for task in (reader, status):
+    assert status.stdout is not None
+    assert status.stderr is not None
+    collectors = [asyncio.create_task(collect(status.stdout, printed, True)),
+                  asyncio.create_task(collect(status.stderr, said, False))]
+    reader: asyncio.Task[None] | None = None
+    try:
+        async with books_client(rig.settings) as client:
+
+            async def read_books_often() -> None:
+                while True:
+                    books.append(await read_through(lambda: read_books(client), refusals, 10))
+                    await asyncio.sleep(0.05)
+
+            reader = asyncio.create_task(read_books_often())
+            deadline = time.monotonic() + 60  # starting a process on a loaded machine
+            while not (books and printed) and time.monotonic() < deadline:
+                assert status.returncode is None, b"".join(said).decode()
+                await asyncio.sleep(0.1)
+            assert books, "the books were not read before the faults"
+            assert printed, f"status printed nothing in 60 s: {b''.join(said).decode()}"
+            for fault in (resets, busy_script):
+                async with fault(rig.url):
+                    await asyncio.sleep(1.5)
+            faults_ended, read_before = time.monotonic(), len(books)
+            deadline = faults_ended + 30  # the readers' backoff reached ~2 s in the faults
+            while time.monotonic() < deadline:
+                if len(books) > read_before and any(t > faults_ended for t, _ in printed):
+                    break
+                await asyncio.sleep(0.1)
+            assert not reader.done()
+            assert status.returncode is None, b"".join(said).decode()
+    finally:
+        if reader is not None:
+            reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await asyncio.wait_for(reader, 10)
+        if status.returncode is None:
+            status.terminate()
+        await asyncio.wait_for(status.wait(), 10)
+        await asyncio.wait_for(asyncio.gather(*collectors), 10)
     assert len(books) > read_before  # reading again after the faults
     assert {"connection", "busy"} <= set(refusals.counts), refusals.counts
-    for printed in (printed_before, printed_after):  # status printed before and after them
-        snapshots = [orjson.loads(line) for line in printed.splitlines()]
-        assert snapshots
-        assert all("queues" in s for s in snapshots)
-    assert "Redis refusing (connection for" in said
-    assert "Redis refusing (busy for" in said
+    before = [line for t, line in printed if t <= faults_ended]
+    after = [line for t, line in printed if t > faults_ended]
+    for lines in (before, after):  # status printed before and after them
+        assert lines
+        assert all("queues" in orjson.loads(line) for line in lines)
+    told = b"".join(said).decode()
+    assert "Redis refusing (connection for" in told
+    assert "Redis refusing (busy for" in told
