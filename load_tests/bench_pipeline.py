@@ -385,7 +385,7 @@ class Lane:
     runtime: str
     index: int
     search: Search
-    settings: Settings | None = None
+    settings: Settings  # the current generation's
     workers: list[WorkerProcess] = field(default_factory=list)
     agents: Agents | None = None
     generation: int = 0
@@ -423,12 +423,10 @@ class Lanes:
                         for w in range(self.args.workers)]
 
     async def topics(self, lane: Lane) -> None:
-        assert lane.settings is not None
         await ensure_topics(lane.settings)
 
     async def agents(self, lane: Lane) -> None:
         """The lane's agents logged in, then a short warm-up step."""
-        assert lane.settings is not None
         lane.agents = Agents(lane.settings, self.domains, self.args.agents_per_domain,
                              self.args.handle)
         await lane.agents.start()
@@ -448,7 +446,6 @@ class Lanes:
         """A new generation: the old one stopped, its Redis database emptied, the new one's
         topics, workers and agents up."""
         await self.close(lane)
-        assert lane.settings is not None
         client = aioredis.Redis.from_url(lane.settings.redis_url)
         try:
             await client.flushdb()
@@ -474,7 +471,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stack = EmbeddedStack(Path(tmp) / "stack", partitions=args.partitions)
         base = (await stack.start()).replace(routing_policy=str(policy))
         lanes = [Lane(runtime, i, Search(args.rate or args.start_rate, bool(args.rate),
-                                         args.max_steps, args.goal_steps))
+                                         args.max_steps, args.goal_steps),
+                      lane_settings(base, runtime, i, len(runtimes)))
                  for i, runtime in enumerate(runtimes)]
         opener = Lanes(base, args, domains, len(lanes), Path(tmp))
         spy: subprocess.Popen[bytes] | None = None
@@ -504,7 +502,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         continue
                     if not args.shared_logs and lane.search.steps:
                         await opener.renew(lane)
-                    assert lane.settings is not None
                     assert lane.agents is not None
                     if args.py_spy and args.rate:  # one file per lane when there are several
                         out = args.py_spy if len(lanes) == 1 else f"{args.py_spy}.{lane.runtime}"
@@ -526,7 +523,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await opener.close(lane)
             stack.stop()
     results = {lane.runtime: summarize(args, lane.search.steps, raw)
-               | {"runtime": runtime_of(lane), "event_loop": loop_of(lane),
+               | {"runtime": lane.settings.runtime, "event_loop": lane.settings.event_loop,
                   "fresh_logs": not args.shared_logs}
                for lane in lanes}
     if len(lanes) == 1:
@@ -537,14 +534,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ratio = (round(faust["contacts_per_s"] / lean["contacts_per_s"], 3)
              if lean["contacts_per_s"] else 0.0)
     return {**results, "faust_to_lean": ratio}
-
-
-def runtime_of(lane: Lane) -> str:
-    return lane.runtime.partition("_")[0]
-
-
-def loop_of(lane: Lane) -> str:
-    return lane.runtime.partition("_")[2] or "asyncio"
 
 
 def summarize(args: argparse.Namespace, steps: list[Step], raw: float) -> dict[str, Any]:

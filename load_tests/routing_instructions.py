@@ -89,13 +89,12 @@ def _dump_total(dump: Path) -> int:
     return total
 
 
-def _dumps(path: Path) -> list[Path]:
-    """Callgrind's dumps for --callgrind-out-file=path (path, and path.<pid>.<n> per dump)."""
-    return list(path.parent.glob(path.name + "*"))
-
-
-def _callgrind_total(path: Path) -> int:
-    return max((_dump_total(f) for f in _dumps(path)), default=0)
+def _largest_dump(path: Path) -> tuple[Path | None, int]:
+    """Callgrind's dump for --callgrind-out-file=path (path, and path.<pid>.<n> per dump) with
+    the largest total, and that total: the counted batches'."""
+    totals = {dump: _dump_total(dump) for dump in path.parent.glob(path.name + "*")}
+    largest = max(totals, key=totals.__getitem__, default=None)
+    return largest, totals[largest] if largest else 0
 
 
 async def _drive(port: int, args: argparse.Namespace, measure: Any) -> dict[str, Any]:
@@ -136,9 +135,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         proc.terminate()
         proc.wait()
     if not args.plain:
-        got["instructions_per_event"] = round(_callgrind_total(out) / max(got["events"], 1))
-        if args.profile:  # the dump the figure was read from (the largest total)
-            shutil.copy(max(_dumps(out), key=_dump_total), args.profile)
+        dump, total = _largest_dump(out)
+        got["instructions_per_event"] = round(total / max(got["events"], 1))
+        if args.profile and dump:  # the dump the figure was read from
+            shutil.copy(dump, args.profile)
     shutil.rmtree(work, ignore_errors=True)
     return {"agents": args.agents, "batches": args.batches, **got}
 

@@ -130,7 +130,18 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
 
 
-async def create_topic(boot: str, partitions: int) -> None:
+def start_broker(boot: str, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """A fresh Tansu broker listening on ``boot`` (its stderr to ``stderr``)."""
+    return subprocess.Popen(
+        [broker_binary(), "broker", "--listener-url", f"tcp://{boot}",
+         "--advertised-listener-url", f"tcp://{boot}"],
+        stdout=subprocess.DEVNULL, stderr=stderr,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+
+async def create_topic(boot: str, partitions: int, topic: str = TOPIC,
+                       configs: dict[str, str] | None = None) -> None:
+    """Create ``topic``, waiting up to 30 s for a broker just started to answer."""
     admin = AIOKafkaAdminClient(bootstrap_servers=boot)
     deadline = time.monotonic() + 30
     while True:
@@ -142,18 +153,14 @@ async def create_topic(boot: str, partitions: int) -> None:
                 raise
             await asyncio.sleep(0.1)
     try:
-        await admin.create_topics([NewTopic(TOPIC, partitions, 1)])
+        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs)])
     finally:
         await admin.close()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     boot = f"127.0.0.1:{free_port()}"
-    broker = subprocess.Popen(
-        [broker_binary(), "broker", "--listener-url", f"tcp://{boot}",
-         "--advertised-listener-url", f"tcp://{boot}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    broker = start_broker(boot)
     ctx = multiprocessing.get_context("spawn")
     procs: list[multiprocessing.process.BaseProcess] = []
     try:
@@ -203,6 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 RETENTION_MS = 1000
+RETENTION_TOPIC = f"{TOPIC}-retention"
 FRESH_CAP_S = 10.0  # a record not read by then counts as this long
 
 
@@ -240,15 +248,14 @@ async def _offsets(boot: str, tp: TopicPartition) -> tuple[int, int]:
 
 
 async def _retention(boot: str, steps: int, batches: int) -> dict[str, Any]:
-    topic = f"{TOPIC}-retention"
+    """The growth, then retention and DeleteRecords tried on RETENTION_TOPIC (created)."""
+    topic = RETENTION_TOPIC
     admin = AIOKafkaAdminClient(bootstrap_servers=boot)
     await admin.start()
     prod = AIOKafkaProducer(bootstrap_servers=boot, linger_ms=0)
     await prod.start()
     out: dict[str, Any] = {"retention_ms": RETENTION_MS, "batches_per_step": batches}
     try:
-        await admin.create_topics([NewTopic(topic, 1, 1,
-                                            topic_configs={"retention.ms": str(RETENTION_MS)})])
         growth = []
         for step in range(1, steps + 1):
             for _ in range(batches):  # one record per batch: one object in Tansu's store
@@ -278,13 +285,10 @@ def run_retention(args: argparse.Namespace) -> dict[str, Any]:
     boot = f"127.0.0.1:{free_port()}"
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"tansu-retention-{os.getpid()}.log"
     with log.open("wb") as err:
-        broker = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", f"tcp://{boot}",
-             "--advertised-listener-url", f"tcp://{boot}"],
-            stdout=subprocess.DEVNULL, stderr=err,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        broker = start_broker(boot, err)
     try:
-        asyncio.run(create_topic(boot, 1))  # waits for the broker to answer
+        asyncio.run(create_topic(boot, 1, RETENTION_TOPIC,
+                                 {"retention.ms": str(RETENTION_MS)}))
         result = asyncio.run(_retention(boot, args.steps, args.batches))
         result["broker_alive"] = broker.poll() is None
         said = log.read_text(errors="replace")

@@ -36,7 +36,7 @@ from router.redis_reads import Refusals, read_through
 from router.settings import Settings
 from router.stack import debug_command_args, free_port, redis_binary, standalone_redis
 from router.stage import now_ms
-from tests.conftest import read_topic
+from tests.conftest import eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -304,17 +304,20 @@ async def test_the_books_and_status_ride_out_resets_and_a_busy_server(rig: Rig) 
         sys.executable, "-m", "router.cli", "status", "--json", "--interval", "0.2", env=env,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
-    printed: list[tuple[float, bytes]] = []  # (when, line) of each snapshot status printed
-    said: list[bytes] = []
+    printed: list[tuple[float, bytes]] = []  # (when, line) of what status printed
+    said: list[tuple[float, bytes]] = []  # and of what it said on stderr
 
-    async def collect(stream: asyncio.StreamReader, into: list[Any], stamp: bool) -> None:
+    async def collect(stream: asyncio.StreamReader, into: list[tuple[float, bytes]]) -> None:
         while line := await stream.readline():
-            into.append((time.monotonic(), line) if stamp else line)
+            into.append((time.monotonic(), line))
+
+    def told() -> str:
+        return b"".join(line for _, line in said).decode()
 
     assert status.stdout is not None
     assert status.stderr is not None
-    collectors = [asyncio.create_task(collect(status.stdout, printed, True)),
-                  asyncio.create_task(collect(status.stderr, said, False))]
+    collectors = [asyncio.create_task(collect(status.stdout, printed)),
+                  asyncio.create_task(collect(status.stderr, said))]
     reader: asyncio.Task[None] | None = None
     try:
         async with books_client(rig.settings) as client:
@@ -324,24 +327,25 @@ async def test_the_books_and_status_ride_out_resets_and_a_busy_server(rig: Rig) 
                     books.append(await read_through(lambda: read_books(client), refusals, 10))
                     await asyncio.sleep(0.05)
 
+            async def both_read() -> bool:
+                assert status.returncode is None, told()
+                return bool(books and printed)
+
             reader = asyncio.create_task(read_books_often())
-            deadline = time.monotonic() + 60  # starting a process on a loaded machine
-            while not (books and printed) and time.monotonic() < deadline:
-                assert status.returncode is None, b"".join(said).decode()
-                await asyncio.sleep(0.1)
+            await eventually(both_read, 60)  # starting a process on a loaded machine
             assert books, "the books were not read before the faults"
-            assert printed, f"status printed nothing in 60 s: {b''.join(said).decode()}"
+            assert printed, f"status printed nothing in 60 s: {told()}"
             for fault in (resets, busy_script):
                 async with fault(rig.url):
                     await asyncio.sleep(1.5)
             faults_ended, read_before = time.monotonic(), len(books)
-            deadline = faults_ended + 30  # the readers' backoff reached ~2 s in the faults
-            while time.monotonic() < deadline:
-                if len(books) > read_before and any(t > faults_ended for t, _ in printed):
-                    break
-                await asyncio.sleep(0.1)
+
+            async def both_read_again() -> bool:
+                return len(books) > read_before and any(t > faults_ended for t, _ in printed)
+
+            await eventually(both_read_again, 30)  # the readers' backoff reached ~2 s
             assert not reader.done()
-            assert status.returncode is None, b"".join(said).decode()
+            assert status.returncode is None, told()
     finally:
         if reader is not None:
             reader.cancel()
@@ -358,6 +362,5 @@ async def test_the_books_and_status_ride_out_resets_and_a_busy_server(rig: Rig) 
     for lines in (before, after):  # status printed before and after them
         assert lines
         assert all("queues" in orjson.loads(line) for line in lines)
-    told = b"".join(said).decode()
-    assert "Redis refusing (connection for" in told
-    assert "Redis refusing (busy for" in told
+    assert "Redis refusing (connection for" in told()
+    assert "Redis refusing (busy for" in told()
