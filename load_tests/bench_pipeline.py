@@ -52,6 +52,7 @@ import redis.asyncio as aioredis
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from load_tests.cluster import cpu_seconds
 from load_tests.sim import percentile
 from router.bot.kb import default_kb_path, load_kb
 from router.bot.loader import BrainHolder
@@ -102,9 +103,11 @@ def bench_policy(capacity: int) -> str:
 
 def generate(settings: Settings, rate: float, seconds: float, tag: str, domains: list[str],
              result: Any) -> None:
-    """Process entry point: publish at ``rate`` for ``seconds``; report (sent, elapsed)."""
+    """Process entry point: publish at ``rate`` for ``seconds``; report (sent, elapsed, this
+    process's CPU seconds)."""
+    started = time.process_time()  # after the imports of a spawned process
     sent, elapsed = asyncio.run(_generate(settings, rate, seconds, tag, domains))
-    result.send((sent, elapsed))
+    result.send((sent, elapsed, time.process_time() - started))
 
 
 async def _generate(settings: Settings, rate: float, seconds: float, tag: str,
@@ -145,6 +148,10 @@ class Step:
     publish_s: float = 0.0
     offered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    # Arrival to the routing stage's batch that offered it (the offer's ts_ms): the router's
+    # own share of the latency; the rest is the offer's way to the desktop.
+    router_ms: list[float] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)  # per process role, over the step
 
     def sustained(self, max_p99_ms: float) -> bool:
         return (self.published > 0 and self.offered >= SUSTAINED_SHARE * self.published
@@ -156,7 +163,11 @@ class Step:
                 if self.publish_s else 0.0,
                 "offered": self.offered, "contacts_per_s": round(self.offered / seconds, 1),
                 "p50_ms": round(percentile(self.latencies_ms, 0.5), 1),
-                "p99_ms": round(percentile(self.latencies_ms, 0.99), 1)}
+                "p99_ms": round(percentile(self.latencies_ms, 0.99), 1),
+                "router_p50_ms": round(percentile(self.router_ms, 0.5), 1),
+                "router_p99_ms": round(percentile(self.router_ms, 0.99), 1),
+                "cpu_ms_per_contact": {role: round(1000 * cpu / max(self.offered, 1), 3)
+                                       for role, cpu in self.cpu_s.items()}}
 
 
 class Agents:
@@ -205,7 +216,9 @@ class Agents:
                     step = self.step
                     if step is not None and cid.startswith(self.tag):
                         step.offered += 1
-                        step.latencies_ms.append(seen - int(cid.rsplit("-", 1)[1]))
+                        arrived = int(cid.rsplit("-", 1)[1])
+                        step.latencies_ms.append(seen - arrived)
+                        step.router_ms.append(ev["ts_ms"] - arrived)
                     else:
                         self.unmatched += 1
                     accept = OfferAccepted(event_id=f"acc-{ev['offer_id']}", ts_ms=int(seen),
@@ -229,9 +242,20 @@ class Agents:
         await self.prod.stop()
 
 
+def role_cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each role's processes (a process gone counts 0), and this one's
+    (the simulated agents)."""
+    out = {role: sum(cpu_seconds(pid) or 0.0 for pid in ps) for role, ps in pids.items()}
+    out["agents"] = time.process_time()
+    return out
+
+
 async def run_step(settings: Settings, agents: Agents, rate: float, seconds: float,
-                   domains: list[str]) -> Step:
+                   domains: list[str], pids: dict[str, list[int]] | None = None) -> Step:
+    """One step at ``rate``; with ``pids`` (role -> processes), the CPU each role used over it
+    (the generator's own included), until the step's contacts were offered."""
     step = Step(rate)
+    before = role_cpu(pids or {})
     agents.tag = f"s{uuid.uuid4().hex[:6]}"
     agents.step = step
     ctx = mp.get_context("spawn")
@@ -243,12 +267,20 @@ async def run_step(settings: Settings, agents: Agents, rate: float, seconds: flo
         await asyncio.sleep(0.05)
         if not proc.is_alive() and not parent.poll():
             raise RuntimeError(f"the generator process exited (code {proc.exitcode})")
-    step.published, step.publish_s = parent.recv()
-    proc.join()
+    step.published, step.publish_s, generator_cpu = parent.recv()
+    # Joined off the loop: the generator's exit (its producer's stop, the interpreter's
+    # teardown) took 0.3-0.4 s, and a blocking join held this loop, so the simulated desktops
+    # saw the step's last offers that much late (up to 4 % of a 10 s step's contacts, enough
+    # to set its p99).
+    await asyncio.to_thread(proc.join)
     deadline = time.monotonic() + GRACE_S
     while time.monotonic() < deadline and step.offered < step.published:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     agents.step = None
+    if pids is not None:
+        after = role_cpu(pids)
+        step.cpu_s = {role: after[role] - before[role] for role in after}
+        step.cpu_s["generator"] = generator_cpu
     # Let the backlog of an overloaded step clear before the next one: until every contact of
     # the step has had its offer (late ones count here, not in the step's figures), offers
     # stop coming for DRAIN_QUIET_S, or DRAIN_MAX_S pass.
@@ -405,6 +437,19 @@ def lane_settings(base: Settings, lane: str, index: int, lanes: int,
     return settings.replace(app_id=f"peakroute-{name}", redis_url=redis_url, **topics)
 
 
+def hop_settings(base: Settings, args: argparse.Namespace) -> Settings:
+    """The stack's settings with the hop options given on the command line (the fetch wait,
+    the worker's batch wait, the producers' linger); an option left out keeps the stack's."""
+    hops: dict[str, Any] = {}
+    if args.fetch_wait_ms is not None:
+        hops["kafka_fetch_max_wait_ms"] = args.fetch_wait_ms
+    if args.batch_within_ms is not None:
+        hops["batch_within_s"] = args.batch_within_ms / 1000
+    if args.linger_ms is not None:
+        hops["kafka_linger_ms"] = args.linger_ms
+    return base.replace(**hops)
+
+
 class Lanes:
     """Opens and closes the lanes' generations (see Lane)."""
 
@@ -469,7 +514,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         policy = Path(tmp) / "policy.yaml"
         policy.write_text(bench_policy(CAPACITY))
         stack = EmbeddedStack(Path(tmp) / "stack", partitions=args.partitions)
-        base = (await stack.start()).replace(routing_policy=str(policy))
+        stacked = (await stack.start()).replace(routing_policy=str(policy))
+        base = hop_settings(stacked, args)
         lanes = [Lane(runtime, i, Search(args.rate or args.start_rate, bool(args.rate),
                                          args.max_steps, args.goal_steps),
                       lane_settings(base, runtime, i, len(runtimes)))
@@ -486,7 +532,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             sample = ContactArrived(event_id="x" * 30, ts_ms=now_ms(), contact_id="x" * 30,
                                     domain=domains[0], customer_id="u1234567",
                                     text=handoff_questions()[0][1])
-            raw = await raw_passthrough(base, args.seconds, len(sample.to_json()))
+            # The raw loop on the stack's own hop settings, whatever the options, so its figure
+            # stays comparable between runs.
+            raw = await raw_passthrough(stacked, args.seconds, len(sample.to_json()))
             print(f"raw aiokafka consume-and-produce on this broker: {raw:,.0f} records/s",
                   flush=True)
             await wait_ready([w for lane in lanes for w in lane.workers])
@@ -506,13 +554,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     if args.py_spy and args.rate:  # one file per lane when there are several
                         out = args.py_spy if len(lanes) == 1 else f"{args.py_spy}.{lane.runtime}"
                         spy = start_py_spy(out, lane.workers[0].proc.pid, args.seconds)
+                    pids = {"workers": [w.proc.pid for w in lane.workers]}
+                    pids |= {p.name: [p.pid] for p in stack.processes}
                     step = await run_step(lane.settings, lane.agents, rate, args.seconds,
-                                          domains)
+                                          domains, pids)
                     s = step.summary(args.seconds)
                     ok = step.sustained(args.max_p99_ms)
                     print(f"  {lane.runtime:12} {rate:8.0f}/s offered: published "
                           f"{s['published_per_s']:8.1f}/s, through {s['contacts_per_s']:8.1f}/s, "
-                          f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms -> "
+                          f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms "
+                          f"(router p99 {s['router_p99_ms']} ms), CPU ms per contact "
+                          f"{cpu_line(s['cpu_ms_per_contact'])} -> "
                           f"{'sustained' if ok else 'not sustained'}", flush=True)
                     lane.search.record(step, ok, ok and step.sustained(args.p99_ms))
                     if spy is not None:
@@ -561,6 +613,10 @@ def summarize(args: argparse.Namespace, steps: list[Step], raw: float) -> dict[s
     }
 
 
+def cpu_line(per_contact: dict[str, float]) -> str:
+    return " ".join(f"{role} {ms:.2f}" for role, ms in per_contact.items())
+
+
 def start_py_spy(out: str, pid: int, seconds: float) -> subprocess.Popen[bytes]:
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return subprocess.Popen([exe, "record", "-p", str(pid), "-d", str(int(seconds)),
@@ -605,6 +661,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="every step of a lane on the same topics (before: the embedded "
                          "broker's fetches slow down as its logs grow, so late steps measure "
                          "the broker; by default each step has fresh topics, see above)")
+    ap.add_argument("--fetch-wait-ms", type=int, default=None,
+                    help="consumers' fetch wait, the workers' and the agents' (the stack's: 20)")
+    ap.add_argument("--batch-within-ms", type=float, default=None,
+                    help="the workers' batch wait (the setting's default: 20)")
+    ap.add_argument("--linger-ms", type=int, default=None,
+                    help="the workers' producer linger (the setting's default: 5)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     return ap.parse_args(argv)
 
