@@ -503,19 +503,22 @@ class Lanes:
             w.stop()
         lane.workers = []
 
+    async def open(self, lane: Lane, generation: int) -> None:
+        """The lane's generation up: its topics, workers (ready) and agents (warmed up)."""
+        self.start(lane, generation)
+        await self.topics(lane)
+        await wait_ready(lane.workers)
+        await self.agents(lane)
+
     async def renew(self, lane: Lane) -> None:
-        """A new generation: the old one stopped, its Redis database emptied, the new one's
-        topics, workers and agents up."""
+        """A new generation: the old one stopped, its Redis database emptied, the new one up."""
         await self.close(lane)
         client = aioredis.Redis.from_url(lane.settings.redis_url)
         try:
             await client.flushdb()
         finally:
             await client.aclose()
-        self.start(lane, lane.generation + 1)
-        await self.topics(lane)
-        await wait_ready(lane.workers)
-        await self.agents(lane)
+        await self.open(lane, lane.generation + 1)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -542,20 +545,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # start: several workers of a fresh stack would each train it at once.
         BrainHolder(base).load()
         try:
-            for lane in lanes:
-                opener.start(lane, 0)
-                await opener.topics(lane)
             sample = ContactArrived(event_id="x" * 30, ts_ms=now_ms(), contact_id="x" * 30,
                                     domain=domains[0], customer_id="u1234567",
                                     text=handoff_questions()[0][1])
             # The raw loop on the stack's own hop settings, whatever the options, so its figure
-            # stays comparable between runs.
+            # stays comparable between runs; on a quiet broker (no lane is up yet).
             raw = await raw_passthrough(stacked, args.seconds, len(sample.to_json()))
             print(f"raw aiokafka consume-and-produce on this broker: {raw:,.0f} records/s",
                   flush=True)
-            await wait_ready([w for lane in lanes for w in lane.workers])
-            for lane in lanes:
-                await opener.agents(lane)
+            if args.shared_logs:  # every lane up for the whole run
+                for lane in lanes:
+                    await opener.open(lane, 0)
             round_ = 0
             while any(lane.search.rate is not None for lane in lanes):
                 order = lanes if round_ % 2 == 0 else lanes[::-1]
@@ -564,8 +564,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     rate = lane.search.rate
                     if rate is None:
                         continue
-                    if not args.shared_logs and lane.search.steps:
-                        await opener.renew(lane)
+                    if not args.shared_logs:  # only this lane's processes run in its step
+                        if lane.search.steps:
+                            await opener.renew(lane)
+                        else:
+                            await opener.open(lane, 0)
                     assert lane.agents is not None
                     if args.py_spy and args.rate:  # one file per lane when there are several
                         out = args.py_spy if len(lanes) == 1 else f"{args.py_spy}.{lane.runtime}"
@@ -586,6 +589,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     if spy is not None:
                         spy.wait(timeout=args.seconds + 30)
                         spy = None
+                    if not args.shared_logs:  # idle, it would poll the broker meanwhile
+                        await opener.close(lane)
         finally:
             for lane in lanes:
                 await opener.close(lane)
