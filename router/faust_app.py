@@ -38,14 +38,14 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from router import logs, metrics, transient
-from router.kafka import DEADLETTER_MAX_MESSAGE_BYTES
+from router.kafka import DEADLETTER_MAX_MESSAGE_BYTES, KeyHashes, send_batches
 from router.kafka import ssl_context as kafka_ssl_context
 from router.settings import Settings
 from router.stage import Output, Record
@@ -155,6 +155,7 @@ class FaustRouter:
         self._steps = 0  # timer steps under way
         self._steps_idle = asyncio.Event()
         self._steps_idle.set()
+        self._keys = KeyHashes()
         self.app = self._build_app()
         self.topics = {
             role: self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -199,12 +200,14 @@ class FaustRouter:
     # -- batches and timer steps ----------------------------------------------------------
 
     async def produce(self, outputs: Sequence[Output]) -> None:
-        """Send every output with faust's producer and wait until the broker has them all."""
-        producer = self.app.producer
+        """Send every output at once on faust's own aiokafka producer (router.kafka.
+        send_batches: the same partitions as faust's ``send``, aiokafka's default partitioner)
+        and wait until the broker has them all."""
+        producer = cast(faust_aiokafka.Producer, self.app.producer)._ensure_producer()
         topics = self.settings.topics
-        futures = [await producer.send(topics[out.role], out.key.encode(), out.value(),
-                                       None, None, None)
-                   for out in outputs]
+        futures = await send_batches(
+            producer, self._keys,
+            ((topics[out.role], out.key.encode(), out.value()) for out in outputs))
         if futures:
             await asyncio.gather(*futures)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from router.errors import StackError
 from router.settings import Settings
@@ -92,6 +94,35 @@ class KeyHashes:
                 self._hashes.clear()
             h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
         return all_partitions[h % len(all_partitions)]
+
+
+async def send_batches(producer: AIOKafkaProducer, partitioner: KeyHashes,
+                       records: Iterable[tuple[str, bytes, bytes]]) -> list[asyncio.Future[Any]]:
+    """Send ``records`` (topic, key, value) at once: one closed batch per partition, the records
+    in their order within it, on the partitions ``send`` would choose (``partitioner`` over the
+    producer's own partition list). A stage's outputs are complete when it sends them, so a
+    batch that waited the producer's linger for more would only make them later (a closed
+    batch leaves at once), and a future per batch replaces aiokafka's future and accumulator
+    step per record. Returns the batches' delivery futures."""
+    batches: dict[tuple[str, int], BatchBuilder] = {}
+    partitions: dict[str, list[int]] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for topic, key, value in records:
+        every = partitions.get(topic)
+        if every is None:
+            every = partitions[topic] = list(await producer.partitions_for(topic))
+        place = (topic, partitioner(key, every, every))
+        batch = batches.get(place)
+        if batch is not None and batch.append(key=key, value=value, timestamp=None) is not None:
+            continue
+        if batch is not None:  # full (append closed it): it goes, a new one takes the record
+            futures.append(await producer.send_batch(batch, topic, partition=place[1]))
+        batch = batches[place] = producer.create_batch()
+        batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
+    for (topic, partition), batch in batches.items():
+        batch.close()
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
 
 
 def producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:

@@ -71,7 +71,8 @@ class Transport:
     def __init__(self, settings: Settings, routes: dict[str, Route]) -> None:
         self.settings = settings
         self.routes = routes  # topic name -> route
-        self.producer: AIOKafkaProducer = kafka.producer(settings, partitioner=kafka.KeyHashes())
+        self._keys = kafka.KeyHashes()
+        self.producer: AIOKafkaProducer = kafka.producer(settings, partitioner=self._keys)
         self.consumer: AIOKafkaConsumer = self._new_consumer()
         self.rebalancing = True  # until the group hands this worker its first partitions
         self._batch = asyncio.Lock()  # held while a poll is handled, produced and committed
@@ -270,11 +271,12 @@ class Transport:
         await deliver(stage, handle, records, self.produce, delivered)
 
     async def produce(self, outputs: Sequence[Output]) -> None:
-        """Send every output and wait until the broker has them all (acks=all)."""
+        """Send every output at once (router.kafka.send_batches) and wait until the broker has
+        them all (acks=all)."""
         topics = self.settings.topics
-        futures = [await self.producer.send(topics[out.role], out.value(),
-                                            key=out.key.encode())
-                   for out in outputs]
+        futures = await kafka.send_batches(
+            self.producer, self._keys,
+            ((topics[out.role], out.key.encode(), out.value()) for out in outputs))
         if futures:
             await asyncio.gather(*futures)
 
