@@ -9,16 +9,17 @@ after ``--handle`` seconds. Latency is a contact's arrival (its ``ts_ms``, carri
 its offer arriving on ``assignments``.
 
 ``--runtime faust|lean|both`` picks the workers' runtime (docs/ARCHITECTURE.md, "Runtimes");
-``both`` keeps a lane of each up on one stack (topics, consumer group and Redis database of its
-own) and alternates their steps, ending with ``{"lean": {...}, "faust": {...}, "faust_to_lean":
+``both`` gives each a lane (topics, consumer group and Redis database of its own) and
+alternates their steps, ending with ``{"lean": {...}, "faust": {...}, "faust_to_lean":
 ...}``.
 
-Each step after a lane's first runs on fresh logs: new topics and consumer group, the lane's
-Redis database emptied, its workers and agents started again (and warmed up) for it. The
-embedded broker's fetches cost more as its logs grow (docs/REHEARSAL.md, "Long runs slow
-down"), so on shared topics the late steps of a search measured how long the run had been
-going as much as their rate; the raw ceiling is measured on empty topics too. ``--shared-logs``
-runs every step of a lane on the same topics, as before.
+Each step runs on a fresh embedded stack (a new broker and Redis, as the raw loop had at the
+start), with only its own lane's workers and agents up, started (and warmed up) for it and
+stopped after it. The embedded broker slows as a run goes on (docs/REHEARSAL.md, "Long runs
+slow down"), so on a long-lived stack the late steps of a search measured how long the run had
+been going as much as their rate, and an idle lane's processes kept polling it meanwhile.
+``--shared-logs`` keeps one stack and every lane up for the whole run, each lane's steps on the
+same topics, as before.
 
 Rates are stepped (doubling from ``--start-rate``, then halving the gap until the best sustained
 rate is known to within 10 %): a step is sustained
@@ -48,11 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import BatchBuilder
 
 from load_tests.cluster import cpu_seconds
 from load_tests.sim import percentile
@@ -66,7 +64,15 @@ from router.events import (
     Language,
     OfferAccepted,
 )
-from router.kafka import assign_all, client_kwargs, consumer, ensure_topics, producer
+from router.kafka import (
+    KeyHashes,
+    assign_all,
+    client_kwargs,
+    consumer,
+    ensure_topics,
+    producer,
+    send_batches,
+)
 from router.routing.config import DEFAULT_POLICY
 from router.settings import Settings
 from router.stack import EmbeddedStack
@@ -113,24 +119,23 @@ def generate(settings: Settings, rate: float, seconds: float, tag: str, domains:
 async def _generate(settings: Settings, rate: float, seconds: float, tag: str,
                     domains: list[str]) -> tuple[int, float, float]:
     """Publish at ``rate``, keyed by contact id as a gateway does. Each tick's records go out
-    as one batch per partition (``send_batch``, placed by the producer's own partitioner), not
-    one ``send`` each: a record then costs the generator a few microseconds instead of ~0.3 ms
-    of this 2-core machine's CPU, which the pipeline it measures needs. Returns the records
-    sent, the seconds and the CPU seconds publishing took (its set-up not counted)."""
+    at once, a batch per partition (router.kafka.send_batches), not one ``send`` each, which
+    cost the generator ~0.3 ms of this 2-core machine's CPU per record, CPU the pipeline it
+    measures needs. Returns the records sent, the seconds and the CPU seconds publishing took
+    (its set-up not counted)."""
     rng = random.Random(tag)
     mix = handoff_questions()
     prod = producer(settings, linger_ms=5, max_batch_size=256 * 1024)
     await prod.start()
     topic = settings.topic_contacts_inbound
-    partitions = sorted(await prod.partitions_for(topic))
-    place = DefaultPartitioner()
+    keys = KeyHashes()
     sent = 0
     start, cpu = time.monotonic(), time.process_time()
     try:
         while (elapsed := time.monotonic() - start) < seconds:
             due = int(rate * elapsed) - sent
             ts = now_ms()
-            batches: dict[int, BatchBuilder] = {}
+            records = []
             for _ in range(due):
                 language, text = mix[rng.randrange(len(mix))]
                 cid = f"{tag}-{sent}-{ts}"
@@ -138,16 +143,9 @@ async def _generate(settings: Settings, rate: float, seconds: float, tag: str,
                                        domain=domains[sent % len(domains)],
                                        customer_id=f"u{sent}", language=Language(language),
                                        text=text)
-                key = cid.encode()
-                partition = place(key, partitions, partitions)
-                batch = batches.setdefault(partition, prod.create_batch())
-                if batch.append(key=key, value=event.to_json(), timestamp=None) is None:
-                    await prod.send_batch(batch, topic, partition=partition)  # full
-                    batch = batches[partition] = prod.create_batch()
-                    batch.append(key=key, value=event.to_json(), timestamp=None)
+                records.append((topic, cid.encode(), event.to_json()))
                 sent += 1
-            for partition, batch in batches.items():
-                await prod.send_batch(batch, topic, partition=partition)
+            await send_batches(prod, keys, records)  # delivered by the flush below
             await asyncio.sleep(TICK_S)
         await prod.flush()
         return sent, time.monotonic() - start, time.process_time() - cpu
@@ -426,9 +424,8 @@ REFINE = 1.1  # a sustained rate is known to within 10 %: the lowest failing ste
 @dataclass
 class Lane:
     """One runtime's workers and agents, on topics, a consumer group and a Redis database of
-    its own, so both runtimes share one stack and their steps can alternate. With fresh logs
-    (the default), each step gets a generation of its own: new topics and group, an emptied
-    Redis database, and workers and agents started for it."""
+    its own, so their steps can alternate. By default each step gets a generation of its own,
+    on a fresh stack: workers and agents started for it, and stopped after it."""
 
     runtime: str
     index: int
@@ -455,14 +452,13 @@ def lane_settings(base: Settings, lane: str, index: int, lanes: int,
 
 def hop_settings(base: Settings, args: argparse.Namespace) -> Settings:
     """The stack's settings with the hop options given on the command line (the fetch wait,
-    the worker's batch wait, the producers' linger); an option left out keeps the stack's."""
+    the worker's batch wait); an option left out keeps the stack's. (The workers' stages send
+    each batch's outputs at once, so the producers' linger is not theirs to set.)"""
     hops: dict[str, Any] = {}
     if args.fetch_wait_ms is not None:
         hops["kafka_fetch_max_wait_ms"] = args.fetch_wait_ms
     if args.batch_within_ms is not None:
         hops["batch_within_s"] = args.batch_within_ms / 1000
-    if args.linger_ms is not None:
-        hops["kafka_linger_ms"] = args.linger_ms
     return base.replace(**hops)
 
 
@@ -510,15 +506,6 @@ class Lanes:
         await wait_ready(lane.workers)
         await self.agents(lane)
 
-    async def renew(self, lane: Lane) -> None:
-        """A new generation: the old one stopped, its Redis database emptied, the new one up."""
-        await self.close(lane)
-        client = aioredis.Redis.from_url(lane.settings.redis_url)
-        try:
-            await client.flushdb()
-        finally:
-            await client.aclose()
-        await self.open(lane, lane.generation + 1)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -535,6 +522,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stack = EmbeddedStack(Path(tmp) / "stack", partitions=args.partitions)
         stacked = (await stack.start()).replace(routing_policy=str(policy))
         base = hop_settings(stacked, args)
+
+        async def fresh_stack() -> Settings:
+            """The embedded stack stopped and started again: a new broker and Redis, empty."""
+            stack.stop()
+            return hop_settings((await stack.start()).replace(routing_policy=str(policy)), args)
+
         lanes = [Lane(runtime, i, Search(args.rate or args.start_rate, bool(args.rate),
                                          args.max_steps, args.goal_steps),
                       lane_settings(base, runtime, i, len(runtimes)))
@@ -564,11 +557,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     rate = lane.search.rate
                     if rate is None:
                         continue
-                    if not args.shared_logs:  # only this lane's processes run in its step
-                        if lane.search.steps:
-                            await opener.renew(lane)
-                        else:
-                            await opener.open(lane, 0)
+                    if not args.shared_logs:  # a fresh stack, only this lane's processes
+                        opener.base = await fresh_stack()
+                        await opener.open(lane, len(lane.search.steps))
                     assert lane.agents is not None
                     if args.py_spy and args.rate:  # one file per lane when there are several
                         out = args.py_spy if len(lanes) == 1 else f"{args.py_spy}.{lane.runtime}"
@@ -679,15 +670,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="with --rate: record the first worker with py-spy (raw format) here "
                          "(several lanes: FILE.<lane>)")
     ap.add_argument("--shared-logs", action="store_true",
-                    help="every step of a lane on the same topics (before: the embedded "
-                         "broker's fetches slow down as its logs grow, so late steps measure "
-                         "the broker; by default each step has fresh topics, see above)")
+                    help="one stack for the whole run, every lane up throughout, each lane's "
+                         "steps on the same topics (by default each step has a fresh stack, "
+                         "see above: the embedded broker slows as a run goes on)")
     ap.add_argument("--fetch-wait-ms", type=int, default=None,
                     help="consumers' fetch wait, the workers' and the agents' (the stack's: 20)")
     ap.add_argument("--batch-within-ms", type=float, default=None,
                     help="the workers' batch wait (the setting's default: 20)")
-    ap.add_argument("--linger-ms", type=int, default=None,
-                    help="the workers' producer linger (the setting's default: 5)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     return ap.parse_args(argv)
 

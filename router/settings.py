@@ -47,8 +47,9 @@ class Settings:
     # docs/ARCHITECTURE.md, "Embedded stack"); the group then drops the member at its session
     # timeout, as for a crash.
     kafka_leave_group_on_stop: bool = True
-    # Producers' linger (issue 6): stages send a whole batch at once, so 0 costs little
-    # throughput; each hop waits up to this long before its records leave.
+    # Linger of the producers that send record by record (the gateway's, the agents' client):
+    # each waits up to this long before its records leave. A worker's stages do not linger:
+    # they send each batch's outputs at once (router.kafka.send_batches).
     kafka_linger_ms: int = 5
     app_id: str = "peakroute"  # consumer group of the router workers
     # Redis
