@@ -51,11 +51,21 @@ class StubConsumer:
 
 @dataclass
 class StubProducer:
+    """aiokafka's batch API as router.kafka.send_batches uses it: one partition per topic;
+    a batch's records count as sent when it is submitted, delivered when ``delivered`` is set."""
+
     sent: list[tuple[str, bytes]] = field(default_factory=list)
     delivered: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
-        self.sent.append((topic, key))
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> StubBatch:
+        return StubBatch()
+
+    async def send_batch(self, batch: StubBatch, topic: str, *,
+                         partition: int) -> asyncio.Future[None]:
+        self.sent.extend((topic, key) for key in batch.keys)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def deliver() -> None:
@@ -63,6 +73,18 @@ class StubProducer:
             fut.set_result(None)
         asyncio.get_running_loop().create_task(deliver())
         return fut
+
+
+@dataclass
+class StubBatch:
+    keys: list[bytes] = field(default_factory=list)
+
+    def append(self, *, key: bytes, value: bytes, timestamp: None) -> bool:
+        self.keys.append(key)
+        return True
+
+    def close(self) -> None:
+        pass
 
 
 def _poll(topic: str, partition: int, offsets: range) -> dict[TopicPartition, list[Message]]:
