@@ -75,8 +75,10 @@ async def test_contacts_end_contained_or_answered_and_books_balance(
         await publish(kafka_producer, stack, contacts)
 
         async def settled() -> dict[str, int] | None:
-            stats = await domain_stats(redis_client, domain)
+            # What is live first, then the counters: a contact accepted between the two reads
+            # is then counted answered, not missed by both (the reads are not one snapshot).
             live = await domain_live(redis_client, domain)
+            stats = await domain_stats(redis_client, domain)
             done = stats["arrived"] == len(contacts) and stats["escalating"] == 0
             return {**stats, **live} if done and live["waiting"] + live["offered"] == 0 else None
 
