@@ -71,8 +71,8 @@ class Transport:
     def __init__(self, settings: Settings, routes: dict[str, Route]) -> None:
         self.settings = settings
         self.routes = routes  # topic name -> route
-        self._keys = kafka.KeyHashes()
-        self.producer: AIOKafkaProducer = kafka.producer(settings, partitioner=self._keys)
+        self._keys = kafka.KeyHashes()  # the outputs' partitions (send_batches places them)
+        self.producer: AIOKafkaProducer = kafka.producer(settings)
         self.consumer: AIOKafkaConsumer = self._new_consumer()
         self.rebalancing = True  # until the group hands this worker its first partitions
         self._batch = asyncio.Lock()  # held while a poll is handled, produced and committed
